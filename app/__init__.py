@@ -1,0 +1,1 @@
+"""pidflow service side: FastAPI REST API, Dash UI and the command line."""

@@ -1,0 +1,184 @@
+"""The /api/v1 routes. Sync handlers: they run in the thread pool and call the blocking service."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from app.api.schemas import AnalysisRequestBody, Health, JobStatus, Message, ShareLink
+from app.api.security import require_writer
+from app.service import AnalysisService, JobNotReady
+
+router = APIRouter(prefix="/api/v1")
+ERRORS = {
+    404: {"model": Message, "description": "unknown analysis, question, image or share link"},
+    409: {"model": Message, "description": "the analysis has no result yet (or failed)"},
+    503: {"model": Message, "description": "Redis or the job broker is not reachable"},
+}
+WRITE_ERRORS = {
+    401: {"model": Message, "description": "hosted mode: missing or unknown bearer token"},
+    422: {"description": "invalid request"},
+    429: {"model": Message, "description": "rate limit reached (see Retry-After)"},
+}
+Writer = Annotated[str | None, Depends(require_writer)]
+
+
+def _service(request: Request) -> AnalysisService:
+    return request.app.state.service
+
+
+@contextmanager
+def _mapped_errors():
+    """Service exceptions -> HTTP answers with a readable detail."""
+    try:
+        yield
+    except KeyError as exc:
+        raise HTTPException(404, detail=str(exc.args[0]) if exc.args else "not found") from exc
+    except JobNotReady as exc:
+        job = exc.job
+        if job.get("state") == "failed":
+            detail = f"analysis {job.get('id')} failed: {job.get('error') or 'no reason recorded'}"
+        else:
+            detail = f"analysis {job.get('id')} is {job.get('state')} ({job.get('stage') or 'waiting'}), no result yet"
+        raise HTTPException(409, detail=detail) from exc
+    except PermissionError as exc:
+        raise HTTPException(403, detail=str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+
+
+def _with_links(job: dict, request: Request) -> dict:
+    base = str(request.url_for("analysis_status", analysis_id=job["id"]).path)
+    return {**job, "status_url": base, "result_url": base + "/result"}
+
+
+@router.post("/analyses", response_model=JobStatus, status_code=202, responses={**WRITE_ERRORS, **ERRORS},
+             summary="Submit an analysis (200 when its result is already cached)")
+def submit_analysis(body: AnalysisRequestBody, request: Request, response: Response, token: Writer):
+    with _mapped_errors():
+        job = _service(request).submit(body.model_dump(), token=token)
+    if job.get("cached") and job.get("state") == "succeeded":
+        response.status_code = 200
+    response.headers["Location"] = _with_links(job, request)["status_url"]
+    return _with_links(job, request)
+
+
+@router.get("/analyses/{analysis_id}", response_model=JobStatus, responses=ERRORS, name="analysis_status",
+            summary="State, stage, progress (0..1) and error of an analysis")
+def analysis_status(analysis_id: str, request: Request):
+    with _mapped_errors():
+        return _with_links(_service(request).status(analysis_id), request)
+
+
+def _result(service: AnalysisService, analysis_id: str, fmt: str) -> Response:
+    with _mapped_errors():
+        if fmt == "csv":
+            return Response(service.result_csv(analysis_id), media_type="text/csv",
+                            headers={"Content-Disposition": f'attachment; filename="{analysis_id}.csv"'})
+        return Response(service.result_json(analysis_id), media_type="application/json")
+
+
+ResultFormat = Annotated[Literal["json", "csv"], Query(alias="format")]
+RESULT_DOC = {200: {"content": {"application/json": {}, "text/csv": {}},
+                    "description": "the result document (pidflow.result/1), or one CSV row per run x layer"}}
+
+
+@router.get("/analyses/{analysis_id}/result", responses={**RESULT_DOC, **ERRORS},
+            summary="The result document (bits); ?format=csv for one row per run x layer")
+async def analysis_result(analysis_id: str, request: Request, fmt: ResultFormat = "json"):
+    service = _service(request)
+    body = service.fresh_result_json(analysis_id) if fmt == "json" else None
+    if body is not None:  # hot path: no thread hop, no Redis round trip
+        response = Response(body, media_type="application/json")
+    else:
+        response = await run_in_threadpool(_result, service, analysis_id, fmt)
+    etag = service.result_etag(analysis_id) if fmt == "json" else None
+    if etag:
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        response.headers["ETag"] = etag
+    return response
+
+
+@router.get("/analyses/{analysis_id}/questions/{qid}", responses=ERRORS,
+            summary="One question: answers, image URL and per-layer pointwise PID (bits)")
+def analysis_question(analysis_id: str, qid: str, request: Request):
+    with _mapped_errors():
+        return _service(request).question(analysis_id, qid)
+
+
+@router.delete("/analyses/{analysis_id}", responses={**WRITE_ERRORS, **ERRORS, 403: {"model": Message}},
+               summary="Delete an analysis and its cached result")
+def delete_analysis(analysis_id: str, request: Request, token: Writer):
+    with _mapped_errors():
+        deleted = _service(request).delete(analysis_id, token=token)
+    return {"id": analysis_id, "deleted": deleted}
+
+
+@router.post("/analyses/{analysis_id}/share", response_model=ShareLink, status_code=201,
+             responses={**WRITE_ERRORS, **ERRORS}, summary="Create a read-only share link")
+def share_analysis(analysis_id: str, request: Request, token: Writer):
+    with _mapped_errors():
+        share_token = _service(request).create_share(analysis_id)
+    base = _service(request).settings.public_url or str(request.base_url).rstrip("/")
+    return {"share_token": share_token, "url": f"{base}/api/v1/shared/{share_token}",
+            "ui_url": f"{base}/?share={share_token}"}
+
+
+def _shared_id(service: AnalysisService, share_token: str) -> str:
+    with _mapped_errors():
+        return service.resolve_share(share_token)
+
+
+@router.get("/shared/{share_token}", response_model=JobStatus, responses=ERRORS,
+            summary="Status of a shared analysis (read-only)")
+def shared_status(share_token: str, request: Request):
+    service = _service(request)
+    with _mapped_errors():
+        job = service.status(_shared_id(service, share_token))
+    base = f"/api/v1/shared/{share_token}"
+    return {**job, "status_url": base, "result_url": base + "/result"}
+
+
+@router.get("/shared/{share_token}/result", responses={**RESULT_DOC, **ERRORS},
+            summary="Result of a shared analysis (read-only)")
+def shared_result(share_token: str, request: Request, fmt: ResultFormat = "json"):
+    service = _service(request)
+    return _result(service, _shared_id(service, share_token), fmt)
+
+
+@router.get("/shared/{share_token}/questions/{qid}", responses=ERRORS,
+            summary="One question of a shared analysis (read-only)")
+def shared_question(share_token: str, qid: str, request: Request):
+    service = _service(request)
+    with _mapped_errors():
+        return service.question(_shared_id(service, share_token), qid)
+
+
+@router.get("/images/{image_id}", responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}},
+            response_class=FileResponse, summary="A dataset image (PNG)")
+def image(image_id: str, request: Request):
+    with _mapped_errors():
+        path = _service(request).image_path(image_id)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/models", summary="Configured models (demo always; more from PIDFLOW_MODELS)")
+def models(request: Request):
+    return _service(request).models()
+
+
+@router.get("/datasets", summary="Datasets with their tasks")
+def datasets(request: Request):
+    return _service(request).datasets()
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}},
+            summary="Redis and worker reachability")
+def healthz(request: Request):
+    health = _service(request).health()
+    return JSONResponse(health, status_code=200 if health["redis"] else 503)

@@ -1,0 +1,43 @@
+"""Hosted-mode access: bearer tokens for writes and per-token rate limits (Redis-backed)."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import HTTPException, Request
+
+from app.service import AnalysisService
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def _known(token: str, tokens: tuple[str, ...]) -> bool:
+    return any(hmac.compare_digest(token.encode(), known.encode()) for known in tokens)
+
+
+def require_writer(request: Request) -> str | None:
+    """The caller's token for a write; 401 in hosted mode without a valid one, 429 over the limit."""
+    service: AnalysisService = request.app.state.service
+    if not service.settings.hosted:
+        return None
+    token = bearer_token(request)
+    if token is None or not _known(token, service.settings.api_tokens):
+        raise HTTPException(
+            status_code=401,
+            detail="this server needs an API token for writes: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    retry_after = service.rate_limit(token)
+    if retry_after is not None:
+        raise HTTPException(
+            status_code=429,
+            detail=f"rate limit of {service.settings.rate_limit_per_minute} requests per minute reached",
+            headers={"Retry-After": str(retry_after)},
+        )
+    return token

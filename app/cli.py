@@ -1,0 +1,138 @@
+"""The `pidflow` command line: run an analysis locally or through a server, or serve everything."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_request_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="demo", help="demo, a Hugging Face id or a local folder")
+    parser.add_argument("--dataset", default="easy-vqa", help="easy-vqa or gqa")
+    parser.add_argument("--task", dest="tasks", action="append", help="task name (repeatable)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--n-questions", type=int, default=400, help="questions per task")
+    parser.add_argument("--correct-only", action="store_true", help="keep correctly answered questions")
+    parser.add_argument("--language-pooling", choices=["mean", "last"], default="mean")
+    parser.add_argument("--target", choices=["logprobs", "hidden"], default="logprobs")
+    parser.add_argument("--measure", choices=["broja", "mmi"], default="broja")
+    parser.add_argument("--dims", type=int, nargs=3, default=[16, 16, 8], metavar=("DV", "DL", "DY"))
+    parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
+    parser.add_argument("--bootstrap", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--knockout",
+        action="append",
+        metavar="EDGE",
+        help="knockout edge: image->question, image->last, question->last, last->last (repeatable)",
+    )
+    parser.add_argument(
+        "--knockout-layers", type=int, nargs=2, metavar=("FIRST", "LAST"), help="inclusive decoder-layer window"
+    )
+
+
+def _request_dict(args: argparse.Namespace) -> dict:
+    request = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "tasks": args.tasks or ["color"],
+        "split": args.split,
+        "n_questions": args.n_questions,
+        "correct_only": args.correct_only,
+        "language_pooling": args.language_pooling,
+        "target": args.target,
+        "measure": args.measure,
+        "dims": list(args.dims),
+        "gaussianize": args.gaussianize,
+        "bootstrap": args.bootstrap,
+        "seed": args.seed,
+        "knockout": None,
+    }
+    if args.knockout or args.knockout_layers:
+        if not (args.knockout and args.knockout_layers):
+            raise ValueError("--knockout and --knockout-layers must be given together")
+        request["knockout"] = {"edges": args.knockout, "layers": list(args.knockout_layers)}
+    return request
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    request = _request_dict(args)
+    if args.server:
+        from app.client import run_remote_analysis
+
+        result = run_remote_analysis(args.server, request, token=args.token)
+    else:
+        from pidcore.analysis import AnalysisRequest, run_analysis
+
+        result = run_analysis(AnalysisRequest.from_dict(request), progress=True)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(_layer_table(result))
+    print(f"result written to {out}")
+    return 0
+
+
+def _layer_table(result: dict) -> str:
+    try:
+        from pidcore.report import format_layer_table
+    except ImportError:  # the report module is optional for remote runs: a plain table (bits)
+        lines = ["run       layer  redundancy  unique_vision  unique_language  synergy   total"]
+        for run_name, run in result["runs"].items():
+            for layer in (run or {}).get("layers", []):
+                lines.append(f"{run_name:<9} {layer['layer']:>5}  {layer['redundancy']:>10.4f}  "
+                             f"{layer['unique_vision']:>13.4f}  {layer['unique_language']:>15.4f}  "
+                             f"{layer['synergy']:>7.4f}  {layer['total']:>6.4f}")
+        return "\n".join(lines)
+    return format_layer_table(result)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from app.embedded import serve
+
+    return serve(host=args.host, port=args.port, workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pidflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    analyze = sub.add_parser("analyze", help="run a layer-wise PID analysis and print a per-layer table")
+    _add_request_options(analyze)
+    analyze.add_argument("--server", help="submit to a pidflow server at this URL instead of running locally")
+    analyze.add_argument("--token", help="API token for a hosted server (or PIDFLOW_TOKEN)")
+    analyze.add_argument("-o", "--output", default="pidflow-result.json", help="where to write the JSON result")
+    analyze.set_defaults(func=_cmd_analyze)
+
+    serve = sub.add_parser("serve", help="run Redis, a worker and the API + dashboard on this machine")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="Celery worker processes to start")
+    serve.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ConnectionError, TimeoutError) as exc:
+        print(f"pidflow: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from app.client import AnalysisFailed
+
+        if not isinstance(exc, AnalysisFailed):
+            raise
+        print(f"pidflow: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pidflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

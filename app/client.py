@@ -1,0 +1,90 @@
+"""A small REST client for a pidflow server (used by `pidflow analyze --server URL`)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+
+
+class AnalysisFailed(Exception):
+    """The server ran the analysis and it failed; the message is the server's reason."""
+
+
+class PidflowClient:
+    """Talks to /api/v1 of a pidflow server. HTTP 4xx -> ValueError with the server's message;
+    unreachable server or 5xx -> ConnectionError."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"--server must be an http(s) URL, got {base_url!r}")
+        token = token or os.environ.get("PIDFLOW_TOKEN") or None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PidflowClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, "/api/v1" + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"cannot reach the pidflow server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 500:
+            raise ConnectionError(f"server error {response.status_code}: {_detail(response)}")
+        if response.status_code >= 400:
+            raise ValueError(f"server refused ({response.status_code}): {_detail(response)}")
+        return response
+
+    def submit(self, request: dict) -> dict:
+        return self._request("POST", "/analyses", json=request).json()
+
+    def status(self, analysis_id: str) -> dict:
+        return self._request("GET", f"/analyses/{analysis_id}").json()
+
+    def result(self, analysis_id: str) -> dict:
+        return self._request("GET", f"/analyses/{analysis_id}/result").json()
+
+    def wait(self, analysis_id: str, progress: bool = True, poll_s: float = 0.5,
+             timeout_s: float | None = None) -> dict:
+        """Poll until the analysis finishes (tqdm bar on stderr); returns the result document."""
+        from tqdm import tqdm
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with tqdm(total=100, unit="%", disable=not progress, desc="queued") as bar:
+            while True:
+                job = self.status(analysis_id)
+                bar.set_description(job.get("stage") or job["state"])
+                bar.update(max(0, round(100 * float(job.get("progress") or 0)) - bar.n))
+                if job["state"] == "succeeded":
+                    return self.result(analysis_id)
+                if job["state"] == "failed":
+                    raise AnalysisFailed(f"analysis {analysis_id} failed: {job.get('error') or 'no reason given'}")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"analysis {analysis_id} still {job['state']} after {timeout_s} s")
+                time.sleep(poll_s)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return response.text[:300]
+    if isinstance(detail, list):  # FastAPI's validation errors
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" for d in detail)
+    return str(detail)
+
+
+def run_remote_analysis(server: str, request: dict, token: str | None = None, progress: bool = True) -> dict:
+    """Submit `request` to the server, show progress, return the result document."""
+    with PidflowClient(server, token=token) as client:
+        job = client.submit(request)
+        return client.wait(job["id"], progress=progress)

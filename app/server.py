@@ -1,0 +1,112 @@
+"""`create_app()`: the FastAPI application (REST API under /api/v1, Dash dashboard at /)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from app.api.routes import router
+from app.service import AnalysisService, ServiceUnavailable
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for request bodies over `max_bytes` (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._reject(send)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _reject(self, send):
+        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    detail = str(exc) if isinstance(exc, ServiceUnavailable) else f"Redis is not reachable: {exc}"
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
+
+def _fallback_home() -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><title>pidflow</title><h1>pidflow</h1>"
+        "<p>The dashboard is not installed here. The REST API is at "
+        '<a href="/api/v1/docs">/api/v1/docs</a>.</p>'
+    )
+
+
+def create_app(settings: Settings | None = None, service: AnalysisService | None = None,
+               with_ui: bool = True) -> FastAPI:
+    """The application: API routes first, then the Dash UI mounted at / (when `app.ui` provides it)."""
+    service = service or AnalysisService(settings)
+    settings = service.settings
+    app = FastAPI(
+        title="pidflow",
+        version="0.1.0",
+        description="Layer-wise Partial Information Decomposition of vision-language models. All "
+        "information quantities are in bits. In hosted mode (PIDFLOW_API_TOKENS set) writes need "
+        "`Authorization: Bearer <token>`.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.include_router(router)
+    app.add_exception_handler(ServiceUnavailable, _unavailable)
+    app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
+    app.add_exception_handler(redis.exceptions.TimeoutError, _unavailable)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if with_ui:
+        _mount_ui(app, service)
+    return app
+
+
+def _mount_ui(app: FastAPI, service: AnalysisService) -> None:
+    try:
+        from a2wsgi import WSGIMiddleware
+
+        from app.ui import create_dash_app
+    except ImportError:
+        log.warning("app.ui.create_dash_app is not available: serving the API only")
+        app.get("/", include_in_schema=False)(_fallback_home)
+        return
+    dash_app = create_dash_app(service, requests_pathname_prefix="/")
+    app.mount("/", WSGIMiddleware(dash_app.server))

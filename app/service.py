@@ -1,0 +1,418 @@
+"""What the REST routes and the dashboard call: analyses (through `worker.jobs`), share links,
+per-question views, model and dataset listings, rate limits and health.
+
+Every information quantity handed out is in bits. Errors: `ValueError` for a bad request (HTTP 422),
+`KeyError` for an unknown id (404), `JobNotReady` while a job runs (409), `PermissionError` for a write
+the token may not do (403), `ServiceUnavailable` when Redis or the broker cannot be reached (503).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import importlib
+import io
+import json
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from app.settings import Settings
+
+PID_FIELDS = ("redundancy", "unique_vision", "unique_language", "synergy")
+KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last")
+DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the dashboard opens with
+    "model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "split": "test", "n_questions": 400,
+    "correct_only": False, "language_pooling": "mean", "target": "logprobs", "measure": "broja",
+    "dims": [16, 16, 8], "gaussianize": True, "bootstrap": 0, "knockout": None, "seed": 0,
+}
+SHARE_PREFIX = "pidflow:share:"
+OWNERS_PREFIX = "pidflow:owners:"
+RATE_PREFIX = "pidflow:rate:"
+
+
+class JobNotReady(Exception):
+    """The analysis exists but has no result yet; `.job` holds its status dict."""
+
+    def __init__(self, job: dict):
+        super().__init__(f"analysis {job.get('id')} is {job.get('state')}, no result yet")
+        self.job = job
+
+
+class ServiceUnavailable(RuntimeError):
+    """Redis, the broker or the workers cannot be reached."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def job_to_dict(info: Any) -> dict:
+    """A worker `JobInfo` (dataclass or dict) as a JSON-ready dict."""
+    raw = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)
+    return {key: _jsonable(value) for key, value in raw.items()}
+
+
+def _token_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+class _LRU:
+    """A small thread-safe cache of finished results (they never change for a given id)."""
+
+    def __init__(self, size: int = 32):
+        self._size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+class AnalysisService:
+    """Facade over `worker.jobs` plus the service's own Redis keys (share links, owners, rate limits)."""
+
+    def __init__(self, settings: Settings | None = None, jobs: Any = None, redis_client: Any = None):
+        self.settings = settings or Settings.from_env()
+        self._jobs = jobs
+        self.redis = redis_client or redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=3, socket_connect_timeout=3
+        )
+        self._documents = _LRU()
+        self.recheck_s = 1.0
+        self._model_info: dict[str, dict] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def jobs(self) -> Any:
+        if self._jobs is None:
+            try:
+                self._jobs = importlib.import_module("worker.jobs")
+            except ImportError as exc:
+                raise ServiceUnavailable(f"the job layer (worker.jobs) is not installed: {exc}") from exc
+        return self._jobs
+
+    def _call(self, fn, *args):
+        """Run a jobs/Redis call, turning connection failures into ServiceUnavailable."""
+        try:
+            return fn(*args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise ServiceUnavailable(f"Redis is not reachable at {self.settings.redis_url}: {exc}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("kombu") and "OperationalError" in type(exc).__name__:
+                raise ServiceUnavailable(f"the job broker is not reachable: {exc}") from exc
+            raise
+
+    # -- analyses ---------------------------------------------------------------------------------
+    def submit(self, request: dict, token: str | None = None) -> dict:
+        """Validate and submit an analysis request; returns the job status dict (`cached` when done)."""
+        self.validate(request)
+        info = job_to_dict(self._call(self.jobs.submit, dict(request)))
+        if token:
+            self._call(self.redis.sadd, OWNERS_PREFIX + info["id"], _token_key(token))
+        return info
+
+    def status(self, analysis_id: str) -> dict:
+        return job_to_dict(self._call(self.jobs.status, analysis_id))
+
+    def result(self, analysis_id: str) -> dict:
+        """The result document; KeyError if unknown, JobNotReady while it runs."""
+        return json.loads(self.result_json(analysis_id))
+
+    def fresh_result_json(self, analysis_id: str) -> bytes | None:
+        """The cached JSON of a finished result if its job was seen alive within `recheck_s`, else None.
+        No I/O: the fast path for repeated GETs (a delete elsewhere shows within `recheck_s`)."""
+        cached = self._documents.get(analysis_id)
+        if cached is not None and time.monotonic() - cached[2] < self.recheck_s:
+            return cached[0]
+        return None
+
+    def result_json(self, analysis_id: str) -> bytes:
+        """The result document as JSON bytes (served without re-encoding)."""
+        status = self.status(analysis_id)  # KeyError once deleted, so the cache never outlives a job
+        cached = self._documents.get(analysis_id)
+        if cached is not None:
+            self._documents.put(analysis_id, (cached[0], cached[1], time.monotonic(), cached[3]))
+            return cached[0]
+        if status.get("state") != "succeeded":
+            raise JobNotReady(status)
+        try:
+            document = self._call(self.jobs.result, analysis_id)
+        except Exception as exc:
+            if type(exc).__name__ == "JobNotReady":
+                raise JobNotReady(status) from exc
+            raise
+        body = json.dumps(document, separators=(",", ":")).encode()
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        self._documents.put(analysis_id, (body, document, time.monotonic(), etag))
+        return body
+
+    def result_etag(self, analysis_id: str) -> str | None:
+        """Entity tag of a result already served by this process (None if not in memory)."""
+        cached = self._documents.get(analysis_id)
+        return cached[3] if cached is not None else None
+
+    def _document(self, analysis_id: str) -> dict:
+        self.result_json(analysis_id)
+        return self._documents.get(analysis_id)[1]
+
+    def result_csv(self, analysis_id: str) -> str:
+        """One row per run x layer: the four parts and the total (bits), CI bounds when present."""
+        document = self._document(analysis_id)
+        columns = ["run", "layer", *PID_FIELDS, "total"]
+        ci_fields = [*PID_FIELDS, "total"]
+        has_ci = any(
+            layer.get("ci") for run in document["runs"].values() if run for layer in run.get("layers", [])
+        )
+        if has_ci:
+            columns += [f"{name}_{end}" for name in ci_fields for end in ("lo", "hi")]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for run_name, run in document["runs"].items():
+            if not run:
+                continue
+            for layer in run["layers"]:
+                row = [run_name, layer["layer"], *(layer[name] for name in ci_fields)]
+                if has_ci:
+                    ci = layer.get("ci") or {}
+                    for name in ci_fields:
+                        row += list(ci.get(name) or ["", ""])
+                writer.writerow(row)
+        return out.getvalue()
+
+    def question(self, analysis_id: str, qid: str) -> dict:
+        """One question: texts, answers, image URL and its per-layer pointwise decomposition (bits)."""
+        document = self._document(analysis_id)
+        questions = document.get("questions") or []
+        index = next((i for i, q in enumerate(questions) if q.get("qid") == qid), None)
+        if index is None:
+            raise KeyError(f"question {qid!r} is not part of analysis {analysis_id}")
+        entry = questions[index]
+        view = {key: entry.get(key) for key in ("qid", "task", "question", "answer", "image_id")}
+        view["image_url"] = f"/api/v1/images/{entry.get('image_id')}"
+        pointwise = document.get("pointwise") or {}
+        for run in ("baseline", "knockout"):
+            outcome = entry.get(run)
+            terms = pointwise.get(run)
+            if outcome is None and terms is None:
+                view[run] = None
+                continue
+            layers = []
+            if terms is not None:
+                for layer, values in enumerate(terms[index]):
+                    parts = dict(zip(PID_FIELDS, values, strict=True))
+                    layers.append({"layer": layer, **parts, "total": sum(values)})
+            view[run] = {**(outcome or {}), "layers": layers}
+        return view
+
+    def delete(self, analysis_id: str, token: str | None = None) -> bool:
+        """Delete an analysis and its result. In hosted mode only a token that submitted it may."""
+        self.status(analysis_id)
+        if token is not None:
+            owners = self._call(self.redis.smembers, OWNERS_PREFIX + analysis_id)
+            if owners and _token_key(token).encode() not in owners:
+                raise PermissionError(f"this token did not submit analysis {analysis_id}")
+        self._documents.drop(analysis_id)
+        deleted = bool(self._call(self.jobs.delete, analysis_id))
+        self._call(self.redis.delete, OWNERS_PREFIX + analysis_id)
+        return deleted
+
+    # -- share links ------------------------------------------------------------------------------
+    def create_share(self, analysis_id: str) -> str:
+        """A read-only share token for an existing analysis."""
+        self.status(analysis_id)
+        token = secrets.token_urlsafe(18)
+        self._call(self.redis.set, SHARE_PREFIX + token, analysis_id, self.settings.share_ttl_s)
+        return token
+
+    def resolve_share(self, share_token: str) -> str:
+        """The analysis id behind a share token; KeyError if unknown or expired."""
+        value = self._call(self.redis.get, SHARE_PREFIX + share_token)
+        if value is None:
+            raise KeyError("unknown or expired share link")
+        return value.decode()
+
+    # -- rate limits ------------------------------------------------------------------------------
+    def rate_limit(self, token: str, window_s: int = 60) -> int | None:
+        """Count one request for `token`; seconds to wait when over the per-minute limit, else None."""
+        window = int(time.time() // window_s)
+        key = f"{RATE_PREFIX}{_token_key(token)}:{window}"
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, window_s + 1)
+        count, _ = self._call(pipe.execute)
+        if count > self.settings.rate_limit_per_minute:
+            return max(1, int((window + 1) * window_s - time.time()) + 1)
+        return None
+
+    # -- catalogue --------------------------------------------------------------------------------
+    def models(self) -> list[dict]:
+        """Configured models: `demo` always, more from PIDFLOW_MODELS (num_layers when known)."""
+        return [self._describe_model(name) for name in self.settings.models]
+
+    def _describe_model(self, name: str) -> dict:
+        if name in self._model_info:
+            return dict(self._model_info[name])
+        info = {"name": name, "num_layers": _num_decoder_layers(name)}
+        if info["num_layers"] is not None:  # unknown sizes are looked up again (weights may arrive later)
+            self._model_info[name] = info
+        return dict(info)
+
+    def datasets(self) -> list[dict]:
+        """Datasets with their tasks, as pidcore.data lists them."""
+        try:
+            data = importlib.import_module("pidcore.data")
+            listing = data.list_datasets()
+        except (ImportError, AttributeError):
+            return []
+        if isinstance(listing, dict):
+            listing = [{"name": name, **(info if isinstance(info, dict) else {"tasks": info})}
+                       for name, info in listing.items()]
+        return [_plain(entry) for entry in listing]
+
+    def image_path(self, image_id: str) -> Path:
+        """Path of a dataset image (PNG); KeyError if unknown."""
+        if "/" in image_id or image_id.startswith("."):
+            raise KeyError(f"unknown image {image_id!r}")
+        try:
+            data = importlib.import_module("pidcore.data")
+            path = data.find_image(image_id)
+        except (ImportError, AttributeError) as exc:
+            raise KeyError(f"unknown image {image_id!r}") from exc
+        except (ValueError, FileNotFoundError) as exc:
+            raise KeyError(str(exc)) from exc
+        if path is None or not Path(path).is_file():
+            raise KeyError(f"unknown image {image_id!r}")
+        return Path(path)
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self, request: Any) -> None:
+        """Service-level checks (configured model, bounds, known dataset/task, layer window), then
+        pidcore's own AnalysisRequest validation. Raises ValueError naming the problem."""
+        if not isinstance(request, dict):
+            raise ValueError("the request body must be a JSON object")
+        model = request.get("model", "demo")
+        if model not in self.settings.models:
+            raise ValueError(f"unknown model {model!r}; configured models: {', '.join(self.settings.models)}")
+        n = request.get("n_questions", 400)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError("n_questions must be a positive integer")
+        if n > self.settings.max_questions:
+            raise ValueError(f"n_questions={n} exceeds this server's limit of {self.settings.max_questions}")
+        dims = request.get("dims", [16, 16, 8])
+        if (not isinstance(dims, list | tuple) or len(dims) != 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)):
+            raise ValueError("dims must be three positive integers [vision, language, target]")
+        self._validate_dataset(request)
+        self._validate_knockout(request.get("knockout"), self._describe_model(model).get("num_layers"))
+        try:
+            analysis = importlib.import_module("pidcore.analysis")
+        except ImportError:
+            return
+        analysis.AnalysisRequest.from_dict(dict(request))
+
+    def _validate_dataset(self, request: dict) -> None:
+        listing = {entry.get("name"): entry for entry in self.datasets()}
+        if not listing:
+            return
+        dataset = request.get("dataset", "easy-vqa")
+        if dataset not in listing:
+            raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(listing))}")
+        tasks = request.get("tasks", ["color"])
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+            raise ValueError("tasks must be a non-empty list of task names")
+        splits = listing[dataset].get("splits")
+        split = request.get("split", "test")
+        if splits and split not in splits:
+            raise ValueError(f"unknown split {split!r} for {dataset}; known: {', '.join(splits)}")
+        known = [t if isinstance(t, str) else t.get("name") for t in listing[dataset].get("tasks", [])]
+        unknown = [t for t in tasks if known and t not in known]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown} for {dataset}; known: {', '.join(known)}")
+
+    @staticmethod
+    def _validate_knockout(knockout: Any, num_layers: int | None) -> None:
+        if knockout is None:
+            return
+        if not isinstance(knockout, dict):
+            raise ValueError('knockout must be null or {"edges": [...], "layers": [first, last]}')
+        edges = knockout.get("edges")
+        if not isinstance(edges, list) or not edges or any(e not in KNOCKOUT_EDGES for e in edges):
+            raise ValueError(f"knockout.edges must be a non-empty list from {', '.join(KNOCKOUT_EDGES)}")
+        layers = knockout.get("layers")
+        if (not isinstance(layers, list | tuple) or len(layers) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers)):
+            raise ValueError("knockout.layers must be [first, last] decoder-layer indices")
+        first, last = layers
+        if first < 0 or last < first:
+            raise ValueError(f"knockout.layers [{first}, {last}] is not a window (0 <= first <= last)")
+        if num_layers is not None and last >= num_layers:
+            raise ValueError(
+                f"knockout.layers [{first}, {last}] is outside the model: decoder layers are 0..{num_layers - 1}"
+            )
+
+    # -- health -----------------------------------------------------------------------------------
+    def health(self, worker_timeout_s: float = 1.0) -> dict:
+        """Redis and worker reachability: {"redis": bool, "workers": int | None, "ok": bool}."""
+        try:
+            redis_ok = bool(self.redis.ping())
+        except redis.exceptions.RedisError:
+            redis_ok = False
+        workers = None
+        if redis_ok:
+            try:
+                celery_module = importlib.import_module("worker.celery_app")
+                celery = getattr(celery_module, "app", None) or celery_module.celery_app
+                workers = len(celery.control.ping(timeout=worker_timeout_s) or [])
+            except Exception:  # noqa: BLE001 - any failure here means "workers unknown"
+                workers = None
+        return {"ok": redis_ok and bool(workers), "redis": redis_ok, "workers": workers}
+
+
+def _plain(entry: Any) -> dict:
+    if dataclasses.is_dataclass(entry):
+        return dataclasses.asdict(entry)
+    return dict(entry)
+
+
+def _num_decoder_layers(model: str) -> int | None:
+    """Decoder-layer count from a local config (no download); None when it cannot be read."""
+    try:
+        if model == "demo":
+            demo = importlib.import_module("pidcore.demo")
+            config_path = Path(demo.demo_model_path()) / "config.json"
+            config = json.loads(config_path.read_text())
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(model, local_files_only=True).to_dict()
+    except Exception:  # noqa: BLE001 - unknown here; the worker validates against the real model
+        return None
+    text = config.get("text_config") or config
+    value = text.get("num_hidden_layers")
+    return int(value) if value is not None else None

@@ -1,0 +1,61 @@
+"""Service settings read from the environment (one place, so tests can build their own)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _int(env: dict, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the API needs to know; `from_env()` reads the PIDFLOW_* variables and REDIS_URL."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    models: tuple[str, ...] = ("demo",)
+    max_questions: int = 2000
+    max_body_bytes: int = 64 * 1024
+    api_tokens: tuple[str, ...] = ()
+    rate_limit_per_minute: int = 120
+    cors_origins: tuple[str, ...] = ()
+    public_url: str = ""
+    share_ttl_s: int = 30 * 24 * 3600
+
+    @property
+    def hosted(self) -> bool:
+        """Hosted mode: writes need a bearer token."""
+        return bool(self.api_tokens)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        extra_models = [m for m in _split(env.get("PIDFLOW_MODELS")) if m != "demo"]
+        return cls(
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            models=("demo", *extra_models),
+            max_questions=_int(env, "PIDFLOW_MAX_QUESTIONS", cls.max_questions),
+            max_body_bytes=_int(env, "PIDFLOW_MAX_BODY_BYTES", cls.max_body_bytes),
+            api_tokens=_split(env.get("PIDFLOW_API_TOKENS")),
+            rate_limit_per_minute=_int(env, "PIDFLOW_RATE_LIMIT", cls.rate_limit_per_minute),
+            cors_origins=_split(env.get("PIDFLOW_CORS_ORIGINS")),
+            public_url=(env.get("PIDFLOW_PUBLIC_URL") or "").rstrip("/"),
+            share_ttl_s=_int(env, "PIDFLOW_SHARE_TTL_S", cls.share_ttl_s),
+        )

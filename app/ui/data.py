@@ -1,0 +1,94 @@
+"""The dashboard's only door to the analysis service. Every function turns service errors into a
+`DataError` whose message can be shown in the page as it is."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from app.service import JobNotReady, ServiceUnavailable
+
+
+class DataError(Exception):
+    """A failure the page should say plainly (unknown id, not ready, service down, bad request)."""
+
+
+def _plain(exc: Exception) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc)
+
+
+def _guard(call, *args, **kwargs) -> Any:
+    try:
+        return call(*args, **kwargs)
+    except JobNotReady as exc:
+        raise DataError(f"the analysis is not finished yet ({(exc.job or {}).get('state', 'running')})") from exc
+    except ServiceUnavailable as exc:
+        raise DataError(f"the analysis service is unavailable: {exc}") from exc
+    except PermissionError as exc:
+        raise DataError(f"not allowed: {exc}") from exc
+    except (KeyError, ValueError) as exc:
+        raise DataError(_plain(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. Redis errors: shown in the page, never a traceback
+        raise DataError(f"the service failed: {type(exc).__name__}: {exc}") from exc
+
+
+def hosted(service) -> bool:
+    """True when writes need an API token."""
+    return bool(getattr(getattr(service, "settings", None), "hosted", False))
+
+
+def check_token(service, token: str | None) -> str | None:
+    """The token to submit with (None outside hosted mode); DataError when hosted and it is not valid."""
+    if not hosted(service):
+        return None
+    token = (token or "").strip()
+    known = getattr(service.settings, "api_tokens", ())
+    if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in known):
+        raise DataError("this server needs a valid API token to start analyses: enter it in the token field")
+    return token
+
+
+def models(service) -> list[dict]:
+    return _guard(service.models)
+
+
+def datasets(service) -> list[dict]:
+    return _guard(service.datasets)
+
+
+def submit(service, request: dict, token: str | None = None) -> dict:
+    """Submit an analysis request; the job status dict (state, progress, cached, error)."""
+    return _guard(service.submit, request, token=check_token(service, token))
+
+
+def status(service, analysis_id: str) -> dict:
+    return _guard(service.status, analysis_id)
+
+
+def result(service, analysis_id: str) -> dict:
+    """The result document (pidflow.result/1)."""
+    return _guard(service.result, analysis_id)
+
+
+def question(service, analysis_id: str, qid: str) -> dict:
+    """One question's view: texts, answers, image_url and per-layer pointwise terms (bits)."""
+    return _guard(service.question, analysis_id, qid)
+
+
+def result_csv(service, analysis_id: str) -> str:
+    return _guard(service.result_csv, analysis_id)
+
+
+def result_json(service, analysis_id: str) -> str:
+    raw = _guard(service.result_json, analysis_id)
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def create_share(service, analysis_id: str) -> str:
+    return _guard(service.create_share, analysis_id)
+
+
+def resolve_share(service, share_token: str) -> str:
+    return _guard(service.resolve_share, share_token)

@@ -1,0 +1,289 @@
+"""Plotly figure builders from result documents (schema pidflow.result/1). Pure functions: no I/O.
+
+All information quantities are in bits; "fraction" mode divides each term by the layer's total.
+Colours follow the Okabe-Ito colour-blind-safe palette.
+"""
+
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+
+TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
+TERM_LABELS = {"redundancy": "Redundancy R", "unique_vision": "Unique vision U_v",
+               "unique_language": "Unique language U_l", "synergy": "Synergy S"}
+TERM_COLOURS = {"redundancy": "#0072B2", "unique_vision": "#E69F00",
+                "unique_language": "#009E73", "synergy": "#CC79A7"}
+SERIES_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
+RUN_DASH = {"baseline": "solid", "knockout": "dash"}
+
+
+def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "xanchor": "left"}, template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 50, "b": 10}, height=400, hovermode="x unified",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "traceorder": "normal"},
+        font={"size": 13},
+    )
+    fig.update_xaxes(title_text="layer (0 = embeddings)", dtick=1 if _few_layers(fig) else None)
+    fig.update_yaxes(title_text=y_title, zeroline=True)
+    return fig
+
+
+def _few_layers(fig: go.Figure) -> bool:
+    return all(trace.x is None or len(trace.x) <= 40 for trace in fig.data)
+
+
+def message_figure(text: str) -> go.Figure:
+    """An empty figure that says `text` in its middle (empty and error states)."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 15, "color": "#555"})
+    fig.update_layout(template="plotly_white", height=160, xaxis={"visible": False},
+                      yaxis={"visible": False}, margin={"l": 20, "r": 20, "t": 20, "b": 20})
+    return fig
+
+
+def run_layers(document: dict, run: str) -> list[dict]:
+    """The per-layer entries of `run` ("baseline" or "knockout"), sorted by layer; [] when absent."""
+    entry = ((document or {}).get("runs") or {}).get(run) or {}
+    return sorted(entry.get("layers") or [], key=lambda layer: layer["layer"])
+
+
+def term_values(layers: list[dict], term: str, mode: str = "bits") -> list[float]:
+    """One value per layer: bits, or the share of the layer's total in "fraction" mode (0 when total is 0)."""
+    if mode not in ("bits", "fraction"):
+        raise ValueError(f"mode must be 'bits' or 'fraction', not {mode!r}")
+    values = []
+    for layer in layers:
+        value = float(layer[term])
+        if mode == "fraction":
+            total = float(layer.get("total") or sum(float(layer[t]) for t in TERMS))
+            value = value / total if total > 0 else 0.0
+        values.append(value)
+    return values
+
+
+def _ci_bounds(layers: list[dict], term: str, mode: str) -> tuple[list[float], list[float]] | None:
+    """Half-widths below and above each layer's value (same units as `mode`); None without CIs."""
+    below, above = [], []
+    for layer in layers:
+        interval = (layer.get("ci") or {}).get(term)
+        if not interval or len(interval) != 2 or any(v is None for v in interval):
+            return None
+        scale = 1.0
+        if mode == "fraction":
+            total = float(layer.get("total") or 0.0)
+            scale = 1.0 / total if total > 0 else 0.0
+        value = float(layer[term])
+        below.append(max(0.0, value - float(interval[0])) * scale)
+        above.append(max(0.0, float(interval[1]) - value) * scale)
+    return below, above
+
+
+def shared_y_max(document: dict) -> float | None:
+    """The largest layer total over both runs (bits), so baseline and knockout share a y scale."""
+    totals = [float(layer["total"]) for run in ("baseline", "knockout") for layer in run_layers(document, run)]
+    return max(totals) if totals and max(totals) > 0 else None
+
+
+def stacked_figure(document: dict, run: str = "baseline", mode: str = "bits", title: str | None = None,
+                   y_max: float | None = None) -> go.Figure:
+    """Stacked areas R, U_vision, U_language, S per layer, one point per layer; shaded bands show
+    each term's confidence interval around its stack boundary when the run has CIs. `y_max` (bits)
+    fixes the y range so that side-by-side runs compare at a glance."""
+    layers = run_layers(document, run)
+    if not layers:
+        return message_figure(f"No {run} run in this analysis.")
+    x = [layer["layer"] for layer in layers]
+    fig = go.Figure()
+    cumulative = [0.0] * len(layers)
+    for term in TERMS:
+        values = term_values(layers, term, mode)
+        cumulative = [c + v for c, v in zip(cumulative, values, strict=True)]
+        fig.add_trace(go.Scatter(
+            x=x, y=values, name=TERM_LABELS[term], stackgroup="pid", mode="lines+markers",
+            line={"color": TERM_COLOURS[term], "width": 1.5}, fillcolor=_rgba(TERM_COLOURS[term], 0.55),
+            hovertemplate="%{y:.3f}" + (" bits" if mode == "bits" else ""), meta=term,
+        ))
+        bounds = _ci_bounds(layers, term, mode)
+        if bounds is not None:
+            lower = [c - b for c, b in zip(cumulative, bounds[0], strict=True)]
+            upper = [c + a for c, a in zip(cumulative, bounds[1], strict=True)]
+            fig.add_trace(go.Scatter(x=x, y=lower, mode="lines", line={"width": 0}, showlegend=False,
+                                     hoverinfo="skip", meta=f"ci:{term}"))
+            fig.add_trace(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0}, fill="tonexty",
+                                     fillcolor=_rgba("#000000", 0.15), showlegend=False, hoverinfo="skip",
+                                     meta=f"ci:{term}", name=f"{TERM_LABELS[term]} CI"))
+    y_title = "information (bits)" if mode == "bits" else "fraction of total"
+    fig = _layout(fig, title or f"{run.capitalize()}: decomposition per layer", y_title)
+    if mode == "fraction":
+        fig.update_yaxes(range=[0, 1.05])
+    elif y_max is not None and not any(str(t.meta).startswith("ci:") for t in fig.data):
+        fig.update_yaxes(range=[0, 1.05 * y_max])
+    return fig
+
+
+def difference_values(document: dict, term: str) -> list[float]:
+    """knockout - baseline per layer for `term` (bits); layers matched by index."""
+    baseline = {layer["layer"]: layer for layer in run_layers(document, "baseline")}
+    knockout = run_layers(document, "knockout")
+    return [float(layer[term]) - float(baseline[layer["layer"]][term])
+            for layer in knockout if layer["layer"] in baseline]
+
+
+def difference_figure(document: dict) -> go.Figure:
+    """Per-layer change knockout - baseline of each PID term and of the total (bits)."""
+    knockout = run_layers(document, "knockout")
+    if not knockout:
+        return message_figure("No knockout in this analysis: tick a knockout edge in New analysis.")
+    baseline = {layer["layer"] for layer in run_layers(document, "baseline")}
+    x = [layer["layer"] for layer in knockout if layer["layer"] in baseline]
+    fig = go.Figure()
+    for term in (*TERMS, "total"):
+        colour = TERM_COLOURS.get(term, "#000000")
+        fig.add_trace(go.Scatter(
+            x=x, y=difference_values(document, term), name=TERM_LABELS.get(term, "Total"), mode="lines+markers",
+            line={"color": colour, "dash": "dot" if term == "total" else "solid"}, meta=term,
+            hovertemplate="%{y:+.3f} bits",
+        ))
+    fig.add_hline(y=0, line={"color": "#777", "width": 1})
+    window = (((document or {}).get("request") or {}).get("knockout") or {}).get("layers")
+    if window and len(window) == 2:
+        # decoder layer d is run layer d + 1 (run layer 0 = embeddings)
+        fig.add_vrect(x0=window[0] + 0.5, x1=window[1] + 1.5, fillcolor="#999999", opacity=0.15, line_width=0,
+                      annotation_text="knocked-out layers", annotation_position="top left")
+    return _layout(fig, "Knockout - baseline per layer", "difference (bits)")
+
+
+def task_series(document: dict, run: str = "baseline", term: str = "total") -> dict[str, list[float]]:
+    """Mean pointwise `term` per layer for each task of the analysis (bits), from `pointwise[run]`."""
+    pointwise = ((document or {}).get("pointwise") or {}).get(run)
+    questions = (document or {}).get("questions") or []
+    if not pointwise or len(pointwise) != len(questions):
+        return {}
+    sums: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for question, per_layer in zip(questions, pointwise, strict=True):
+        values = [sum(v) if term == "total" else v[TERMS.index(term)] for v in per_layer]
+        task = question.get("task") or "all"
+        if task not in sums:
+            sums[task], counts[task] = [0.0] * len(values), 0
+        sums[task] = [s + v for s, v in zip(sums[task], values, strict=True)]
+        counts[task] += 1
+    return {task: [s / counts[task] for s in total] for task, total in sums.items()}
+
+
+def task_overlay_figure(document: dict, term: str = "total", run: str = "baseline") -> go.Figure:
+    """One line per task: mean pointwise `term` per layer (bits)."""
+    series = task_series(document, run, term)
+    if not series:
+        return message_figure("No per-question decomposition in this analysis to compare tasks.")
+    fig = go.Figure()
+    for index, (task, values) in enumerate(sorted(series.items())):
+        fig.add_trace(go.Scatter(x=list(range(len(values))), y=values, name=task, mode="lines+markers",
+                                 line={"color": SERIES_COLOURS[index % len(SERIES_COLOURS)]}, meta=task))
+    label = TERM_LABELS.get(term, "Total")
+    return _layout(fig, f"Tasks compared: {label} per layer ({run})", "information (bits)")
+
+
+def describe(document: dict) -> str:
+    """A short label for an analysis: model, tasks and knockout."""
+    request = (document or {}).get("request") or {}
+    model = ((document or {}).get("model") or {}).get("name") or request.get("model", "?")
+    tasks = ", ".join(request.get("tasks") or []) or "?"
+    knockout = request.get("knockout")
+    text = f"{model} · {tasks}"
+    if knockout:
+        text += " · knockout " + ", ".join(knockout.get("edges") or [])
+    return text
+
+
+def relative_depth(n: int) -> list[float]:
+    """Layer positions scaled to 0..1 so that models of different depth share an axis."""
+    return [i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
+def pearson(a: list[float], b: list[float]) -> float | None:
+    """Pearson correlation of two equal-length series; None when undefined (constant or too short)."""
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True))
+    var_a = sum((x - mean_a) ** 2 for x in a)
+    var_b = sum((y - mean_b) ** 2 for y in b)
+    if var_a <= 0 or var_b <= 0:
+        return None
+    return cov / math.sqrt(var_a * var_b)
+
+
+def _resample(values: list[float], n: int) -> list[float]:
+    """Linear interpolation of `values` (on relative depth) at `n` evenly spaced points."""
+    if len(values) == n:
+        return list(values)
+    source = relative_depth(len(values))
+    out = []
+    for t in relative_depth(n):
+        j = min(max(0, sum(1 for s in source if s <= t) - 1), len(values) - 2)
+        span = source[j + 1] - source[j]
+        w = (t - source[j]) / span if span > 0 else 0.0
+        out.append(values[j] * (1 - w) + values[j + 1] * w)
+    return out
+
+
+def layer_correlations(first: dict, second: dict, run: str = "baseline") -> dict[str, float | None]:
+    """Pearson correlation across layers of each term (and total) between two analyses. Analyses of
+    different depth are compared on relative depth (the deeper one is interpolated)."""
+    a_layers, b_layers = run_layers(first, run), run_layers(second, run)
+    if not a_layers or not b_layers:
+        return {}
+    n = min(len(a_layers), len(b_layers))
+    result = {}
+    for term in (*TERMS, "total"):
+        a = _resample(term_values(a_layers, term) if term != "total" else [float(x["total"]) for x in a_layers], n)
+        b = _resample(term_values(b_layers, term) if term != "total" else [float(x["total"]) for x in b_layers], n)
+        result[term] = pearson(a, b)
+    return result
+
+
+def comparison_figure(first: dict, second: dict, run: str = "baseline") -> go.Figure:
+    """Both analyses' four terms on relative depth: solid = this analysis, dashed = the other."""
+    fig = go.Figure()
+    for document, dash, tag in ((first, "solid", "this"), (second, "dash", "other")):
+        layers = run_layers(document, run)
+        depth = relative_depth(len(layers))
+        for term in TERMS:
+            fig.add_trace(go.Scatter(
+                x=depth, y=term_values(layers, term), mode="lines+markers", meta=f"{tag}:{term}",
+                name=f"{TERM_LABELS[term]} — {tag}: {describe(document)}",
+                line={"color": TERM_COLOURS[term], "dash": dash},
+                customdata=[layer["layer"] for layer in layers], hovertemplate="layer %{customdata}: %{y:.3f} bits",
+            ))
+    fig = _layout(fig, "Two analyses compared (relative depth)", "information (bits)")
+    fig.update_xaxes(title_text="relative depth (0 = embeddings, 1 = last layer)", dtick=None)
+    fig.update_layout(height=460)
+    return fig
+
+
+def question_figure(view: dict) -> go.Figure:
+    """A question's pointwise decomposition per layer (bits): baseline solid, knockout dashed."""
+    fig = go.Figure()
+    for run in ("baseline", "knockout"):
+        layers = ((view or {}).get(run) or {}).get("layers") or []
+        for term in TERMS:
+            if not layers:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[layer["layer"] for layer in layers], y=[float(layer[term]) for layer in layers],
+                name=f"{TERM_LABELS[term]} ({run})", mode="lines+markers", meta=f"{run}:{term}",
+                line={"color": TERM_COLOURS[term], "dash": RUN_DASH[run]}, hovertemplate="%{y:.3f} bits",
+            ))
+    if not fig.data:
+        return message_figure("This analysis holds no per-question decomposition.")
+    return _layout(fig, "Pointwise decomposition of this question", "pointwise information (bits)")
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"

@@ -1,0 +1,193 @@
+"""The dashboard's component tree: header, new-analysis form, results and question explorer.
+No data access here: `build_layout` gets the catalogue (models, datasets) it needs as arguments."""
+
+from __future__ import annotations
+
+from dash import dcc, html
+
+KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last")
+DEFAULT_LAYERS = 32  # slider size when a model's layer count is unknown
+PLOT_FORMATS = ("png", "svg")
+
+
+def graph_config(fmt: str = "png", filename: str = "pidflow") -> dict:
+    """Plotly modebar config: the camera button downloads the plot in `fmt` (png or svg)."""
+    return {"displaylogo": False,
+            "toImageButtonOptions": {"format": fmt, "filename": filename, "scale": 2 if fmt == "png" else 1}}
+
+
+def graph(graph_id: str) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, config=graph_config(filename=graph_id), className="plot",
+                     figure={"data": [], "layout": {"height": 50, "xaxis": {"visible": False},
+                                                   "yaxis": {"visible": False}}})
+
+
+def layer_marks(num_layers: int) -> dict:
+    step = max(1, num_layers // 8)
+    marks = {i: str(i) for i in range(0, num_layers, step)}
+    marks[num_layers - 1] = str(num_layers - 1)
+    return marks
+
+
+def _field(label: str, control, hint: str | None = None) -> html.Div:
+    children = [html.Label(label, className="field-label"), control]
+    if hint:
+        children.append(html.Div(hint, className="hint"))
+    return html.Div(children, className="field")
+
+
+def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
+    model_options = [{"label": m["name"] + (f" ({m['num_layers']} layers)" if m.get("num_layers") else ""),
+                      "value": m["name"]} for m in models] or [{"label": "demo", "value": "demo"}]
+    dataset_options = [{"label": d.get("name"), "value": d.get("name")} for d in datasets] or \
+        [{"label": "easy-vqa", "value": "easy-vqa"}]
+    first_model = next((m for m in models if m["name"] == defaults.get("model")), models[0] if models else {})
+    num_layers = first_model.get("num_layers") or DEFAULT_LAYERS
+    dims = defaults.get("dims") or [16, 16, 8]
+    token_field = _field("API token", dcc.Input(id="token", type="password", placeholder="required on this server",
+                                                debounce=False, className="input"),
+                         "This server is hosted: starting analyses needs an API token.") if hosted else \
+        html.Div(dcc.Input(id="token", type="hidden", value=""), hidden=True)
+    return html.Div(className="panel form", children=[
+        html.H2("New analysis"),
+        html.Div(className="form-grid", children=[
+            _field("Model", dcc.Dropdown(id="model", options=model_options, value=first_model.get("name", "demo"),
+                                         clearable=False)),
+            _field("Dataset", dcc.Dropdown(id="dataset", options=dataset_options,
+                                           value=defaults.get("dataset", "easy-vqa"), clearable=False)),
+            _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, value=defaults.get("tasks") or ["color"])),
+            _field("Questions per task", dcc.Input(id="n-questions", type="number", min=1, step=1,
+                                                   value=defaults.get("n_questions", 400), className="input")),
+            _field("Language pooling", dcc.RadioItems(id="pooling", inline=True, value=defaults.get(
+                "language_pooling", "mean"), options=[{"label": " mean", "value": "mean"},
+                                                      {"label": " last token", "value": "last"}])),
+            _field("Target Y", dcc.RadioItems(id="target", inline=True, value=defaults.get("target", "logprobs"),
+                                              options=[{"label": " answer log-probs", "value": "logprobs"},
+                                                       {"label": " final hidden state", "value": "hidden"}])),
+            _field("Estimator", dcc.RadioItems(id="measure", inline=True, value=defaults.get("measure", "broja"),
+                                               options=[{"label": " BROJA", "value": "broja"},
+                                                        {"label": " MMI", "value": "mmi"}])),
+            _field("PCA sizes (vision, language, target)", html.Div(className="dims", children=[
+                dcc.Input(id=f"dim-{name}", type="number", min=1, step=1, value=value, className="input small")
+                for name, value in zip(("vision", "language", "target"), dims, strict=True)])),
+            _field("Gaussianization", dcc.Checklist(
+                id="gaussianize", value=["on"] if defaults.get("gaussianize", True) else [],
+                options=[{"label": " normalizing flows before the Gaussian PID", "value": "on"}])),
+            _field("Bootstrap resamples (for confidence bands)", dcc.Input(
+                id="bootstrap", type="number", min=0, step=1, value=defaults.get("bootstrap", 0), className="input")),
+        ]),
+        html.Fieldset(className="knockout", children=[
+            html.Legend("Attention knockout (optional)"),
+            dcc.Checklist(id="ko-edges", inline=True, value=[],
+                          options=[{"label": f" {edge}", "value": edge} for edge in KNOCKOUT_EDGES]),
+            html.Div("Decoder layers knocked out:", className="field-label"),
+            dcc.RangeSlider(id="ko-layers", min=0, max=num_layers - 1, step=1,
+                            value=[0, num_layers - 1], marks=layer_marks(num_layers),
+                            tooltip={"placement": "bottom", "always_visible": False}),
+        ]),
+        token_field,
+        html.Div(className="actions", children=[
+            html.Button("Run analysis", id="submit", n_clicks=0, className="primary"),
+        ]),
+    ])
+
+
+def results_panel() -> html.Div:
+    return html.Div(id="results", className="panel", children=[
+        html.Div(className="results-head", children=[
+            html.Div([html.H2("Results"), html.Div(id="result-summary", className="summary")]),
+            html.Div(className="toolbar", children=[
+                dcc.RadioItems(id="mode", inline=True, value="bits",
+                               options=[{"label": " bits", "value": "bits"},
+                                        {"label": " fraction of total", "value": "fraction"}]),
+                html.Span("Plot download:", className="field-label inline"),
+                dcc.RadioItems(id="plot-format", inline=True, value="png",
+                               options=[{"label": f" {f.upper()}", "value": f} for f in PLOT_FORMATS]),
+                html.Button("Data CSV", id="download-csv-button", n_clicks=0),
+                html.Button("Data JSON", id="download-json-button", n_clicks=0),
+                dcc.Download(id="download"),
+            ]),
+        ]),
+        html.Div(id="result-message", role="alert", className="message"),
+        html.Div(className="two-columns", children=[graph("stacked-baseline"), graph("stacked-knockout")]),
+        graph("difference"),
+        html.Div(id="effects", className="effects"),
+        html.Div(id="share-box", className="share", children=[
+            html.H3("Share"),
+            html.Button("Create read-only link", id="share-button", n_clicks=0),
+            html.Div(className="compare-row", children=[
+                dcc.Input(id="share-link", type="text", readOnly=True, className="input wide",
+                          placeholder="a link appears here"),
+                dcc.Clipboard(target_id="share-link", title="copy the link", className="clipboard"),
+            ]),
+        ]),
+    ])
+
+
+def compare_panel() -> html.Div:
+    """Overlays: tasks of this analysis, and another analysis (model or task) with correlations."""
+    return html.Div(id="compare", className="panel", children=[
+        html.H2("Compare"),
+        html.H3("Compare tasks"),
+        dcc.RadioItems(id="task-term", inline=True, value="total",
+                       options=[{"label": " total", "value": "total"}, {"label": " R", "value": "redundancy"},
+                                {"label": " U_vision", "value": "unique_vision"},
+                                {"label": " U_language", "value": "unique_language"},
+                                {"label": " S", "value": "synergy"}]),
+        graph("task-overlay"),
+        html.H3("Compare with another analysis (another model or task)"),
+        html.Div(className="compare-row", children=[
+            dcc.Input(id="compare-id", type="text", placeholder="analysis id", className="input wide", debounce=True),
+            html.Button("Overlay", id="compare-button", n_clicks=0),
+        ]),
+        html.Div(id="compare-message", role="alert", className="message"),
+        graph("comparison"),
+        html.Div(id="correlations", className="effects"),
+    ])
+
+
+def questions_panel() -> html.Div:
+    return html.Div(id="questions", className="panel", children=[
+        html.H2("Question explorer"),
+        html.Div(className="form-grid", children=[
+            _field("Search", dcc.Input(id="question-search", type="search", placeholder="words in question or answer",
+                                       className="input", debounce=True)),
+            _field("Task", dcc.Dropdown(id="question-task", placeholder="all tasks")),
+            _field("Baseline answer", dcc.RadioItems(id="question-correct", inline=True, value="all", options=[
+                {"label": " all", "value": "all"}, {"label": " correct", "value": "correct"},
+                {"label": " incorrect", "value": "incorrect"}])),
+        ]),
+        _field("Question", dcc.Dropdown(id="question-pick", placeholder="pick a question", optionHeight=40)),
+        html.Div(id="question-count", className="hint"),
+        html.Div(id="question-view", className="question-view"),
+        graph("question-figure"),
+    ])
+
+
+def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
+    """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag."""
+    return html.Div(className="page", children=[
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="analysis-id"),
+        dcc.Store(id="pending-id"),
+        dcc.Store(id="read-only", data=False),
+        html.Header(className="header", children=[
+            html.H1("pidflow"),
+            html.Span("Partial Information Decomposition across the layers of vision-language models",
+                      className="tagline"),
+            html.Span(id="read-only-banner", className="banner", hidden=True,
+                      children="Read-only shared view"),
+        ]),
+        html.Div(className="status-bar", children=[
+            html.Div(id="submit-status", role="status", className="status"),
+            html.Progress(id="progress", max=1, value=0, hidden=True),
+            dcc.Interval(id="poll", interval=700, disabled=True),
+        ]),
+        dcc.Tabs(id="tabs", value="new", className="tabs", children=[
+            dcc.Tab(label="New analysis", value="new", id="tab-new",
+                    children=new_analysis_form(models, datasets, hosted, defaults)),
+            dcc.Tab(label="Results", value="results", children=results_panel()),
+            dcc.Tab(label="Compare", value="compare", children=compare_panel()),
+            dcc.Tab(label="Questions", value="questions", children=questions_panel()),
+        ]),
+    ])

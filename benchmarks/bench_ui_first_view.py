@@ -1,0 +1,69 @@
+"""Dashboard first view of a cached result: seconds from navigation to the stacked plot drawn
+(plotly's SVG holds the four area traces) in headless Chromium. Goal: <= 2 s.
+
+    python benchmarks/bench_ui_first_view.py [--repeats 5] [--n-questions 400] [--width 1366 --height 768]
+
+Starts uvicorn with the API and the dashboard (real AnalysisService on a private Redis, the browser tests'
+stand-in job layer whose result has the demo's size: N questions x 7 layers), submits the demo request
+once so it is cached, then opens /?analysis=<id> in a fresh page per repeat. The first repeat is also
+the browser's first visit (cold HTTP cache). Browser, server and Redis share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.service import DEFAULT_REQUEST  # noqa: E402
+from tests.browser.stack import CHROMIUM, chromium, running_server  # noqa: E402
+
+DRAWN = """() => { const el = document.querySelector('#stacked-baseline .js-plotly-plot');
+    return el && el.querySelectorAll('.scatterlayer .trace').length >= 4; }"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n-questions", type=int, default=400)
+    parser.add_argument("--width", type=int, default=1366)
+    parser.add_argument("--height", type=int, default=768)
+    args = parser.parse_args()
+    if args.repeats < 1 or args.n_questions < 1:
+        parser.error("--repeats and --n-questions must be positive")
+    if not os.path.exists(CHROMIUM):
+        print(f"error: {CHROMIUM} is not installed (apt-get install chromium)", file=sys.stderr)
+        return 1
+    with running_server(run_s=0.0, n_questions=args.n_questions) as (url, service), \
+            tempfile.TemporaryDirectory() as profile:
+        job = service.submit(dict(DEFAULT_REQUEST))
+        service.result(job["id"])  # cached and decoded, as after `pidflow serve` warm-up
+        with chromium(Path(profile), args.width, args.height) as context:
+            wall, in_page = [], []
+            for _ in range(args.repeats):
+                page = context.new_page()
+                start = time.perf_counter()
+                page.goto(f"{url}/?analysis={job['id']}")
+                page.wait_for_function(DRAWN, timeout=30_000, polling="raf")
+                wall.append(time.perf_counter() - start)
+                in_page.append(page.evaluate("performance.now()") / 1000)
+                page.close()
+    print(f"first view of a cached result ({args.n_questions} questions x 7 layers, "
+          f"{args.width}x{args.height}, {os.cpu_count()} cores), {args.repeats} page loads")
+    print(f"  cold (first visit)      : {wall[0]:.2f} s")
+    print(f"  wall to plot drawn      : median {statistics.median(wall):.2f} s, "
+          f"min {min(wall):.2f} s, max {max(wall):.2f} s")
+    print(f"  page clock (navigation start -> drawn): median {statistics.median(in_page):.2f} s")
+    print(f"  goal <= 2 s: {'met' if max(wall) <= 2.0 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

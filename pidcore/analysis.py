@@ -1,0 +1,284 @@
+"""One whole analysis: AnalysisRequest -> features -> layer-wise PID -> result document (pidflow.result/1).
+
+Vision is x1 and language is x2; every information quantity is in bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+
+import numpy as np
+
+from pidcore import __version__
+from pidcore.effects import knockout_effects
+from pidcore.extract.edges import EDGES
+
+SCHEMA = "pidflow.result/1"
+_RENAME = {"unique1": "unique_vision", "unique2": "unique_language"}
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """What to analyse; the JSON body of POST /api/v1/analyses (see docs/architecture.md)."""
+
+    model: str = "demo"
+    dataset: str = "easy-vqa"
+    tasks: tuple[str, ...] = ("color",)
+    split: str = "test"
+    n_questions: int = 400
+    correct_only: bool = False
+    language_pooling: str = "mean"
+    target: str = "logprobs"
+    measure: str = "broja"
+    dims: tuple[int, int, int] = (16, 16, 8)
+    gaussianize: bool = True
+    bootstrap: int = 0
+    knockout: dict | None = field(default=None, hash=False)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnalysisRequest:
+        """Validate and build; ValueError listing every problem found."""
+        if not isinstance(data, dict):
+            raise ValueError(f"an analysis request must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        problems = [f"unknown field {name!r}" for name in data if name not in known]
+        values = {**asdict(cls()), **{k: v for k, v in data.items() if k in known}}
+        problems += _problems(values)
+        if problems:
+            raise ValueError("invalid analysis request: " + "; ".join(problems))
+        values["tasks"] = tuple(values["tasks"])
+        values["dims"] = tuple(values["dims"])
+        if values["knockout"] is not None:
+            values["knockout"] = {"edges": list(dict.fromkeys(values["knockout"]["edges"])),
+                                  "layers": list(values["knockout"]["layers"])}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["tasks"], data["dims"] = list(self.tasks), list(self.dims)
+        return data
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of the request (stable across runs and processes)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _problems(v: dict) -> list[str]:
+    problems = []
+    for name in ("model", "dataset", "split"):
+        if not isinstance(v[name], str) or not v[name].strip():
+            problems.append(f"{name} must be a non-empty string")
+    if (not isinstance(v["tasks"], list | tuple) or not v["tasks"]
+            or not all(isinstance(t, str) and t for t in v["tasks"])):
+        problems.append("tasks must be a non-empty list of task names")
+    if not _is_int(v["n_questions"]) or v["n_questions"] < 1:
+        problems.append("n_questions must be an integer >= 1")
+    for name in ("correct_only", "gaussianize"):
+        if not isinstance(v[name], bool):
+            problems.append(f"{name} must be true or false")
+    choices = {"language_pooling": ("mean", "last"), "target": ("logprobs", "hidden"), "measure": ("broja", "mmi")}
+    for name, allowed in choices.items():
+        if v[name] not in allowed:
+            problems.append(f"{name} must be one of {', '.join(allowed)} (got {v[name]!r})")
+    dims = v["dims"]
+    if not isinstance(dims, list | tuple) or len(dims) != 3 or not all(_is_int(d) and d >= 1 for d in dims):
+        problems.append("dims must be three positive integers [vision, language, target]")
+    if not _is_int(v["bootstrap"]) or v["bootstrap"] < 0:
+        problems.append("bootstrap must be an integer >= 0")
+    if not _is_int(v["seed"]):
+        problems.append("seed must be an integer")
+    problems += _knockout_problems(v["knockout"])
+    return problems
+
+
+def _knockout_problems(knockout) -> list[str]:
+    if knockout is None:
+        return []
+    if not isinstance(knockout, dict) or set(knockout) != {"edges", "layers"}:
+        return ['knockout must be null or {"edges": [...], "layers": [first, last]}']
+    problems = []
+    edges, layers = knockout["edges"], knockout["layers"]
+    if not isinstance(edges, list | tuple) or not edges or not all(e in EDGES for e in edges):
+        problems.append(f"knockout edges must be a non-empty list of {', '.join(EDGES)} (got {edges!r})")
+    if (not isinstance(layers, list | tuple) or len(layers) != 2 or not all(_is_int(x) for x in layers)
+            or layers[0] < 0 or layers[1] < layers[0]):
+        problems.append(f"knockout layers must be [first, last] with 0 <= first <= last (got {layers!r})")
+    return problems
+
+
+# -- progress ---------------------------------------------------------------------------------------------
+
+class _Progress:
+    """Maps a step's own fraction onto [start, end] of the whole; True -> tqdm bars inside the steps."""
+
+    def __init__(self, progress, start: float = 0.0, end: float = 1.0):
+        self.progress, self.start, self.end = progress, start, end
+
+    def part(self, start: float, end: float) -> _Progress:
+        span = self.end - self.start
+        return _Progress(self.progress, self.start + span * start, self.start + span * end)
+
+    def callback(self):
+        """What extract()/layer loops take: True, None or a (fraction, message) callable."""
+        if self.progress is None or self.progress is True or self.progress is False:
+            return self.progress
+        return lambda fraction, message: self.progress(self.start + (self.end - self.start) * fraction, message)
+
+
+# -- steps ------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=2)
+def _adapter(model: str):
+    from pidcore.extract import load_adapter
+
+    return load_adapter(model)
+
+
+def extract_features(request: AnalysisRequest, progress=None) -> dict:
+    """{"baseline": Features, "knockout": Features | None} for the request's questions."""
+    from pidcore.data import answer_set, load_questions
+    from pidcore.extract import Knockout, extract
+
+    items = load_questions(request.dataset, list(request.tasks), split=request.split, n=request.n_questions,
+                           seed=request.seed)
+    if len(items) < 2:
+        raise ValueError(f"only {len(items)} question(s) found for {request.dataset} {list(request.tasks)}")
+    answers = answer_set(request.dataset)
+    adapter = _adapter(request.model)
+    knockout = Knockout(**request.knockout) if request.knockout else None
+    if knockout:
+        knockout.check(adapter.num_layers)
+    steps = _Progress(progress)
+    options = {"answers": answers, "language_pooling": request.language_pooling, "target": request.target}
+    baseline = extract(adapter, items, progress=steps.part(0, 0.5 if knockout else 1).callback(), **options)
+    if request.correct_only:
+        keep = np.flatnonzero(baseline.correct)
+        if len(keep) < 2:
+            raise ValueError(f"correct_only: the model answers only {len(keep)} of {len(items)} questions correctly")
+        baseline, items = baseline.subset(keep), [items[i] for i in keep]
+    knocked = None
+    if knockout:
+        knocked = extract(adapter, items, knockout=knockout, progress=steps.part(0.5, 1).callback(), **options)
+    return {"baseline": baseline, "knockout": knocked}
+
+
+def _entry(layer: int, result) -> dict:
+    """A JSON-ready layer entry (result names, bits) from one pidcore.pipeline.PIDFlowResult."""
+    pid = {_RENAME.get(k, k): float(v) for k, v in result.pid.as_dict().items()}
+    ci = None
+    if result.ci:
+        ci = {_RENAME.get(k, k): [float(lo), float(hi)] for k, (lo, hi) in result.ci.items()}
+    return {"layer": layer, **pid, "ci": ci, "pointwise": np.asarray(result.pointwise, dtype=float).tolist()}
+
+
+def analyze_layers(features, request: AnalysisRequest, layers=None, progress=None) -> list[dict]:
+    """Layer entries {"layer", redundancy, unique_vision, unique_language, synergy, total, ci, pointwise}.
+
+    JSON-ready (pointwise is a list of [R, U_v, U_l, S] per question, bits); `layers` picks pooled layers.
+    The layers are analysed together by pidcore.pipeline.layerwise, which fits the target once.
+    """
+    from pidcore.pipeline import layerwise
+
+    layers = list(range(features.num_layers)) if layers is None else list(layers)
+    bad = [layer for layer in layers if not (_is_int(layer) and 0 <= layer < features.num_layers)]
+    if bad:
+        raise ValueError(f"layers {bad} outside 0..{features.num_layers - 1}")
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(layers), desc="PID per layer", unit="layer")
+
+    def report(fraction: float, message: str) -> None:
+        if bar is not None:
+            bar.n = round(fraction * len(layers))
+            bar.refresh()
+        elif callable(progress):
+            progress(fraction, message)
+
+    result = layerwise([features.vision[layer] for layer in layers], [features.language[layer] for layer in layers],
+                       features.target, dims=tuple(request.dims), gaussianize=request.gaussianize,
+                       measure=request.measure, bootstrap=request.bootstrap, seed=request.seed, progress=report)
+    if bar is not None:
+        bar.close()
+    return [_entry(layer, layer_result) for layer, layer_result in zip(layers, result.layers, strict=True)]
+
+
+def _run(features, entries) -> dict:
+    entries = sorted(entries, key=lambda entry: entry["layer"])
+    layers = [{key: value for key, value in entry.items() if key != "pointwise"} for entry in entries]
+    return {"layers": layers, "accuracy": features.accuracy, "mean_p_correct": float(np.mean(features.p_correct))}
+
+
+def _answer(features, index: int) -> dict:
+    return {"predicted": str(features.predicted[index]), "p_correct": float(features.p_correct[index]),
+            "correct": bool(features.correct[index])}
+
+
+def assemble_result(request: AnalysisRequest, features: dict, layer_results: dict, *, timing=None) -> dict:
+    """The pidflow.result/1 document from {"baseline", "knockout"} features and analyze_layers outputs."""
+    baseline, knocked = features["baseline"], features.get("knockout")
+    base_layers, knock_layers = layer_results["baseline"], layer_results.get("knockout")
+    questions = []
+    for index in range(baseline.n):
+        question = {"qid": str(baseline.qids[index]), "task": str(baseline.tasks[index]),
+                    "question": str(baseline.questions[index]), "answer": str(baseline.answers[index]),
+                    "image_id": str(baseline.image_ids[index]), "baseline": _answer(baseline, index)}
+        if knocked is not None:
+            question["knockout"] = _answer(knocked, index)
+        questions.append(question)
+
+    def pointwise(entries):
+        per_layer = [entry["pointwise"] for entry in sorted(entries, key=lambda e: e["layer"])]
+        return [[layer[q] for layer in per_layer] for q in range(baseline.n)]
+
+    effects = None
+    if knocked is not None:
+        effects = knockout_effects(
+            _run(baseline, base_layers)["layers"], _run(knocked, knock_layers)["layers"],
+            window=request.knockout["layers"], baseline_p_correct=baseline.p_correct,
+            knockout_p_correct=knocked.p_correct, baseline_correct=baseline.correct,
+            knockout_correct=knocked.correct)
+    return {
+        "schema": SCHEMA,
+        "request": request.to_dict(),
+        "model": baseline.meta["model"],
+        "code_version": __version__,
+        "n_questions": baseline.n,
+        "runs": {"baseline": _run(baseline, base_layers),
+                 "knockout": _run(knocked, knock_layers) if knocked is not None else None},
+        "effects": effects,
+        "questions": questions,
+        "pointwise": {"baseline": pointwise(base_layers),
+                      "knockout": pointwise(knock_layers) if knocked is not None else None},
+        "timing": dict(timing or {}),
+    }
+
+
+def run_analysis(request: AnalysisRequest, progress=None) -> dict:
+    """Everything: extraction (baseline, knockout), PID per layer, effects -> result document."""
+    if isinstance(request, dict):
+        request = AnalysisRequest.from_dict(request)
+    steps = _Progress(progress)
+    started = time.perf_counter()
+    features = extract_features(request, progress=steps.part(0.0, 0.3).callback())
+    extracted = time.perf_counter()
+    runs = [name for name in ("baseline", "knockout") if features.get(name) is not None]
+    layer_results = {"knockout": None}
+    for index, name in enumerate(runs):
+        part = steps.part(0.3 + 0.7 * index / len(runs), 0.3 + 0.7 * (index + 1) / len(runs))
+        layer_results[name] = analyze_layers(features[name], request, progress=part.callback())
+    timing = {"extract_s": round(extracted - started, 3), "analyze_s": round(time.perf_counter() - extracted, 3)}
+    result = assemble_result(request, features, layer_results, timing=timing)
+    if callable(progress):
+        progress(1.0, "done")
+    return result

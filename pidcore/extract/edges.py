@@ -1,0 +1,11 @@
+"""Knockout edge names (torch-free, so request validation stays light).
+
+edge name -> (key role, query role): information flows from the key positions to the query positions.
+"""
+
+EDGES = {
+    "image->question": ("image", "question"),
+    "image->last": ("image", "last"),
+    "question->last": ("question", "last"),
+    "last->last": ("last", "last"),
+}

@@ -1,0 +1,248 @@
+"""PID Flow: PCA -> flow Gaussianization -> closed-form Gaussian PID (bits), with cross-fitting.
+
+Each variable is reduced and Gaussianized by models fitted on the other fold(s) only
+(``folds``-fold cross-fitting), so every sample gets a value from models that never saw it.
+Latent coordinates differ between folds (PCA bases and flows are fitted separately), so the
+Gaussian PID is computed per fold and averaged with fold-size weights.
+See docs/pipeline.md for the pointwise terms and the bootstrap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pidcore.gaussianize import FlowGaussianizer
+from pidcore.pid import PID, gaussian_pid, solve_union
+from pidcore.reduce import PCAReducer, check_samples
+
+_LN2 = np.log(2.0)
+PARTS = ("redundancy", "unique1", "unique2", "synergy")
+
+
+@dataclass(frozen=True)
+class PIDFlowResult:
+    """``pid`` (bits), ``ci`` part -> (lo, hi) bits (empty without bootstrap), ``pointwise`` (n, 4)
+    [redundancy, unique1, unique2, synergy] bits per sample, ``dims`` used, ``n`` samples."""
+
+    pid: PID
+    ci: dict
+    pointwise: np.ndarray
+    dims: tuple
+    n: int
+    latents: np.ndarray = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class LayerwiseResult:
+    """One PIDFlowResult per layer plus (layers,) arrays of each part in bits; ``timings``:
+    seconds spent in PCA, flows and PID (with pointwise terms and bootstrap)."""
+
+    layers: list
+    timings: dict = field(default_factory=dict)
+
+    def part(self, name: str) -> np.ndarray:
+        return np.array([getattr(r.pid, name) for r in self.layers])
+
+    @property
+    def redundancy(self):
+        return self.part("redundancy")
+
+    @property
+    def unique1(self):
+        return self.part("unique1")
+
+    @property
+    def unique2(self):
+        return self.part("unique2")
+
+    @property
+    def synergy(self):
+        return self.part("synergy")
+
+    @property
+    def total(self):
+        return self.part("total")
+
+
+def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
+    ids = np.arange(n) % folds
+    return np.random.default_rng(seed).permutation(ids)
+
+
+class _Centre:
+    """Centring only: used when a variable has no more features than the requested dims, so an
+    element-wise warp of its coordinates stays element-wise for the Gaussianizer."""
+
+    def fit(self, x):
+        self.mean_ = x.mean(axis=0)
+        return self
+
+    def transform(self, x):
+        return x - self.mean_
+
+
+def _reducer(x: np.ndarray, dims: int, name: str):
+    if x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0):
+        return _Centre().fit(x)
+    return PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1)).fit(x, name)
+
+
+def _crossfit(x: np.ndarray, name: str, dims: int, fold_ids, gaussianize: bool, seed: int, flow_options,
+              timings: dict) -> np.ndarray:
+    """Cross-fitted latents (n, k): PCA (+ flow) fitted on the other folds, applied to each fold."""
+    out = None
+    for fold in np.unique(fold_ids):
+        train, test = fold_ids != fold, fold_ids == fold
+        start = time.perf_counter()
+        reducer = _reducer(x[train], dims, name)
+        reduced, held_out = reducer.transform(x[train]), reducer.transform(x[test])
+        timings["pca"] += time.perf_counter() - start
+        start = time.perf_counter()
+        if gaussianize:
+            latent = FlowGaussianizer(seed=seed + 1000 * int(fold), **flow_options).fit(reduced).transform(held_out)
+        else:
+            latent = held_out / reduced.std(axis=0)
+        timings["flows"] += time.perf_counter() - start
+        if out is None:
+            out = np.empty((len(x), latent.shape[1]))
+        out[test] = latent
+    return out
+
+
+def _validate(x1, x2, y):
+    arrays = [check_samples(v, name) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"))]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"mismatched lengths: x1 has {len(arrays[0])}, x2 {len(arrays[1])}, y {len(arrays[2])} samples")
+    for a, name in zip(arrays, ("x1", "x2", "y"), strict=True):
+        if np.all(a.std(axis=0) == 0):
+            raise ValueError(f"{name}: every column is constant")
+    return arrays
+
+
+def _check_dims(dims):
+    if len(dims) != 3 or any(int(d) != d or d < 1 for d in dims):
+        raise ValueError(f"dims must be three positive integers, got {dims!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _log_ratio(z: np.ndarray, cov: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-sample log p(a, b) - log p(a) - log p(b) (nats) under a centred Gaussian with ``cov``."""
+
+    def quad(idx):
+        block = cov[np.ix_(idx, idx)]
+        sol = np.linalg.solve(block, z[:, idx].T).T
+        return np.einsum("ij,ij->i", z[:, idx], sol), np.linalg.slogdet(block)[1]
+
+    qa, la = quad(a)
+    qb, lb = quad(b)
+    qab, lab = quad(np.concatenate([a, b]))
+    return 0.5 * (la + lb - lab) + 0.5 * (qa + qb - qab)
+
+
+def _pointwise(z: np.ndarray, dims, measure: str, pid: PID) -> np.ndarray:
+    """(n, 4) pointwise [R, U1, U2, S] bits whose column means equal ``pid`` (see docs/pipeline.md)."""
+    d1, d2, _ = dims
+    z = z - z.mean(axis=0)
+    cov = z.T @ z / len(z)
+    i1_idx, i2_idx = np.arange(d1), np.arange(d1, d1 + d2)
+    y_idx, x_idx = np.arange(d1 + d2, z.shape[1]), np.arange(d1 + d2)
+    i1 = _log_ratio(z, cov, i1_idx, y_idx) / _LN2
+    i2 = _log_ratio(z, cov, i2_idx, y_idx) / _LN2
+    i12 = _log_ratio(z, cov, x_idx, y_idx) / _LN2
+    if measure == "mmi":
+        union = i1 if i1.mean() >= i2.mean() else i2
+    else:
+        solution = solve_union(cov, dims)
+        q = solution.cov_q
+        gain = q[np.ix_(y_idx, x_idx)] @ np.linalg.pinv(q[np.ix_(x_idx, x_idx)])
+        resid = z[:, y_idx] - z[:, x_idx] @ gain.T
+        post = solution.posterior_cov
+        log_q = -0.5 * np.einsum("ij,ij->i", resid, np.linalg.solve(post, resid.T).T) - 0.5 * np.linalg.slogdet(post)[1]
+        prior = cov[np.ix_(y_idx, y_idx)]
+        log_p = -0.5 * np.einsum("ij,ij->i", z[:, y_idx], np.linalg.solve(prior, z[:, y_idx].T).T) - 0.5 * np.linalg.slogdet(prior)[1]
+        union = (log_q - log_p) / _LN2
+        union = union - union.mean() + solution.union_info  # analytic centring
+    terms = np.stack([i1 + i2 - union, union - i2, union - i1, i12 - union], axis=1)
+    target = np.array([getattr(pid, p) for p in PARTS])
+    return terms - terms.mean(axis=0) + target
+
+
+def _average(pids: list[PID], weights: np.ndarray) -> PID:
+    fields = {k: float(np.dot(weights, [p.as_dict()[k] for p in pids])) for k in pids[0].as_dict()}
+    return PID(**fields)
+
+
+def _fold_pid(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str) -> PID:
+    """Size-weighted mean over folds of the Gaussian PID of each fold's latents (bits)."""
+    folds = np.unique(fold_ids)
+    weights = np.array([np.mean(fold_ids == f) for f in folds])
+    pids = [gaussian_pid(np.cov(z[fold_ids == f], rowvar=False, bias=True), dims, measure) for f in folds]
+    return _average(pids, weights), pids
+
+
+def _bootstrap(z, fold_ids, dims, measure: str, rounds: int, seed: int, level: float = 0.95) -> dict:
+    """Percentile intervals (bits) from resampling rows within each fold."""
+    rng = np.random.default_rng(seed + 7919)
+    members = [np.flatnonzero(fold_ids == f) for f in np.unique(fold_ids)]
+    draws = []
+    for _ in range(rounds):
+        rows = np.concatenate([rng.choice(m, len(m)) for m in members])
+        draws.append(_fold_pid(z[rows], fold_ids[rows], dims, measure)[0].as_dict())
+    tail = (1 - level) / 2 * 100
+    return {k: tuple(float(v) for v in np.percentile([d[k] for d in draws], [tail, 100 - tail])) for k in draws[0]}
+
+
+def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int) -> PIDFlowResult:
+    if not np.all(np.isfinite(z)):
+        raise ValueError("Gaussianization produced non-finite latents")
+    pid, fold_pids = _fold_pid(z, fold_ids, dims, measure)
+    pointwise = np.empty((len(z), 4))
+    for fold, fold_pid in zip(np.unique(fold_ids), fold_pids, strict=True):
+        rows = fold_ids == fold
+        pointwise[rows] = _pointwise(z[rows], dims, measure, fold_pid)
+    ci = _bootstrap(z, fold_ids, dims, measure, bootstrap, seed) if bootstrap > 0 else {}
+    return PIDFlowResult(pid=pid, ci=ci, pointwise=pointwise, dims=dims, n=len(z), latents=z)
+
+
+def pid_flow(x1, x2, y, *, dims=(16, 16, 8), gaussianize: bool = True, measure: str = "broja",
+             bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None) -> PIDFlowResult:
+    """PID (bits) of I(X1, X2; Y) from samples (n, d1), (n, d2), (n, dy) via cross-fitted PID Flow."""
+    return layerwise([x1], [x2], y, dims=dims, gaussianize=gaussianize, measure=measure,
+                     bootstrap=bootstrap, seed=seed, folds=folds, flow_options=flow_options).layers[0]
+
+
+def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = True, measure: str = "broja",
+              bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None,
+              progress: Callable[[float, str], None] | None = None) -> LayerwiseResult:
+    """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers."""
+    dims = _check_dims(dims)
+    if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
+        raise ValueError(f"x1_layers and x2_layers need the same non-zero number of layers, "
+                         f"got {len(x1_layers)} and {len(x2_layers)}")
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    options = dict(flow_options or {})
+    report = progress or (lambda fraction, message: None)
+    checked = [_validate(a, b, y) for a, b in zip(x1_layers, x2_layers, strict=True)]
+    n = len(checked[0][2])
+    if n < 2 * folds + 2:
+        raise ValueError(f"too few samples: n={n} (need at least {2 * folds + 2})")
+    fold_ids = _fold_ids(n, folds, seed)
+    timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
+    zy = _crossfit(checked[0][2], "y", dims[2], fold_ids, gaussianize, seed + 2, options, timings)
+    results = []
+    for layer, (a, b, _) in enumerate(checked):
+        report(layer / len(checked), f"layer {layer + 1}/{len(checked)}")
+        z1 = _crossfit(a, f"x1 (layer {layer})", dims[0], fold_ids, gaussianize, seed, options, timings)
+        z2 = _crossfit(b, f"x2 (layer {layer})", dims[1], fold_ids, gaussianize, seed + 1, options, timings)
+        used = (z1.shape[1], z2.shape[1], zy.shape[1])
+        start = time.perf_counter()
+        results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed))
+        timings["pid"] += time.perf_counter() - start
+    report(1.0, "done")
+    return LayerwiseResult(layers=results, timings=timings)

@@ -1,0 +1,83 @@
+"""PCA reduction of one variable's features to a few components (scikit-learn-like)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Columns whose standard deviation is below this (relative to the largest) count as constant.
+CONSTANT_RTOL = 1e-12
+
+
+def check_samples(x, name: str = "x") -> np.ndarray:
+    """A finite (n, d) float array; raises ValueError naming ``name`` otherwise."""
+    array = np.asarray(x, dtype=float)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n samples, d features), got shape {array.shape}")
+    if array.shape[0] < 2 or array.shape[1] < 1:
+        raise ValueError(f"{name} needs at least 2 samples and 1 feature, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return array
+
+
+class PCAReducer:
+    """Project centred features on their leading principal components.
+
+    ``n_components``: number kept (None: the fewest reaching ``variance``, a fraction of the
+    total variance in (0, 1]). Constant features are rejected when all features are constant,
+    and a request for more components than n - 1 or than the number of features is a ValueError.
+    """
+
+    def __init__(self, n_components: int | None = None, variance: float = 0.95):
+        if n_components is not None and (int(n_components) != n_components or n_components < 1):
+            raise ValueError(f"n_components must be a positive integer or None, got {n_components!r}")
+        if not 0.0 < variance <= 1.0:
+            raise ValueError(f"variance must be in (0, 1], got {variance!r}")
+        self.n_components = n_components
+        self.variance = variance
+
+    def fit(self, x, name: str = "x") -> PCAReducer:
+        data = check_samples(x, name)
+        n, d = data.shape
+        spread = data.std(axis=0)
+        if spread.max() <= 0.0:
+            raise ValueError(f"{name}: every column is constant; nothing to reduce")
+        self.mean_ = data.mean(axis=0)
+        centred = data - self.mean_
+        if d <= n:  # eigen-decomposition of the d x d covariance: cheaper than the SVD of the data
+            values, vectors = np.linalg.eigh(centred.T @ centred / (n - 1))
+            explained, vt = np.clip(values[::-1], 0.0, None), vectors[:, ::-1].T
+        else:
+            _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+            explained = singular**2 / (n - 1)
+        rank = int(np.sum(explained > explained[0] * 1e-12))
+        if self.n_components is None:
+            cumulative = np.cumsum(explained) / explained.sum()
+            keep = int(np.searchsorted(cumulative, self.variance - 1e-12) + 1)
+        else:
+            keep = int(self.n_components)
+            if keep > min(n - 1, d):
+                raise ValueError(
+                    f"{name}: n_components={keep} exceeds min(n - 1, d) = {min(n - 1, d)} "
+                    f"(n={n} samples, d={d} features)"
+                )
+            if keep > rank:
+                raise ValueError(
+                    f"{name}: n_components={keep} exceeds the rank {rank} of the centred data "
+                    "(constant or collinear columns)"
+                )
+        self.components_ = vt[:keep]
+        self.explained_variance_ = explained[:keep]
+        self.n_features_in_ = d
+        return self
+
+    def transform(self, x, name: str = "x") -> np.ndarray:
+        data = check_samples(x, name)
+        if data.shape[1] != self.n_features_in_:
+            raise ValueError(f"{name} has {data.shape[1]} features, the reducer was fitted on {self.n_features_in_}")
+        return (data - self.mean_) @ self.components_.T
+
+    def fit_transform(self, x, name: str = "x") -> np.ndarray:
+        return self.fit(x, name).transform(x, name)

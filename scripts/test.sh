@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command to set up and run the whole test suite (unit, integration with real Redis and
+# Celery workers, browser tests in headless Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[test] installing Debian's chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "[test] could not install chromium: browser tests will be skipped"
+fi
+.venv/bin/ruff check .
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,232 @@
+"""The dashboard in a real headless Chromium against a live server (uvicorn, API, real AnalysisService on
+a private Redis, a stand-in job layer): submit, progress, stacked plot, knockout difference, question
+explorer, share link opened read-only in a fresh browser. Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser.stack import CHROMIUM, NUM_LAYERS, chromium, running_server
+from tests.ui.demo_result import layer_terms
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(run_s=1.5) as (url, service):
+        yield url, service
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def plot_data(page, graph_id: str) -> list[dict]:
+    """The traces plotly drew in graph `graph_id` (name, meta, x, y)."""
+    return page.evaluate(
+        """id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
+                   return el && el.data ? el.data.map(t => ({name: t.name, meta: t.meta, x: t.x, y: t.y})) : []; }""",
+        graph_id)
+
+
+def wait_for_traces(page, graph_id: str, meta: str):
+    page.wait_for_function(
+        """([id, meta]) => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
+                             return el && el.data && el.data.some(t => t.meta === meta); }""",
+        arg=[graph_id, meta], timeout=TIMEOUT_MS)
+
+
+def open_tab(page, label: str):
+    page.locator(".tab", has_text=label).first.click()
+
+
+def pick(page, dropdown_id: str, text: str):
+    page.locator(f"#{dropdown_id}").click()
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
+def test_submit_knockout_question_and_share(server, artifacts, tmp_path):
+    url, _ = server
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url + "/")
+        page.get_by_role("button", name="Run analysis").wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_function("document.querySelectorAll('#ko-layers .rc-slider-handle, #ko-layers [role=slider]')"
+                               ".length >= 2", timeout=TIMEOUT_MS)
+        page.screenshot(path=str(artifacts / "ui-01-form.png"), full_page=True)
+
+        # submit the demo analysis: progress is shown while it runs, then the stacked plot
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_selector("progress:not([hidden])", timeout=TIMEOUT_MS)
+        assert "running" in page.locator("#submit-status").inner_text() or \
+            "queued" in page.locator("#submit-status").inner_text()
+        wait_for_traces(page, "stacked-baseline", "redundancy")
+        traces = [t for t in plot_data(page, "stacked-baseline") if t["meta"] == "unique_vision"]
+        assert traces[0]["x"] == list(range(NUM_LAYERS + 1))  # one point per layer
+        assert traces[0]["y"] == pytest.approx([layer_terms(i)[1] for i in range(NUM_LAYERS + 1)])
+        page.screenshot(path=str(artifacts / "ui-02-results.png"), full_page=True)
+
+        # fraction of total: the four areas stack to 1 at every layer
+        page.locator("#mode").get_by_text("fraction of total").click()
+        page.wait_for_function("document.querySelector('#stacked-baseline .js-plotly-plot').data[1].y[0] > 0.7",
+                               timeout=TIMEOUT_MS)
+        stacked = [t["y"] for t in plot_data(page, "stacked-baseline") if t["meta"] in
+                   ("redundancy", "unique_vision", "unique_language", "synergy")]
+        assert [sum(column) for column in zip(*stacked, strict=True)] == pytest.approx([1.0] * (NUM_LAYERS + 1))
+        page.locator("#mode").get_by_text("bits").click()
+
+        # the same request again is cached and shown at once
+        open_tab(page, "New analysis")
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_function("document.querySelector('#submit-status')?.innerText.includes('Cached')",
+                               timeout=TIMEOUT_MS)
+
+        # toggle a knockout: the difference plot shows knockout - baseline per layer
+        open_tab(page, "New analysis")
+        page.get_by_label("image->question").check()
+        page.get_by_role("button", name="Run analysis").click()
+        wait_for_traces(page, "difference", "unique_vision")
+        difference = {t["meta"]: t for t in plot_data(page, "difference")}
+        assert difference["unique_vision"]["y"] == pytest.approx([0.1] * (NUM_LAYERS + 1))
+        assert difference["redundancy"]["y"] == pytest.approx([0.0] * (NUM_LAYERS + 1))
+        assert "information cost" in page.locator("#effects").inner_text()
+        wait_for_traces(page, "stacked-knockout", "synergy")
+        for graph_id in ("stacked-baseline", "stacked-knockout", "difference"):  # drawn at full size
+            assert page.locator(f"#{graph_id} .main-svg").first.bounding_box()["height"] >= 350
+        page.screenshot(path=str(artifacts / "ui-03-knockout.png"), full_page=True)
+
+        # question explorer: incorrect ones only, pick one, see its image and per-layer decomposition
+        open_tab(page, "Questions")
+        page.locator("#question-correct").get_by_text("incorrect").click()
+        page.wait_for_function("document.querySelector('#question-count')?.innerText.startsWith('6 of 12')",
+                               timeout=TIMEOUT_MS)
+        pick(page, "question-pick", "image 3?")
+        page.wait_for_function("() => { const img = document.querySelector('#question-image');"
+                               " return img && img.complete && img.naturalWidth === 64; }", timeout=TIMEOUT_MS)
+        wait_for_traces(page, "question-figure", "knockout:synergy")
+        card = page.locator(".question-card").inner_text()
+        assert "image 3?" in card and "Gold answer: yellow" in card and "incorrect" in card
+        assert len(plot_data(page, "question-figure")) == 8
+        page.screenshot(path=str(artifacts / "ui-04-question.png"), full_page=True)
+
+        # share: a read-only link
+        open_tab(page, "Results")
+        page.get_by_role("button", name="Create read-only link").click()
+        page.wait_for_function("document.querySelector('#share-link').value.includes('?share=')",
+                               timeout=TIMEOUT_MS)
+        link = page.locator("#share-link").input_value()
+        original = plot_data(page, "difference")
+        assert not errors, errors
+
+    with chromium(tmp_path / "fresh-profile", width=2560, height=1440) as fresh:
+        page = fresh.pages[0] if fresh.pages else fresh.new_page()
+        page.goto(link)
+        wait_for_traces(page, "difference", "unique_vision")
+        assert plot_data(page, "difference") == original
+        assert page.locator("#read-only-banner").is_visible()
+        assert page.locator(".tab", has_text="New analysis").count() == 0 or \
+            not page.locator(".tab", has_text="New analysis").first.is_visible()
+        assert not page.get_by_role("button", name="Create read-only link").is_visible()
+        page.screenshot(path=str(artifacts / "ui-05-shared-2560.png"), full_page=True)
+
+
+def test_errors_are_said_plainly(server, tmp_path):
+    url, _ = server
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(url + "/?analysis=nope")
+        page.wait_for_function("document.querySelector('#submit-status')?.innerText.includes('Cannot open')",
+                               timeout=TIMEOUT_MS)
+        assert "unknown analysis" in page.locator("#submit-status").inner_text()
+        page.goto(url + "/?share=not-a-token")
+        page.wait_for_function("document.querySelector('#submit-status, #result-message') !== null", timeout=TIMEOUT_MS)
+        page.wait_for_selector("text=This share link does not work", timeout=TIMEOUT_MS, state="attached")
+        page.goto(url + "/")
+        page.locator("#n-questions").fill("0")
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_selector("text=Cannot start the analysis", timeout=TIMEOUT_MS)
+        assert "positive whole number" in page.locator("#submit-status").inner_text()
+
+
+@pytest.fixture(scope="module")
+def hosted_server():
+    with running_server(run_s=0.3, api_tokens=("s3cret",)) as (url, service):
+        yield url, service
+
+
+def submitted_id(page) -> str:
+    page.wait_for_selector("#analysis-link", timeout=TIMEOUT_MS)
+    return page.locator("#analysis-link").inner_text().removeprefix("analysis ").strip()
+
+
+def test_hosted_token_tasks_bands_comparison_and_downloads(hosted_server, artifacts, tmp_path):
+    url, _ = hosted_server
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(url + "/")
+        page.get_by_role("button", name="Run analysis").wait_for(timeout=TIMEOUT_MS)
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_selector("text=needs a valid API token", timeout=TIMEOUT_MS)
+
+        # with the token: two tasks and bootstrap resamples -> per-task overlay and confidence bands
+        page.locator("#token").fill("s3cret")
+        page.locator("#tasks").click()
+        page.get_by_role("option", name="shape", exact=True).click()
+        page.keyboard.press("Escape")
+        page.locator("#bootstrap").fill("20")
+        page.get_by_role("button", name="Run analysis").click()
+        wait_for_traces(page, "stacked-baseline", "ci:synergy")
+        first_id = submitted_id(page)
+        open_tab(page, "Compare")
+        wait_for_traces(page, "task-overlay", "shape")
+        assert sorted(t["name"] for t in plot_data(page, "task-overlay")) == ["color", "shape"]
+
+        # a second analysis (shape only), then overlay it on the first: correlations per term
+        open_tab(page, "New analysis")
+        page.locator("#tasks").click()  # multi-select: clicking a ticked option unticks it
+        page.get_by_role("option", name="color", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_function(f"document.querySelector('#analysis-link') && "
+                               f"!document.querySelector('#analysis-link').innerText.includes('{first_id}')",
+                               timeout=TIMEOUT_MS)
+        second_id = submitted_id(page)
+        assert second_id != first_id
+        page.goto(f"{url}/?analysis={first_id}")
+        open_tab(page, "Compare")
+        page.locator("#compare-id").fill(second_id)
+        page.get_by_role("button", name="Overlay").click()
+        wait_for_traces(page, "comparison", "other:synergy")
+        assert "Layer-wise correlation" in page.locator("#correlations").inner_text()
+        assert "+1.000" in page.locator("#correlations").inner_text()  # same layer curves in both
+        page.screenshot(path=str(artifacts / "ui-06-compare-hosted.png"), full_page=True)
+
+        # data downloads (CSV, JSON) and plot download as SVG from the modebar
+        open_tab(page, "Results")
+        with page.expect_download() as csv_download:
+            page.get_by_role("button", name="Data CSV").click()
+        assert csv_download.value.suggested_filename == f"pidflow-{first_id}.csv"
+        assert "redundancy" in Path(csv_download.value.path()).read_text().splitlines()[0]
+        with page.expect_download() as json_download:
+            page.get_by_role("button", name="Data JSON").click()
+        assert '"pidflow.result/1"' in Path(json_download.value.path()).read_text()
+        page.locator("#plot-format").get_by_text("SVG").click()
+        page.wait_for_function("document.querySelector('#stacked-baseline .js-plotly-plot')"
+                               "._context.toImageButtonOptions.format === 'svg'", timeout=TIMEOUT_MS)
+        page.locator("#stacked-baseline").hover()
+        with page.expect_download() as svg_download:
+            page.locator("#stacked-baseline .modebar-btn[data-title^='Download plot']").click()
+        assert svg_download.value.suggested_filename.endswith(".svg")
+        assert Path(svg_download.value.path()).read_text().lstrip().startswith("<svg")

@@ -1,0 +1,119 @@
+"""The dashboard on the real stack: `pidflow serve` (private Redis, a Celery worker, uvicorn) and a
+small demo analysis, in headless Chromium. Runs once worker/ and the demo model have landed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.redis_local import free_port
+from tests.browser.stack import CHROMIUM, chromium
+from tests.browser.test_dashboard import ARTIFACTS, open_tab, pick, plot_data, wait_for_traces
+
+ROOT = Path(__file__).resolve().parents[2]
+ANALYSIS_TIMEOUT_MS = 150_000
+
+
+def _stack_available() -> bool:
+    names = ("worker.jobs", "worker.celery_app", "pidcore.analysis", "pidcore.demo", "pidcore.data")
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in names)
+    except ModuleNotFoundError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.browser, pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+    pytest.mark.skipif(not _stack_available(), reason="worker/ and the demo model have not landed"),
+]
+
+
+@pytest.fixture(scope="module")
+def served():
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PIDFLOW_PREWARM="0", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "pidflow serve did not come up"
+            try:
+                if (httpx.get(f"{url}/api/v1/healthz", timeout=5).json().get("workers") or 0) >= 1:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def small_demo_form(page):
+    page.locator("#n-questions").fill("60")
+    for name, value in (("vision", "4"), ("language", "4"), ("target", "3")):
+        page.locator(f"#dim-{name}").fill(value)
+    page.get_by_label("normalizing flows before the Gaussian PID").uncheck()
+
+
+def test_demo_analysis_in_the_browser(served, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(served + "/")
+        page.get_by_role("button", name="Run analysis").wait_for(timeout=20_000)
+        small_demo_form(page)
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_function(
+            "document.querySelector('#stacked-baseline .js-plotly-plot')?.data?.some(t => t.meta === 'synergy')",
+            timeout=ANALYSIS_TIMEOUT_MS)
+        summary = page.locator("#result-summary").inner_text()
+        num_layers = int(summary.split(" layers")[0].split("· ")[-1])
+        traces = [t for t in plot_data(page, "stacked-baseline") if t["meta"] == "redundancy"]
+        assert traces[0]["x"] == list(range(num_layers))  # one point per layer (0 = embeddings)
+        page.screenshot(path=str(ARTIFACTS / "real-01-results.png"), full_page=True)
+
+        open_tab(page, "New analysis")
+        page.get_by_label("image->question").check()
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_function(
+            "document.querySelector('#difference .js-plotly-plot')?.data?.some(t => t.meta === 'total')",
+            timeout=ANALYSIS_TIMEOUT_MS)
+        assert len(next(t for t in plot_data(page, "difference") if t["meta"] == "total")["y"]) == num_layers
+        page.screenshot(path=str(ARTIFACTS / "real-02-knockout.png"), full_page=True)
+
+        open_tab(page, "Questions")
+        pick(page, "question-pick", "easy-vqa")
+        page.wait_for_function("() => { const img = document.querySelector('#question-image');"
+                               " return img && img.complete && img.naturalWidth > 0; }", timeout=20_000)
+        wait_for_traces(page, "question-figure", "baseline:synergy")
+        page.screenshot(path=str(ARTIFACTS / "real-03-question.png"), full_page=True)
+
+        open_tab(page, "Results")
+        page.get_by_role("button", name="Create read-only link").click()
+        page.wait_for_function("document.querySelector('#share-link').value.includes('?share=')", timeout=20_000)
+        link = page.locator("#share-link").input_value()
+        original = plot_data(page, "stacked-baseline")
+
+    with chromium(tmp_path / "fresh") as fresh:
+        page = fresh.pages[0] if fresh.pages else fresh.new_page()
+        page.goto(link)
+        wait_for_traces(page, "stacked-baseline", "synergy")
+        assert plot_data(page, "stacked-baseline") == original
+        assert page.locator("#read-only-banner").is_visible()

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from pidcore.pid import gaussian_pid
+from pidcore.pipeline import layerwise, pid_flow
+
+torch.set_num_threads(1)
+PARTS = ("redundancy", "unique1", "unique2", "synergy")
+FAST = {"max_epochs": 4, "patience": 2}
+
+
+def _system(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=(n, 2))
+    x2 = rng.normal(size=(n, 2))
+    x2[:, 0] += 0.5 * x1[:, 0]
+    y = x1[:, :1] + 0.8 * x2[:, 1:] + 0.7 * rng.normal(size=(n, 1))
+    return x1, x2, y, np.hstack([x1, x2, y])
+
+
+def _truth():
+    # x1 ~ N(0, I2); x2 = 0.5 x1[0] e1 + N(0, I2); y = x1[0] + 0.8 x2[1] + 0.7 eps
+    a = np.zeros((5, 5))  # rows: x1a x1b x2a x2b y in terms of independent noises (5 of them)
+    a[0, 0] = a[1, 1] = 1
+    a[2, 0], a[2, 2] = 0.5, 1
+    a[3, 3] = 1
+    a[4, 0], a[4, 3], a[4, 4] = 1, 0.8, 0.7
+    return gaussian_pid(a @ a.T, (2, 2, 1))
+
+
+def test_gaussian_system_matches_truth():
+    x1, x2, y, _ = _system(20000)
+    truth = _truth()
+    result = pid_flow(x1, x2, y, dims=(2, 2, 1), flow_options=FAST)
+    for part in PARTS:
+        assert abs(getattr(result.pid, part) - getattr(truth, part)) < 0.03, part
+    np.testing.assert_allclose(result.pointwise.mean(axis=0), [getattr(result.pid, p) for p in PARTS], atol=1e-10)
+    assert result.pointwise.shape == (20000, 4)
+
+
+def test_elementwise_nonlinear_maps(capsys):
+    x1, x2, y, _ = _system(6000, seed=2)
+    truth = _truth()
+    warped = (x1 ** 3, np.sinh(2 * x2), np.exp(y))
+    flowed = pid_flow(*warped, dims=(2, 2, 1))
+    plain = pid_flow(*warped, dims=(2, 2, 1), gaussianize=False)
+    err_flow = max(abs(getattr(flowed.pid, p) - getattr(truth, p)) for p in PARTS)
+    err_plain = max(abs(getattr(plain.pid, p) - getattr(truth, p)) for p in PARTS)
+    with capsys.disabled():
+        print(f"\nmax error, bits: gaussianize=True {err_flow:.3f}, gaussianize=False {err_plain:.3f}")
+    assert err_flow < 0.08
+    assert err_plain > err_flow + 0.1
+
+
+def test_bootstrap_ci_contains_truth_and_determinism():
+    cov = np.array([[1.0, 0.3, 0.8], [0.3, 1.0, 0.6], [0.8, 0.6, 1.2]])
+    x1, x2, y = np.random.default_rng(4).multivariate_normal(np.zeros(3), cov, size=3000).T[:, :, None]
+    truth = gaussian_pid(cov, (1, 1, 1))
+    a = pid_flow(x1, x2, y, dims=(1, 1, 1), gaussianize=False, bootstrap=200, seed=5)
+    b = pid_flow(x1, x2, y, dims=(1, 1, 1), gaussianize=False, bootstrap=200, seed=5)
+    assert a.pid == b.pid and a.ci == b.ci
+    for part in PARTS:
+        lo, hi = a.ci[part]
+        assert lo <= getattr(truth, part) <= hi, part
+
+
+def test_flow_determinism_and_layerwise_equals_per_layer():
+    x1, x2, y, _ = _system(800, seed=6)
+    calls = []
+    layers = layerwise([x1, x1 ** 3], [x2, x2], y, dims=(2, 2, 1), seed=3, flow_options=FAST,
+                       progress=lambda fraction, message: calls.append(fraction))
+    assert calls == [0.0, 0.5, 1.0]
+    for layer, a in zip(layers.layers, (x1, x1 ** 3), strict=True):
+        single = pid_flow(a, x2, y, dims=(2, 2, 1), seed=3, flow_options=FAST)
+        assert single.pid == layer.pid
+        np.testing.assert_array_equal(single.pointwise, layer.pointwise)
+    assert layers.synergy.shape == (2,)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a, b, c: (np.where(np.arange(len(a))[:, None] == 3, np.nan, a), b, c), "NaN"),
+    (lambda a, b, c: (a, b, np.full_like(c, np.inf)), "inf"),
+    (lambda a, b, c: (np.ones_like(a), b, c), "constant"),
+    (lambda a, b, c: (a, np.hstack([b[:, :1], np.ones_like(b[:, :1])]), c), "x2.*constant or collinear"),
+    (lambda a, b, c: (a[:-1], b, c), "mismatched lengths"),
+    (lambda a, b, c: (a[:5], b[:5], c[:5]), "too few samples"),
+])
+def test_bad_input(change, message):
+    x1, x2, y, _ = _system(100)
+    with pytest.raises(ValueError, match=message):
+        pid_flow(*change(x1, x2, y), dims=(2, 2, 1), gaussianize=False)

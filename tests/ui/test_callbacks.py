@@ -1,0 +1,71 @@
+"""Pure helpers behind the callbacks: form -> request, URL parsing, question filtering, effects table,
+and data.py's error translation."""
+
+import pytest
+
+from app.service import JobNotReady, ServiceUnavailable
+from app.ui import callbacks, data
+from tests.ui.demo_result import make_document
+
+FORM = dict(model="demo", dataset="easy-vqa", tasks=["color"], n_questions=50, pooling="mean",
+            target="logprobs", measure="broja", dims=[16, 16, 8], bootstrap=0, edges=[], window=[0, 5])
+
+
+def test_form_builds_a_contract_request():
+    request = callbacks.build_request(**FORM)
+    assert request["knockout"] is None and request["n_questions"] == 50 and request["dims"] == [16, 16, 8]
+    assert request["gaussianize"] is True
+    assert callbacks.build_request(**FORM, gaussianize=False)["gaussianize"] is False
+    with_knockout = callbacks.build_request(**{**FORM, "edges": ["image->question"], "window": [2, 4]})
+    assert with_knockout["knockout"] == {"edges": ["image->question"], "layers": [2, 4]}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("tasks", [], "at least one task"), ("n_questions", None, "questions per task"),
+    ("n_questions", 0, "questions per task"), ("dims", [16, None, 8], "PCA sizes"), ("bootstrap", -1, "bootstrap"),
+])
+def test_form_errors_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        callbacks.build_request(**{**FORM, field: value})
+
+
+def test_url_query():
+    assert callbacks.parse_location("?analysis=abc") == {"analysis": "abc"}
+    assert callbacks.parse_location("?share=tok&x=") == {"share": "tok"}
+    assert callbacks.parse_location(None) == {}
+
+
+def test_question_filters():
+    questions = make_document({"tasks": ["color", "shape"]}, n_questions=8)["questions"]
+    assert len(callbacks.filter_questions(questions, None, None, "all")) == 8
+    assert [q["qid"] for q in callbacks.filter_questions(questions, "IMAGE 3", None, "all")] == ["easy-vqa.test.3"]
+    incorrect_shape = callbacks.filter_questions(questions, "", "shape", "incorrect")
+    assert [q["qid"] for q in incorrect_shape] == ["easy-vqa.test.1", "easy-vqa.test.3", "easy-vqa.test.5",
+                                                   "easy-vqa.test.7"]
+    assert callbacks.filter_questions(questions, "", "color", "incorrect") == []
+
+
+def test_effects_table_lists_changes_and_metrics():
+    document = make_document({"tasks": ["color"], "knockout": {"edges": ["image->last"], "layers": [0, 1]}})
+    text = str(callbacks.effects_table(document))
+    assert "accuracy change" in text and "-0.150" in text and "trapped unique vision" in text
+    assert "No knockout" in str(callbacks.effects_table(make_document({"tasks": ["color"]})))
+
+
+class BrokenService:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def result(self, _):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc, message", [
+    (KeyError("unknown analysis 'x'"), "unknown analysis 'x'"),
+    (JobNotReady({"id": "x", "state": "running"}), "not finished yet (running)"),
+    (ServiceUnavailable("Redis down"), "unavailable: Redis down"),
+    (RuntimeError("boom"), "RuntimeError: boom"),
+])
+def test_data_errors_read_plainly(exc, message):
+    with pytest.raises(data.DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        data.result(BrokenService(exc), "x")

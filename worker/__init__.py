@@ -1,0 +1,1 @@
+"""Celery workers: run pidcore analyses, cache results in Redis."""
