@@ -10,6 +10,7 @@ See docs/pipeline.md for the pointwise terms and the bootstrap.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,19 +87,38 @@ class _Centre:
 
 
 def _reducer(x: np.ndarray, dims: int, name: str):
-    if x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0):
+    if (x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0)
+            and np.linalg.matrix_rank(x - x.mean(axis=0)) == x.shape[1]):
         return _Centre().fit(x)
-    return PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1)).fit(x, name)
+    return PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
+
+
+def _fold_reducers(x: np.ndarray, dims: int, name: str, fold_ids) -> list:
+    """One reducer per fold (fitted on the other folds), all keeping the same number of components.
+
+    Low-rank data (e.g. embeddings of a few question templates) keeps only as many components as
+    the lowest-rank training split supports, with a warning, instead of failing.
+    """
+    reducers = [_reducer(x[fold_ids != fold], dims, name) for fold in np.unique(fold_ids)]
+    sizes = [r.n_components_ for r in reducers if isinstance(r, PCAReducer)]
+    if sizes and min(sizes) < min(dims, x.shape[1]):
+        keep = min(sizes)
+        warnings.warn(f"{name}: the data has rank {keep} < {min(dims, x.shape[1])} requested components; "
+                      f"keeping {keep}", RuntimeWarning, stacklevel=3)
+        reducers = [r.truncate(keep) if isinstance(r, PCAReducer) else r for r in reducers]
+    return reducers
 
 
 def _crossfit(x: np.ndarray, name: str, dims: int, fold_ids, gaussianize: bool, seed: int, flow_options,
               timings: dict) -> np.ndarray:
     """Cross-fitted latents (n, k): PCA (+ flow) fitted on the other folds, applied to each fold."""
     out = None
-    for fold in np.unique(fold_ids):
+    start = time.perf_counter()
+    reducers = _fold_reducers(x, dims, name, fold_ids)
+    timings["pca"] += time.perf_counter() - start
+    for fold, reducer in zip(np.unique(fold_ids), reducers, strict=True):
         train, test = fold_ids != fold, fold_ids == fold
         start = time.perf_counter()
-        reducer = _reducer(x[train], dims, name)
         reduced, held_out = reducer.transform(x[train]), reducer.transform(x[test])
         timings["pca"] += time.perf_counter() - start
         start = time.perf_counter()

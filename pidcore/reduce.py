@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Columns whose standard deviation is below this (relative to the largest) count as constant.
-CONSTANT_RTOL = 1e-12
+#: Principal variances below this fraction of the largest count as zero when measuring the rank.
+RANK_RTOL = 1e-10
 
 
 def check_samples(x, name: str = "x") -> np.ndarray:
@@ -28,15 +28,19 @@ class PCAReducer:
     ``n_components``: number kept (None: the fewest reaching ``variance``, a fraction of the
     total variance in (0, 1]). Constant features are rejected when all features are constant,
     and a request for more components than n - 1 or than the number of features is a ValueError.
+    A request for more components than the numerical rank of the centred data (``rank_``) is a
+    ValueError too, unless ``cap_at_rank=True``: then only ``rank_`` components are kept (the rest
+    would carry no variance and no information).
     """
 
-    def __init__(self, n_components: int | None = None, variance: float = 0.95):
+    def __init__(self, n_components: int | None = None, variance: float = 0.95, cap_at_rank: bool = False):
         if n_components is not None and (int(n_components) != n_components or n_components < 1):
             raise ValueError(f"n_components must be a positive integer or None, got {n_components!r}")
         if not 0.0 < variance <= 1.0:
             raise ValueError(f"variance must be in (0, 1], got {variance!r}")
         self.n_components = n_components
         self.variance = variance
+        self.cap_at_rank = cap_at_rank
 
     def fit(self, x, name: str = "x") -> PCAReducer:
         data = check_samples(x, name)
@@ -52,7 +56,7 @@ class PCAReducer:
         else:
             _, singular, vt = np.linalg.svd(centred, full_matrices=False)
             explained = singular**2 / (n - 1)
-        rank = int(np.sum(explained > explained[0] * 1e-12))
+        rank = int(np.sum(explained > explained[0] * RANK_RTOL))
         if self.n_components is None:
             cumulative = np.cumsum(explained) / explained.sum()
             keep = int(np.searchsorted(cumulative, self.variance - 1e-12) + 1)
@@ -63,14 +67,30 @@ class PCAReducer:
                     f"{name}: n_components={keep} exceeds min(n - 1, d) = {min(n - 1, d)} "
                     f"(n={n} samples, d={d} features)"
                 )
-            if keep > rank:
+            if keep > rank and self.cap_at_rank:
+                keep = rank
+            elif keep > rank:
                 raise ValueError(
                     f"{name}: n_components={keep} exceeds the rank {rank} of the centred data "
                     "(constant or collinear columns)"
                 )
+        self.rank_ = rank
         self.components_ = vt[:keep]
         self.explained_variance_ = explained[:keep]
         self.n_features_in_ = d
+        return self
+
+    @property
+    def n_components_(self) -> int:
+        """Number of components the fitted reducer keeps."""
+        return len(self.components_)
+
+    def truncate(self, k: int) -> PCAReducer:
+        """Keep only the leading ``k`` fitted components (k <= n_components_); returns self."""
+        if not 1 <= k <= self.n_components_:
+            raise ValueError(f"cannot truncate {self.n_components_} components to {k}")
+        self.components_ = self.components_[:k]
+        self.explained_variance_ = self.explained_variance_[:k]
         return self
 
     def transform(self, x, name: str = "x") -> np.ndarray:

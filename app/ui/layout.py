@@ -44,6 +44,9 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
     first_model = next((m for m in models if m["name"] == defaults.get("model")), models[0] if models else {})
     num_layers = first_model.get("num_layers") or DEFAULT_LAYERS
     dims = defaults.get("dims") or [16, 16, 8]
+    default_dataset = next((d for d in datasets if d.get("name") == defaults.get("dataset", "easy-vqa")), {})
+    task_options = [{"label": name, "value": name} for name in
+                    (t if isinstance(t, str) else t.get("name") for t in default_dataset.get("tasks", []))]
     token_field = _field("API token", dcc.Input(id="token", type="password", placeholder="required on this server",
                                                 debounce=False, className="input"),
                          "This server is hosted: starting analyses needs an API token.") if hosted else \
@@ -55,7 +58,8 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
                                          clearable=False)),
             _field("Dataset", dcc.Dropdown(id="dataset", options=dataset_options,
                                            value=defaults.get("dataset", "easy-vqa"), clearable=False)),
-            _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, value=defaults.get("tasks") or ["color"])),
+            _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, options=task_options,
+                                           value=defaults.get("tasks") or ["color"])),
             _field("Questions per task", dcc.Input(id="n-questions", type="number", min=1, step=1,
                                                    value=defaults.get("n_questions", 400), className="input")),
             _field("Language pooling", dcc.RadioItems(id="pooling", inline=True, value=defaults.get(

@@ -182,6 +182,7 @@ def test_hosted_token_tasks_bands_comparison_and_downloads(hosted_server, artifa
 
         # with the token: two tasks and bootstrap resamples -> per-task overlay and confidence bands
         page.locator("#token").fill("s3cret")
+        page.wait_for_function("document.querySelector('#tasks')?.innerText.includes('color')", timeout=TIMEOUT_MS)
         page.locator("#tasks").click()
         page.get_by_role("option", name="shape", exact=True).click()
         page.keyboard.press("Escape")

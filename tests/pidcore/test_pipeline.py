@@ -90,3 +90,15 @@ def test_bad_input(change, message):
     x1, x2, y, _ = _system(100)
     with pytest.raises(ValueError, match=message):
         pid_flow(*change(x1, x2, y), dims=(2, 2, 1), gaussianize=False)
+
+
+def test_low_rank_source_keeps_its_rank_and_matches_the_full_rank_view():
+    """A language source living in a 2-D subspace of 10 features (like embeddings of a few question
+    templates) is reduced to its rank with a warning; the PID equals that of its 2 coordinates."""
+    x1, x2, y, _ = _system(3000, seed=3)
+    embed = np.random.default_rng(9).normal(size=(2, 10))
+    with pytest.warns(RuntimeWarning, match="rank 2 < 6"):
+        low = pid_flow(x1, x2 @ embed, y, dims=(2, 6, 1), gaussianize=False)
+    direct = pid_flow(x1, x2, y, dims=(2, 2, 1), gaussianize=False)
+    for part in PARTS:
+        assert abs(getattr(low.pid, part) - getattr(direct.pid, part)) < 1e-6, part

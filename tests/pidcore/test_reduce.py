@@ -29,3 +29,16 @@ def test_bad_input(bad, message):
 def test_more_components_than_samples():
     with pytest.raises(ValueError, match="n_components"):
         PCAReducer(n_components=5).fit(np.random.default_rng(0).normal(size=(4, 10)))
+
+
+def test_cap_at_rank_keeps_only_the_informative_components():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 12))  # rank 3 in 12 dimensions
+    with pytest.raises(ValueError, match="rank 3"):
+        PCAReducer(n_components=8).fit(x)
+    reducer = PCAReducer(n_components=8, cap_at_rank=True).fit(x)
+    assert reducer.rank_ == 3 and reducer.n_components_ == 3
+    np.testing.assert_allclose(reducer.transform(x) @ reducer.components_ + reducer.mean_, x, atol=1e-9)
+    assert reducer.truncate(2).components_.shape == (2, 12)
+    with pytest.raises(ValueError, match="truncate"):
+        reducer.truncate(3)
