@@ -1,0 +1,58 @@
+"""Worker and job-layer settings, read from the environment (REDIS_URL and PIDFLOW_* variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DAY_S = 24 * 3600
+
+
+def _number(env: dict, name: str, default: float, cast=int, minimum: float = 1):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the Celery app, the tasks and `worker.jobs` read; times in seconds."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    visibility_timeout_s: int = 3600  # an unacknowledged task is redelivered after this long
+    restore_interval_s: int = 10  # how often a worker looks for such tasks
+    stale_s: int = 2 * 3600 + 600  # a queued/running job with no update for this long is failed
+    layer_batch: int = 4  # layers per analyze task
+    result_ttl_s: int = 30 * DAY_S  # finished job and result (refreshed when resubmitted)
+    failed_ttl_s: int = 7 * DAY_S
+    work_ttl_s: int = DAY_S  # features and per-batch layer results of a running job
+    redis_retry_s: float = 120.0  # how long a task waits for Redis to come back before giving up
+    socket_timeout_s: float = 5.0
+    preload: tuple[str, ...] = ("demo",)  # models a worker loads (and runs once) when it starts
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> WorkerSettings:
+        env = dict(os.environ if env is None else env)
+        visibility = _number(env, "PIDFLOW_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s)
+        return cls(
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            visibility_timeout_s=visibility,
+            restore_interval_s=_number(env, "PIDFLOW_RESTORE_INTERVAL_S", min(cls.restore_interval_s, visibility)),
+            stale_s=_number(env, "PIDFLOW_STALE_S", 2 * visibility + 600),
+            layer_batch=_number(env, "PIDFLOW_LAYER_BATCH", cls.layer_batch),
+            result_ttl_s=_number(env, "PIDFLOW_RESULT_TTL_S", cls.result_ttl_s),
+            failed_ttl_s=_number(env, "PIDFLOW_FAILED_TTL_S", cls.failed_ttl_s),
+            work_ttl_s=_number(env, "PIDFLOW_WORK_TTL_S", cls.work_ttl_s),
+            redis_retry_s=_number(env, "PIDFLOW_REDIS_RETRY_S", cls.redis_retry_s, float, 0),
+            socket_timeout_s=_number(env, "PIDFLOW_REDIS_TIMEOUT_S", cls.socket_timeout_s, float, 0.1),
+            preload=tuple(m.strip() for m in env.get("PIDFLOW_WORKER_PRELOAD", "demo").split(",")
+                          if m.strip() and m.strip() != "0"),
+        )

@@ -1,0 +1,257 @@
+"""Celery tasks of one analysis: extract (queue gpu) -> analyze, one per (run, layer batch) (queue cpu)
+-> finalize (queue cpu). Each task takes (job_id, attempt) and is idempotent: a redelivered extract reuses
+stored features, a batch lands once (HSETNX), the result is written once (SET NX).
+
+Progress (0..1): extract 0 -> 0.25, analyze -> 0.95 (finished batches plus fractions in flight), then 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import lru_cache
+
+from celery.signals import worker_init
+
+from worker.cache import CONNECTION_ERRORS, JobStore, connect, retrying
+from worker.celery_app import ANALYZE, EXTRACT, FINALIZE, app, send
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("pidflow.worker")
+RUNS = ("baseline", "knockout")
+EXTRACT_END, ANALYZE_END = 0.25, 0.95
+MAX_DELIVERIES = 4  # a task started this often for one attempt (worker killed each time) fails the job
+PROGRESS_EVERY_S = 0.25
+
+
+class JobGone(Exception):
+    """The job was deleted, restarted or already finished: the task stops quietly."""
+
+
+@lru_cache(maxsize=1)
+def _context() -> tuple[WorkerSettings, JobStore]:
+    settings = WorkerSettings.from_env()
+    return settings, JobStore(connect(settings), settings)
+
+
+def _store() -> JobStore:
+    return _context()[1]
+
+
+def _call(fn, *args, **kwargs):
+    """A Redis write that waits for Redis to come back (PIDFLOW_REDIS_RETRY_S) instead of failing."""
+    return retrying(fn, *args, wait_s=_context()[0].redis_retry_s, **kwargs)
+
+
+def _send(name: str, args: list) -> None:
+    _call(send, name, args)
+
+
+def _alive_job(job_id: str, attempt: str) -> dict:
+    job = _call(_store().get, job_id)
+    if job is None or job.get("attempt") != attempt or job.get("state") in ("succeeded", "failed"):
+        raise JobGone(job_id)
+    return job
+
+
+def _request(job: dict):
+    from pidcore.analysis import AnalysisRequest
+
+    return AnalysisRequest.from_dict(json.loads(job["request"]))
+
+
+class _Reporter:
+    """Progress callback that maps a step's fraction onto [start, end], at most every PROGRESS_EVERY_S."""
+
+    def __init__(self, job_id: str, attempt: str, stage: str, start: float, end: float):
+        self.job_id, self.attempt, self.stage, self.start, self.end = job_id, attempt, stage, start, end
+        self._last = 0.0
+
+    def set(self, fraction: float, message: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < PROGRESS_EVERY_S:
+            return
+        self._last = now
+        value = self.start + (self.end - self.start) * min(max(fraction, 0.0), 1.0)
+        try:
+            alive = _store().progress(self.job_id, self.attempt, self.stage, value, message)
+        except CONNECTION_ERRORS as exc:  # progress is best effort; the work goes on
+            log.warning("progress of %s not recorded: %s", self.job_id, exc)
+            return
+        if not alive:
+            raise JobGone(self.job_id)
+
+    __call__ = set
+
+
+def _guarded(stage: str, job_id: str, attempt: str, body) -> None:
+    """Run a task body: stop quietly when the job is gone, store any other failure as the job's error."""
+    try:
+        body()
+    except JobGone:
+        log.info("job %s: %s skipped (deleted, restarted or finished)", job_id, stage)
+    except CONNECTION_ERRORS as exc:
+        log.exception("job %s: Redis lost during %s", job_id, stage)
+        error = f"lost the connection to Redis during {stage}: {exc}; submit the request again to restart"
+        _call(_store().fail, job_id, attempt, error)  # raises (message redelivered) if Redis stays away
+    except Exception as exc:  # noqa: BLE001 - any failure of the science becomes the job's readable error
+        log.exception("job %s: %s failed", job_id, stage)
+        _call(_store().fail, job_id, attempt, f"{stage} failed: {type(exc).__name__}: {exc}")
+
+
+def _count_delivery(job_id: str, attempt: str, name: str) -> None:
+    deliveries = _call(_store().count, job_id, attempt, f"deliveries:{name}")
+    if deliveries < 0:
+        raise JobGone(job_id)
+    if deliveries > MAX_DELIVERIES:
+        raise RuntimeError(f"{name} was started {deliveries - 1} times and its worker was lost each time "
+                           f"(killed, or out of memory?)")
+
+
+# -- extract ------------------------------------------------------------------------------------------
+
+def _load_features(job_id: str) -> dict | None:
+    from pidcore.extract.features import Features
+
+    store = _store()
+    baseline = _call(store.features, job_id, "baseline")
+    if baseline is None:
+        return None
+    knockout = _call(store.features, job_id, "knockout")
+    return {"baseline": Features.from_bytes(baseline),
+            "knockout": Features.from_bytes(knockout) if knockout is not None else None}
+
+
+def _extract(job_id: str, attempt: str) -> None:
+    from pidcore.analysis import extract_features
+
+    store, settings = _store(), _context()[0]
+    job = _alive_job(job_id, attempt)
+    request = _request(job)
+    reporter = _Reporter(job_id, attempt, "extract", 0.0, EXTRACT_END)
+    features = _load_features(job_id)
+    if features is None:
+        _count_delivery(job_id, attempt, "extract")
+        reporter(0.0, "extracting features", force=True)
+        started = time.perf_counter()
+        features = extract_features(request, progress=reporter)
+        stored = {run: item.to_bytes() for run, item in features.items() if item is not None}
+        if _call(store.put, job_id, attempt, "features", stored) < 0:
+            raise JobGone(job_id)
+        _call(store.put, job_id, attempt, "job", {"extract_s": f"{time.perf_counter() - started:.3f}"})
+    runs = [run for run in RUNS if features.get(run) is not None]
+    num_layers = features["baseline"].num_layers
+    step = settings.layer_batch
+    plan = {"runs": runs, "batches": [list(range(i, min(i + step, num_layers))) for i in range(0, num_layers, step)]}
+    fields = {"plan": json.dumps(plan), "total": str(len(runs) * len(plan["batches"])), "analyze_started": time.time()}
+    if _call(store.put, job_id, attempt, "job", fields, nx=True) < 0:  # a redelivery keeps the first plan
+        raise JobGone(job_id)
+    plan = json.loads(_alive_job(job_id, attempt)["plan"])
+    total = len(plan["runs"]) * len(plan["batches"])
+    reporter.stage = "analyze"
+    reporter(1.0, f"analysing {num_layers} layers in {total} batch(es)", force=True)
+    done = _call(store.batches, job_id)
+    for run in plan["runs"]:
+        for index, layers in enumerate(plan["batches"]):
+            if f"{run}:{index}" not in done:
+                _send(ANALYZE, [job_id, attempt, run, index, layers])
+    if len(done) >= total and _call(store.result, job_id) is None:  # everything landed before a redelivery
+        _send(FINALIZE, [job_id, attempt])
+
+
+@app.task(name=EXTRACT)
+def extract(job_id: str, attempt: str) -> None:
+    """Extract (baseline and knockout) features, store them, queue one analyze task per layer batch."""
+    _guarded("extract", job_id, attempt, lambda: _extract(job_id, attempt))
+
+
+# -- analyze ------------------------------------------------------------------------------------------
+
+def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int]) -> None:
+    from pidcore.analysis import analyze_layers
+    from pidcore.extract.features import Features
+
+    store = _store()
+    job = _alive_job(job_id, attempt)
+    field = f"{run}:{index}"
+    total = int(job["total"])
+    value = _call(store.has_batch, job_id, field)
+    if value is None:
+        _count_delivery(job_id, attempt, field)
+        raw = _call(store.features, job_id, run)
+        if raw is None:
+            _alive_job(job_id, attempt)
+            raise RuntimeError(f"the {run} features of this job are missing from Redis (evicted?)")
+
+        def on_batch(fraction: float, message: str) -> None:
+            try:
+                landed = store.part(job_id, attempt, field, fraction)
+            except CONNECTION_ERRORS:
+                return
+            if landed is None:
+                raise JobGone(job_id)
+            overall = EXTRACT_END + (ANALYZE_END - EXTRACT_END) * landed / total
+            _store().progress(job_id, attempt, "analyze", overall, f"analyze {run}: {message}")
+
+        entries = analyze_layers(Features.from_bytes(raw), _request(job), layers=layers, progress=on_batch)
+        value = json.dumps(entries)
+    new, done, go = _call(store.land, job_id, attempt, field, value)
+    if new < 0:
+        raise JobGone(job_id)
+    share = EXTRACT_END + (ANALYZE_END - EXTRACT_END) * done / total
+    _Reporter(job_id, attempt, "analyze", 0.0, 1.0)(share, f"{done}/{total} layer batches done", force=True)
+    if go:
+        _send(FINALIZE, [job_id, attempt])
+
+
+@app.task(name=ANALYZE)
+def analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int]) -> None:
+    """PID of one batch of layers of one run; the last batch to land queues finalize."""
+    _guarded("analyze", job_id, attempt, lambda: _analyze(job_id, attempt, run, index, layers))
+
+
+# -- finalize -----------------------------------------------------------------------------------------
+
+def _finalize(job_id: str, attempt: str) -> None:
+    from pidcore.analysis import assemble_result
+
+    store = _store()
+    job = _alive_job(job_id, attempt)
+    _Reporter(job_id, attempt, "finalize", 0.0, 1.0)(ANALYZE_END, "assembling the result", force=True)
+    plan = json.loads(job["plan"])
+    features = _load_features(job_id)
+    if features is None:
+        raise RuntimeError("the features of this job are missing from Redis (evicted?)")
+    stored = _call(store.batches, job_id)
+    layer_results = {"knockout": None}
+    for run in plan["runs"]:
+        layer_results[run] = [entry for index in range(len(plan["batches"]))
+                              for entry in json.loads(stored[f"{run}:{index}"])]
+    timing = {"extract_s": float(job.get("extract_s") or 0.0),
+              "analyze_s": round(time.time() - float(job["analyze_started"]), 3)}
+    document = assemble_result(_request(job), features, layer_results, timing=timing)
+    if _call(store.finish, job_id, attempt, json.dumps(document, separators=(",", ":"))) < 0:
+        raise JobGone(job_id)
+
+
+@app.task(name=FINALIZE)
+def finalize(job_id: str, attempt: str) -> None:
+    """Assemble the result document from the stored batches and write it once."""
+    _guarded("finalize", job_id, attempt, lambda: _finalize(job_id, attempt))
+
+
+@worker_init.connect
+def _preload(**_) -> None:
+    """Warm a starting worker: import torch and pidcore, load each PIDFLOW_WORKER_PRELOAD model and
+    extract two questions with it, so the first job does not pay seconds of loading."""
+    from pidcore.analysis import AnalysisRequest, extract_features
+
+    for model in _context()[0].preload:
+        started = time.perf_counter()
+        try:
+            extract_features(AnalysisRequest(model=model, n_questions=2))
+        except Exception:  # noqa: BLE001 - a failed warm-up must not stop the worker
+            log.exception("could not preload model %r", model)
+        else:
+            log.info("preloaded model %r in %.1f s", model, time.perf_counter() - started)
