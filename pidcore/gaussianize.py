@@ -17,6 +17,7 @@ from nflows.transforms import (
 )
 from scipy.special import ndtri
 
+from pidcore.batchflow import train_flows
 from pidcore.reduce import check_samples
 
 
@@ -73,14 +74,19 @@ class FlowGaussianizer:
         finally:
             torch.set_num_threads(threads)
 
-    def _fit(self, x) -> FlowGaussianizer:
+    def _prepare(self, x) -> torch.Tensor:
+        """Fit the marginal step, build the (seeded) untrained flow; returns its float32 inputs."""
         data = check_samples(x)
         self.marginal_ = MarginalGaussianizer().fit(data)
         z = torch.as_tensor(self.marginal_.transform(data), dtype=torch.float32)
-        generator = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.flow_ = self._build(z.shape[1])
+        return z
+
+    def _fit(self, x) -> FlowGaussianizer:
+        z = self._prepare(x)
+        generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(len(z), generator=generator)
         n_val = max(1, int(len(z) * self.validation))
         val, train = z[order[:n_val]], z[order[n_val:]]
@@ -120,3 +126,35 @@ class FlowGaussianizer:
 
     def fit_transform(self, x) -> np.ndarray:
         return self.fit(x).transform(x)
+
+    def _training_options(self) -> dict:
+        return {"max_epochs": self.max_epochs, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "validation": self.validation, "patience": self.patience}
+
+
+def fit_gaussianizers(samples: list, seeds: list, threads: int = 1, **options) -> list[FlowGaussianizer]:
+    """One fitted ``FlowGaussianizer(seed=s, **options)`` per (x, s), flows of one shape trained together.
+
+    Flows with the same number of samples and features are trained as one batched model
+    (pidcore.batchflow.train_flows) on ``threads`` torch threads; each keeps its own early stopping and
+    best weights, so every model matches ``FlowGaussianizer(seed=s, **options).fit(x)`` up to float
+    rounding, whatever else is in the batch.
+    """
+    if len(samples) != len(seeds):
+        raise ValueError(f"need one seed per sample set, got {len(samples)} sets and {len(seeds)} seeds")
+    models = [FlowGaussianizer(seed=seed, **options) for seed in seeds]
+    inputs = [model._prepare(x) for model, x in zip(models, samples, strict=True)]
+    groups: dict[tuple, list[int]] = {}
+    for index, z in enumerate(inputs):
+        groups.setdefault(tuple(z.shape), []).append(index)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for members in groups.values():
+            fitted = train_flows([models[i].flow_ for i in members], [inputs[i] for i in members],
+                                 [models[i].seed for i in members], **models[members[0]]._training_options())
+            for i, (epochs, score) in zip(members, fitted, strict=True):
+                models[i].epochs_, models[i].validation_log_prob_ = epochs, score
+    finally:
+        torch.set_num_threads(previous)
+    return models

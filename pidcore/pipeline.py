@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pidcore.gaussianize import FlowGaussianizer
+from pidcore.gaussianize import FlowGaussianizer, fit_gaussianizers
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import PCAReducer, check_samples
 
@@ -109,27 +109,35 @@ def _fold_reducers(x: np.ndarray, dims: int, name: str, fold_ids) -> list:
     return reducers
 
 
-def _crossfit(x: np.ndarray, name: str, dims: int, fold_ids, gaussianize: bool, seed: int, flow_options,
-              timings: dict) -> np.ndarray:
-    """Cross-fitted latents (n, k): PCA (+ flow) fitted on the other folds, applied to each fold."""
-    out = None
+def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, timings: dict) -> list:
+    """Cross-fitted latents (n, k) per variable (x, name, dims, seed): PCA (+ flow) fitted on the other
+    folds, applied to each fold. All flows are fitted together (fit_gaussianizers: flows of one shape
+    train as one batched model) unless ``flow_options["batched"]`` is False (one after another)."""
+    options = dict(flow_options)
+    batched, threads = options.pop("batched", True), options.pop("threads", 1)
+    pieces = []  # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
     start = time.perf_counter()
-    reducers = _fold_reducers(x, dims, name, fold_ids)
+    for index, (x, name, dims, seed) in enumerate(variables):
+        for fold, reducer in zip(np.unique(fold_ids), _fold_reducers(x, dims, name, fold_ids), strict=True):
+            train, test = fold_ids != fold, fold_ids == fold
+            pieces.append((index, test, reducer.transform(x[train]), reducer.transform(x[test]), seed + 1000 * int(fold)))
     timings["pca"] += time.perf_counter() - start
-    for fold, reducer in zip(np.unique(fold_ids), reducers, strict=True):
-        train, test = fold_ids != fold, fold_ids == fold
-        start = time.perf_counter()
-        reduced, held_out = reducer.transform(x[train]), reducer.transform(x[test])
-        timings["pca"] += time.perf_counter() - start
-        start = time.perf_counter()
-        if gaussianize:
-            latent = FlowGaussianizer(seed=seed + 1000 * int(fold), **flow_options).fit(reduced).transform(held_out)
+    start = time.perf_counter()
+    if not gaussianize:
+        latents = [held_out / reduced.std(axis=0) for _, _, reduced, held_out, _ in pieces]
+    else:
+        samples, seeds = [p[2] for p in pieces], [p[4] for p in pieces]
+        if batched:
+            models = fit_gaussianizers(samples, seeds, threads=threads, **options)
         else:
-            latent = held_out / reduced.std(axis=0)
-        timings["flows"] += time.perf_counter() - start
-        if out is None:
-            out = np.empty((len(x), latent.shape[1]))
-        out[test] = latent
+            models = [FlowGaussianizer(seed=s, **options).fit(x) for x, s in zip(samples, seeds, strict=True)]
+        latents = [model.transform(p[3]) for model, p in zip(models, pieces, strict=True)]
+    timings["flows"] += time.perf_counter() - start
+    out = [None] * len(variables)
+    for (index, test, *_), latent in zip(pieces, latents, strict=True):
+        if out[index] is None:
+            out[index] = np.empty((len(fold_ids), latent.shape[1]))
+        out[index][test] = latent
     return out
 
 
@@ -239,7 +247,10 @@ def pid_flow(x1, x2, y, *, dims=(16, 16, 8), gaussianize: bool = True, measure: 
 def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = True, measure: str = "broja",
               bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None,
               progress: Callable[[float, str], None] | None = None) -> LayerwiseResult:
-    """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers."""
+    """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
+
+    Every layer's PCA runs first, then all flows are trained together (see ``_crossfit``), then the
+    per-layer Gaussian PIDs; ``progress(fraction, message)`` is called before each layer's PID."""
     dims = _check_dims(dims)
     if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
         raise ValueError(f"x1_layers and x2_layers need the same non-zero number of layers, "
@@ -254,12 +265,13 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = 
         raise ValueError(f"too few samples: n={n} (need at least {2 * folds + 2})")
     fold_ids = _fold_ids(n, folds, seed)
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
-    zy = _crossfit(checked[0][2], "y", dims[2], fold_ids, gaussianize, seed + 2, options, timings)
-    results = []
+    variables = [(checked[0][2], "y", dims[2], seed + 2)]
     for layer, (a, b, _) in enumerate(checked):
+        variables += [(a, f"x1 (layer {layer})", dims[0], seed), (b, f"x2 (layer {layer})", dims[1], seed + 1)]
+    zy, *zx = _crossfit(variables, fold_ids, gaussianize, options, timings)
+    results = []
+    for layer, (z1, z2) in enumerate(zip(zx[::2], zx[1::2], strict=True)):
         report(layer / len(checked), f"layer {layer + 1}/{len(checked)}")
-        z1 = _crossfit(a, f"x1 (layer {layer})", dims[0], fold_ids, gaussianize, seed, options, timings)
-        z2 = _crossfit(b, f"x2 (layer {layer})", dims[1], fold_ids, gaussianize, seed + 1, options, timings)
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
         results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed))
