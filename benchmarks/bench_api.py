@@ -1,11 +1,13 @@
 """API speed: cached-result GET latency under concurrent clients (p50/p99, ms), and the demo analysis
 from POST to result, cold and cached (s).
 
-    python benchmarks/bench_api.py [--clients 50] [--requests 3000] [--n-questions 400]
+    python benchmarks/bench_api.py [--clients 50] [--requests 3000] [--n-questions 400] [--workers 1]
     python benchmarks/bench_api.py --fake      # GETs only, against a synthetic result (no worker needed)
 
-The full run starts `pidflow serve` (private Redis, one Celery worker, uvicorn) as a user would; the
---fake run starts uvicorn on a stand-in job layer whose result document has the demo's size
+The real run starts `pidflow serve` (private Redis, Celery worker(s), uvicorn) as a user would and times
+two demo analyses from POST to parsed result, cold (computed) and cached (same request again): a small
+one (60 questions, dims 4/4/3, no flows) and the default request (flows on); then cached-result GETs of
+the default one. The --fake run starts uvicorn on a stand-in job layer whose result document has the demo's size
 (400 questions x 7 layers). Client and server share this machine's cores.
 """
 
@@ -49,13 +51,17 @@ FAKE_SERVER = textwrap.dedent("""
 """)
 
 
-def start_server(fake: bool, port: int) -> subprocess.Popen:
+SMALL_REQUEST = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_questions": 60, "dims": [4, 4, 3],
+                 "gaussianize": False}
+
+
+def start_server(fake: bool, port: int, workers: int = 1) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(PIDFLOW_PREWARM="0", OMP_NUM_THREADS="1")
     if fake:
         command = [sys.executable, "-c", FAKE_SERVER.format(root=str(ROOT), port=port)]
     else:
-        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
 
 
@@ -75,22 +81,22 @@ def wait_ready(base: str, need_worker: bool, proc: subprocess.Popen, timeout_s: 
 
 
 def post_to_result(base: str, request: dict, timeout_s: float = 1800) -> tuple[float, str, int]:
-    """Seconds from POST to a parsed result document, the job id and the POST status code."""
-    started = time.perf_counter()
-    submitted = httpx.post(f"{base}/api/v1/analyses", json=request, timeout=60)
-    submitted.raise_for_status()
-    job = submitted.json()
-    while True:
-        status = httpx.get(f"{base}{job['status_url']}", timeout=30).json()
-        if status["state"] == "failed":
-            raise SystemExit(f"analysis failed: {status['error']}")
-        if status["state"] == "succeeded":
-            break
-        if time.perf_counter() - started > timeout_s:
-            raise SystemExit("analysis timed out")
-        time.sleep(0.2)
-    httpx.get(f"{base}{job['result_url']}", timeout=60).json()
-    return time.perf_counter() - started, job["id"], submitted.status_code
+    """Seconds from POST to a parsed result document, the job id and the POST status code
+    (one keep-alive client, status polled every 50 ms)."""
+    with httpx.Client(base_url=base, timeout=60) as client:
+        started = time.perf_counter()
+        submitted = client.post("/api/v1/analyses", json=request)
+        submitted.raise_for_status()
+        job = submitted.json()
+        while job["state"] != "succeeded":
+            if job["state"] == "failed":
+                raise SystemExit(f"analysis failed: {job['error']}")
+            if time.perf_counter() - started > timeout_s:
+                raise SystemExit("analysis timed out")
+            time.sleep(0.05)
+            job = {**job, **client.get(job["status_url"]).json()}
+        client.get(job["result_url"]).json()
+        return time.perf_counter() - started, job["id"], submitted.status_code
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, int]:
@@ -147,12 +153,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--n-questions", type=int, default=400, help="questions of the demo analysis")
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes of the real run")
     parser.add_argument("--fake", action="store_true", help="no worker: GETs of a synthetic result only")
     args = parser.parse_args()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(args.fake, port)
+    proc = start_server(args.fake, port, args.workers)
     try:
         wait_ready(base, need_worker=not args.fake, proc=proc)
         request = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_questions": args.n_questions}
@@ -160,10 +167,13 @@ def main() -> None:
             _, job_id, _ = post_to_result(base, request)
             print("mode: fake job layer (synthetic result, 400 questions x 7 layers)")
         else:
-            cold, job_id, code = post_to_result(base, request)
-            print(f"demo analysis, {args.n_questions} questions, POST -> result: cold {cold:.2f} s (POST {code})")
-            cached, _, code = post_to_result(base, request)
-            print(f"demo analysis, same request again:         cached {1000 * cached:.1f} ms (POST {code})")
+            print(f"mode: pidflow serve, {args.workers} worker(s)")
+            for label, body in ((f"small ({SMALL_REQUEST['n_questions']} q, no flows)", SMALL_REQUEST),
+                                (f"default ({args.n_questions} q, flows)", request)):
+                cold, job_id, code = post_to_result(base, body)
+                cached, _, cached_code = post_to_result(base, body)
+                print(f"demo analysis {label}: POST -> result cold {cold:.2f} s (POST {code}), "
+                      f"cached {1000 * cached:.1f} ms (POST {cached_code})")
         url = f"{base}/api/v1/analyses/{job_id}/result"
         asyncio.run(load(url, args.clients, min(200, args.requests)))  # warm-up
         started = time.perf_counter()

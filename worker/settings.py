@@ -30,7 +30,7 @@ class WorkerSettings:
     visibility_timeout_s: int = 3600  # an unacknowledged task is redelivered after this long
     restore_interval_s: int = 10  # how often a worker looks for such tasks
     stale_s: int = 2 * 3600 + 600  # a queued/running job with no update for this long is failed
-    layer_batch: int = 4  # layers per analyze task
+    layer_batch: int = 8  # layers per analyze task (each refits the target: fewer, larger batches on one worker)
     result_ttl_s: int = 30 * DAY_S  # finished job and result (refreshed when resubmitted)
     failed_ttl_s: int = 7 * DAY_S
     work_ttl_s: int = DAY_S  # features and per-batch layer results of a running job

@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from app.redis_local import free_port
@@ -131,3 +132,18 @@ def test_200_concurrent_gets_of_a_cached_result_through_the_api(finished, redis_
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_batched_layers_equal_one_in_process_analysis(finished):
+    from pidcore.analysis import run_analysis
+
+    _, _, document = finished
+    reference = run_analysis(dict(SMALL))
+    for ours, theirs in zip(document["runs"]["baseline"]["layers"], reference["runs"]["baseline"]["layers"],
+                            strict=True):
+        for key in (*PARTS, "total"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-9, abs=1e-12)
+    ours, theirs = np.array(document["pointwise"]["baseline"]), np.array(reference["pointwise"]["baseline"])
+    assert ours.shape == theirs.shape == (60, 7, 4)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    assert document["questions"] == reference["questions"]
