@@ -41,6 +41,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         },
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
+        worker_proc_alive_timeout=120,  # prefork children preload models before they report up
     )
     return celery
 

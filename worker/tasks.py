@@ -12,7 +12,7 @@ import logging
 import time
 from functools import lru_cache
 
-from celery.signals import worker_init
+from celery.signals import worker_process_init
 
 from worker.cache import CONNECTION_ERRORS, JobStore, connect, retrying
 from worker.celery_app import ANALYZE, EXTRACT, FINALIZE, app, send
@@ -241,10 +241,11 @@ def finalize(job_id: str, attempt: str) -> None:
     _guarded("finalize", job_id, attempt, lambda: _finalize(job_id, attempt))
 
 
-@worker_init.connect
+@worker_process_init.connect
 def _preload(**_) -> None:
-    """Warm a starting worker: import torch and pidcore, load each PIDFLOW_WORKER_PRELOAD model and
-    extract two questions with it, so the first job does not pay seconds of loading."""
+    """Warm a starting worker process (the solo pool's, or each prefork child): import torch and pidcore,
+    load each PIDFLOW_WORKER_PRELOAD model and extract two questions with it, so that the first job does
+    not pay seconds of loading."""
     from pidcore.analysis import AnalysisRequest, extract_features
 
     for model in _context()[0].preload:
