@@ -144,14 +144,14 @@ def connect(settings: WorkerSettings) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2), health_check_interval=30)
 
 
-def retrying(fn, *args, wait_s: float, **kwargs):
-    """Call fn, waiting up to `wait_s` seconds for Redis to come back on connection errors."""
+def retrying(fn, *args, wait_s: float, errors: tuple = CONNECTION_ERRORS, **kwargs):
+    """Call fn, waiting up to `wait_s` seconds for Redis to come back on `errors` (connection errors)."""
     deadline = time.monotonic() + wait_s
     pause = 0.2
     while True:
         try:
             return fn(*args, **kwargs)
-        except CONNECTION_ERRORS as exc:
+        except errors as exc:
             if time.monotonic() + pause > deadline:
                 raise
             log.warning("Redis unreachable (%s); retrying in %.1f s", exc, pause)

@@ -13,6 +13,7 @@ import time
 from functools import lru_cache
 
 from celery.signals import worker_process_init
+from kombu.exceptions import OperationalError
 
 from worker.cache import CONNECTION_ERRORS, JobStore, connect, retrying
 from worker.celery_app import ANALYZE, EXTRACT, FINALIZE, app, send
@@ -23,6 +24,7 @@ RUNS = ("baseline", "knockout")
 EXTRACT_END, ANALYZE_END = 0.25, 0.95
 MAX_DELIVERIES = 4  # a task started this often for one attempt (worker killed each time) fails the job
 PROGRESS_EVERY_S = 0.25
+LOST_REDIS = (*CONNECTION_ERRORS, OperationalError)  # OperationalError: kombu could not publish
 
 
 class JobGone(Exception):
@@ -41,7 +43,7 @@ def _store() -> JobStore:
 
 def _call(fn, *args, **kwargs):
     """A Redis write that waits for Redis to come back (PIDFLOW_REDIS_RETRY_S) instead of failing."""
-    return retrying(fn, *args, wait_s=_context()[0].redis_retry_s, **kwargs)
+    return retrying(fn, *args, wait_s=_context()[0].redis_retry_s, errors=LOST_REDIS, **kwargs)
 
 
 def _send(name: str, args: list) -> None:
@@ -91,7 +93,7 @@ def _guarded(stage: str, job_id: str, attempt: str, body) -> None:
         body()
     except JobGone:
         log.info("job %s: %s skipped (deleted, restarted or finished)", job_id, stage)
-    except CONNECTION_ERRORS as exc:
+    except LOST_REDIS as exc:
         log.exception("job %s: Redis lost during %s", job_id, stage)
         error = f"lost the connection to Redis during {stage}: {exc}; submit the request again to restart"
         _call(_store().fail, job_id, attempt, error)  # raises (message redelivered) if Redis stays away

@@ -17,18 +17,18 @@ from tests.worker.conftest import wait_for_job
 from worker import jobs
 
 PARTS = ("redundancy", "unique_vision", "unique_language", "synergy")
-# Gaussianized, one layer per analyze task: each task takes about a second, so a kill lands mid-analysis.
+# Gaussianized, one layer per analyze task (a few tenths of a second each): a kill can land mid-analysis.
 SLOW = {"model": "demo", "tasks": ["color"], "n_questions": 80, "dims": [4, 4, 3], "gaussianize": True}
 FAST_REDELIVERY = {"PIDFLOW_VISIBILITY_TIMEOUT_S": "3", "PIDFLOW_RESTORE_INTERVAL_S": "1", "PIDFLOW_LAYER_BATCH": "1"}
 
 pytestmark = pytest.mark.slow
 
 
-def _until(condition, timeout_s: float, what: str) -> None:
+def _until(condition, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 def _check_document(document: dict) -> None:
@@ -51,8 +51,12 @@ def _unacked_tasks(client) -> list[tuple[str, list]]:
 def test_kill_9_mid_analysis_then_a_new_worker_completes_the_job_once(start_worker, client):
     doomed = start_worker("doomed", **FAST_REDELIVERY)
     job = jobs.submit({**SLOW, "seed": 21})
-    layers, parts = f"pidflow:layers:{job.id}", f"pidflow:parts:{job.id}"
-    _until(lambda: client.hlen(layers) >= 1 and client.hlen(parts) >= 1, 90, "a batch landed and one in flight")
+    layers = f"pidflow:layers:{job.id}"
+
+    def mid_analysis() -> bool:  # a batch landed and another one's message is delivered, not yet acknowledged
+        return client.hlen(layers) >= 1 and [name for name, _ in _unacked_tasks(client)] == ["pidflow.analyze"]
+
+    _until(mid_analysis, 90, "a batch landed and one in flight", poll_s=0.01)
     doomed.kill()
     unacked = _unacked_tasks(client)
     assert [name for name, _ in unacked] == ["pidflow.analyze"]  # the batch in flight was never acknowledged

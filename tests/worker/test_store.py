@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
+import redis
 
 from worker import jobs
 from worker.cache import JobStore, connect, job_id_for
@@ -145,3 +147,30 @@ def test_model_revision_of_folders_and_hugging_face_ids(tmp_path, monkeypatch):
     assert model_revision("org/name") == "ab" * 20
     with pytest.raises(ValueError):
         model_revision("/not/a/folder")
+
+
+def test_task_writes_wait_for_redis_and_publishing_to_come_back():
+    from kombu.exceptions import OperationalError
+
+    from worker.cache import retrying
+    from worker.tasks import LOST_REDIS
+
+    failures = [OperationalError("Error 111 connecting. Connection refused."),
+                redis.exceptions.ConnectionError("Connection refused")]
+
+    def flaky(value):
+        if failures:
+            raise failures.pop()
+        return value
+
+    assert retrying(flaky, 7, wait_s=5, errors=LOST_REDIS) == 7 and not failures
+
+    def down():
+        raise redis.exceptions.ConnectionError("still down")
+
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.ConnectionError, match="still down"):
+        retrying(down, wait_s=1.0)
+    assert 0.5 < time.monotonic() - started < 2.0
+    with pytest.raises(ValueError):  # anything else is not retried
+        retrying(int, "x", wait_s=5)
