@@ -17,7 +17,14 @@ from .roles import BatchRoles
 
 
 def _role_mask(roles: BatchRoles, role: str) -> torch.Tensor:
-    return roles.last if role == "last" else getattr(roles, role)
+    """Positions of a role for knockouts. Roles are disjoint here: when a prompt ends inside the question
+    (e.g. "<image>\n{question}"), its final token is the answer position and counts as `last` only, so
+    image->question never also blocks image->last."""
+    if role == "last":
+        return roles.last
+    if role == "question":
+        return roles.question & ~roles.last
+    return getattr(roles, role)
 
 
 def blocked_pairs(roles: BatchRoles, edges: Sequence[str]) -> torch.Tensor:

@@ -8,6 +8,7 @@ import torch
 
 from pidcore.extract import Knockout, extract, load_adapter
 from pidcore.extract.knockout import blocked_pairs
+from pidcore.extract.roles import BatchRoles
 
 from .conftest import ANSWERS, make_items
 
@@ -92,3 +93,16 @@ def test_knockout_batched_equals_one_at_a_time(attention, llava_folder, ko_items
     single = extract(model, ko_items, answers=ANSWERS, knockout=knockout, batch_size=1)
     for name in ("vision", "language", "target"):
         np.testing.assert_allclose(getattr(batched, name), getattr(single, name), rtol=1e-4, atol=1e-5)
+
+
+def test_edge_roles_are_disjoint_when_the_prompt_ends_inside_the_question():
+    # positions: 0-1 image, 2-4 question, and 4 is also the answer (last) position
+    roles = BatchRoles(attention_mask=torch.ones(1, 5, dtype=torch.long),
+                       image=torch.tensor([[True, True, False, False, False]]),
+                       question=torch.tensor([[False, False, True, True, True]]),
+                       answer_index=torch.tensor([4]))
+    to_question = blocked_pairs(roles, ["image->question"])[0]
+    to_last = blocked_pairs(roles, ["image->last"])[0]
+    assert to_question.nonzero().tolist() == [[2, 0], [2, 1], [3, 0], [3, 1]]
+    assert to_last.nonzero().tolist() == [[4, 0], [4, 1]]
+    assert blocked_pairs(roles, ["question->last"])[0].nonzero().tolist() == [[4, 2], [4, 3]]
