@@ -64,6 +64,11 @@ class StackedFlows:
 
     def log_prob(self, x: torch.Tensor, params: list, perms: list) -> torch.Tensor:
         """(M, B) log-densities (nats) of x (M, B, D) under the M flows given by ``params`` / ``perms``."""
+        z, logdet = self.forward(x, params, perms)
+        return -0.5 * (z * z).sum(dim=2) - 0.5 * z.shape[2] * math.log(2 * math.pi) + logdet
+
+    def forward(self, x: torch.Tensor, params: list, perms: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise (M, B, D) and log|det Jacobian| (M, B) of x (M, B, D): each flow's ``transform_to_noise``."""
         m, b, d = x.shape
         logdet = x.new_zeros(m, b)
         for i, masks in enumerate(self.masks):
@@ -79,7 +84,7 @@ class StackedFlows:
             # split, not three slices: its backward is one concatenation instead of three zero-filled copies
             x, logabs = _linear_tail_spline(x, *out.split([bins, bins, bins - 1], dim=-1), *self.spline[i])
             logdet = logdet + logabs.sum(dim=2)
-        return -0.5 * (x * x).sum(dim=2) - 0.5 * d * math.log(2 * math.pi) + logdet
+        return x, logdet
 
     def write_back(self, flows: list, params: list) -> None:
         """Copy model m's slice of ``params`` into flows[m] (nflows layout: weight (out, in))."""
@@ -89,6 +94,13 @@ class StackedFlows:
                 for lin in _linears(maf):
                     lin.weight.data.copy_(next(tensors)[m].t())
                     lin.bias.data.copy_(next(tensors)[m, 0])
+
+
+def to_noise(flows: list, data: torch.Tensor) -> torch.Tensor:
+    """``flows[m].transform_to_noise(data[m])`` for all m at once: data (M, B, D) -> noise (M, B, D)."""
+    stack = StackedFlows(flows)
+    with torch.no_grad():
+        return stack.forward(data, stack.params, stack.perms)[0]
 
 
 def _linear_tail_spline(x, widths, heights, derivatives, bins, bound, min_width, min_height, min_derivative):
@@ -133,7 +145,7 @@ def train_flows(flows: list, data: list, seeds: list, *, max_epochs: int, batch_
     stale = torch.zeros(total, dtype=torch.long)
     epochs = torch.zeros(total, dtype=torch.long)
     has_best = torch.zeros(total, dtype=torch.bool)
-    optimiser = torch.optim.Adam(params, lr=learning_rate)
+    optimiser = torch.optim.Adam(params, lr=learning_rate, foreach=True)
     for _ in range(max_epochs):
         perms = [p[active] for p in stack.perms]
         orders = torch.stack([torch.randperm(train.shape[1], generator=generators[int(m)]) for m in active])
@@ -172,7 +184,7 @@ def _keep_last(best_params: list, params: list, active: torch.Tensor, rows: torc
 def _drop(params: list, optimiser: torch.optim.Adam, rows: torch.Tensor):
     """New leaf parameters and Adam holding only the models in ``rows``, with their Adam state."""
     kept = [p.detach()[rows].clone().requires_grad_() for p in params]
-    fresh = torch.optim.Adam(kept, **{k: v for k, v in optimiser.defaults.items() if k == "lr"})
+    fresh = torch.optim.Adam(kept, lr=optimiser.defaults["lr"], foreach=True)
     for old, new in zip(params, kept, strict=True):
         state = optimiser.state[old]
         fresh.state[new] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][rows].clone(),

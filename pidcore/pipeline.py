@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pidcore.gaussianize import FlowGaussianizer, fit_gaussianizers
+from pidcore.gaussianize import FlowGaussianizer, fit_gaussianizers, transform_many
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import PCAReducer, check_samples
 
@@ -114,7 +114,7 @@ def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, 
     folds, applied to each fold. All flows are fitted together (fit_gaussianizers: flows of one shape
     train as one batched model) unless ``flow_options["batched"]`` is False (one after another)."""
     options = dict(flow_options)
-    batched, threads = options.pop("batched", True), options.pop("threads", 1)
+    batched, threads, chunk = options.pop("batched", True), options.pop("threads", None), options.pop("chunk", None)
     pieces = []  # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
     start = time.perf_counter()
     for index, (x, name, dims, seed) in enumerate(variables):
@@ -128,10 +128,10 @@ def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, 
     else:
         samples, seeds = [p[2] for p in pieces], [p[4] for p in pieces]
         if batched:
-            models = fit_gaussianizers(samples, seeds, threads=threads, **options)
+            models = fit_gaussianizers(samples, seeds, threads=threads, chunk=chunk, **options)
         else:
             models = [FlowGaussianizer(seed=s, **options).fit(x) for x, s in zip(samples, seeds, strict=True)]
-        latents = [model.transform(p[3]) for model, p in zip(models, pieces, strict=True)]
+        latents = transform_many(models, [p[3] for p in pieces], threads=threads)
     timings["flows"] += time.perf_counter() - start
     out = [None] * len(variables)
     for (index, test, *_), latent in zip(pieces, latents, strict=True):
