@@ -1,25 +1,17 @@
 """The revision of a model for cache keys, found without loading weights or importing torch.
 
-Same string as the adapter's `revision` (pidcore.extract.adapters): "local-<hash>" for the demo model and
-local folders (config.json plus weight file names and sizes), the commit sha for a Hugging Face id
-found in the local cache, "unresolved" for a Hugging Face id not downloaded yet.
+Same string as the adapter's `revision` (both use pidcore.revision.folder_revision): "local-<hash>" for
+the demo model and local folders (config.json plus weight file names and sizes), the commit sha for a
+Hugging Face id found in the local cache, "unresolved" for a Hugging Face id not downloaded yet.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from pidcore.revision import folder_revision
+
 UNRESOLVED = "unresolved"
-
-
-def folder_hash(folder: Path) -> str:
-    """Content hash of a local checkpoint, as pidcore.extract.adapters.folder_revision computes it."""
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for path in sorted(folder.iterdir()):
-        if path.suffix in (".safetensors", ".bin") or path.name.endswith(".index.json"):
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    return "local-" + digest.hexdigest()[:16]
 
 
 def model_revision(model: str) -> str:
@@ -28,14 +20,14 @@ def model_revision(model: str) -> str:
         from pidcore.demo import demo_model_path
 
         try:
-            return folder_hash(demo_model_path())
+            return folder_revision(demo_model_path())
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from exc
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ValueError(f"no config.json in model folder {path}")
-        return folder_hash(path)
+        return folder_revision(path)
     if model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise ValueError(f"model {model!r} is neither 'demo', a local folder nor a Hugging Face id")
     from huggingface_hub import try_to_load_from_cache

@@ -6,11 +6,12 @@ the processor. Another Hugging Face vision-language model is one subclass away.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
+
+from pidcore.revision import folder_revision  # torch-free; re-exported here
 
 from .roles import BatchRoles, find_roles, question_flags
 
@@ -117,15 +118,6 @@ class LlavaNextAdapter(VLMAdapter):
 
 ADAPTERS = {adapter.model_type: adapter for adapter in (LlavaAdapter, LlavaNextAdapter)}
 MODEL_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
-
-
-def folder_revision(folder: Path) -> str:
-    """Content hash of a local checkpoint: config.json text plus weight file names and sizes."""
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for path in sorted(folder.iterdir()):
-        if path.suffix in (".safetensors", ".bin") or path.name.endswith(".index.json"):
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    return "local-" + digest.hexdigest()[:16]
 
 
 def _resolve(model: str) -> tuple[str, Path | None]:

@@ -4,6 +4,8 @@ landing once, finalize queued once, results written once, stale attempts ignored
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -174,3 +176,13 @@ def test_task_writes_wait_for_redis_and_publishing_to_come_back():
     assert 0.5 < time.monotonic() - started < 2.0
     with pytest.raises(ValueError):  # anything else is not retried
         retrying(int, "x", wait_s=5)
+
+
+def test_model_revision_is_torch_free_and_the_adapters_own():
+    script = ("import sys\nfrom worker.revision import model_revision\nfirst = model_revision('demo')\n"
+              "print('torch' in sys.modules)\n"
+              "from pidcore.demo import demo_model_path\nfrom pidcore.extract.adapters import folder_revision\n"
+              "print(first == folder_revision(demo_model_path()), first)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    torch_loaded, same, revision = out.stdout.split()
+    assert torch_loaded == "False" and same == "True" and revision.startswith("local-")
