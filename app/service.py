@@ -377,8 +377,9 @@ class AnalysisService:
             )
 
     # -- health -----------------------------------------------------------------------------------
-    def health(self, worker_timeout_s: float = 1.0) -> dict:
-        """Redis and worker reachability: {"redis": bool, "workers": int | None, "ok": bool}."""
+    def health(self) -> dict:
+        """Redis reachability and live workers (their Redis heartbeats, worker/heartbeat.py; no ping, so
+        a busy worker counts): {"redis": bool, "workers": int | None (unknown), "ok": bool}."""
         try:
             redis_ok = bool(self.redis.ping())
         except redis.exceptions.RedisError:
@@ -386,13 +387,11 @@ class AnalysisService:
         workers = None
         if redis_ok:
             try:
-                celery_module = importlib.import_module("worker.celery_app")
-                celery = getattr(celery_module, "app", None) or celery_module.celery_app
-                workers = len(celery.control.ping(timeout=worker_timeout_s) or [])
-            except Exception:  # noqa: BLE001 - any failure here means "workers unknown"
+                heartbeat = importlib.import_module("worker.heartbeat")
+                workers = heartbeat.live_workers(self.redis)
+            except (ImportError, redis.exceptions.RedisError):
                 workers = None
         return {"ok": redis_ok and bool(workers), "redis": redis_ok, "workers": workers}
-
 
 def _plain(entry: Any) -> dict:
     if dataclasses.is_dataclass(entry):

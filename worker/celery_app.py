@@ -18,7 +18,7 @@ PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "i
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings.from_env()
-    celery = Celery("pidflow", broker=settings.redis_url, include=["worker.tasks"])
+    celery = Celery("pidflow", broker=settings.redis_url, include=["worker.tasks", "worker.heartbeat"])
     celery.conf.update(
         task_acks_late=True,  # a task is acknowledged when it ends: a killed worker's task is redelivered
         task_reject_on_worker_lost=True,

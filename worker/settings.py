@@ -37,6 +37,7 @@ class WorkerSettings:
     redis_retry_s: float = 120.0  # how long a task waits for Redis to come back before giving up
     socket_timeout_s: float = 5.0
     preload: tuple[str, ...] = ("demo",)  # models a worker loads (and runs once) when it starts
+    heartbeat_ttl_s: float = 15.0  # a worker's liveness key expires this long after its last beat
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> WorkerSettings:
@@ -55,4 +56,5 @@ class WorkerSettings:
             socket_timeout_s=_number(env, "PIDFLOW_REDIS_TIMEOUT_S", cls.socket_timeout_s, float, 0.1),
             preload=tuple(m.strip() for m in env.get("PIDFLOW_WORKER_PRELOAD", "demo").split(",")
                           if m.strip() and m.strip() != "0"),
+            heartbeat_ttl_s=_number(env, "PIDFLOW_HEARTBEAT_TTL_S", cls.heartbeat_ttl_s, float, 0.3),
         )

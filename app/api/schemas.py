@@ -60,7 +60,7 @@ class ShareLink(BaseModel):
 class Health(BaseModel):
     ok: bool
     redis: bool
-    workers: int | None = Field(description="workers answering a ping; null when unknown")
+    workers: int | None = Field(description="live workers (Redis heartbeats, busy ones included); null when unknown")
 
 
 class Message(BaseModel):
