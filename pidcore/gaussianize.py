@@ -176,7 +176,7 @@ def fit_gaussianizers(samples: list, seeds: list, threads: int | None = None, ch
     if chunk is not None and (int(chunk) != chunk or chunk < 1):
         raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
     models = [FlowGaussianizer(seed=seed, **options) for seed in seeds]
-    threads = _default_threads(threads)
+    threads = default_threads(threads)
     inputs = [model._prepare(x) for model, x in zip(models, samples, strict=True)]
     size = (lambda n: chunk) if chunk is not None else (lambda n: max(1, 4096 // models[0]._batch(n)))
     batches = _batches(inputs, size, threads)
@@ -199,7 +199,7 @@ def transform_many(models: list, samples: list, threads: int | None = None) -> l
         raise ValueError(f"need one sample set per model, got {len(models)} models and {len(samples)} sets")
     inputs = [torch.as_tensor(m.marginal_.transform(x), dtype=torch.float32) for m, x in zip(models, samples,
                                                                                                strict=True)]
-    threads = _default_threads(threads)
+    threads = default_threads(threads)
     outputs: list = [None] * len(models)
 
     def forward(members: list[int]) -> None:
@@ -211,7 +211,8 @@ def transform_many(models: list, samples: list, threads: int | None = None) -> l
     return outputs
 
 
-def _default_threads(threads: int | None) -> int:
+def default_threads(threads: int | None = None) -> int:
+    """``threads`` checked, or the default: 2 (1 on a one-core machine)."""
     threads = min(2, os.cpu_count() or 1) if threads is None else threads
     if int(threads) != threads or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from pidcore.gaussianize import FlowGaussianizer, fit_gaussianizers, transform_many
+from pidcore.gaussianize import FlowGaussianizer, default_threads, fit_gaussianizers, transform_many
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import PCAReducer, check_samples
 
@@ -109,18 +111,29 @@ def _fold_reducers(x: np.ndarray, dims: int, name: str, fold_ids) -> list:
     return reducers
 
 
+def _reduce(variable: tuple, fold_ids) -> list:
+    """Per fold of one variable (x, name, dims, seed): (held-out rows, reduced training part, reduced
+    held-out part, flow seed), the reducer fitted on the other folds."""
+    x, name, dims, seed = variable
+    parts = []
+    for fold, reducer in zip(np.unique(fold_ids), _fold_reducers(x, dims, name, fold_ids), strict=True):
+        train, test = fold_ids != fold, fold_ids == fold
+        parts.append((test, reducer.transform(x[train]), reducer.transform(x[test]), seed + 1000 * int(fold)))
+    return parts
+
+
 def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, timings: dict) -> list:
     """Cross-fitted latents (n, k) per variable (x, name, dims, seed): PCA (+ flow) fitted on the other
-    folds, applied to each fold. All flows are fitted together (fit_gaussianizers: flows of one shape
-    train as one batched model) unless ``flow_options["batched"]`` is False (one after another)."""
+    folds, applied to each fold. The variables' PCAs run on ``flow_options["threads"]`` Python threads
+    (default 2); all flows are fitted together (fit_gaussianizers: flows of one shape train as batched
+    models) unless ``flow_options["batched"]`` is False (one after another, the reference path)."""
     options = dict(flow_options)
     batched, threads, chunk = options.pop("batched", True), options.pop("threads", None), options.pop("chunk", None)
-    pieces = []  # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
     start = time.perf_counter()
-    for index, (x, name, dims, seed) in enumerate(variables):
-        for fold, reducer in zip(np.unique(fold_ids), _fold_reducers(x, dims, name, fold_ids), strict=True):
-            train, test = fold_ids != fold, fold_ids == fold
-            pieces.append((index, test, reducer.transform(x[train]), reducer.transform(x[test]), seed + 1000 * int(fold)))
+    with ThreadPoolExecutor(max_workers=default_threads(threads)) as pool:  # BLAS calls release the GIL
+        reduced = list(pool.map(lambda variable: _reduce(variable, fold_ids), variables))
+    # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
+    pieces = [(index, *piece) for index, parts in enumerate(reduced) for piece in parts]
     timings["pca"] += time.perf_counter() - start
     start = time.perf_counter()
     if not gaussianize:
@@ -264,6 +277,14 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = 
     if n < 2 * folds + 2:
         raise ValueError(f"too few samples: n={n} (need at least {2 * folds + 2})")
     fold_ids = _fold_ids(n, folds, seed)
+    # Single-threaded BLAS: its matrices are small here, and its spinning threads lose up to ~8x on a busy
+    # machine; the PCAs and flows use the cores through Python threads instead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report)
+
+
+def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report) -> LayerwiseResult:
+    """layerwise after validation: cross-fitted latents of y and every layer's sources, then the PIDs."""
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
     variables = [(checked[0][2], "y", dims[2], seed + 2)]
     for layer, (a, b, _) in enumerate(checked):
