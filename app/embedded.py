@@ -39,7 +39,8 @@ def _check_port(host: str, port: int) -> None:
             raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another with --port") from None
 
 
-def _stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s` seconds; returns once the process is reaped."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -116,7 +117,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
         return 0
     finally:
         for child in children:
-            _stop(child)
+            stop_process(child)
         if local_redis is not None:
             local_redis.stop()
             os.environ.pop("REDIS_URL", None)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +27,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.embedded import stop_process  # noqa: E402
 from app.redis_local import free_port  # noqa: E402
+from app.served import spawn, wait_healthy  # noqa: E402
 
 FAKE_SERVER = textwrap.dedent("""
     import sys, redis, uvicorn
@@ -56,28 +56,8 @@ SMALL_REQUEST = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_
 
 
 def start_server(fake: bool, port: int, workers: int = 1) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(PIDFLOW_PREWARM="0", OMP_NUM_THREADS="1")
-    if fake:
-        command = [sys.executable, "-c", FAKE_SERVER.format(root=str(ROOT), port=port)]
-    else:
-        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-
-
-def wait_ready(base: str, need_worker: bool, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited during start-up")
-        try:
-            health = httpx.get(f"{base}/api/v1/healthz", timeout=5).json()
-            if health["redis"] and (health.get("workers") or not need_worker):
-                return
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.3)
-    raise SystemExit("the server did not become ready")
+    command = [sys.executable, "-c", FAKE_SERVER.format(root=str(ROOT), port=port)] if fake else None
+    return spawn(port, workers=workers, command=command)
 
 
 def post_to_result(base: str, request: dict, timeout_s: float = 1800) -> tuple[float, str, int]:
@@ -161,7 +141,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     proc = start_server(args.fake, port, args.workers)
     try:
-        wait_ready(base, need_worker=not args.fake, proc=proc)
+        wait_healthy(base, proc, workers=0 if args.fake else args.workers)
         request = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_questions": args.n_questions}
         if args.fake:
             _, job_id, _ = post_to_result(base, request)
@@ -183,12 +163,7 @@ def main() -> None:
               f"{args.requests} requests: p50 {percentile(latencies, 0.5):.1f} ms, "
               f"p99 {percentile(latencies, 0.99):.1f} ms, {args.requests / elapsed:.0f} req/s, errors {errors}")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
+        stop_process(proc, timeout_s=30)
 
 if __name__ == "__main__":
     main()

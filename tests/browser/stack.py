@@ -7,37 +7,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import redis
-import uvicorn
 
 import app.service as service_module
-from app.redis_local import LocalRedis, free_port
+from app.redis_local import LocalRedis
+from app.served import in_thread
 from app.server import create_app
 from app.service import AnalysisService
 from app.settings import Settings
 from tests.ui.demo_result import make_document
+from worker.jobs import JobInfo
 
 NUM_LAYERS = 6
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@dataclass
-class JobInfo:
-    id: str
-    state: str
-    stage: str | None
-    progress: float
-    message: str | None
-    error: str | None
-    cached: bool
-    created_at: float
-    updated_at: float
 
 
 class TimedJobs:
@@ -91,19 +78,8 @@ def running_server(run_s: float = 1.5, n_questions: int = 12, **settings):
             client = redis.Redis.from_url(local.url)
             service = AnalysisService(Settings(redis_url=local.url, **settings), jobs=TimedJobs(client, run_s, n_questions),
                                       redis_client=client)
-            port = free_port()
-            server = uvicorn.Server(uvicorn.Config(create_app(service=service), host="127.0.0.1", port=port,
-                                                   log_level="error"))
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            deadline = time.time() + 20
-            while not server.started:
-                if time.time() > deadline:
-                    raise RuntimeError("uvicorn did not start within 20 s")
-                time.sleep(0.05)
-            yield f"http://127.0.0.1:{port}", service
-            server.should_exit = True
-            thread.join(10)
+            with in_thread(create_app(service=service)) as url:
+                yield url, service
         finally:
             service_module._num_decoder_layers = original
 

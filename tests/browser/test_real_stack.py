@@ -3,66 +3,28 @@ small demo analysis, in headless Chromium. Runs once worker/ and the demo model 
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
-from app.redis_local import free_port
+from app.served import served, stack_available
 from tests.browser.stack import CHROMIUM, chromium
 from tests.browser.test_dashboard import ARTIFACTS, open_tab, pick, plot_data, wait_for_traces
 
-ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS_TIMEOUT_MS = 150_000
-
-
-def _stack_available() -> bool:
-    names = ("worker.jobs", "worker.celery_app", "pidcore.analysis", "pidcore.demo", "pidcore.data")
-    try:
-        return all(importlib.util.find_spec(name) is not None for name in names)
-    except ModuleNotFoundError:
-        return False
 
 
 pytestmark = [
     pytest.mark.browser, pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
-    pytest.mark.skipif(not _stack_available(), reason="worker/ and the demo model have not landed"),
+    pytest.mark.skipif(not stack_available(), reason="worker/ and the demo model have not landed"),
 ]
 
 
 @pytest.fixture(scope="module")
-def served():
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(PIDFLOW_PREWARM="0", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "pidflow serve did not come up"
-            try:
-                if (httpx.get(f"{url}/api/v1/healthz", timeout=5).json().get("workers") or 0) >= 1:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+def served_url():
+    with served() as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def small_demo_form(page):
@@ -72,11 +34,11 @@ def small_demo_form(page):
     page.get_by_label("normalizing flows before the Gaussian PID").uncheck()
 
 
-def test_demo_analysis_in_the_browser(served, tmp_path):
+def test_demo_analysis_in_the_browser(served_url, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     with chromium(tmp_path / "profile") as context:
         page = context.pages[0] if context.pages else context.new_page()
-        page.goto(served + "/")
+        page.goto(served_url + "/")
         page.get_by_role("button", name="Run analysis").wait_for(timeout=20_000)
         small_demo_form(page)
         page.get_by_role("button", name="Run analysis").click()

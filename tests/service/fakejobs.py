@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+
+from worker.jobs import JobInfo
 
 FAILING_SEED = 666  # a request with this seed fails, with a readable reason
 NUM_LAYERS = 6  # decoder layers of the fake model: runs hold 7 layers (0 = embeddings)
@@ -14,19 +16,6 @@ NUM_LAYERS = 6  # decoder layers of the fake model: runs hold 7 layers (0 = embe
 
 class JobNotReady(Exception):
     pass
-
-
-@dataclass
-class JobInfo:
-    id: str
-    state: str
-    stage: str | None
-    progress: float
-    message: str | None
-    error: str | None
-    cached: bool
-    created_at: float
-    updated_at: float
 
 
 def synthetic_result(request: dict, n_questions: int = 5) -> dict:

@@ -3,17 +3,16 @@ SIGTERM stops every child it started (no orphans)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.redis_local import free_port
+from app.served import spawn, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,27 +33,13 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_for(url: str, timeout_s: float, proc: subprocess.Popen) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        try:
-            return httpx.get(url, timeout=2)
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout_s} s")
-
-
 @pytest.mark.slow
 def test_serve_starts_answers_and_stops_all_children():
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["PIDFLOW_PREWARM"] = "0"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = spawn(port, stdout=subprocess.PIPE)
     try:
-        health = wait_for(f"http://127.0.0.1:{port}/api/v1/healthz", 60, proc)
-        assert health.status_code == 200 and health.json()["redis"] is True
+        health = wait_healthy(f"http://127.0.0.1:{port}", proc, workers=0, timeout_s=60)
+        assert health["redis"] is True and health["workers"] is not None
         children = children_of(proc.pid)
         names = {Path(f"/proc/{c}/comm").read_text().strip() for c in children if alive(c)}
         assert "redis-server" in names

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 
-from app.redis_local import free_port
+from app.served import in_thread
 from tests.worker.conftest import WorkerProcess, wait_for_job
 from worker import jobs
 from worker.revision import model_revision
@@ -105,22 +103,14 @@ def test_a_failure_is_stored_with_a_readable_reason_and_a_resubmit_restarts_it(w
 
 
 def test_200_concurrent_gets_of_a_cached_result_through_the_api(finished, redis_server):
-    import uvicorn
-
     from app.server import create_app
     from app.service import AnalysisService
     from app.settings import Settings
 
     info, _, document = finished
     service = AnalysisService(Settings(redis_url=redis_server.url))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service=service, with_ui=False), port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}/api/v1/analyses/{info.id}/result"
+    with in_thread(create_app(service=service, with_ui=False)) as base:
+        url = f"{base}/api/v1/analyses/{info.id}/result"
         with httpx.Client(limits=httpx.Limits(max_connections=200), timeout=60) as http:
             def get(_):
                 response = http.get(url)
@@ -128,10 +118,7 @@ def test_200_concurrent_gets_of_a_cached_result_through_the_api(finished, redis_
 
             with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
                 answers = list(pool.map(get, range(200)))
-        assert answers == [(200, True)] * 200
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    assert answers == [(200, True)] * 200
 
 
 def test_batched_layers_equal_one_in_process_analysis(finished):
