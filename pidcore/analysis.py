@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 
@@ -205,12 +207,32 @@ def analyze_layers(features, request: AnalysisRequest, layers=None, progress=Non
         elif callable(progress):
             progress(fraction, message)
 
-    result = layerwise([features.vision[layer] for layer in layers], [features.language[layer] for layer in layers],
-                       features.target, dims=tuple(request.dims), gaussianize=request.gaussianize,
-                       measure=request.measure, bootstrap=request.bootstrap, seed=request.seed, progress=report)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = layerwise([features.vision[layer] for layer in layers],
+                           [features.language[layer] for layer in layers], features.target,
+                           dims=tuple(request.dims), gaussianize=request.gaussianize, measure=request.measure,
+                           bootstrap=request.bootstrap, seed=request.seed, progress=report)
     if bar is not None:
         bar.close()
-    return [_entry(layer, layer_result) for layer, layer_result in zip(layers, result.layers, strict=True)]
+    entries = [_entry(layer, layer_result) for layer, layer_result in zip(layers, result.layers, strict=True)]
+    for warning in caught:
+        _attach_warning(entries, layers, str(warning.message))
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return entries
+
+
+def _attach_warning(entries: list[dict], layers: list[int], message: str) -> None:
+    """Add a pipeline warning to the entry of the layer it names (pipeline indices are positions in
+    `layers`; the message is rewritten to the model's layer index), else to every entry."""
+    match = re.search(r"layer (\d+)", message)
+    position = int(match.group(1)) if match else None
+    if position is not None and position < len(entries):
+        text = message[:match.start()] + f"layer {layers[position]}" + message[match.end():]
+        entries[position].setdefault("warnings", []).append(text)
+        return
+    for entry in entries:
+        entry.setdefault("warnings", []).append(message)
 
 
 def _run(features, entries) -> dict:

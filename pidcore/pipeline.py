@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from pidcore._covariance import check_positive_definite
 from pidcore.gaussianize import FlowGaussianizer, default_threads, fit_gaussianizers, transform_many
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import PCAReducer, check_samples
@@ -238,9 +239,37 @@ def _bootstrap(z, fold_ids, dims, measure: str, rounds: int, seed: int, level: f
     return {k: tuple(float(v) for v in np.percentile([d[k] for d in draws], [tail, 100 - tail])) for k in draws[0]}
 
 
-def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int) -> PIDFlowResult:
+#: Relative variance of the noise added to degenerate latents (caps MI near 0.5*log2(1/1e-6) = 10 bits
+#: per deterministic direction).
+DEGENERATE_JITTER = 1e-6
+
+
+def _nondegenerate(z: np.ndarray, fold_ids: np.ndarray, seed: int, label: str) -> np.ndarray:
+    """``z`` itself, or ``z`` plus tiny seeded noise when some fold's latents are (almost) exact linear
+    functions of one another (e.g. a knockout that hides the image from the answer makes the target a
+    function of a few question templates); Gaussian information would be infinite there."""
+    degenerate = False
+    for fold in np.unique(fold_ids):
+        cov = np.cov(z[fold_ids == fold], rowvar=False, bias=True)
+        try:
+            check_positive_definite(cov)
+        except ValueError:
+            degenerate = True
+            break
+    if not degenerate:
+        return z
+    warnings.warn(f"{label}: the latents are (almost) deterministic functions of one another; added noise of "
+                  f"{DEGENERATE_JITTER:g} relative variance, so information is capped near "
+                  f"{0.5 * np.log2(1 / DEGENERATE_JITTER):.0f} bits per such direction", RuntimeWarning, stacklevel=4)
+    rng = np.random.default_rng(seed + 104729)
+    return z + np.sqrt(DEGENERATE_JITTER) * z.std(axis=0) * rng.standard_normal(z.shape)
+
+
+def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int,
+            label: str = "latents") -> PIDFlowResult:
     if not np.all(np.isfinite(z)):
         raise ValueError("Gaussianization produced non-finite latents")
+    z = _nondegenerate(z, fold_ids, seed, label)
     pid, fold_pids = _fold_pid(z, fold_ids, dims, measure)
     pointwise = np.empty((len(z), 4))
     for fold, fold_pid in zip(np.unique(fold_ids), fold_pids, strict=True):
@@ -295,7 +324,8 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, o
         report(layer / len(checked), f"layer {layer + 1}/{len(checked)}")
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
-        results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed))
+        results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
+                               label=f"layer {layer}"))
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
     return LayerwiseResult(layers=results, timings=timings)

@@ -148,3 +148,23 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
                                           "seed": 4})], "one layerwise call for all layers"
     with pytest.raises(ValueError, match="outside"):
         analyze_layers(features, request, layers=[3])
+
+
+def test_pipeline_warnings_reach_the_layer_they_name():
+    """A low-rank language source at model layer 2 (analysed as the pipeline's layer 1 of [0, 2]) is reported
+    on layer 2's entry, under the model's layer index; other layers carry no warning."""
+    from pidcore.extract import Features
+
+    n, rng = 120, np.random.default_rng(1)
+    language = rng.normal(size=(3, n, 6))
+    language[2] = rng.normal(size=(n, 2)) @ rng.normal(size=(2, 6))  # rank 2 < 3 requested components
+    features = Features(vision=rng.normal(size=(3, n, 6)), language=language,
+                        target=rng.normal(size=(n, 2)), qids=np.arange(n).astype(str), tasks=np.array(["c"] * n),
+                        answers=np.array(["a"] * n), predicted=np.array(["a"] * n), p_correct=np.ones(n),
+                        correct=np.ones(n, bool), answer_set=np.array(["a", "b"]),
+                        questions=np.array(["q"] * n), image_ids=np.arange(n).astype(str))
+    request = AnalysisRequest.from_dict({"dims": [3, 3, 2], "gaussianize": False})
+    with pytest.warns(RuntimeWarning, match="rank 2"):
+        entries = analyze_layers(features, request, layers=[0, 2])
+    assert "warnings" not in entries[0]
+    assert entries[1]["warnings"] == ["x2 (layer 2): the data has rank 2 < 3 requested components; keeping 2"]

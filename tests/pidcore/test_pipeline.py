@@ -102,3 +102,20 @@ def test_low_rank_source_keeps_its_rank_and_matches_the_full_rank_view():
     direct = pid_flow(x1, x2, y, dims=(2, 2, 1), gaussianize=False)
     for part in PARTS:
         assert abs(getattr(low.pid, part) - getattr(direct.pid, part)) < 1e-6, part
+
+
+def test_target_that_is_a_function_of_one_source_is_capped_not_an_error():
+    """Five question templates, and an answer that depends on the template only (as when a knockout hides
+    the image from the answer): Gaussian information would be infinite; it is capped near 10 bits per
+    deterministic direction, with a warning, and the rest of the decomposition stays sane."""
+    rng = np.random.default_rng(11)
+    template = rng.integers(0, 5, size=400)
+    x2 = np.eye(5)[template] @ rng.normal(size=(5, 6))
+    y = np.eye(5)[template] @ rng.normal(size=(5, 2))
+    x1 = rng.normal(size=(400, 3))
+    with pytest.warns(RuntimeWarning, match="deterministic"):
+        result = pid_flow(x1, x2, y, dims=(3, 4, 2), gaussianize=False)
+    pid = result.pid
+    assert 10.0 < pid.unique2 < 25.0  # two capped directions of about 10 bits each
+    assert pid.unique1 < 0.05 and pid.redundancy < 0.05
+    np.testing.assert_allclose(result.pointwise.mean(axis=0), [getattr(pid, p) for p in PARTS], atol=1e-8)
