@@ -106,6 +106,18 @@ def _summary(document: dict, analysis_id: str) -> list:
             html.A(f"analysis {analysis_id}", href=f"?analysis={analysis_id}", id="analysis-link")]
 
 
+def layer_notes(document: dict) -> list | None:
+    """What the pipeline had to do, per run and layer (components capped at the data's rank, degenerate
+    latents regularised), as a short list for the result page; None when there is nothing to say."""
+    notes = {}  # the messages name their layer; one naming none is repeated on every layer: say it once
+    for run_name, run in (document.get("runs") or {}).items():
+        for layer in (run or {}).get("layers") or []:
+            notes.update(dict.fromkeys(f"{run_name}: {text}" for text in layer.get("warnings") or []))
+    if not notes:
+        return None
+    return [html.Span("Notes from the estimator: "), html.Ul([html.Li(note) for note in notes])]
+
+
 def register(app, service) -> None:
     """Attach every callback of the dashboard to `app`, reading through `service`."""
 
@@ -232,7 +244,7 @@ def register(app, service) -> None:
                 figures.stacked_figure(document, "knockout", mode, title="Knockout: decomposition per layer",
                                        y_max=y_max),
                 figures.difference_figure(document), effects_table(document), _summary(document, analysis_id),
-                None, [{"label": t, "value": t} for t in tasks])
+                layer_notes(document), [{"label": t, "value": t} for t in tasks])
 
     @app.callback(Output("task-overlay", "figure"), Input("analysis-id", "data"), Input("task-term", "value"))
     def render_tasks(analysis_id, term):

@@ -69,3 +69,16 @@ class BrokenService:
 def test_data_errors_read_plainly(exc, message):
     with pytest.raises(data.DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         data.result(BrokenService(exc), "x")
+
+
+def test_layer_notes_list_the_estimators_warnings_per_run_and_layer():
+    document = make_document({"knockout": {"edges": ["image->question"], "layers": [0, 2]}}, num_layers=3,
+                             n_questions=4)
+    assert callbacks.layer_notes(document) is None
+    document["runs"]["knockout"]["layers"][1]["warnings"] = ["layer 1: latents capped near 10 bits"]
+    for layer in document["runs"]["baseline"]["layers"]:
+        layer["warnings"] = ["y: the data has rank 3 < 8 requested components; keeping 3"]
+    notes = callbacks.layer_notes(document)
+    items = [item.children for item in notes[1].children]
+    assert items == ["baseline: y: the data has rank 3 < 8 requested components; keeping 3",
+                     "knockout: layer 1: latents capped near 10 bits"]
