@@ -63,12 +63,15 @@ def effects_table(document: dict) -> html.Div:
     baseline, knockout = runs.get("baseline") or {}, runs.get("knockout") or {}
     if not knockout:
         return html.Div("No knockout in this analysis, so no knockout effects.", className="hint")
-    rows = []
-    for key in ("accuracy", "mean_p_correct"):
-        if isinstance(baseline.get(key), int | float) and isinstance(knockout.get(key), int | float):
-            rows.append((f"{_humanize(key)} change", knockout[key] - baseline[key]))
     flat = _flatten(effects) if isinstance(effects, dict) else []
-    rows.extend(flat)
+    headline = [(name, value) for name, value in flat if not isinstance(value, str)]
+    rows = headline + [(name, value) for name, value in flat if isinstance(value, str)]  # layer lists last
+    named = {name for name, _ in flat}
+    for key in ("accuracy", "mean_p_correct"):
+        name = f"{_humanize(key)} change"
+        if name not in named and isinstance(baseline.get(key), int | float) and isinstance(knockout.get(key),
+                                                                                         int | float):
+            rows.insert(len(headline), (name, knockout[key] - baseline[key]))
     if not rows:
         return html.Div("This analysis reports no knockout effect metrics.", className="hint")
     return html.Div([

@@ -50,6 +50,10 @@ def test_effects_table_lists_changes_and_metrics():
     text = str(callbacks.effects_table(document))
     assert "accuracy change" in text and "-0.150" in text and "trapped unique vision" in text
     assert "No knockout" in str(callbacks.effects_table(make_document({"tasks": ["color"]})))
+    document["effects"]["accuracy_change"] = -0.25  # the effects' own figure wins; no second row
+    names = [row.children[0].children for row in callbacks.effects_table(document).children[1].children[0].children]
+    assert names.count("accuracy change") == 1
+    assert names.index("trapped unique vision") < names.index("accuracy change")
 
 
 class BrokenService:
