@@ -53,7 +53,7 @@ class FlowGaussianizer:
 
     def __init__(self, n_layers: int = 2, hidden_features: int = 32, num_bins: int = 8,
                  max_epochs: int = 30, batch_size: int | None = None, learning_rate: float = 1e-2,
-                 validation: float = 0.2, patience: int = 3, seed: int = 0):
+                 validation: float = 0.2, patience: int = 2, seed: int = 0):
         if not 0.0 < validation < 1.0:
             raise ValueError(f"validation must be in (0, 1), got {validation!r}")
         self.n_layers, self.hidden_features, self.num_bins = n_layers, hidden_features, num_bins
