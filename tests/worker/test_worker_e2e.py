@@ -68,6 +68,15 @@ def test_demo_analysis_end_to_end(finished, redis_server, client):
     assert not client.exists(f"pidflow:features:{info.id}", f"pidflow:layers:{info.id}")  # work data cleaned
 
 
+def test_pointwise_terms_keep_six_significant_digits_and_average_to_the_layer_values(finished):
+    _, _, document = finished
+    pointwise = np.array(document["pointwise"]["baseline"])  # (question, layer, part), bits
+    layers = np.array([[layer[part] for part in PARTS] for layer in document["runs"]["baseline"]["layers"]])
+    np.testing.assert_allclose(pointwise.mean(axis=0), layers, rtol=1e-5, atol=1e-6)
+    assert all(float(f"{value:.6g}") == value for value in pointwise.ravel())
+    assert any(float(f"{value:.5g}") != value for value in pointwise.ravel())  # rounded to 6, not fewer
+
+
 def test_the_same_request_is_served_from_the_cache(finished):
     info, _, document = finished
     again = jobs.submit(dict(SMALL))
