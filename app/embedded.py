@@ -108,7 +108,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
         from app.server import create_app
 
         server = _Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning",
-                                               timeout_graceful_shutdown=5))
+                                        access_log=False, timeout_graceful_shutdown=5))
         base_url = f"http://{host}:{port}"
         if os.environ.get("PIDFLOW_PREWARM", "1") != "0":
             threading.Thread(target=_prewarm, args=(base_url, server), daemon=True).start()

@@ -17,13 +17,13 @@ import json
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from app.result_cache import LRU, CachedResult
 from app.settings import Settings
 
 PID_FIELDS = ("redundancy", "unique_vision", "unique_language", "synergy")
@@ -66,33 +66,6 @@ def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
-class _LRU:
-    """A small thread-safe cache of finished results (they never change for a given id)."""
-
-    def __init__(self, size: int = 32):
-        self._size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        return None
-
-    def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-
 class AnalysisService:
     """Facade over `worker.jobs` plus the service's own Redis keys (share links, owners, rate limits)."""
 
@@ -102,7 +75,8 @@ class AnalysisService:
         self.redis = redis_client or redis.Redis.from_url(
             self.settings.redis_url, socket_timeout=3, socket_connect_timeout=3
         )
-        self._documents = _LRU()
+        self._documents = LRU()
+        self._claim_lock = threading.Lock()
         self.recheck_s = 1.0
         self._model_info: dict[str, dict] = {}
 
@@ -143,21 +117,37 @@ class AnalysisService:
         """The result document; KeyError if unknown, JobNotReady while it runs."""
         return json.loads(self.result_json(analysis_id))
 
-    def fresh_result_json(self, analysis_id: str) -> bytes | None:
-        """The cached JSON of a finished result if its job was seen alive within `recheck_s`, else None.
-        No I/O: the fast path for repeated GETs (a delete elsewhere shows within `recheck_s`)."""
+    def fresh_result(self, analysis_id: str) -> CachedResult | None:
+        """The in-memory finished result, without I/O (the fast path for repeated GETs), or None when the
+        caller must call `cached_result` (which re-checks the job in Redis). Its job was seen alive within
+        `recheck_s`; once that is older, one caller is sent to re-check it while the others keep getting the
+        copy for up to another `recheck_s`. So a delete made through another API process shows within at
+        most 2 x `recheck_s`, and concurrent GETs do not all go to Redis at once."""
         cached = self._documents.get(analysis_id)
-        if cached is not None and time.monotonic() - cached[2] < self.recheck_s:
-            return cached[0]
-        return None
+        if cached is None:
+            return None
+        now = time.monotonic()
+        age = now - cached.seen
+        if age < self.recheck_s:
+            return cached
+        with self._claim_lock:
+            if now - cached.claimed >= self.recheck_s:  # nobody is re-checking it (or that attempt is stale)
+                cached.claimed = now
+                return None
+        return cached if age < 2 * self.recheck_s else None
 
-    def result_json(self, analysis_id: str) -> bytes:
-        """The result document as JSON bytes (served without re-encoding)."""
-        status = self.status(analysis_id)  # KeyError once deleted, so the cache never outlives a job
+    def cached_result(self, analysis_id: str) -> CachedResult:
+        """The finished result, ready to serve (JSON bytes, gzip copy, ETags); KeyError if unknown,
+        JobNotReady while it runs. Its job is checked in Redis on every call."""
+        try:
+            status = self.status(analysis_id)  # KeyError once deleted, so the cache never outlives a job
+        except KeyError:
+            self._documents.drop(analysis_id)
+            raise
         cached = self._documents.get(analysis_id)
         if cached is not None:
-            self._documents.put(analysis_id, (cached[0], cached[1], time.monotonic(), cached[3]))
-            return cached[0]
+            cached.seen = time.monotonic()
+            return cached
         if status.get("state") != "succeeded":
             raise JobNotReady(status)
         try:
@@ -166,19 +156,16 @@ class AnalysisService:
             if type(exc).__name__ == "JobNotReady":
                 raise JobNotReady(status) from exc
             raise
-        body = json.dumps(document, separators=(",", ":")).encode()
-        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-        self._documents.put(analysis_id, (body, document, time.monotonic(), etag))
-        return body
+        cached = CachedResult.from_document(document)
+        self._documents.put(analysis_id, cached)
+        return cached
 
-    def result_etag(self, analysis_id: str) -> str | None:
-        """Entity tag of a result already served by this process (None if not in memory)."""
-        cached = self._documents.get(analysis_id)
-        return cached[3] if cached is not None else None
+    def result_json(self, analysis_id: str) -> bytes:
+        """The result document as compact JSON bytes."""
+        return self.cached_result(analysis_id).body
 
     def _document(self, analysis_id: str) -> dict:
-        self.result_json(analysis_id)
-        return self._documents.get(analysis_id)[1]
+        return self.cached_result(analysis_id).document
 
     def result_csv(self, analysis_id: str) -> str:
         """One row per run x layer: the four parts and the total (bits), CI bounds when present."""

@@ -6,9 +6,9 @@ from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
+from app.api.conditional import result_response
 from app.api.schemas import AnalysisRequestBody, Health, JobStatus, Message, ShareLink
 from app.api.security import require_writer
 from app.service import AnalysisService, JobNotReady
@@ -74,34 +74,26 @@ def analysis_status(analysis_id: str, request: Request):
         return _with_links(_service(request).status(analysis_id), request)
 
 
-def _result(service: AnalysisService, analysis_id: str, fmt: str) -> Response:
+def _result(service: AnalysisService, analysis_id: str, fmt: str, request: Request) -> Response:
     with _mapped_errors():
         if fmt == "csv":
             return Response(service.result_csv(analysis_id), media_type="text/csv",
                             headers={"Content-Disposition": f'attachment; filename="{analysis_id}.csv"'})
-        return Response(service.result_json(analysis_id), media_type="application/json")
+        return result_response(service.cached_result(analysis_id), request.headers)
 
 
 ResultFormat = Annotated[Literal["json", "csv"], Query(alias="format")]
 RESULT_DOC = {200: {"content": {"application/json": {}, "text/csv": {}},
-                    "description": "the result document (pidflow.result/1), or one CSV row per run x layer"}}
+                    "description": "the result document (pidflow.result/1), gzip-encoded when the client "
+                                   "accepts it, with an ETag (304 for If-None-Match); or one CSV row per run x layer"},
+              304: {"description": "If-None-Match names the result's ETag: unchanged"}}
 
 
 @router.get("/analyses/{analysis_id}/result", responses={**RESULT_DOC, **ERRORS},
             summary="The result document (bits); ?format=csv for one row per run x layer")
-async def analysis_result(analysis_id: str, request: Request, fmt: ResultFormat = "json"):
-    service = _service(request)
-    body = service.fresh_result_json(analysis_id) if fmt == "json" else None
-    if body is not None:  # hot path: no thread hop, no Redis round trip
-        response = Response(body, media_type="application/json")
-    else:
-        response = await run_in_threadpool(_result, service, analysis_id, fmt)
-    etag = service.result_etag(analysis_id) if fmt == "json" else None
-    if etag:
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
-        response.headers["ETag"] = etag
-    return response
+def analysis_result(analysis_id: str, request: Request, fmt: ResultFormat = "json"):
+    # Repeated GETs of a result in memory never get here: app.server.CachedResultFastPath answers them.
+    return _result(_service(request), analysis_id, fmt, request)
 
 
 @router.get("/analyses/{analysis_id}/questions/{qid}", responses=ERRORS,
@@ -148,7 +140,7 @@ def shared_status(share_token: str, request: Request):
             summary="Result of a shared analysis (read-only)")
 def shared_result(share_token: str, request: Request, fmt: ResultFormat = "json"):
     service = _service(request)
-    return _result(service, _shared_id(service, share_token), fmt)
+    return _result(service, _shared_id(service, share_token), fmt, request)
 
 
 @router.get("/shared/{share_token}/questions/{qid}", responses=ERRORS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 
 import pytest
@@ -216,6 +217,26 @@ def test_delete_by_another_process_shows_after_the_recheck_window(redis_url):
     assert reader.get(job["result_url"]).status_code == 404
 
 
+def test_one_get_rechecks_a_stale_result_while_the_others_are_served_from_memory(redis_url):
+    service = make_client(redis_url).app.state.service
+    service.recheck_s = 0.2
+    job_id = service.submit({"seed": 12})["id"]
+    assert service.fresh_result(job_id) is None  # never served: not in memory
+    cached = service.cached_result(job_id)
+    assert service.fresh_result(job_id) is cached
+    time.sleep(0.25)
+    assert service.fresh_result(job_id) is None  # the first GET after the window re-checks Redis
+    assert [service.fresh_result(job_id) for _ in range(3)] == [cached] * 3  # the others meanwhile do not
+    assert service.cached_result(job_id) is cached and service.fresh_result(job_id) is cached  # re-checked
+    time.sleep(0.45)
+    assert service.fresh_result(job_id) is None  # claimed again, and older than 2 x recheck_s:
+    assert service.fresh_result(job_id) is None  # nobody gets the copy without a re-check
+    service.jobs.delete(job_id)  # deleted behind this process's back
+    with pytest.raises(KeyError):
+        service.cached_result(job_id)
+    assert service.fresh_result(job_id) is None and service._documents.get(job_id) is None
+
+
 def test_redis_restart_gives_503_then_recovers():
     local = LocalRedis().start()
     port = local.port
@@ -270,6 +291,56 @@ def test_result_etag_allows_conditional_gets(api):
     assert api.get(job["result_url"], headers={"If-None-Match": '"other"'}).status_code == 200
     status = api.get(job["status_url"]).json()
     assert {"created_at", "updated_at", "cached"} <= set(status)
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["first-get", "in-memory"])
+def test_result_is_gzipped_when_accepted_and_conditional_on_either_etag(redis_url, warm):
+    api = make_client(redis_url)
+    job = api.post("/api/v1/analyses", json={"seed": 32}).json()
+    url = job["result_url"]
+    if warm:
+        api.get(url)
+    plain = api.get(url, headers={"Accept-Encoding": "identity"})
+    zipped = api.get(url, headers={"Accept-Encoding": "br;q=1.0, gzip;q=0.5"})
+    assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+    assert plain.headers["vary"] == zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.json() == plain.json() and plain.content == json.dumps(plain.json(), separators=(",", ":")).encode()
+    assert zipped.num_bytes_downloaded < plain.num_bytes_downloaded / 2  # gzip bytes on the wire
+    assert plain.headers["etag"] != zipped.headers["etag"]
+    for etag in (plain.headers["etag"], "W/" + zipped.headers["etag"], f'"x", {zipped.headers["etag"]}', "*"):
+        again = api.get(url, headers={"If-None-Match": etag, "Accept-Encoding": "gzip"})
+        assert again.status_code == 304 and again.headers["etag"] == zipped.headers["etag"], etag
+    shared = api.post(f"{url.rsplit('/', 1)[0]}/share").json()["url"].split("/api/v1")[1]
+    assert api.get(f"/api/v1{shared}/result", headers={"Accept-Encoding": "gzip"}).headers["content-encoding"] == "gzip"
+    assert api.delete(url.rsplit("/", 1)[0]).status_code == 200
+    assert api.get(url).status_code == 404  # the in-memory copy does not outlive its job
+
+
+def test_in_memory_fast_path_keeps_cors_and_leaves_other_requests_to_the_routes(redis_url):
+    api = make_client(redis_url, cors_origins=("https://x.example",))
+    url = api.post("/api/v1/analyses", json={"seed": 33}).json()["result_url"]
+    service, routed = api.app.state.service, []
+    real_cached_result = service.cached_result
+    service.cached_result = lambda analysis_id: routed.append(analysis_id) or real_cached_result(analysis_id)
+    first = api.get(url, headers={"Origin": "https://x.example"})  # through the route: fills the cache
+    again = api.get(url, headers={"Origin": "https://x.example"})  # answered by CachedResultFastPath
+    assert len(routed) == 1
+    assert again.headers["access-control-allow-origin"] == first.headers["access-control-allow-origin"]
+    assert (again.status_code, again.content, again.headers["etag"]) == (200, first.content, first.headers["etag"])
+    assert api.get(url, params={"format": "csv"}).headers["content-type"].startswith("text/csv")
+    assert api.get(url.replace("/result", "/x/result")).status_code == 404
+    assert api.get(url, params={"format": "xml"}).status_code == 422
+
+
+def test_accept_encoding_parsing():
+    from app.api.conditional import accepts_gzip, etag_matches
+
+    for header, expected in (("gzip", True), ("GZIP;q=0.2", True), ("deflate, gzip;q=0", False),
+                             ("*", True), ("*;q=0", False), ("gzip;q=0, *", False), ("x-gzip", True),
+                             ("br, deflate", False), ("", False), (None, False), ("gzip;q=bad", False)):
+        assert accepts_gzip(header) is expected, header
+    assert etag_matches('W/"a", "b"', ('"a"',)) and not etag_matches('"c"', ('"a"', '"b"'))
+    assert not etag_matches(None, ('"a"',)) and etag_matches("*", ('"a"',))
 
 
 def test_default_request_is_the_api_default():
