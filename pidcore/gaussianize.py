@@ -7,6 +7,7 @@ one between the originals (bits are invariant under invertible maps of each vari
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -160,7 +161,7 @@ def _batches(inputs: list, chunk, threads: int) -> list:
 
 
 def fit_gaussianizers(samples: list, seeds: list, threads: int | None = None, chunk: int | None = None,
-                      **options) -> list[FlowGaussianizer]:
+                      progress=None, **options) -> list[FlowGaussianizer]:
     """One fitted ``FlowGaussianizer(seed=s, **options)`` per (x, s), flows of one shape trained together.
 
     Flows with the same number of samples and features are trained as batched models of up to
@@ -170,6 +171,7 @@ def fit_gaussianizers(samples: list, seeds: list, threads: int | None = None, ch
     one torch thread each (no intra-op barriers, so a busy machine slows them gently). Each flow keeps
     its own early stopping and best weights, so every model equals
     ``FlowGaussianizer(seed=s, **options).fit(x)`` up to float rounding, whatever else is trained.
+    ``progress(done, total)`` (flow counts) is called as batches finish.
     """
     if len(samples) != len(seeds):
         raise ValueError(f"need one seed per sample set, got {len(samples)} sets and {len(seeds)} seeds")
@@ -181,12 +183,18 @@ def fit_gaussianizers(samples: list, seeds: list, threads: int | None = None, ch
     size = (lambda n: chunk) if chunk is not None else (lambda n: max(1, 4096 // models[0]._batch(n)))
     batches = _batches(inputs, size, threads)
 
+    finished, lock = [0], threading.Lock()
+
     def train(members: list[int]) -> None:
         training = models[members[0]]._training_options(len(inputs[members[0]]))
         fitted = train_flows([models[i].flow_ for i in members], [inputs[i] for i in members],
                              [models[i].seed for i in members], **training)
         for i, (epochs, score) in zip(members, fitted, strict=True):
             models[i].epochs_, models[i].validation_log_prob_ = epochs, score
+        if progress is not None:
+            with lock:
+                finished[0] += len(members)
+                progress(finished[0], len(models))
 
     _run(train, batches, threads)
     return models

@@ -123,11 +123,14 @@ def _reduce(variable: tuple, fold_ids) -> list:
     return parts
 
 
-def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, timings: dict) -> list:
+def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, timings: dict,
+              report=None) -> list:
     """Cross-fitted latents (n, k) per variable (x, name, dims, seed): PCA (+ flow) fitted on the other
     folds, applied to each fold. The variables' PCAs run on ``flow_options["threads"]`` Python threads
     (default 2); all flows are fitted together (fit_gaussianizers: flows of one shape train as batched
-    models) unless ``flow_options["batched"]`` is False (one after another, the reference path)."""
+    models) unless ``flow_options["batched"]`` is False (one after another, the reference path).
+    ``report(stage, fraction, message)`` tells how far the PCA ("pca") and flow ("flows") stages are."""
+    report = report or (lambda stage, fraction, message: None)
     options = dict(flow_options)
     batched, threads, chunk = options.pop("batched", True), options.pop("threads", None), options.pop("chunk", None)
     start = time.perf_counter()
@@ -136,15 +139,24 @@ def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, 
     # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
     pieces = [(index, *piece) for index, parts in enumerate(reduced) for piece in parts]
     timings["pca"] += time.perf_counter() - start
+    report("pca", 1.0, f"PCA of {len(variables)} variables done")
     start = time.perf_counter()
     if not gaussianize:
         latents = [held_out / reduced.std(axis=0) for _, _, reduced, held_out, _ in pieces]
     else:
         samples, seeds = [p[2] for p in pieces], [p[4] for p in pieces]
+
+        def flows_done(done: int, total: int) -> None:
+            report("flows", done / total, f"normalizing flows {done}/{total} trained")
+
+        flows_done(0, len(samples))
         if batched:
-            models = fit_gaussianizers(samples, seeds, threads=threads, chunk=chunk, **options)
+            models = fit_gaussianizers(samples, seeds, threads=threads, chunk=chunk, progress=flows_done, **options)
         else:
-            models = [FlowGaussianizer(seed=s, **options).fit(x) for x, s in zip(samples, seeds, strict=True)]
+            models = []
+            for x, s in zip(samples, seeds, strict=True):
+                models.append(FlowGaussianizer(seed=s, **options).fit(x))
+                flows_done(len(models), len(samples))
         latents = transform_many(models, [p[3] for p in pieces], threads=threads)
     timings["flows"] += time.perf_counter() - start
     out = [None] * len(variables)
@@ -292,7 +304,8 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = 
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
 
     Every layer's PCA runs first, then all flows are trained together (see ``_crossfit``), then the
-    per-layer Gaussian PIDs; ``progress(fraction, message)`` is called before each layer's PID."""
+    per-layer Gaussian PIDs; ``progress(fraction, message)`` reports all three stages (fraction 0..1, never
+    decreasing: PCA, then each finished batch of flows, then each layer's PID)."""
     dims = _check_dims(dims)
     if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
         raise ValueError(f"x1_layers and x2_layers need the same non-zero number of layers, "
@@ -318,10 +331,19 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, o
     variables = [(checked[0][2], "y", dims[2], seed + 2)]
     for layer, (a, b, _) in enumerate(checked):
         variables += [(a, f"x1 (layer {layer})", dims[0], seed), (b, f"x2 (layer {layer})", dims[1], seed + 1)]
-    zy, *zx = _crossfit(variables, fold_ids, gaussianize, options, timings)
+    # share of the whole run per stage: PCA, flows, per-layer PIDs
+    shares = {"pca": (0.0, 0.05), "flows": (0.05, 0.9)} if gaussianize else {"pca": (0.0, 0.3)}
+    pid_start = 0.9 if gaussianize else 0.3
+
+    def stage(name: str, fraction: float, message: str) -> None:
+        lo, hi = shares[name]
+        report(lo + (hi - lo) * fraction, message)
+
+    report(0.0, "PCA")
+    zy, *zx = _crossfit(variables, fold_ids, gaussianize, options, timings, report=stage)
     results = []
     for layer, (z1, z2) in enumerate(zip(zx[::2], zx[1::2], strict=True)):
-        report(layer / len(checked), f"layer {layer + 1}/{len(checked)}")
+        report(pid_start + (1 - pid_start) * layer / len(checked), f"PID of layer {layer + 1}/{len(checked)}")
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
         results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,

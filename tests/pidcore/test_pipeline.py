@@ -69,8 +69,12 @@ def test_flow_determinism_and_layerwise_equals_per_layer():
     x1, x2, y, _ = _system(800, seed=6)
     calls = []
     layers = layerwise([x1, x1 ** 3], [x2, x2], y, dims=(2, 2, 1), seed=3, flow_options=FAST,
-                       progress=lambda fraction, message: calls.append(fraction))
-    assert calls == [0.0, 0.5, 1.0]
+                       progress=lambda fraction, message: calls.append((fraction, message)))
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    # 2 layers x 2 sources + the target, 2 folds each: 10 flows, reported while they train
+    assert "normalizing flows 10/10 trained" in [message for _, message in calls]
+    assert [message for _, message in calls if message.startswith("PID")] == ["PID of layer 1/2", "PID of layer 2/2"]
     for layer, a in zip(layers.layers, (x1, x1 ** 3), strict=True):
         single = pid_flow(a, x2, y, dims=(2, 2, 1), seed=3, flow_options=FAST)
         assert single.pid == layer.pid
