@@ -33,13 +33,14 @@ def stack_available() -> bool:
 
 
 def spawn(port: int, *, workers: int = 1, env: dict | None = None, stdout=subprocess.DEVNULL,
-          command: list[str] | None = None) -> subprocess.Popen:
-    """Start `pidflow serve --port PORT --workers N` (or `command`) without REDIS_URL (so it starts a
-    private Redis), without the start-up demo analysis and with OMP_NUM_THREADS=1 unless `env` says."""
+          command: list[str] | None = None, cwd: str | Path = ROOT) -> subprocess.Popen:
+    """Start `pidflow serve --port PORT --workers N` (or `command`) in `cwd` (the checkout whose code
+    runs) without REDIS_URL (so it starts a private Redis), without the start-up demo analysis and with
+    OMP_NUM_THREADS=1 unless `env` says."""
     child_env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     child_env.update({"PIDFLOW_PREWARM": "0", "OMP_NUM_THREADS": "1", **(env or {})})
     command = command or [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=stdout,
+    return subprocess.Popen(command, cwd=cwd, env=child_env, stdout=stdout,
                             stderr=subprocess.STDOUT if stdout is not subprocess.DEVNULL else subprocess.DEVNULL,
                             text=True)
 
