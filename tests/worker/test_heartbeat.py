@@ -15,9 +15,10 @@ from worker import jobs
 from worker.heartbeat import INDEX, KEY_PREFIX, Heartbeat, live_workers
 
 TTL_S = 2.0
-# Flows on 200 questions, all 7 layers in one analyze task: the worker is inside one task for seconds.
-BUSY = {"model": "demo", "tasks": ["color"], "n_questions": 200, "dims": [4, 4, 3], "gaussianize": True,
-        "seed": 31}
+# All 7 layers in one analyze task with 300 bootstrap rounds each (~15 ms a round here): the worker is
+# inside one task for ~30 s, far longer than the sampling below; it is killed mid-task.
+BUSY = {"model": "demo", "tasks": ["color"], "n_questions": 200, "dims": [4, 4, 3], "gaussianize": False,
+        "bootstrap": 300, "seed": 31}
 
 
 def _wait(condition, timeout_s: float, what: str) -> float:
