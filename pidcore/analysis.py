@@ -205,12 +205,13 @@ def analyze_layers(features, request: AnalysisRequest, layers=None, progress=Non
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(layers), desc="PID per layer", unit="layer")
+        bar = tqdm(total=100, desc=f"PID Flow, {len(layers)} layers", unit="%",
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}]")
 
     def report(fraction: float, message: str) -> None:
         if bar is not None:
-            bar.n = round(fraction * len(layers))
-            bar.refresh()
+            bar.n = round(100 * fraction)
+            bar.set_postfix_str(message, refresh=True)
         elif callable(progress):
             progress(fraction, message)
 

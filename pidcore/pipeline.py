@@ -325,6 +325,20 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = 
         return _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report)
 
 
+#: Warn when the expected upward finite-sample bias of I(X1, X2; Y) reaches this many bits.
+SMALL_SAMPLE_BIAS_BITS = 0.25
+
+
+def _warn_small_sample(n_fold: int, d1: int, d2: int, dy: int) -> None:
+    """Warn when a fold has too few samples for its latent dimensions: the Gaussian MI of independent
+    variables estimated from n samples is about (d1 + d2) * dy / (2 n ln 2) bits, not 0."""
+    bias = (d1 + d2) * dy / (2 * n_fold * np.log(2))
+    if bias >= SMALL_SAMPLE_BIAS_BITS:
+        warnings.warn(f"small sample: {n_fold} samples per fold for {d1}+{d2}+{dy} latent dimensions; expect "
+                      f"roughly {bias:.1f} bits of upward bias in the total (use more questions or smaller dims)",
+                      RuntimeWarning, stacklevel=4)
+
+
 def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report) -> LayerwiseResult:
     """layerwise after validation: cross-fitted latents of y and every layer's sources, then the PIDs."""
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
@@ -341,6 +355,8 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, o
 
     report(0.0, "PCA")
     zy, *zx = _crossfit(variables, fold_ids, gaussianize, options, timings, report=stage)
+    _warn_small_sample(min(np.bincount(fold_ids)), max(z.shape[1] for z in zx[::2]),
+                       max(z.shape[1] for z in zx[1::2]), zy.shape[1])
     results = []
     for layer, (z1, z2) in enumerate(zip(zx[::2], zx[1::2], strict=True)):
         report(pid_start + (1 - pid_start) * layer / len(checked), f"PID of layer {layer + 1}/{len(checked)}")
