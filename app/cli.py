@@ -18,7 +18,8 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language-pooling", choices=["mean", "last"], default="mean")
     parser.add_argument("--target", choices=["logprobs", "hidden"], default="logprobs")
     parser.add_argument("--measure", choices=["broja", "mmi"], default="broja")
-    parser.add_argument("--dims", type=int, nargs=3, default=[16, 16, 8], metavar=("DV", "DL", "DY"))
+    parser.add_argument("--dims", type=int, nargs=3, default=[8, 8, 4], metavar=("DV", "DL", "DY"),
+                        help="PCA sizes of vision, language, target (default 8 8 4)")
     parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
     parser.add_argument("--bootstrap", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)

@@ -31,7 +31,7 @@ KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->las
 DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the dashboard opens with
     "model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "split": "test", "n_questions": 400,
     "correct_only": False, "language_pooling": "mean", "target": "logprobs", "measure": "broja",
-    "dims": [16, 16, 8], "gaussianize": True, "bootstrap": 0, "knockout": None, "seed": 0,
+    "dims": [8, 8, 4], "gaussianize": True, "bootstrap": 0, "knockout": None, "seed": 0,
 }
 SHARE_PREFIX = "pidflow:share:"
 OWNERS_PREFIX = "pidflow:owners:"
@@ -311,7 +311,7 @@ class AnalysisService:
             raise ValueError("n_questions must be a positive integer")
         if n > self.settings.max_questions:
             raise ValueError(f"n_questions={n} exceeds this server's limit of {self.settings.max_questions}")
-        dims = request.get("dims", [16, 16, 8])
+        dims = request.get("dims", [8, 8, 4])
         if (not isinstance(dims, list | tuple) or len(dims) != 3
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)):
             raise ValueError("dims must be three positive integers [vision, language, target]")

@@ -16,7 +16,7 @@ from .extract.conftest import one_thread  # noqa: F401  (autouse: one torch thre
 
 def test_request_defaults_round_trip_and_hash():
     request = AnalysisRequest.from_dict({})
-    assert request.to_dict()["tasks"] == ["color"] and request.dims == (16, 16, 8)
+    assert request.to_dict()["tasks"] == ["color"] and request.dims == (8, 8, 4)
     again = AnalysisRequest.from_dict(json.loads(json.dumps(request.to_dict())))
     assert again == request and again.content_hash() == request.content_hash()
     assert len(request.content_hash()) == 64

@@ -28,7 +28,7 @@ class AnalysisRequestBody(BaseModel):
     language_pooling: Literal["mean", "last"] = "mean"
     target: Literal["logprobs", "hidden"] = "logprobs"
     measure: Literal["broja", "mmi"] = "broja"
-    dims: list[int] = Field(default_factory=lambda: [16, 16, 8], min_length=3, max_length=3,
+    dims: list[int] = Field(default_factory=lambda: [8, 8, 4], min_length=3, max_length=3,
                             description="PCA sizes for vision, language, target")
     gaussianize: bool = True
     bootstrap: int = Field(0, ge=0)

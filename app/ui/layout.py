@@ -43,7 +43,7 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
         [{"label": "easy-vqa", "value": "easy-vqa"}]
     first_model = next((m for m in models if m["name"] == defaults.get("model")), models[0] if models else {})
     num_layers = first_model.get("num_layers") or DEFAULT_LAYERS
-    dims = defaults.get("dims") or [16, 16, 8]
+    dims = defaults.get("dims") or [8, 8, 4]
     default_dataset = next((d for d in datasets if d.get("name") == defaults.get("dataset", "easy-vqa")), {})
     task_options = [{"label": name, "value": name} for name in
                     (t if isinstance(t, str) else t.get("name") for t in default_dataset.get("tasks", []))]
