@@ -249,8 +249,13 @@ def register(app, service) -> None:
                 figures.difference_figure(document), effects_table(document), _summary(document, analysis_id),
                 layer_notes(document), [{"label": t, "value": t} for t in tasks])
 
-    @app.callback(Output("task-overlay", "figure"), Input("analysis-id", "data"), Input("task-term", "value"))
-    def render_tasks(analysis_id, term):
+    # Callbacks of the Compare and Questions tabs run when their tab is open (not on every page load), so
+    # the first view only pays for the Results tab.
+    @app.callback(Output("task-overlay", "figure"), Input("analysis-id", "data"), Input("task-term", "value"),
+                  Input("tabs", "value"))
+    def render_tasks(analysis_id, term, tab):
+        if tab != "compare":
+            return no_update
         if not analysis_id:
             return figures.message_figure("No analysis open yet.")
         try:
@@ -322,9 +327,11 @@ def register(app, service) -> None:
     @app.callback(
         Output("question-pick", "options"), Output("question-count", "children"),
         Input("analysis-id", "data"), Input("question-search", "value"), Input("question-task", "value"),
-        Input("question-correct", "value"),
+        Input("question-correct", "value"), Input("tabs", "value"),
     )
-    def question_list(analysis_id, search, task, correctness):
+    def question_list(analysis_id, search, task, correctness, tab):
+        if tab != "questions":
+            return no_update, no_update
         if not analysis_id:
             return [], "No analysis open yet."
         try:
