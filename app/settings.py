@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+from worker.settings import DEFAULT_REDIS_URL  # one default for the API and the workers
 
 
 def _split(value: str | None) -> tuple[str, ...]:

@@ -3,7 +3,6 @@ analysis end to end through `pidflow serve` (private Redis, a real Celery worker
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 
 import httpx
@@ -16,6 +15,7 @@ from app.served import in_thread, served, stack_available
 from app.server import create_app
 from app.service import AnalysisService
 from app.settings import Settings
+from tests.load import get_concurrently
 from tests.service.fakejobs import NUM_LAYERS, FakeJobs
 
 PARTS = ("redundancy", "unique_vision", "unique_language", "synergy")
@@ -35,13 +35,7 @@ def test_200_concurrent_gets_of_a_cached_result(live_api):
     job = httpx.post(f"{live_api}/api/v1/analyses", json={"seed": 7}).json()
     url = f"{live_api}{job['result_url']}"
     expected = httpx.get(url).json()
-    with httpx.Client(limits=httpx.Limits(max_connections=200), timeout=30) as client:
-        def get(_):
-            response = client.get(url)
-            return response.status_code, response.json() == expected
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
-            answers = list(pool.map(get, range(200)))
+    answers = get_concurrently(url, expected, n=200)
     assert answers == [(200, True)] * 200
 
 

@@ -4,14 +4,13 @@ concurrent GETs of the cached result through the real API."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 
-import httpx
 import numpy as np
 import pytest
 
 from app.served import in_thread
+from tests.load import get_concurrently
 from tests.worker.conftest import WorkerProcess, wait_for_job
 from worker import jobs
 from worker.revision import model_revision
@@ -119,14 +118,7 @@ def test_200_concurrent_gets_of_a_cached_result_through_the_api(finished, redis_
     info, _, document = finished
     service = AnalysisService(Settings(redis_url=redis_server.url))
     with in_thread(create_app(service=service, with_ui=False)) as base:
-        url = f"{base}/api/v1/analyses/{info.id}/result"
-        with httpx.Client(limits=httpx.Limits(max_connections=200), timeout=60) as http:
-            def get(_):
-                response = http.get(url)
-                return response.status_code, response.json() == document
-
-            with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
-                answers = list(pool.map(get, range(200)))
+        answers = get_concurrently(f"{base}/api/v1/analyses/{info.id}/result", document, n=200, timeout_s=60)
     assert answers == [(200, True)] * 200
 
 
