@@ -17,7 +17,8 @@ COPY pidcore ./pidcore
 COPY worker ./worker
 COPY app ./app
 COPY static ./static
-RUN pip install . && useradd --create-home --uid 1000 pidflow && mkdir -p /data/hf && chown pidflow /data/hf
+RUN pip install . && (python -m app.ui.plotly_bundle || echo "dashboard: using the full plotly.js bundle") \
+    && useradd --create-home --uid 1000 pidflow && mkdir -p /data/hf && chown pidflow /data/hf
 USER pidflow
 
 EXPOSE 8000

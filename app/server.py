@@ -10,6 +10,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.routing import Match, Mount
 
 from app.api.conditional import CachedResultFastPath
 from app.api.routes import router
@@ -123,4 +124,22 @@ def _mount_ui(app: FastAPI, service: AnalysisService) -> None:
         app.get("/", include_in_schema=False)(_fallback_home)
         return
     dash_app = create_dash_app(service, requests_pathname_prefix="/")
+    app.add_api_route("/api/{path:path}", _no_such_api_route, include_in_schema=False,
+                      methods=list(_API_METHODS))
     app.mount("/", WSGIMiddleware(dash_app.server))
+
+
+_API_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def _no_such_api_route(request: Request) -> JSONResponse:
+    """/api/ requests that no API route takes: a JSON 405 (with Allow) or 404, not the dashboard's page."""
+    allowed = [method for method in _API_METHODS if method != request.method and any(
+        route.matches({**request.scope, "method": method})[0] is Match.FULL
+        for route in request.app.router.routes if getattr(route, "endpoint", None) is not _no_such_api_route
+        and not isinstance(route, Mount))]
+    if allowed:
+        return JSONResponse({"detail": f"{request.method} is not allowed on {request.url.path}; "
+                                       f"use {', '.join(allowed)}"}, status_code=405,
+                            headers={"Allow": ", ".join(allowed)})
+    return JSONResponse({"detail": f"no API endpoint {request.url.path} (see /api/v1/docs)"}, status_code=404)

@@ -2,11 +2,14 @@
 (plotly's SVG holds the four area traces) in headless Chromium. Goal: <= 2 s.
 
     python benchmarks/bench_ui_first_view.py [--repeats 5] [--n-questions 400] [--width 1366 --height 768]
+                                             [--full-plotly]
 
 Starts uvicorn with the API and the dashboard (real AnalysisService on a private Redis, the browser tests'
 stand-in job layer whose result has the demo's size: N questions x 7 layers), submits the demo request
 once so it is cached, then opens /?analysis=<id> in a fresh page per repeat. The first repeat is also
-the browser's first visit (cold HTTP cache). Browser, server and Redis share this machine's cores.
+the browser's first visit (cold HTTP cache, no compiled-code cache). Browser, server and Redis share this
+machine's cores. The page uses the cartesian plotly.js bundle from static/vendor/ when set-up installed it
+(python -m app.ui.plotly_bundle); --full-plotly measures plotly.py's full bundle instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.service import DEFAULT_REQUEST  # noqa: E402
+from app.ui import plotly_bundle  # noqa: E402
 from tests.browser.stack import CHROMIUM, chromium, running_server  # noqa: E402
 
 DRAWN = """() => { const el = document.querySelector('#stacked-baseline .js-plotly-plot');
@@ -35,12 +39,16 @@ def main() -> int:
     parser.add_argument("--n-questions", type=int, default=400)
     parser.add_argument("--width", type=int, default=1366)
     parser.add_argument("--height", type=int, default=768)
+    parser.add_argument("--full-plotly", action="store_true", help="serve plotly.py's full plotly.js bundle")
     args = parser.parse_args()
     if args.repeats < 1 or args.n_questions < 1:
         parser.error("--repeats and --n-questions must be positive")
     if not os.path.exists(CHROMIUM):
         print(f"error: {CHROMIUM} is not installed (apt-get install chromium)", file=sys.stderr)
         return 1
+    if args.full_plotly:
+        plotly_bundle.installed_bundle = lambda *a, **k: None
+    bundle = plotly_bundle.installed_bundle()
     with running_server(run_s=0.0, n_questions=args.n_questions) as (url, service), \
             tempfile.TemporaryDirectory() as profile:
         job = service.submit(dict(DEFAULT_REQUEST))
@@ -57,6 +65,7 @@ def main() -> int:
                 page.close()
     print(f"first view of a cached result ({args.n_questions} questions x 7 layers, "
           f"{args.width}x{args.height}, {os.cpu_count()} cores), {args.repeats} page loads")
+    print(f"  plotly.js               : {bundle.name if bundle else 'full bundle (plotly/package_data/plotly.min.js)'}")
     print(f"  cold (first visit)      : {wall[0]:.2f} s")
     print(f"  wall to plot drawn      : median {statistics.median(wall):.2f} s, "
           f"min {min(wall):.2f} s, max {max(wall):.2f} s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+VENDOR_SUBDIR = "vendor"  # static/vendor/: downloaded at set-up (app/ui/plotly_bundle.py), not in git
 
 
 def create_dash_app(service, requests_pathname_prefix: str = "/"):
@@ -18,9 +19,13 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     from app.ui import callbacks, data
     from app.ui.layout import build_layout
 
+    plotly_url = _plotly_url(requests_pathname_prefix)
     app = dash.Dash(
         __name__, requests_pathname_prefix=requests_pathname_prefix, assets_folder=str(STATIC_DIR),
-        title="pidflow", update_title=None, suppress_callback_exceptions=False, serve_locally=True,
+        assets_path_ignore=[VENDOR_SUBDIR], title="pidflow", update_title=None,
+        suppress_callback_exceptions=False, serve_locally=True,
+        # a plain <script> before dash's own: window.Plotly is set, so dcc.Graph never fetches the full bundle
+        external_scripts=[plotly_url] if plotly_url else [],
     )
 
     def layout():
@@ -35,7 +40,8 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
         return build_layout(models, datasets, data.hosted(service), _defaults())
 
     app.layout = layout
-    app.index_string = app.index_string.replace("{%css%}", _preload_links(requests_pathname_prefix) + "{%css%}")
+    app.index_string = app.index_string.replace(
+        "{%css%}", _preload_links(requests_pathname_prefix, plotly_url) + "{%css%}")
     callbacks.register(app, service)
     return app
 
@@ -48,9 +54,17 @@ def _defaults() -> dict:
     return dict(DEFAULT_REQUEST)
 
 
-def _preload_links(prefix: str) -> str:
+def _plotly_url(prefix: str) -> str | None:
+    """URL of the installed cartesian plotly.js bundle, or None (dash then serves plotly.py's full one)."""
+    from app.ui.plotly_bundle import installed_bundle
+
+    bundle = installed_bundle()
+    return f"{prefix.rstrip('/')}/assets/{VENDOR_SUBDIR}/{bundle.name}" if bundle else None
+
+
+def _preload_links(prefix: str, plotly_url: str | None) -> str:
     """Fetch plotly.js and the graph chunk while the page boots (the graph asks for them only after
     the first callbacks): saves a network round on the first view."""
     base = prefix.rstrip("/") + "/_dash-component-suites"
-    return "".join(f'<link rel="preload" href="{base}/{path}" as="script">'
-                   for path in ("plotly/package_data/plotly.min.js", "dash/dcc/async-graph.js"))
+    urls = [plotly_url or f"{base}/plotly/package_data/plotly.min.js", f"{base}/dash/dcc/async-graph.js"]
+    return "".join(f'<link rel="preload" href="{url}" as="script">' for url in urls)

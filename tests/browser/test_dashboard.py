@@ -160,6 +160,25 @@ def test_errors_are_said_plainly(server, tmp_path):
         assert "positive whole number" in page.locator("#submit-status").inner_text()
 
 
+def test_first_view_loads_the_cartesian_bundle_only(server, tmp_path):
+    from app.service import DEFAULT_REQUEST
+    from app.ui.plotly_bundle import installed_bundle, plotlyjs_version
+
+    if installed_bundle() is None:
+        pytest.skip("static/vendor has no cartesian plotly.js (python -m app.ui.plotly_bundle could not download it)")
+    url, service = server
+    job = service.submit(dict(DEFAULT_REQUEST))
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        scripts = []
+        page.on("request", lambda request: scripts.append(request.url) if request.resource_type == "script" else None)
+        page.goto(f"{url}/?analysis={job['id']}")
+        wait_for_traces(page, "stacked-baseline", "synergy")
+        assert page.evaluate("window.Plotly.version") == plotlyjs_version()
+    plotly_scripts = [s for s in scripts if "plotly" in s.rsplit("/", 1)[-1]]
+    assert len(plotly_scripts) == 1 and "/assets/vendor/plotly-cartesian-" in plotly_scripts[0]
+
+
 @pytest.fixture(scope="module")
 def hosted_server():
     with running_server(run_s=0.3, api_tokens=("s3cret",)) as (url, service):

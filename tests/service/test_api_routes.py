@@ -279,6 +279,15 @@ def test_dashboard_is_mounted_after_the_api(redis_url, monkeypatch):
     assert page.status_code == 200 and "_dash-config" in page.text
     assert api.get("/_dash-layout").json()["props"]["id"] == "stub"
     assert api.get("/api/v1/models").json()[0]["name"] == "demo"
+    # /api/ paths no route takes answer JSON, not the dashboard's page
+    head = api.head("/api/v1/models")
+    assert head.status_code == 405 and head.headers["allow"] == "GET" and "_dash-config" not in head.text
+    put = api.put("/api/v1/analyses/abc")
+    assert put.status_code == 405 and put.headers["allow"] == "GET, DELETE"
+    assert put.json()["detail"] == "PUT is not allowed on /api/v1/analyses/abc; use GET, DELETE"
+    missing = api.get("/api/v2/whatever")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "no API endpoint /api/v2/whatever (see /api/v1/docs)"
 
 
 def test_result_etag_allows_conditional_gets(api):
