@@ -126,10 +126,13 @@ def test_pipeline_batched_flows_agree_with_sequential_flows():
 
 
 def test_layerwise_threads_do_not_change_results():
+    """Threads change only how flows are grouped into batches: the same results up to float32 rounding
+    (some CPUs' batched-matmul kernels round differently for batches of one and two flows)."""
     x1, x2, y, _ = _gaussian_system(600, seed=2)
     options = {"max_epochs": 4, "patience": 2}
     one = layerwise([x1, x1 ** 3], [x2, x2], y, dims=(2, 2, 1), seed=4, flow_options={**options, "threads": 1})
     two = layerwise([x1, x1 ** 3], [x2, x2], y, dims=(2, 2, 1), seed=4, flow_options={**options, "threads": 2})
     for a, b in zip(one.layers, two.layers, strict=True):
-        assert a.pid == b.pid
-        np.testing.assert_array_equal(a.pointwise, b.pointwise)
+        for part in PARTS:
+            assert getattr(a.pid, part) == pytest.approx(getattr(b.pid, part), rel=1e-7, abs=1e-8), part
+        np.testing.assert_allclose(a.pointwise, b.pointwise, rtol=0, atol=1e-5)

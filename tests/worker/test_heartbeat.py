@@ -15,10 +15,11 @@ from worker import jobs
 from worker.heartbeat import INDEX, KEY_PREFIX, Heartbeat, live_workers
 
 TTL_S = 2.0
-# All 7 layers in one analyze task with 300 bootstrap rounds each (~15 ms a round here): the worker is
-# inside one task for ~30 s, far longer than the sampling below; it is killed mid-task.
+# All 7 layers in one analyze task with 30,000 bootstrap rounds each (~1 ms a round for the 7 layers on
+# the 2-core machine, 2026-11-26): the worker is inside one task for ~30 s, far longer than the sampling
+# below; it is killed mid-task.
 BUSY = {"model": "demo", "tasks": ["color"], "n_questions": 200, "dims": [4, 4, 3], "gaussianize": False,
-        "bootstrap": 300, "seed": 31}
+        "bootstrap": 30_000, "seed": 31}
 
 
 def _wait(condition, timeout_s: float, what: str) -> float:
