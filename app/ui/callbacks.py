@@ -9,6 +9,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from app.ui import data, figures
 from app.ui.layout import DEFAULT_LAYERS, graph_config, layer_marks
 
+RECENT_KEPT = 20  # analyses remembered per browser for the Compare tab
 GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay", "comparison", "question-figure")
 ACTIVE_STATES = ("queued", "running")
 
@@ -17,6 +18,26 @@ def parse_location(search: str | None) -> dict:
     """`?analysis=<id>` or `?share=<token>` from the URL query."""
     query = parse_qs((search or "").lstrip("?"))
     return {key: values[0] for key, values in query.items() if values and values[0]}
+
+
+def analysis_ref(text: str | None) -> str:
+    """The analysis id in what a user pasted: an id, or a dashboard link with `?analysis=<id>`."""
+    text = (text or "").strip()
+    if "?" in text:
+        return parse_location(urlsplit(text).query).get("analysis", text)
+    return text
+
+
+def remember(recent: list | None, analysis_id: str, label: str, keep: int = RECENT_KEPT) -> list[dict]:
+    """`recent` with this analysis first (once), at most `keep` entries: [{id, label}, ...]."""
+    others = [entry for entry in recent or [] if isinstance(entry, dict) and entry.get("id") != analysis_id]
+    return [{"id": analysis_id, "label": label}, *others][:keep]
+
+
+def recent_options(recent: list | None, current: str | None) -> list[dict]:
+    """Dropdown options for the analyses this browser opened, the one shown excluded."""
+    return [{"label": f"{entry.get('label', '')} · {entry['id'][:12]}", "value": entry["id"]}
+            for entry in recent or [] if isinstance(entry, dict) and entry.get("id") and entry["id"] != current]
 
 
 def build_request(model, dataset, tasks, n_questions, pooling, target, measure, dims, bootstrap,
@@ -228,26 +249,27 @@ def register(app, service) -> None:
     @app.callback(
         Output("stacked-baseline", "figure"), Output("stacked-knockout", "figure"), Output("difference", "figure"),
         Output("effects", "children"), Output("result-summary", "children"), Output("result-message", "children"),
-        Output("question-task", "options"),
-        Input("analysis-id", "data"), Input("mode", "value"),
+        Output("question-task", "options"), Output("recent-analyses", "data"),
+        Input("analysis-id", "data"), Input("mode", "value"), State("recent-analyses", "data"),
     )
-    def render_results(analysis_id, mode):
+    def render_results(analysis_id, mode, recent):
         empty = figures.message_figure("No analysis open yet.")
         if not analysis_id:
             return empty, empty, empty, None, None, \
-                "No analysis open: start one under New analysis, or open a link with ?analysis=<id>.", []
+                "No analysis open: start one under New analysis, or open a link with ?analysis=<id>.", [], no_update
         try:
             document = data.result(service, analysis_id)
         except data.DataError as exc:
             failed = figures.message_figure("No result to show.")
-            return failed, failed, failed, None, None, f"Cannot show analysis {analysis_id}: {exc}", []
+            return failed, failed, failed, None, None, f"Cannot show analysis {analysis_id}: {exc}", [], no_update
         tasks = sorted({q.get("task") for q in document.get("questions") or [] if q.get("task")})
         y_max = figures.shared_y_max(document)
         return (figures.stacked_figure(document, "baseline", mode, y_max=y_max),
                 figures.stacked_figure(document, "knockout", mode, title="Knockout: decomposition per layer",
                                        y_max=y_max),
                 figures.difference_figure(document), effects_table(document), _summary(document, analysis_id),
-                layer_notes(document), [{"label": t, "value": t} for t in tasks])
+                layer_notes(document), [{"label": t, "value": t} for t in tasks],
+                remember(recent, analysis_id, f"{figures.describe(document)} · {document.get('n_questions', '?')} q"))
 
     # Callbacks of the Compare and Questions tabs run when their tab is open (not on every page load), so
     # the first view only pays for the Results tab.
@@ -267,13 +289,14 @@ def register(app, service) -> None:
         Output("comparison", "figure"), Output("correlations", "children"), Output("compare-message", "children"),
         Input("compare-button", "n_clicks"), Input("compare-id", "value"), Input("analysis-id", "data"),
     )
-    def render_comparison(_clicks, other_id, analysis_id):
-        hint = figures.message_figure("Enter another analysis id to overlay it on this one.")
-        if not analysis_id or not (other_id or "").strip():
+    def render_comparison(_clicks, other, analysis_id):
+        hint = figures.message_figure("Pick or paste another analysis to overlay it on this one.")
+        other_id = analysis_ref(other)
+        if not analysis_id or not other_id:
             return hint, None, None
         try:
             first = data.result(service, analysis_id)
-            second = data.result(service, other_id.strip())
+            second = data.result(service, other_id)
         except data.DataError as exc:
             return hint, None, f"Cannot compare: {exc}"
         correlations = figures.layer_correlations(first, second)
@@ -282,6 +305,15 @@ def register(app, service) -> None:
         table = html.Div([html.H3("Layer-wise correlation (Pearson r across layers)"),
                           html.Table(className="metrics", children=[html.Tbody(rows)])])
         return figures.comparison_figure(first, second), table, None
+
+    @app.callback(Output("compare-recent", "options"), Input("recent-analyses", "data"),
+                  Input("analysis-id", "data"), Input("tabs", "value"))
+    def compare_choices(recent, analysis_id, tab):
+        return recent_options(recent, analysis_id) if tab == "compare" else no_update
+
+    @app.callback(Output("compare-id", "value"), Input("compare-recent", "value"), prevent_initial_call=True)
+    def pick_recent(analysis_id):
+        return analysis_id or no_update
 
     @app.callback(
         [Output(g, "config") for g in GRAPH_IDS], [Output(g, "figure", allow_duplicate=True) for g in GRAPH_IDS],

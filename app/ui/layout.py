@@ -140,8 +140,11 @@ def compare_panel() -> html.Div:
                                 {"label": " S", "value": "synergy"}]),
         graph("task-overlay"),
         html.H3("Compare with another analysis (another model or task)"),
+        dcc.Dropdown(id="compare-recent", placeholder="pick an analysis this browser opened before",
+                     className="compare-recent", searchable=True),
         html.Div(className="compare-row", children=[
-            dcc.Input(id="compare-id", type="text", placeholder="analysis id", className="input wide", debounce=True),
+            dcc.Input(id="compare-id", type="text", placeholder="or paste an analysis id or a dashboard link",
+                      className="input wide", debounce=True),
             html.Button("Overlay", id="compare-button", n_clicks=0),
         ]),
         html.Div(id="compare-message", role="alert", className="message"),
@@ -169,10 +172,12 @@ def questions_panel() -> html.Div:
 
 
 def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
-    """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag."""
+    """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag, and the analyses
+    this browser opened (recent-analyses, kept in the browser's local storage)."""
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="analysis-id"),
+        dcc.Store(id="recent-analyses", storage_type="local"),
         dcc.Store(id="pending-id"),
         dcc.Store(id="read-only", data=False),
         html.Header(className="header", children=[

@@ -226,9 +226,14 @@ def test_hosted_token_tasks_bands_comparison_and_downloads(hosted_server, artifa
         assert second_id != first_id
         page.goto(f"{url}/?analysis={first_id}")
         open_tab(page, "Compare")
-        page.locator("#compare-id").fill(second_id)
-        page.get_by_role("button", name="Overlay").click()
+        # the browser remembers the analyses it opened: pick the second one from the list
+        page.locator("#compare-recent").click()
+        page.get_by_role("option").first.wait_for(timeout=TIMEOUT_MS)
+        choices = page.get_by_role("option").all_inner_texts()
+        assert [c for c in choices if second_id[:12] in c] and not [c for c in choices if first_id[:12] in c]
+        page.get_by_role("option").filter(has_text=second_id[:12]).first.click()
         wait_for_traces(page, "comparison", "other:synergy")
+        assert page.locator("#compare-id").input_value() == second_id
         assert "Layer-wise correlation" in page.locator("#correlations").inner_text()
         assert "+1.000" in page.locator("#correlations").inner_text()  # same layer curves in both
         page.screenshot(path=str(artifacts / "ui-06-compare-hosted.png"), full_page=True)

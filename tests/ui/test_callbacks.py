@@ -35,6 +35,30 @@ def test_url_query():
     assert callbacks.parse_location(None) == {}
 
 
+def test_compare_takes_an_id_or_a_pasted_dashboard_link():
+    assert callbacks.analysis_ref("  abc123 ") == "abc123"
+    assert callbacks.analysis_ref("http://host:8000/?analysis=abc123&x=1") == "abc123"
+    assert callbacks.analysis_ref("/?analysis=abc123") == "abc123"
+    assert callbacks.analysis_ref(None) == ""
+
+
+def test_recent_analyses_most_recent_first_once_and_bounded():
+    recent = None
+    for i in range(25):
+        recent = callbacks.remember(recent, f"id{i}", f"label {i}")
+    assert len(recent) == callbacks.RECENT_KEPT == 20
+    assert [entry["id"] for entry in recent[:2]] == ["id24", "id23"] and recent[-1]["id"] == "id5"
+    recent = callbacks.remember(recent, "id10", "label 10 again")
+    assert [entry["id"] for entry in recent[:2]] == ["id10", "id24"] and len(recent) == 20
+    assert [entry["id"] for entry in recent].count("id10") == 1
+    # a corrupt local-storage value is dropped, not a crash
+    assert callbacks.remember([{"id": "a", "label": "A"}, "junk", None], "b", "B") == [
+        {"id": "b", "label": "B"}, {"id": "a", "label": "A"}]
+    options = callbacks.recent_options(recent, current="id10")
+    assert options[0] == {"label": "label 24 · id24", "value": "id24"}
+    assert "id10" not in [option["value"] for option in options] and len(options) == 19
+
+
 def test_question_filters():
     questions = make_document({"tasks": ["color", "shape"]}, n_questions=8)["questions"]
     assert len(callbacks.filter_questions(questions, None, None, "all")) == 8
