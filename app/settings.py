@@ -5,24 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from worker.settings import DEFAULT_REDIS_URL  # one default for the API and the workers
+from worker.settings import DEFAULT_REDIS_URL, env_number  # one default and one parser for API and workers
 
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
-
-
-def _int(env: dict, name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -51,11 +38,11 @@ class Settings:
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             models=("demo", *extra_models),
-            max_questions=_int(env, "PIDFLOW_MAX_QUESTIONS", cls.max_questions),
-            max_body_bytes=_int(env, "PIDFLOW_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_questions=env_number(env, "PIDFLOW_MAX_QUESTIONS", cls.max_questions),
+            max_body_bytes=env_number(env, "PIDFLOW_MAX_BODY_BYTES", cls.max_body_bytes),
             api_tokens=_split(env.get("PIDFLOW_API_TOKENS")),
-            rate_limit_per_minute=_int(env, "PIDFLOW_RATE_LIMIT", cls.rate_limit_per_minute),
+            rate_limit_per_minute=env_number(env, "PIDFLOW_RATE_LIMIT", cls.rate_limit_per_minute),
             cors_origins=_split(env.get("PIDFLOW_CORS_ORIGINS")),
             public_url=(env.get("PIDFLOW_PUBLIC_URL") or "").rstrip("/"),
-            share_ttl_s=_int(env, "PIDFLOW_SHARE_TTL_S", cls.share_ttl_s),
+            share_ttl_s=env_number(env, "PIDFLOW_SHARE_TTL_S", cls.share_ttl_s),
         )

@@ -9,14 +9,17 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DAY_S = 24 * 3600
 
 
-def _number(env: dict, name: str, default: float, cast=int, minimum: float = 1):
+def env_number(env: dict, name: str, default: float, cast=int, minimum: float = 1):
+    """``env[name]`` as ``cast`` (int or float), ``default`` when unset or empty; ValueError saying the
+    variable's name when it is not a number or below ``minimum``."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
         value = cast(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        kind = "an integer" if cast is int else "a number"
+        raise ValueError(f"{name} must be {kind}, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -42,19 +45,19 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, env: dict | None = None) -> WorkerSettings:
         env = dict(os.environ if env is None else env)
-        visibility = _number(env, "PIDFLOW_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s)
+        visibility = env_number(env, "PIDFLOW_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s)
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             visibility_timeout_s=visibility,
-            restore_interval_s=_number(env, "PIDFLOW_RESTORE_INTERVAL_S", min(cls.restore_interval_s, visibility)),
-            stale_s=_number(env, "PIDFLOW_STALE_S", 2 * visibility + 600),
-            layer_batch=_number(env, "PIDFLOW_LAYER_BATCH", cls.layer_batch),
-            result_ttl_s=_number(env, "PIDFLOW_RESULT_TTL_S", cls.result_ttl_s),
-            failed_ttl_s=_number(env, "PIDFLOW_FAILED_TTL_S", cls.failed_ttl_s),
-            work_ttl_s=_number(env, "PIDFLOW_WORK_TTL_S", cls.work_ttl_s),
-            redis_retry_s=_number(env, "PIDFLOW_REDIS_RETRY_S", cls.redis_retry_s, float, 0),
-            socket_timeout_s=_number(env, "PIDFLOW_REDIS_TIMEOUT_S", cls.socket_timeout_s, float, 0.1),
+            restore_interval_s=env_number(env, "PIDFLOW_RESTORE_INTERVAL_S", min(cls.restore_interval_s, visibility)),
+            stale_s=env_number(env, "PIDFLOW_STALE_S", 2 * visibility + 600),
+            layer_batch=env_number(env, "PIDFLOW_LAYER_BATCH", cls.layer_batch),
+            result_ttl_s=env_number(env, "PIDFLOW_RESULT_TTL_S", cls.result_ttl_s),
+            failed_ttl_s=env_number(env, "PIDFLOW_FAILED_TTL_S", cls.failed_ttl_s),
+            work_ttl_s=env_number(env, "PIDFLOW_WORK_TTL_S", cls.work_ttl_s),
+            redis_retry_s=env_number(env, "PIDFLOW_REDIS_RETRY_S", cls.redis_retry_s, float, 0),
+            socket_timeout_s=env_number(env, "PIDFLOW_REDIS_TIMEOUT_S", cls.socket_timeout_s, float, 0.1),
             preload=tuple(m.strip() for m in env.get("PIDFLOW_WORKER_PRELOAD", "demo").split(",")
                           if m.strip() and m.strip() != "0"),
-            heartbeat_ttl_s=_number(env, "PIDFLOW_HEARTBEAT_TTL_S", cls.heartbeat_ttl_s, float, 0.3),
+            heartbeat_ttl_s=env_number(env, "PIDFLOW_HEARTBEAT_TTL_S", cls.heartbeat_ttl_s, float, 0.3),
         )

@@ -369,7 +369,7 @@ def test_settings_from_environment():
     assert not Settings.from_env({}).hosted
     with pytest.raises(ValueError, match="PIDFLOW_MAX_QUESTIONS must be an integer"):
         Settings.from_env({"PIDFLOW_MAX_QUESTIONS": "many"})
-    with pytest.raises(ValueError, match="PIDFLOW_RATE_LIMIT must be positive"):
+    with pytest.raises(ValueError, match="PIDFLOW_RATE_LIMIT must be >= 1, got 0"):
         Settings.from_env({"PIDFLOW_RATE_LIMIT": "0"})
 
 

@@ -186,3 +186,17 @@ def test_model_revision_is_torch_free_and_the_adapters_own():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     torch_loaded, same, revision = out.stdout.split()
     assert torch_loaded == "False" and same == "True" and revision.startswith("local-")
+
+
+def test_worker_settings_from_env_read_numbers_and_name_bad_ones():
+    settings = WorkerSettings.from_env({"PIDFLOW_VISIBILITY_TIMEOUT_S": "60", "PIDFLOW_REDIS_TIMEOUT_S": "0.5",
+                                        "PIDFLOW_LAYER_BATCH": "", "PIDFLOW_WORKER_PRELOAD": "0"})
+    assert settings.visibility_timeout_s == 60 and settings.restore_interval_s == 10
+    assert settings.stale_s == 2 * 60 + 600  # follows the visibility timeout
+    assert settings.socket_timeout_s == 0.5 and settings.layer_batch == 8 and settings.preload == ()
+    with pytest.raises(ValueError, match="PIDFLOW_LAYER_BATCH must be an integer, got '2.5'"):
+        WorkerSettings.from_env({"PIDFLOW_LAYER_BATCH": "2.5"})
+    with pytest.raises(ValueError, match="PIDFLOW_REDIS_TIMEOUT_S must be a number, got 'soon'"):
+        WorkerSettings.from_env({"PIDFLOW_REDIS_TIMEOUT_S": "soon"})
+    with pytest.raises(ValueError, match="PIDFLOW_HEARTBEAT_TTL_S must be >= 0.3, got 0.1"):
+        WorkerSettings.from_env({"PIDFLOW_HEARTBEAT_TTL_S": "0.1"})
