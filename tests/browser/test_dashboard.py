@@ -179,6 +179,22 @@ def test_first_view_loads_the_cartesian_bundle_only(server, tmp_path):
     assert len(plotly_scripts) == 1 and "/assets/vendor/plotly-cartesian-" in plotly_scripts[0]
 
 
+def test_without_the_bundle_the_page_draws_with_plotly_full_bundle(monkeypatch, tmp_path):
+    from app.service import DEFAULT_REQUEST
+    from app.ui import plotly_bundle
+
+    monkeypatch.setattr(plotly_bundle, "installed_bundle", lambda *args, **kwargs: None)  # set-up had no network
+    with running_server(run_s=0.0) as (url, service), chromium(tmp_path / "profile") as context:
+        job = service.submit(dict(DEFAULT_REQUEST))
+        page = context.pages[0] if context.pages else context.new_page()
+        scripts = []
+        page.on("request", lambda request: scripts.append(request.url) if request.resource_type == "script" else None)
+        page.goto(f"{url}/?analysis={job['id']}")
+        wait_for_traces(page, "stacked-baseline", "synergy")
+    plotly_scripts = [s for s in scripts if "plotly" in s.rsplit("/", 1)[-1]]
+    assert len(plotly_scripts) == 1 and "/_dash-component-suites/plotly/package_data/plotly" in plotly_scripts[0]
+
+
 @pytest.fixture(scope="module")
 def hosted_server():
     with running_server(run_s=0.3, api_tokens=("s3cret",)) as (url, service):
