@@ -7,22 +7,24 @@ import json
 import sys
 from pathlib import Path
 
+from app.service import DEFAULT_REQUEST as DEFAULTS
+
 
 def _add_request_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="demo", help="demo, a Hugging Face id or a local folder")
-    parser.add_argument("--dataset", default="easy-vqa", help="easy-vqa or gqa")
+    parser.add_argument("--model", default=DEFAULTS["model"], help="demo, a Hugging Face id or a local folder")
+    parser.add_argument("--dataset", default=DEFAULTS["dataset"], help="easy-vqa or gqa")
     parser.add_argument("--task", dest="tasks", action="append", help="task name (repeatable)")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--n-questions", type=int, default=400, help="questions per task")
+    parser.add_argument("--split", default=DEFAULTS["split"])
+    parser.add_argument("--n-questions", type=int, default=DEFAULTS["n_questions"], help="questions per task")
     parser.add_argument("--correct-only", action="store_true", help="keep correctly answered questions")
-    parser.add_argument("--language-pooling", choices=["mean", "last"], default="mean")
-    parser.add_argument("--target", choices=["logprobs", "hidden"], default="logprobs")
-    parser.add_argument("--measure", choices=["broja", "mmi"], default="broja")
-    parser.add_argument("--dims", type=int, nargs=3, default=[8, 8, 4], metavar=("DV", "DL", "DY"),
-                        help="PCA sizes of vision, language, target (default 8 8 4)")
+    parser.add_argument("--language-pooling", choices=["mean", "last"], default=DEFAULTS["language_pooling"])
+    parser.add_argument("--target", choices=["logprobs", "hidden"], default=DEFAULTS["target"])
+    parser.add_argument("--measure", choices=["broja", "mmi"], default=DEFAULTS["measure"])
+    parser.add_argument("--dims", type=int, nargs=3, default=DEFAULTS["dims"], metavar=("DV", "DL", "DY"),
+                        help=f"PCA sizes of vision, language, target (default {' '.join(map(str, DEFAULTS['dims']))})")
     parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
-    parser.add_argument("--bootstrap", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=DEFAULTS["bootstrap"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument(
         "--knockout",
         action="append",
@@ -38,7 +40,7 @@ def _request_dict(args: argparse.Namespace) -> dict:
     request = {
         "model": args.model,
         "dataset": args.dataset,
-        "tasks": args.tasks or ["color"],
+        "tasks": args.tasks or list(DEFAULTS["tasks"]),
         "split": args.split,
         "n_questions": args.n_questions,
         "correct_only": args.correct_only,

@@ -134,10 +134,10 @@ _API_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 async def _no_such_api_route(request: Request) -> JSONResponse:
     """/api/ requests that no API route takes: a JSON 405 (with Allow) or 404, not the dashboard's page."""
-    allowed = [method for method in _API_METHODS if method != request.method and any(
-        route.matches({**request.scope, "method": method})[0] is Match.FULL
-        for route in request.app.router.routes if getattr(route, "endpoint", None) is not _no_such_api_route
-        and not isinstance(route, Mount))]
+    api_routes = [route for route in request.app.router.routes
+                  if getattr(route, "endpoint", None) is not _no_such_api_route and not isinstance(route, Mount)]
+    allowed = [method for method in _API_METHODS if method != request.method
+               and any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in api_routes)]
     if allowed:
         return JSONResponse({"detail": f"{request.method} is not allowed on {request.url.path}; "
                                        f"use {', '.join(allowed)}"}, status_code=405,

@@ -311,7 +311,7 @@ class AnalysisService:
             raise ValueError("n_questions must be a positive integer")
         if n > self.settings.max_questions:
             raise ValueError(f"n_questions={n} exceeds this server's limit of {self.settings.max_questions}")
-        dims = request.get("dims", [8, 8, 4])
+        dims = request.get("dims", DEFAULT_REQUEST["dims"])
         if (not isinstance(dims, list | tuple) or len(dims) != 3
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)):
             raise ValueError("dims must be three positive integers [vision, language, target]")

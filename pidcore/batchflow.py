@@ -115,9 +115,15 @@ def _linear_tail_spline(x, widths, heights, derivatives, bins, bound, min_width,
     return torch.where(inside, y, x), torch.where(inside, logabs, 0.0)
 
 
-def _split(z: torch.Tensor, generator: torch.Generator, validation: float):
+def validation_size(n: int, validation: float) -> int:
+    """Samples held out for early stopping: the ``validation`` fraction of ``n``, at least one."""
+    return max(1, int(n * validation))
+
+
+def split_train_validation(z: torch.Tensor, generator: torch.Generator, validation: float):
+    """(train, validation) rows of ``z`` in the seeded ``generator``'s random order."""
     order = torch.randperm(len(z), generator=generator)
-    n_val = max(1, int(len(z) * validation))
+    n_val = validation_size(len(z), validation)
     return z[order[n_val:]], z[order[:n_val]]
 
 
@@ -134,7 +140,7 @@ def train_flows(flows: list, data: list, seeds: list, *, max_epochs: int, batch_
         raise ValueError("train_flows needs one seed and one (n, D) tensor of a common shape per flow")
     stack = StackedFlows(flows)
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    splits = [_split(z, g, validation) for z, g in zip(data, generators, strict=True)]
+    splits = [split_train_validation(z, g, validation) for z, g in zip(data, generators, strict=True)]
     train = torch.stack([s[0] for s in splits])
     val = torch.stack([s[1] for s in splits])
     total = len(flows)

@@ -21,7 +21,7 @@ from nflows.transforms import (
 )
 from scipy.special import ndtri
 
-from pidcore.batchflow import to_noise, train_flows
+from pidcore.batchflow import split_train_validation, to_noise, train_flows, validation_size
 from pidcore.reduce import check_samples
 
 
@@ -65,7 +65,7 @@ class FlowGaussianizer:
         """Mini-batch size for ``n`` samples (before the validation split)."""
         if self.batch_size is not None:
             return int(self.batch_size)
-        return min(512, max(128, (n - max(1, int(n * self.validation))) // 8))
+        return min(512, max(128, (n - validation_size(n, self.validation)) // 8))
 
     def _build(self, features: int) -> Flow:
         layers = []
@@ -98,9 +98,7 @@ class FlowGaussianizer:
     def _fit(self, x) -> FlowGaussianizer:
         z = self._prepare(x)
         generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(z), generator=generator)
-        n_val = max(1, int(len(z) * self.validation))
-        val, train = z[order[:n_val]], z[order[n_val:]]
+        train, val = split_train_validation(z, generator, self.validation)
         optimiser = torch.optim.Adam(self.flow_.parameters(), lr=self.learning_rate, foreach=True)
         best, best_state, stale = -np.inf, None, 0
         self.epochs_ = 0

@@ -20,7 +20,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # plotly.js's cartesian bundle for the dashboard (a third of the full bundle: faster first view);
 # without it the dashboard uses plotly.py's full bundle
-if ! .venv/bin/python -c "from app.ui.plotly_bundle import installed_bundle as b; raise SystemExit(b() is None)"; then
-  echo "[setup] downloading plotly.js's cartesian bundle for the dashboard"
-  .venv/bin/python -m app.ui.plotly_bundle || echo "[setup] going on without it"
-fi
+.venv/bin/python -m app.ui.plotly_bundle || echo "[setup] going on without it"

@@ -202,10 +202,10 @@ class JobStore:
 
     def put(self, job_id: str, attempt: str, kind: str, fields: dict, nx: bool = False) -> int:
         """HSET (HSETNX with nx) fields into the job's `kind` hash; new field count, -1 if not alive."""
-        pairs = [item for pair in fields.items() for item in pair]
-        ttl = self.settings.work_ttl_s
+        pairs = [item for pair in fields.items() for item in pair]  # values may be bytes: not through _run's str()
         keys = self.keys(job_id)
-        return self._scripts["put"](keys=[keys["job"], keys[kind]], args=[attempt, ttl, "1" if nx else "0", *pairs])
+        return self._scripts["put"](keys=[keys["job"], keys[kind]],
+                                    args=[attempt, self.settings.work_ttl_s, "1" if nx else "0", *pairs])
 
     def count(self, job_id: str, attempt: str, name: str) -> int:
         """Increment the job's counter field `name` (e.g. deliveries of a task); -1 if not alive."""

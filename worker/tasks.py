@@ -178,6 +178,7 @@ def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int])
     job = _alive_job(job_id, attempt)
     field = f"{run}:{index}"
     total = int(job["total"])
+    reporter = _Reporter(job_id, attempt, "analyze", EXTRACT_END, ANALYZE_END)
     value = _call(store.has_batch, job_id, field)
     if value is None:
         _count_delivery(job_id, attempt, field)
@@ -193,16 +194,14 @@ def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int])
                 return
             if landed is None:
                 raise JobGone(job_id)
-            overall = EXTRACT_END + (ANALYZE_END - EXTRACT_END) * landed / total
-            _store().progress(job_id, attempt, "analyze", overall, f"analyze {run}: {message}")
+            reporter(landed / total, f"analyze {run}: {message}", force=True)
 
         entries = analyze_layers(Features.from_bytes(raw), _request(job), layers=layers, progress=on_batch)
         value = json.dumps(entries)
     new, done, go = _call(store.land, job_id, attempt, field, value)
     if new < 0:
         raise JobGone(job_id)
-    share = EXTRACT_END + (ANALYZE_END - EXTRACT_END) * done / total
-    _Reporter(job_id, attempt, "analyze", 0.0, 1.0)(share, f"{done}/{total} layer batches done", force=True)
+    reporter(done / total, f"{done}/{total} layer batches done", force=True)
     if go:
         _send(FINALIZE, [job_id, attempt])
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.service import DEFAULT_REQUEST
+
 KnockoutEdge = Literal["image->question", "image->last", "question->last", "last->last"]
 
 
@@ -16,24 +18,24 @@ class KnockoutSpec(BaseModel):
 
 
 class AnalysisRequestBody(BaseModel):
-    """The body of POST /analyses (see docs/architecture.md, AnalysisRequest)."""
+    """The body of POST /analyses (see docs/architecture.md, AnalysisRequest); defaults: DEFAULT_REQUEST."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("demo", description="a configured model (GET /models)")
-    dataset: str = Field("easy-vqa", description="a dataset of GET /datasets")
-    tasks: list[str] = Field(default_factory=lambda: ["color"], min_length=1)
-    split: str = "test"
-    n_questions: int = Field(400, ge=1, description="questions per task (bounded by PIDFLOW_MAX_QUESTIONS)")
-    correct_only: bool = False
-    language_pooling: Literal["mean", "last"] = "mean"
-    target: Literal["logprobs", "hidden"] = "logprobs"
-    measure: Literal["broja", "mmi"] = "broja"
-    dims: list[int] = Field(default_factory=lambda: [8, 8, 4], min_length=3, max_length=3,
+    model: str = Field(DEFAULT_REQUEST["model"], description="a configured model (GET /models)")
+    dataset: str = Field(DEFAULT_REQUEST["dataset"], description="a dataset of GET /datasets")
+    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUEST["tasks"]), min_length=1)
+    split: str = DEFAULT_REQUEST["split"]
+    n_questions: int = Field(DEFAULT_REQUEST["n_questions"], ge=1, description="questions per task (bounded by PIDFLOW_MAX_QUESTIONS)")
+    correct_only: bool = DEFAULT_REQUEST["correct_only"]
+    language_pooling: Literal["mean", "last"] = DEFAULT_REQUEST["language_pooling"]
+    target: Literal["logprobs", "hidden"] = DEFAULT_REQUEST["target"]
+    measure: Literal["broja", "mmi"] = DEFAULT_REQUEST["measure"]
+    dims: list[int] = Field(default_factory=lambda: list(DEFAULT_REQUEST["dims"]), min_length=3, max_length=3,
                             description="PCA sizes for vision, language, target")
-    gaussianize: bool = True
-    bootstrap: int = Field(0, ge=0)
+    gaussianize: bool = DEFAULT_REQUEST["gaussianize"]
+    bootstrap: int = Field(DEFAULT_REQUEST["bootstrap"], ge=0)
     knockout: KnockoutSpec | None = None
-    seed: int = 0
+    seed: int = DEFAULT_REQUEST["seed"]
 
 
 class JobStatus(BaseModel):

@@ -16,6 +16,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     """A `dash.Dash` app reading through `service`; mount its `.server` (WSGI) under the prefix."""
     import dash
 
+    from app.service import DEFAULT_REQUEST
     from app.ui import callbacks, data
     from app.ui.layout import build_layout
 
@@ -37,21 +38,13 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
             datasets = data.datasets(service)
         except data.DataError:
             datasets = []
-        return build_layout(models, datasets, data.hosted(service), _defaults())
+        return build_layout(models, datasets, data.hosted(service), dict(DEFAULT_REQUEST))
 
     app.layout = layout
     app.index_string = app.index_string.replace(
         "{%css%}", _preload_links(requests_pathname_prefix, plotly_url) + "{%css%}")
     callbacks.register(app, service)
     return app
-
-
-def _defaults() -> dict:
-    try:
-        from app.service import DEFAULT_REQUEST
-    except ImportError:
-        return {}
-    return dict(DEFAULT_REQUEST)
 
 
 def _plotly_url(prefix: str) -> str | None:

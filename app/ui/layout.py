@@ -37,14 +37,14 @@ def _field(label: str, control, hint: str | None = None) -> html.Div:
 
 
 def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
+    """The request form, filled with `defaults` (a whole request: app.service.DEFAULT_REQUEST)."""
     model_options = [{"label": m["name"] + (f" ({m['num_layers']} layers)" if m.get("num_layers") else ""),
                       "value": m["name"]} for m in models] or [{"label": "demo", "value": "demo"}]
     dataset_options = [{"label": d.get("name"), "value": d.get("name")} for d in datasets] or \
         [{"label": "easy-vqa", "value": "easy-vqa"}]
-    first_model = next((m for m in models if m["name"] == defaults.get("model")), models[0] if models else {})
+    first_model = next((m for m in models if m["name"] == defaults["model"]), models[0] if models else {})
     num_layers = first_model.get("num_layers") or DEFAULT_LAYERS
-    dims = defaults.get("dims") or [8, 8, 4]
-    default_dataset = next((d for d in datasets if d.get("name") == defaults.get("dataset", "easy-vqa")), {})
+    default_dataset = next((d for d in datasets if d.get("name") == defaults["dataset"]), {})
     task_options = [{"label": name, "value": name} for name in
                     (t if isinstance(t, str) else t.get("name") for t in default_dataset.get("tasks", []))]
     token_field = _field("API token", dcc.Input(id="token", type="password", placeholder="required on this server",
@@ -57,28 +57,28 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
             _field("Model", dcc.Dropdown(id="model", options=model_options, value=first_model.get("name", "demo"),
                                          clearable=False)),
             _field("Dataset", dcc.Dropdown(id="dataset", options=dataset_options,
-                                           value=defaults.get("dataset", "easy-vqa"), clearable=False)),
+                                           value=defaults["dataset"], clearable=False)),
             _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, options=task_options,
-                                           value=defaults.get("tasks") or ["color"])),
+                                           value=defaults["tasks"])),
             _field("Questions per task", dcc.Input(id="n-questions", type="number", min=1, step=1,
-                                                   value=defaults.get("n_questions", 400), className="input")),
-            _field("Language pooling", dcc.RadioItems(id="pooling", inline=True, value=defaults.get(
-                "language_pooling", "mean"), options=[{"label": " mean", "value": "mean"},
+                                                   value=defaults["n_questions"], className="input")),
+            _field("Language pooling", dcc.RadioItems(id="pooling", inline=True, value=defaults[
+                "language_pooling"], options=[{"label": " mean", "value": "mean"},
                                                       {"label": " last token", "value": "last"}])),
-            _field("Target Y", dcc.RadioItems(id="target", inline=True, value=defaults.get("target", "logprobs"),
+            _field("Target Y", dcc.RadioItems(id="target", inline=True, value=defaults["target"],
                                               options=[{"label": " answer log-probs", "value": "logprobs"},
                                                        {"label": " final hidden state", "value": "hidden"}])),
-            _field("Estimator", dcc.RadioItems(id="measure", inline=True, value=defaults.get("measure", "broja"),
+            _field("Estimator", dcc.RadioItems(id="measure", inline=True, value=defaults["measure"],
                                                options=[{"label": " BROJA", "value": "broja"},
                                                         {"label": " MMI", "value": "mmi"}])),
             _field("PCA sizes (vision, language, target)", html.Div(className="dims", children=[
                 dcc.Input(id=f"dim-{name}", type="number", min=1, step=1, value=value, className="input small")
-                for name, value in zip(("vision", "language", "target"), dims, strict=True)])),
+                for name, value in zip(("vision", "language", "target"), defaults["dims"], strict=True)])),
             _field("Gaussianization", dcc.Checklist(
-                id="gaussianize", value=["on"] if defaults.get("gaussianize", True) else [],
+                id="gaussianize", value=["on"] if defaults["gaussianize"] else [],
                 options=[{"label": " normalizing flows before the Gaussian PID", "value": "on"}])),
             _field("Bootstrap resamples (for confidence bands)", dcc.Input(
-                id="bootstrap", type="number", min=0, step=1, value=defaults.get("bootstrap", 0), className="input")),
+                id="bootstrap", type="number", min=0, step=1, value=defaults["bootstrap"], className="input")),
         ]),
         html.Fieldset(className="knockout", children=[
             html.Legend("Attention knockout (optional)"),

@@ -109,12 +109,14 @@ def _extract(tarball: bytes) -> bytes:
 
 
 def main() -> int:
+    if installed_bundle() is None:
+        print(f"[setup] downloading {PACKAGE} for the dashboard", flush=True)
     try:
         path = install()
     except BundleError as exc:
         print(f"error: {exc}; the dashboard will use plotly.py's full plotly.js bundle", file=sys.stderr)
         return 1
-    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"[setup] plotly.js cartesian bundle: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -160,38 +160,38 @@ def test_errors_are_said_plainly(server, tmp_path):
         assert "positive whole number" in page.locator("#submit-status").inner_text()
 
 
-def test_first_view_loads_the_cartesian_bundle_only(server, tmp_path):
+def first_view_plotly(url: str, service, profile) -> tuple[list[str], str]:
+    """Open the default analysis in a fresh browser profile until the stacked plot is drawn: the plotly
+    scripts the page fetched and window.Plotly.version."""
     from app.service import DEFAULT_REQUEST
+
+    job = service.submit(dict(DEFAULT_REQUEST))
+    with chromium(profile) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        scripts = []
+        page.on("request", lambda request: scripts.append(request.url) if request.resource_type == "script" else None)
+        page.goto(f"{url}/?analysis={job['id']}")
+        wait_for_traces(page, "stacked-baseline", "synergy")
+        version = page.evaluate("window.Plotly.version")
+    return [s for s in scripts if "plotly" in s.rsplit("/", 1)[-1]], version
+
+
+def test_first_view_loads_the_cartesian_bundle_only(server, tmp_path):
     from app.ui.plotly_bundle import installed_bundle, plotlyjs_version
 
     if installed_bundle() is None:
         pytest.skip("static/vendor has no cartesian plotly.js (python -m app.ui.plotly_bundle could not download it)")
-    url, service = server
-    job = service.submit(dict(DEFAULT_REQUEST))
-    with chromium(tmp_path / "profile") as context:
-        page = context.pages[0] if context.pages else context.new_page()
-        scripts = []
-        page.on("request", lambda request: scripts.append(request.url) if request.resource_type == "script" else None)
-        page.goto(f"{url}/?analysis={job['id']}")
-        wait_for_traces(page, "stacked-baseline", "synergy")
-        assert page.evaluate("window.Plotly.version") == plotlyjs_version()
-    plotly_scripts = [s for s in scripts if "plotly" in s.rsplit("/", 1)[-1]]
+    plotly_scripts, version = first_view_plotly(*server, tmp_path / "profile")
+    assert version == plotlyjs_version()
     assert len(plotly_scripts) == 1 and "/assets/vendor/plotly-cartesian-" in plotly_scripts[0]
 
 
 def test_without_the_bundle_the_page_draws_with_plotly_full_bundle(monkeypatch, tmp_path):
-    from app.service import DEFAULT_REQUEST
     from app.ui import plotly_bundle
 
     monkeypatch.setattr(plotly_bundle, "installed_bundle", lambda *args, **kwargs: None)  # set-up had no network
-    with running_server(run_s=0.0) as (url, service), chromium(tmp_path / "profile") as context:
-        job = service.submit(dict(DEFAULT_REQUEST))
-        page = context.pages[0] if context.pages else context.new_page()
-        scripts = []
-        page.on("request", lambda request: scripts.append(request.url) if request.resource_type == "script" else None)
-        page.goto(f"{url}/?analysis={job['id']}")
-        wait_for_traces(page, "stacked-baseline", "synergy")
-    plotly_scripts = [s for s in scripts if "plotly" in s.rsplit("/", 1)[-1]]
+    with running_server(run_s=0.0) as (url, service):
+        plotly_scripts, _ = first_view_plotly(url, service, tmp_path / "profile")
     assert len(plotly_scripts) == 1 and "/_dash-component-suites/plotly/package_data/plotly" in plotly_scripts[0]
 
 
