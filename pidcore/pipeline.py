@@ -12,16 +12,15 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pidcore._covariance import check_positive_definite
-from pidcore.gaussianize import FlowGaussianizer, default_threads, fit_gaussianizers, transform_many
+from pidcore.latents import crossfit
 from pidcore.pid import PID, gaussian_pid, solve_union
-from pidcore.reduce import PCAReducer, check_samples
+from pidcore.reduce import check_samples
 
 _LN2 = np.log(2.0)
 PARTS = ("redundancy", "unique1", "unique2", "synergy")
@@ -75,96 +74,6 @@ class LayerwiseResult:
 def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     ids = np.arange(n) % folds
     return np.random.default_rng(seed).permutation(ids)
-
-
-class _Centre:
-    """Centring only: used when a variable has no more features than the requested dims, so an
-    element-wise warp of its coordinates stays element-wise for the Gaussianizer."""
-
-    def fit(self, x):
-        self.mean_ = x.mean(axis=0)
-        return self
-
-    def transform(self, x):
-        return x - self.mean_
-
-
-def _reducer(x: np.ndarray, dims: int, name: str):
-    if (x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0)
-            and np.linalg.matrix_rank(x - x.mean(axis=0)) == x.shape[1]):
-        return _Centre().fit(x)
-    return PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
-
-
-def _fold_reducers(x: np.ndarray, dims: int, name: str, fold_ids) -> list:
-    """One reducer per fold (fitted on the other folds), all keeping the same number of components.
-
-    Low-rank data (e.g. embeddings of a few question templates) keeps only as many components as
-    the lowest-rank training split supports, with a warning, instead of failing.
-    """
-    reducers = [_reducer(x[fold_ids != fold], dims, name) for fold in np.unique(fold_ids)]
-    sizes = [r.n_components_ for r in reducers if isinstance(r, PCAReducer)]
-    if sizes and min(sizes) < min(dims, x.shape[1]):
-        keep = min(sizes)
-        warnings.warn(f"{name}: the data has rank {keep} < {min(dims, x.shape[1])} requested components; "
-                      f"keeping {keep}", RuntimeWarning, stacklevel=3)
-        reducers = [r.truncate(keep) if isinstance(r, PCAReducer) else r for r in reducers]
-    return reducers
-
-
-def _reduce(variable: tuple, fold_ids) -> list:
-    """Per fold of one variable (x, name, dims, seed): (held-out rows, reduced training part, reduced
-    held-out part, flow seed), the reducer fitted on the other folds."""
-    x, name, dims, seed = variable
-    parts = []
-    for fold, reducer in zip(np.unique(fold_ids), _fold_reducers(x, dims, name, fold_ids), strict=True):
-        train, test = fold_ids != fold, fold_ids == fold
-        parts.append((test, reducer.transform(x[train]), reducer.transform(x[test]), seed + 1000 * int(fold)))
-    return parts
-
-
-def _crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, timings: dict,
-              report=None) -> list:
-    """Cross-fitted latents (n, k) per variable (x, name, dims, seed): PCA (+ flow) fitted on the other
-    folds, applied to each fold. The variables' PCAs run on ``flow_options["threads"]`` Python threads
-    (default 2); all flows are fitted together (fit_gaussianizers: flows of one shape train as batched
-    models) unless ``flow_options["batched"]`` is False (one after another, the reference path).
-    ``report(stage, fraction, message)`` tells how far the PCA ("pca") and flow ("flows") stages are."""
-    report = report or (lambda stage, fraction, message: None)
-    options = dict(flow_options)
-    batched, threads, chunk = options.pop("batched", True), options.pop("threads", None), options.pop("chunk", None)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=default_threads(threads)) as pool:  # BLAS calls release the GIL
-        reduced = list(pool.map(lambda variable: _reduce(variable, fold_ids), variables))
-    # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
-    pieces = [(index, *piece) for index, parts in enumerate(reduced) for piece in parts]
-    timings["pca"] += time.perf_counter() - start
-    report("pca", 1.0, f"PCA of {len(variables)} variables done")
-    start = time.perf_counter()
-    if not gaussianize:
-        latents = [held_out / reduced.std(axis=0) for _, _, reduced, held_out, _ in pieces]
-    else:
-        samples, seeds = [p[2] for p in pieces], [p[4] for p in pieces]
-
-        def flows_done(done: int, total: int) -> None:
-            report("flows", done / total, f"normalizing flows {done}/{total} trained")
-
-        flows_done(0, len(samples))
-        if batched:
-            models = fit_gaussianizers(samples, seeds, threads=threads, chunk=chunk, progress=flows_done, **options)
-        else:
-            models = []
-            for x, s in zip(samples, seeds, strict=True):
-                models.append(FlowGaussianizer(seed=s, **options).fit(x))
-                flows_done(len(models), len(samples))
-        latents = transform_many(models, [p[3] for p in pieces], threads=threads)
-    timings["flows"] += time.perf_counter() - start
-    out = [None] * len(variables)
-    for (index, test, *_), latent in zip(pieces, latents, strict=True):
-        if out[index] is None:
-            out[index] = np.empty((len(fold_ids), latent.shape[1]))
-        out[index][test] = latent
-    return out
 
 
 def _validate(x1, x2, y):
@@ -303,7 +212,7 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = 
               progress: Callable[[float, str], None] | None = None) -> LayerwiseResult:
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
 
-    Every layer's PCA runs first, then all flows are trained together (see ``_crossfit``), then the
+    Every layer's PCA runs first, then all flows are trained together (see pidcore.latents.crossfit), then the
     per-layer Gaussian PIDs; ``progress(fraction, message)`` reports all three stages (fraction 0..1, never
     decreasing: PCA, then each finished batch of flows, then each layer's PID)."""
     dims = _check_dims(dims)
@@ -354,7 +263,8 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, o
         report(lo + (hi - lo) * fraction, message)
 
     report(0.0, "PCA")
-    zy, *zx = _crossfit(variables, fold_ids, gaussianize, options, timings, report=stage)
+    fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage)
+    zy, *zx = fitted.latents
     _warn_small_sample(min(np.bincount(fold_ids)), max(z.shape[1] for z in zx[::2]),
                        max(z.shape[1] for z in zx[1::2]), zy.shape[1])
     results = []
