@@ -15,7 +15,8 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=DEFAULTS["dataset"], help="easy-vqa or gqa")
     parser.add_argument("--task", dest="tasks", action="append", help="task name (repeatable)")
     parser.add_argument("--split", default=DEFAULTS["split"])
-    parser.add_argument("--n-questions", type=int, default=DEFAULTS["n_questions"], help="questions per task")
+    parser.add_argument("--n-questions", type=int, help=f"questions per task (default {DEFAULTS['n_questions']}; "
+                        "with --features: every question of the file)")
     parser.add_argument("--correct-only", action="store_true", help="keep correctly answered questions")
     parser.add_argument("--language-pooling", choices=["mean", "last"], default=DEFAULTS["language_pooling"])
     parser.add_argument("--target", choices=["logprobs", "hidden"], default=DEFAULTS["target"])
@@ -42,7 +43,7 @@ def _request_dict(args: argparse.Namespace) -> dict:
         "dataset": args.dataset,
         "tasks": args.tasks or list(DEFAULTS["tasks"]),
         "split": args.split,
-        "n_questions": args.n_questions,
+        "n_questions": DEFAULTS["n_questions"] if args.n_questions is None else args.n_questions,
         "correct_only": args.correct_only,
         "language_pooling": args.language_pooling,
         "target": args.target,
@@ -61,6 +62,8 @@ def _request_dict(args: argparse.Namespace) -> dict:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    if args.features:
+        return _cmd_analyze_features(args)
     request = _request_dict(args)
     if args.server:
         from app.client import run_remote_analysis
@@ -70,7 +73,34 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         from pidcore.analysis import AnalysisRequest, run_analysis
 
         result = run_analysis(AnalysisRequest.from_dict(request), progress=True)
-    out = Path(args.output)
+    return _write_result(result, args.output)
+
+
+def _cmd_analyze_features(args: argparse.Namespace) -> int:
+    """`analyze --features FILE`: the file's pooled features analysed here, or uploaded with --server."""
+    given = [flag for flag, value, default in (("--model", args.model, DEFAULTS["model"]),
+                                               ("--dataset", args.dataset, DEFAULTS["dataset"]),
+                                               ("--split", args.split, DEFAULTS["split"]))
+             if value != default] + (["--knockout"] if args.knockout or args.knockout_layers else [])
+    if given:
+        raise ValueError(f"--features replaces {', '.join(given)}: the file holds the model's pooled states")
+    options = {"measure": args.measure, "dims": list(args.dims), "gaussianize": args.gaussianize,
+               "bootstrap": args.bootstrap, "seed": args.seed, "correct_only": args.correct_only,
+               "tasks": args.tasks, "n_questions": args.n_questions}
+    options = {key: value for key, value in options.items() if value is not None}
+    if args.server:
+        from app.client import run_remote_features
+
+        result = run_remote_features(args.server, args.features, options, token=args.token)
+    else:
+        from pidcore.uploaded import analyze_features
+
+        result = analyze_features(args.features, progress=True, **options)
+    return _write_result(result, args.output)
+
+
+def _write_result(result: dict, output: str) -> int:
+    out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(_layer_table(result))
@@ -104,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser("analyze", help="run a layer-wise PID analysis and print a per-layer table")
     _add_request_options(analyze)
+    analyze.add_argument("--features", metavar="FILE",
+                         help="analyse your own pooled activations (npz, safetensors or .pt; docs/features-format.md) "
+                              "instead of extracting them; pooling and target come from the file")
     analyze.add_argument("--server", help="submit to a pidflow server at this URL instead of running locally")
     analyze.add_argument("--token", help="API token for a hosted server (or PIDFLOW_TOKEN)")
     analyze.add_argument("-o", "--output", default="pidflow-result.json", help="where to write the JSON result")

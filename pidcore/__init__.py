@@ -17,6 +17,15 @@ _EXPORTS = {
     "layerwise": "pidcore.pipeline",
     "PIDFlowResult": "pidcore.pipeline",
     "LayerwiseResult": "pidcore.pipeline",
+    # bring your own activations (docs/features-format.md)
+    "token_roles": "pidcore.pooled",
+    "roles_from_masks": "pidcore.pooled",
+    "pool_roles": "pidcore.pooled",
+    "answer_states": "pidcore.pooled",
+    "answer_logprobs": "pidcore.pooled",
+    "read_features": "pidcore.featurefile",
+    "write_features": "pidcore.featurefile",
+    "analyze_features": "pidcore.uploaded",
 }
 
 __all__ = sorted(_EXPORTS)

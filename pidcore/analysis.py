@@ -244,14 +244,23 @@ def _attach_warning(entries: list[dict], layers: list[int], message: str) -> Non
 
 
 def _run(features, entries) -> dict:
+    """Layers plus accuracy and mean p(gold); null where the features do not know them (a features file
+    without predicted answers or gold probabilities: predicted "" and p_correct NaN)."""
     entries = sorted(entries, key=lambda entry: entry["layer"])
     layers = [{key: value for key, value in entry.items() if key != "pointwise"} for entry in entries]
-    return {"layers": layers, "accuracy": features.accuracy, "mean_p_correct": float(np.mean(features.p_correct))}
+    known = np.asarray(features.predicted) != ""
+    p_correct = np.asarray(features.p_correct, dtype=float)
+    return {"layers": layers, "accuracy": float(np.mean(features.correct[known])) if known.any() else None,
+            "mean_p_correct": float(np.mean(p_correct)) if np.isfinite(p_correct).all() else None}
 
 
 def _answer(features, index: int) -> dict:
-    return {"predicted": str(features.predicted[index]), "p_correct": float(features.p_correct[index]),
-            "correct": bool(features.correct[index])}
+    if str(features.predicted[index]) == "":
+        predicted = correct = None
+    else:
+        predicted, correct = str(features.predicted[index]), bool(features.correct[index])
+    p_correct = float(features.p_correct[index])
+    return {"predicted": predicted, "p_correct": p_correct if np.isfinite(p_correct) else None, "correct": correct}
 
 
 def assemble_result(request: AnalysisRequest, features: dict, layer_results: dict, *, timing=None) -> dict:

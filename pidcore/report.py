@@ -32,7 +32,9 @@ def format_layer_table(result: dict) -> str:
     for name in ("baseline", "knockout"):
         run = runs.get(name)
         if run and run.get("accuracy") is not None:
-            lines.append(f"{name}: accuracy {run['accuracy']:.3f}, mean p(correct) {run['mean_p_correct']:.3f}")
+            p_correct = run.get("mean_p_correct")
+            lines.append(f"{name}: accuracy {run['accuracy']:.3f}"
+                         + (f", mean p(correct) {p_correct:.3f}" if p_correct is not None else ""))
     effects = result.get("effects")
     if effects:
         summary = ", ".join(f"{key} {effects[key]:+.4f}" for key in

@@ -1,0 +1,412 @@
+"""Pooled-features files (npz, safetensors, .pt): read with clear errors, write, describe.
+
+Schema (docs/features-format.md): `vision` and `language` of shape (layers, questions, hidden) (or one
+array per layer, `vision.0`, `vision.1`, ...), `target` (questions, k) or (questions,); optional per
+question `qids`, `tasks`, `questions` (texts), `answers` (gold), `predicted`, `p_correct`, `images`
+(uint8 (questions, H, W[, 3|4])); optional `answer_set` (k,) and `meta` (JSON: model, language_pooling,
+target). In safetensors the strings and `meta` live in the header's `__metadata__` as JSON.
+The file's sha256 names it: its analyses run as model "features:<sha256>".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pidcore.extract.features import Features
+
+FORMATS = ("npz", "safetensors", "pt")
+SUFFIXES = {".npz": "npz", ".safetensors": "safetensors", ".pt": "pt", ".pth": "pt"}
+STRINGS = ("qids", "tasks", "questions", "answers", "predicted")
+NUMBERS = ("vision", "language", "target", "p_correct", "images")
+META_KEYS = ("model", "language_pooling", "target", "description")
+TARGET_KINDS = ("logprobs", "hidden")
+MIN_QUESTIONS = 2
+_LAYER_KEY = re.compile(r"^(vision|language)[./_](\d+)$")
+
+
+class FeaturesFileError(ValueError):
+    """The file is not a pooled-features file pidflow can analyse; the message lists what is wrong."""
+
+
+@dataclass
+class FeatureSet:
+    """A checked features file: `features` (pidcore Features, float32 states), `images` (uint8 or None),
+    `sha256` of the file's bytes, its `format`."""
+
+    features: Features
+    images: np.ndarray | None
+    sha256: str
+    format: str
+
+    @property
+    def model(self) -> str:
+        return f"features:{self.sha256}"
+
+    def task_counts(self) -> dict[str, int]:
+        tasks, counts = np.unique(self.features.tasks, return_counts=True)
+        return {str(task): int(count) for task, count in zip(tasks, counts, strict=True)}
+
+    def describe(self) -> dict:
+        """JSON-ready summary: sizes, tasks, what is known (answers, images), the declared model."""
+        f = self.features
+        return {"id": self.sha256, "model": self.model, "format": self.format, "n_questions": f.n,
+                "num_layers": f.num_layers, "vision_dim": int(f.vision.shape[2]),
+                "language_dim": int(f.language.shape[2]), "target_dim": int(f.target.shape[1]),
+                "tasks": self.task_counts(), "answers_known": bool(np.any(f.predicted != "")),
+                "images": self.images is not None, "source_model": f.meta.get("source_model"),
+                "language_pooling": f.meta["language_pooling"], "target": f.meta["target"]}
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+def read_features(source, *, filename: str | None = None) -> FeatureSet:
+    """Read and check a features file from a path or its bytes; FeaturesFileError naming every problem."""
+    if isinstance(source, str | Path):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no features file {path}")
+        data, filename = path.read_bytes(), filename or path.name
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        raise TypeError(f"read_features takes a path or bytes, got {type(source).__name__}")
+    kind = detect_format(data, filename)
+    raw = {"npz": _read_npz, "safetensors": _read_safetensors, "pt": _read_pt}[kind](data)
+    sha = hashlib.sha256(data).hexdigest()
+    features, images = _check(raw, sha)
+    return FeatureSet(features=features, images=images, sha256=sha, format=kind)
+
+
+def detect_format(data: bytes, filename: str | None = None) -> str:
+    """"npz", "safetensors" or "pt", from the file name's suffix or else the bytes themselves."""
+    if filename and Path(filename).suffix.lower() in SUFFIXES:
+        return SUFFIXES[Path(filename).suffix.lower()]
+    if data[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except zipfile.BadZipFile as error:
+            raise FeaturesFileError(f"not a features file: a broken zip archive ({error})") from error
+        return "pt" if any(name.endswith("data.pkl") for name in names) else "npz"
+    if len(data) > 9 and data[8:9] == b"{":
+        return "safetensors"
+    if data[:1] == b"\x80":
+        return "pt"
+    raise FeaturesFileError("not a features file: expected npz, safetensors or a torch .pt file "
+                            f"(name it *.npz, *.safetensors or *.pt){f'; got {filename!r}' if filename else ''}")
+
+
+def _read_npz(data: bytes) -> dict:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            raw = {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        raise FeaturesFileError(f"npz: {error} (object arrays are not accepted: save strings as str arrays)") \
+            from error
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise FeaturesFileError(f"not a readable npz archive: {error}") from error
+    for name in ("meta", "answer_set", *STRINGS):
+        if name in raw and raw[name].dtype.kind in "US":
+            raw[name] = raw[name].tolist()
+    if isinstance(raw.get("meta"), str):
+        raw["meta"] = _json(raw["meta"], "meta")
+    return raw
+
+
+def _read_safetensors(data: bytes) -> dict:
+    from safetensors.torch import load
+
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + size])
+        tensors = load(data)
+    except Exception as error:  # noqa: BLE001 - any parse failure is a bad file
+        raise FeaturesFileError(f"not a readable safetensors file: {error}") from error
+    raw = {name: _numpy(value) for name, value in tensors.items()}
+    for name, text in (header.get("__metadata__") or {}).items():
+        raw[name] = _json(text, f"__metadata__[{name!r}]")
+    return raw
+
+
+def _read_pt(data: bytes) -> dict:
+    import torch
+
+    try:
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise FeaturesFileError(f"not a readable torch file (loaded with weights_only=True: tensors, lists, "
+                                f"dicts, strings and numbers only): {error}") from error
+    if not isinstance(loaded, dict):
+        raise FeaturesFileError(f"a .pt features file must hold a dict, got {type(loaded).__name__}")
+    raw = {}
+    for name, value in loaded.items():
+        if name in ("vision", "language") and isinstance(value, list | tuple) and value and all(
+                isinstance(v, torch.Tensor) for v in value):
+            value = torch.stack(list(value))
+        raw[str(name)] = _numpy(value) if isinstance(value, torch.Tensor) else value
+    return raw
+
+
+def _numpy(tensor) -> np.ndarray:
+    import torch
+
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.detach().cpu().numpy()
+
+
+def _json(text, where: str):
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FeaturesFileError(f"{where} is not valid JSON: {error}") from error
+
+
+# -- checking ---------------------------------------------------------------------------------------------
+
+def _stacked(raw: dict, name: str, problems: list[str]) -> np.ndarray | None:
+    per_layer = {int(m.group(2)): key for key in raw if (m := _LAYER_KEY.match(key)) and m.group(1) == name}
+    if name in raw and per_layer:
+        problems.append(f"give either {name!r} or {name}.0, {name}.1, ..., not both")
+        return None
+    if per_layer:
+        if sorted(per_layer) != list(range(len(per_layer))):
+            problems.append(f"per-layer keys {name}.<i> must run 0..L-1, got layers {sorted(per_layer)}")
+            return None
+        arrays = [np.asarray(raw[per_layer[i]]) for i in range(len(per_layer))]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            problems.append(f"{name}.<i> arrays differ in shape: {sorted(shapes)}")
+            return None
+        return np.stack(arrays)
+    if name not in raw:
+        problems.append(f"missing {name!r}: pooled {name} states, (layers, questions, hidden) "
+                        f"(or one (questions, hidden) array per layer: {name}.0, {name}.1, ...)")
+        return None
+    return np.asarray(raw[name])
+
+
+def _float_array(value: np.ndarray, name: str, ndim: int, problems: list[str]) -> np.ndarray | None:
+    if value.dtype.kind not in "fiub":
+        problems.append(f"{name} must hold numbers, got dtype {value.dtype}")
+        return None
+    if value.ndim != ndim:
+        axes = "(layers, questions, hidden)" if ndim == 3 else "(questions, k)"
+        problems.append(f"{name} must be {axes}, got shape {value.shape}")
+        return None
+    value = value.astype(np.float32)
+    bad = ~np.isfinite(value)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        problems.append(f"{name} has {int(bad.sum())} NaN or infinite value(s) (first at index {where})")
+        return None
+    return value
+
+
+def _strings(raw: dict, name: str, n: int | None, problems: list[str]) -> np.ndarray | None:
+    if name not in raw:
+        return None
+    value = raw[name]
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str | int) and not isinstance(v, bool)
+                                                      for v in value):
+        problems.append(f"{name} must be a list of strings")
+        return None
+    if n is not None and len(value) != n:
+        problems.append(f"{name} has {len(value)} entries for {n} questions")
+        return None
+    return np.array([str(v) for v in value], dtype=str)
+
+
+def _meta(raw: dict, problems: list[str]) -> dict:
+    meta = raw.get("meta") or {}
+    if not isinstance(meta, dict):
+        problems.append(f"meta must be a JSON object, got {type(meta).__name__}")
+        return {}
+    unknown = sorted(set(meta) - set(META_KEYS))
+    if unknown:
+        problems.append(f"unknown meta key(s) {unknown}; known: {', '.join(META_KEYS)}")
+    for key in META_KEYS:
+        if key in meta and not isinstance(meta[key], str):
+            problems.append(f"meta.{key} must be a string")
+    if meta.get("language_pooling", "mean") not in ("mean", "last"):
+        problems.append(f"meta.language_pooling must be 'mean' or 'last', got {meta['language_pooling']!r}")
+    if "target" in meta and meta["target"] not in TARGET_KINDS:
+        problems.append(f"meta.target must be one of {', '.join(TARGET_KINDS)}, got {meta['target']!r}")
+    return meta
+
+
+def _check(raw: dict, sha: str) -> tuple[Features, np.ndarray | None]:
+    problems: list[str] = []
+    known = {*NUMBERS, *STRINGS, "answer_set", "meta"}
+    unknown = sorted(key for key in raw if key not in known and not _LAYER_KEY.match(key))
+    if unknown:
+        problems.append(f"unknown key(s) {unknown}")
+    vision = _stacked(raw, "vision", problems)
+    language = _stacked(raw, "language", problems)
+    vision = None if vision is None else _float_array(vision, "vision", 3, problems)
+    language = None if language is None else _float_array(language, "language", 3, problems)
+    target = None
+    if "target" not in raw:
+        problems.append("missing 'target': (questions, k) or (questions,) values of Y per question")
+    else:
+        target = np.asarray(raw["target"])
+        target = _float_array(target[:, None] if target.ndim == 1 else target, "target", 2, problems)
+    n = None
+    if vision is not None and language is not None:
+        if vision.shape[0] != language.shape[0]:
+            problems.append(f"vision has {vision.shape[0]} layers, language {language.shape[0]}")
+        if vision.shape[1] != language.shape[1]:
+            problems.append(f"vision has {vision.shape[1]} questions, language {language.shape[1]}")
+        n = vision.shape[1]
+    if target is not None and n is not None and target.shape[0] != n:
+        problems.append(f"target has {target.shape[0]} rows for {n} questions")
+    if n is not None and n < MIN_QUESTIONS:
+        problems.append(f"only {n} question(s); need at least {MIN_QUESTIONS}")
+    strings = {name: _strings(raw, name, n, problems) for name in STRINGS}
+    answer_set = _strings(raw, "answer_set", None, problems)
+    p_correct = _p_correct(raw, n, problems)
+    images = _images(raw, n, problems)
+    meta = _meta(raw, problems)
+    if strings["qids"] is not None:
+        problems += _id_problems(strings["qids"])
+    if answer_set is not None and target is not None and len(answer_set) != target.shape[1]:
+        problems.append(f"answer_set has {len(answer_set)} answers but target has {target.shape[1]} columns")
+    if problems:
+        raise FeaturesFileError("features file: " + "; ".join(problems))
+    return _features(vision, language, target, strings, answer_set, p_correct, meta, sha, images is not None), \
+        images
+
+
+def _p_correct(raw: dict, n: int | None, problems: list[str]) -> np.ndarray | None:
+    if "p_correct" not in raw:
+        return None
+    value = np.asarray(raw["p_correct"], dtype=float).reshape(-1)
+    if n is not None and len(value) != n:
+        problems.append(f"p_correct has {len(value)} entries for {n} questions")
+    elif not np.all((value >= 0) & (value <= 1)):
+        problems.append("p_correct must be probabilities in [0, 1]")
+    return value
+
+
+def _images(raw: dict, n: int | None, problems: list[str]) -> np.ndarray | None:
+    if "images" not in raw:
+        return None
+    images = np.asarray(raw["images"])
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+        problems.append(f"images must be uint8 (questions, H, W) or (questions, H, W, 1|3|4), got {images.dtype} "
+                        f"{images.shape}")
+        return None
+    if n is not None and images.shape[0] != n:
+        problems.append(f"images has {images.shape[0]} entries for {n} questions")
+        return None
+    return images
+
+
+def _id_problems(qids: np.ndarray) -> list[str]:
+    problems = []
+    if len(set(qids.tolist())) != len(qids):
+        problems.append("qids must be unique")
+    if any("/" in q or not q for q in qids.tolist()):
+        problems.append("qids must be non-empty and contain no '/' (they appear in URLs)")
+    return problems
+
+
+def _features(vision, language, target, strings, answer_set, p_correct, meta, sha, has_images) -> Features:
+    n = vision.shape[1]
+    qids = strings["qids"] if strings["qids"] is not None else np.array([f"q{i}" for i in range(n)])
+    blank = np.full(n, "", dtype=object).astype(str)
+    answers = strings["answers"] if strings["answers"] is not None else blank
+    predicted = strings["predicted"] if strings["predicted"] is not None else blank
+    kind = meta.get("target") or ("logprobs" if answer_set is not None else "hidden")
+    if answer_set is None:
+        answer_set = np.array([], dtype=str)
+    if p_correct is None:
+        p_correct = _derived_p_correct(target, answers, answer_set, kind)
+    correct = (predicted == answers) & (predicted != "")
+    image_ids = np.array([f"upload.{sha[:16]}.{i}" for i in range(n)]) if has_images else blank
+    model = {"name": f"features:{sha}", "revision": f"sha256:{sha}", "num_layers": vision.shape[0] - 1,
+             "hidden_size": int(vision.shape[2]), "source_model": meta.get("model")}
+    return Features(vision=vision, language=language, target=target, qids=qids,
+                    tasks=strings["tasks"] if strings["tasks"] is not None else np.full(n, "all"),
+                    answers=answers, predicted=predicted, p_correct=p_correct.astype(np.float64), correct=correct,
+                    answer_set=answer_set, questions=strings["questions"] if strings["questions"] is not None
+                    else blank, image_ids=image_ids,
+                    meta={"model": model, "target": kind, "language_pooling": meta.get("language_pooling", "mean"),
+                          "knockout": None, "source_model": meta.get("model"),
+                          "description": meta.get("description")})
+
+
+def _derived_p_correct(target, answers, answer_set, kind) -> np.ndarray:
+    """exp(target[gold]) when the target is answer-set log-probabilities and the gold answer is in the set,
+    else NaN (unknown)."""
+    p = np.full(len(answers), np.nan)
+    if kind != "logprobs" or len(answer_set) != target.shape[1]:
+        return p
+    index = {answer: i for i, answer in enumerate(answer_set.tolist())}
+    for row, answer in enumerate(answers.tolist()):
+        if answer in index:
+            p[row] = float(np.exp(target[row, index[answer]]))
+    return p
+
+
+# -- writing ----------------------------------------------------------------------------------------------
+
+def write_features(path, *, vision, language, target, qids=None, tasks=None, questions=None, answers=None,
+                   predicted=None, p_correct=None, images=None, answer_set=None, meta: dict | None = None,
+                   format: str | None = None) -> str:  # noqa: A002 - the file format's name
+    """Write a features file (npz, safetensors or pt: from `format` or the path's suffix), check it by
+    reading it back, and return its sha256. vision, language: (layers, questions, hidden) or a list of
+    (questions, hidden) arrays per layer; target: (questions, k) or (questions,)."""
+    path = Path(path)
+    kind = format or SUFFIXES.get(path.suffix.lower())
+    if kind not in FORMATS:
+        raise ValueError(f"cannot tell the format of {path.name}: use a .npz, .safetensors or .pt suffix or format=")
+    arrays = {"vision": _as_array(vision), "language": _as_array(language), "target": _as_array(target)}
+    if p_correct is not None:
+        arrays["p_correct"] = np.asarray(p_correct, dtype=np.float32)
+    if images is not None:
+        arrays["images"] = np.asarray(images, dtype=np.uint8)
+    texts = {name: [str(v) for v in value] for name, value in
+             (("qids", qids), ("tasks", tasks), ("questions", questions), ("answers", answers),
+              ("predicted", predicted), ("answer_set", answer_set)) if value is not None}
+    meta = dict(meta or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "npz":
+        buffer = io.BytesIO()  # np.savez(path) would append .npz to any other name
+        np.savez(buffer, **arrays, **{name: np.array(value, dtype=str) for name, value in texts.items()},
+                 **({"meta": np.array(json.dumps(meta))} if meta else {}))
+        path.write_bytes(buffer.getvalue())
+    elif kind == "safetensors":
+        from safetensors.numpy import save_file
+
+        metadata = {name: json.dumps(value) for name, value in texts.items()}
+        if meta:
+            metadata["meta"] = json.dumps(meta)
+        save_file({name: np.ascontiguousarray(value) for name, value in arrays.items()}, str(path), metadata=metadata)
+    else:
+        import torch
+
+        torch.save({**{name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in arrays.items()},
+                    **texts, **({"meta": meta} if meta else {})}, path)
+    return read_features(path).sha256
+
+
+def _as_array(value) -> np.ndarray:
+    if isinstance(value, list | tuple):
+        return np.stack([_as_array(v) for v in value])
+    if hasattr(value, "detach"):  # a torch tensor (bfloat16 included)
+        value = value.detach().float().cpu().numpy()
+    array = np.asarray(value)
+    return array.astype(np.float32) if array.dtype.kind == "f" and array.dtype != np.float32 else array
