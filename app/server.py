@@ -14,6 +14,7 @@ from starlette.routing import Match, Mount
 
 from app.api.conditional import CachedResultFastPath
 from app.api.routes import router
+from app.api.schemas import with_server_limits
 from app.service import AnalysisService, ServiceUnavailable
 from app.settings import Settings
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     )
     app.state.service = service
     app.include_router(router)
+    _publish_limits(app, service)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
     app.add_exception_handler(redis.exceptions.TimeoutError, _unavailable)
@@ -112,6 +114,18 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     if with_ui:
         _mount_ui(app, service)
     return app
+
+
+def _publish_limits(app: FastAPI, service: AnalysisService) -> None:
+    """Serve the OpenAPI document with the configured bounds of the request schema (built once)."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = with_server_limits(build(), service.limits(), service.settings.models)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _mount_ui(app: FastAPI, service: AnalysisService) -> None:

@@ -306,15 +306,7 @@ class AnalysisService:
         model = request.get("model", "demo")
         if model not in self.settings.models:
             raise ValueError(f"unknown model {model!r}; configured models: {', '.join(self.settings.models)}")
-        n = request.get("n_questions", 400)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError("n_questions must be a positive integer")
-        if n > self.settings.max_questions:
-            raise ValueError(f"n_questions={n} exceeds this server's limit of {self.settings.max_questions}")
-        dims = request.get("dims", DEFAULT_REQUEST["dims"])
-        if (not isinstance(dims, list | tuple) or len(dims) != 3
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)):
-            raise ValueError("dims must be three positive integers [vision, language, target]")
+        self.check_bounds(request)
         self._validate_dataset(request)
         self._validate_knockout(request.get("knockout"), self._describe_model(model).get("num_layers"))
         try:
@@ -322,6 +314,40 @@ class AnalysisService:
         except ImportError:
             return
         analysis.AnalysisRequest.from_dict(dict(request))
+
+    def limits(self) -> dict:
+        """The server's bounds on cost parameters: request field -> (largest value, setting)."""
+        cfg = self.settings
+        return {"n_questions": (cfg.max_questions, "PIDFLOW_MAX_QUESTIONS"),
+                "tasks": (cfg.max_tasks, "PIDFLOW_MAX_TASKS"),
+                "bootstrap": (cfg.max_bootstrap, "PIDFLOW_MAX_BOOTSTRAP"),
+                "dims": (cfg.max_dim, "PIDFLOW_MAX_DIM")}
+
+    def check_bounds(self, request: dict) -> None:
+        """ValueError naming the field, its bound and the setting when a cost parameter is out of bounds."""
+        limits = self.limits()
+
+        def integer(name: str, value: Any, minimum: int) -> int:
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            bound, setting = limits.get(name, (None, None))
+            if bound is not None and value > bound:
+                raise ValueError(f"{name}={value} exceeds this server's limit of {bound} ({setting})")
+            return value
+
+        integer("n_questions", request.get("n_questions", DEFAULT_REQUEST["n_questions"]), 1)
+        integer("bootstrap", request.get("bootstrap", DEFAULT_REQUEST["bootstrap"]), 0)
+        dims = request.get("dims", DEFAULT_REQUEST["dims"])
+        if (not isinstance(dims, list | tuple) or len(dims) != 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)):
+            raise ValueError("dims must be three positive integers [vision, language, target]")
+        bound, setting = limits["dims"]
+        if max(dims) > bound:
+            raise ValueError(f"dims {list(dims)}: each must be at most {bound} on this server ({setting})")
+        tasks = request.get("tasks", DEFAULT_REQUEST["tasks"])
+        bound, setting = limits["tasks"]
+        if isinstance(tasks, list | tuple) and len(tasks) > bound:
+            raise ValueError(f"{len(tasks)} tasks exceed this server's limit of {bound} per analysis ({setting})")
 
     def _validate_dataset(self, request: dict) -> None:
         listing = {entry.get("name"): entry for entry in self.datasets()}

@@ -18,7 +18,10 @@ class Settings:
 
     redis_url: str = DEFAULT_REDIS_URL
     models: tuple[str, ...] = ("demo",)
-    max_questions: int = 2000
+    max_questions: int = 2000  # n_questions per task
+    max_tasks: int = 6  # tasks per analysis (questions = n_questions x tasks)
+    max_bootstrap: int = 1000  # bootstrap rounds (each costs ~1-2 ms per layer on one core)
+    max_dim: int = 64  # each of dims [vision, language, target]
     max_body_bytes: int = 64 * 1024
     api_tokens: tuple[str, ...] = ()
     rate_limit_per_minute: int = 120
@@ -39,6 +42,9 @@ class Settings:
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             models=("demo", *extra_models),
             max_questions=env_number(env, "PIDFLOW_MAX_QUESTIONS", cls.max_questions),
+            max_tasks=env_number(env, "PIDFLOW_MAX_TASKS", cls.max_tasks),
+            max_bootstrap=env_number(env, "PIDFLOW_MAX_BOOTSTRAP", cls.max_bootstrap, minimum=0),
+            max_dim=env_number(env, "PIDFLOW_MAX_DIM", cls.max_dim),
             max_body_bytes=env_number(env, "PIDFLOW_MAX_BODY_BYTES", cls.max_body_bytes),
             api_tokens=_split(env.get("PIDFLOW_API_TOKENS")),
             rate_limit_per_minute=env_number(env, "PIDFLOW_RATE_LIMIT", cls.rate_limit_per_minute),

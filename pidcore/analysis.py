@@ -18,6 +18,7 @@ import numpy as np
 from pidcore import __version__
 from pidcore.effects import knockout_effects
 from pidcore.extract.edges import EDGES
+from pidcore.validation import MAX_SEED
 
 SCHEMA = "pidflow.result/1"
 _RENAME = {"unique1": "unique_vision", "unique2": "unique_language"}
@@ -96,8 +97,8 @@ def _problems(v: dict) -> list[str]:
         problems.append("dims must be three positive integers [vision, language, target]")
     if not _is_int(v["bootstrap"]) or v["bootstrap"] < 0:
         problems.append("bootstrap must be an integer >= 0")
-    if not _is_int(v["seed"]):
-        problems.append("seed must be an integer")
+    if not _is_int(v["seed"]) or not 0 <= v["seed"] <= MAX_SEED:
+        problems.append(f"seed must be an integer from 0 to {MAX_SEED}")
     problems += _knockout_problems(v["knockout"])
     return problems
 

@@ -21,6 +21,7 @@ from pidcore._covariance import check_positive_definite
 from pidcore.latents import crossfit
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import check_samples
+from pidcore.validation import check_estimable, scale_free
 
 _LN2 = np.log(2.0)
 PARTS = ("redundancy", "unique1", "unique2", "synergy")
@@ -82,7 +83,7 @@ def _validate(x1, x2, y):
     if len(lengths) != 1:
         raise ValueError(f"mismatched lengths: x1 has {len(arrays[0])}, x2 {len(arrays[1])}, y {len(arrays[2])} samples")
     for a, name in zip(arrays, ("x1", "x2", "y"), strict=True):
-        if np.all(a.std(axis=0) == 0):
+        if np.all(np.ptp(a, axis=0) == 0):
             raise ValueError(f"{name}: every column is constant")
     return arrays
 
@@ -219,14 +220,14 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = 
     if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
         raise ValueError(f"x1_layers and x2_layers need the same non-zero number of layers, "
                          f"got {len(x1_layers)} and {len(x2_layers)}")
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}")
     options = dict(flow_options or {})
     report = progress or (lambda fraction, message: None)
     checked = [_validate(a, b, y) for a, b in zip(x1_layers, x2_layers, strict=True)]
     n = len(checked[0][2])
-    if n < 2 * folds + 2:
-        raise ValueError(f"too few samples: n={n} (need at least {2 * folds + 2})")
+    features = tuple(min(triple[k].shape[1] for triple in checked) for k in range(3))
+    check_estimable(n, features, dims, folds=folds, bootstrap=bootstrap, seed=seed)
+    target = scale_free(checked[0][2])  # PID is scale invariant; float64 sums of 1e160**2 are not
+    checked = [(scale_free(a), scale_free(b), target) for a, b, _ in checked]
     fold_ids = _fold_ids(n, folds, seed)
     # Single-threaded BLAS: its matrices are small here, and its spinning threads lose up to ~8x on a busy
     # machine; the PCAs and flows use the cores through Python threads instead.

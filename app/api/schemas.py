@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.service import DEFAULT_REQUEST
+from pidcore.validation import MAX_SEED
+
+TaskName = Annotated[str, Field(min_length=1)]
+Dim = Annotated[int, Field(ge=1)]
 
 KnockoutEdge = Literal["image->question", "image->last", "question->last", "last->last"]
 
@@ -14,7 +18,7 @@ KnockoutEdge = Literal["image->question", "image->last", "question->last", "last
 class KnockoutSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     edges: list[KnockoutEdge] = Field(min_length=1, description="attention edges to cut")
-    layers: list[int] = Field(min_length=2, max_length=2, description="[first, last] decoder layers, inclusive")
+    layers: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2, description="[first, last] decoder layers, inclusive")
 
 
 class AnalysisRequestBody(BaseModel):
@@ -23,19 +27,21 @@ class AnalysisRequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(DEFAULT_REQUEST["model"], description="a configured model (GET /models)")
     dataset: str = Field(DEFAULT_REQUEST["dataset"], description="a dataset of GET /datasets")
-    tasks: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUEST["tasks"]), min_length=1)
+    tasks: list[TaskName] = Field(default_factory=lambda: list(DEFAULT_REQUEST["tasks"]), min_length=1,
+                                  description="task names of the dataset (at most PIDFLOW_MAX_TASKS)")
     split: str = DEFAULT_REQUEST["split"]
     n_questions: int = Field(DEFAULT_REQUEST["n_questions"], ge=1, description="questions per task (bounded by PIDFLOW_MAX_QUESTIONS)")
     correct_only: bool = DEFAULT_REQUEST["correct_only"]
     language_pooling: Literal["mean", "last"] = DEFAULT_REQUEST["language_pooling"]
     target: Literal["logprobs", "hidden"] = DEFAULT_REQUEST["target"]
     measure: Literal["broja", "mmi"] = DEFAULT_REQUEST["measure"]
-    dims: list[int] = Field(default_factory=lambda: list(DEFAULT_REQUEST["dims"]), min_length=3, max_length=3,
-                            description="PCA sizes for vision, language, target")
+    dims: list[Dim] = Field(default_factory=lambda: list(DEFAULT_REQUEST["dims"]), min_length=3, max_length=3,
+                            description="PCA sizes for vision, language, target (each at most PIDFLOW_MAX_DIM)")
     gaussianize: bool = DEFAULT_REQUEST["gaussianize"]
-    bootstrap: int = Field(DEFAULT_REQUEST["bootstrap"], ge=0)
+    bootstrap: int = Field(DEFAULT_REQUEST["bootstrap"], ge=0,
+                           description="bootstrap rounds for intervals, 0 for none (at most PIDFLOW_MAX_BOOTSTRAP)")
     knockout: KnockoutSpec | None = None
-    seed: int = DEFAULT_REQUEST["seed"]
+    seed: int = Field(DEFAULT_REQUEST["seed"], ge=0, le=MAX_SEED)
 
 
 class JobStatus(BaseModel):
@@ -67,3 +73,17 @@ class Health(BaseModel):
 
 class Message(BaseModel):
     detail: str
+
+
+def with_server_limits(document: dict, limits: dict, models: tuple[str, ...]) -> dict:
+    """The OpenAPI document with this server's configured bounds (`AnalysisService.limits()`) and models
+    written into the AnalysisRequestBody schema, so what it accepts is what it publishes."""
+    props = document.get("components", {}).get("schemas", {}).get("AnalysisRequestBody", {}).get("properties", {})
+    if not props:
+        return document
+    props["n_questions"]["maximum"] = limits["n_questions"][0]
+    props["bootstrap"]["maximum"] = limits["bootstrap"][0]
+    props["dims"]["items"]["maximum"] = limits["dims"][0]
+    props["tasks"]["maxItems"] = limits["tasks"][0]
+    props["model"]["enum"] = list(models)
+    return document
