@@ -125,7 +125,7 @@ def _layer_table(result: dict) -> str:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from app.embedded import serve
 
-    return serve(host=args.host, port=args.port, workers=args.workers)
+    return serve(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="Celery worker processes to start")
+    serve.add_argument("--data-dir", help="where the private Redis keeps jobs and results (kept after exit; "
+                                          "default PIDFLOW_DATA_DIR, else ~/.local/share/pidflow)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

@@ -13,10 +13,11 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 
-from app.redis_local import LocalRedis, die_with_parent
+from app.redis_local import LocalRedis, default_data_dir, die_with_parent
 
 log = logging.getLogger("pidflow.serve")
 
@@ -84,8 +85,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
-    """Run until Ctrl-C / SIGTERM; returns the exit status."""
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir: str | None = None) -> int:
+    """Run until Ctrl-C / SIGTERM; returns the exit status. Without REDIS_URL, the private Redis keeps
+    jobs, results and queued tasks in `data_dir` (default: `default_data_dir()`), which stays after exit."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if workers < 0:
         raise ValueError("--workers must be 0 or more")
@@ -95,9 +97,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> int:
     children: list[subprocess.Popen] = []
     try:
         if not os.environ.get("REDIS_URL"):
-            local_redis = LocalRedis().start()
+            folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
+            local_redis = LocalRedis(directory=folder / "redis", appendonly=True,
+                                     maxmemory=os.environ.get("PIDFLOW_REDIS_MAXMEMORY") or None).start()
             os.environ["REDIS_URL"] = local_redis.url
-            print(f"[pidflow] started Redis at {local_redis.url}", flush=True)
+            print(f"[pidflow] started Redis at {local_redis.url}, data kept in {local_redis.directory} "
+                  f"(append-only file; --data-dir or PIDFLOW_DATA_DIR to move it)", flush=True)
         else:
             print(f"[pidflow] using Redis at {os.environ['REDIS_URL']}", flush=True)
         for index in range(workers):

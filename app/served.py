@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,13 +38,27 @@ def spawn(port: int, *, workers: int = 1, env: dict | None = None, stdout=subpro
           command: list[str] | None = None, cwd: str | Path = ROOT) -> subprocess.Popen:
     """Start `pidflow serve --port PORT --workers N` (or `command`) in `cwd` (the checkout whose code
     runs) without REDIS_URL (so it starts a private Redis), without the start-up demo analysis and with
-    OMP_NUM_THREADS=1 unless `env` says."""
+    OMP_NUM_THREADS=1 unless `env` says; its data in a fresh temporary folder unless `env` names
+    PIDFLOW_DATA_DIR (the folder is `process.data_dir`; `stop_served` removes a temporary one)."""
     child_env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     child_env.update({"PIDFLOW_PREWARM": "0", "OMP_NUM_THREADS": "1", **(env or {})})
+    temporary = "PIDFLOW_DATA_DIR" not in (env or {})
+    if temporary:
+        child_env["PIDFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="pidflow-data-")
     command = command or [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(command, cwd=cwd, env=child_env, stdout=stdout,
-                            stderr=subprocess.STDOUT if stdout is not subprocess.DEVNULL else subprocess.DEVNULL,
-                            text=True)
+    process = subprocess.Popen(command, cwd=cwd, env=child_env, stdout=stdout,
+                               stderr=subprocess.STDOUT if stdout is not subprocess.DEVNULL else subprocess.DEVNULL,
+                               text=True)
+    process.data_dir = Path(child_env["PIDFLOW_DATA_DIR"])
+    process.temporary_data = temporary
+    return process
+
+
+def stop_served(process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Stop a `spawn`ed server (SIGTERM, then SIGKILL) and remove its data folder if it was temporary."""
+    stop_process(process, timeout_s=timeout_s)
+    if getattr(process, "temporary_data", False):
+        shutil.rmtree(process.data_dir, ignore_errors=True)
 
 
 def wait_healthy(base_url: str, process: subprocess.Popen, *, workers: int = 1, timeout_s: float = 120) -> dict:
@@ -74,7 +90,7 @@ def served(*, workers: int = 1, env: dict | None = None, timeout_s: float = 120)
         wait_healthy(base_url, process, workers=workers, timeout_s=timeout_s)
         yield base_url
     finally:
-        stop_process(process, timeout_s=30)
+        stop_served(process, timeout_s=30)
 
 
 @contextmanager
