@@ -1,7 +1,20 @@
-"""Cross-fitted latents: each variable reduced (PCA) and Gaussianized by models fitted on the other fold(s).
+"""Latents: each variable reduced (PCA) and Gaussianized, ready for the Gaussian PID (pidcore.pipeline).
 
-The stage between raw samples and the Gaussian PID (pidcore.pipeline): ``crossfit`` returns, per
-variable, an (n, k) array of latents in which every sample's value comes from models that never saw it.
+``crossfit`` returns one (n, k) array of latents per variable. Gaussianization modes (``MODES``):
+
+- "none": PCA (or centring) only;
+- "copula": per-coordinate normal scores (pidcore.copula) of the raw features, then PCA;
+- "flow": the copula latents, then joint flows (pidcore.jointflow: the pairs (X_k, Y) jointly Gaussian under
+  one shared target map), cross-fitted;
+- "auto": per variable "none" or "copula" by the held-out likelihood of its marginals, then the joint flows
+  are kept only if they raise the held-out joint Gaussian log-likelihood of every layer's (X1, X2, Y) by more
+  than ``FLOW_MARGIN`` nats per sample (on average over layers).
+
+PCA and the copula are unsupervised (each sees one variable only), so they are fitted on all rows: they
+cannot create dependence between variables, and every row's latents are in one coordinate system
+(``CrossFitted.shared`` is True). The flows see (X_k, Y) pairs, so they are cross-fitted (each fold
+transformed by flows trained on the other folds) and each fold has its own coordinates (``shared`` False).
+See docs/pipeline.md.
 """
 
 from __future__ import annotations
@@ -13,25 +26,49 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore.gaussianize import FlowGaussianizer, default_threads, fit_gaussianizers, transform_many
+from pidcore.copula import copula_gain, normal_scores
 from pidcore.reduce import PCAReducer
+
+MODES = ("auto", "none", "copula", "flow")
+
+#: "auto" uses the copula for a variable when its empirical marginals beat Gaussian ones on held-out rows by
+#: more than this many nats per sample and coordinate.
+COPULA_MARGIN = 0.0
+#: "auto" keeps the joint flows when they raise the held-out joint Gaussian log-likelihood per layer by more
+#: than this many nats per sample (below it, the pooled covariance of shared coordinates is worth more).
+FLOW_MARGIN = 0.02
+
+
+def check_mode(gaussianize) -> str:
+    """The Gaussianization mode: one of ``MODES``; booleans of older callers map True -> "auto",
+    False -> "none". ValueError otherwise."""
+    if gaussianize is True:
+        return "auto"
+    if gaussianize is False:
+        return "none"
+    if isinstance(gaussianize, str) and gaussianize in MODES:
+        return gaussianize
+    raise ValueError(f"gaussianize must be one of {', '.join(MODES)} (or true/false), got {gaussianize!r}")
 
 
 @dataclass(frozen=True)
 class CrossFitted:
-    """``latents``: one (n, k) array per variable, in the order given. ``shared``: True when every fold's
-    latents of a variable are in one coordinate system, so one covariance over all n rows is valid;
-    False when each fold has its own (per-fold PCA bases or flows), so the PID is computed per fold.
-    ``modes``: the Gaussianization used for each variable ("none", "flow", ...)."""
+    """``latents``: one (n, k) array per variable, in the order given. ``shared``: True when all rows'
+    latents of a variable are in one coordinate system (PCA and copula fitted on all rows), so one
+    covariance over all n rows is valid; False when each fold has its own (cross-fitted flows), so the PID
+    is computed per fold. ``modes``: the Gaussianization used for each variable ("none", "copula",
+    "flow"). ``flow_gain``: the flows' held-out log-likelihood gain (nats per sample and layer) when they
+    were trained ("flow" or "auto"), else None."""
 
     latents: list
     shared: bool
     modes: list
+    flow_gain: float | None = None
 
 
 class _Centre:
     """Centring only: used when a variable has no more features than the requested dims, so an
-    element-wise warp of its coordinates stays element-wise for the Gaussianizer."""
+    element-wise warp of its coordinates stays element-wise."""
 
     def fit(self, x):
         self.mean_ = x.mean(axis=0)
@@ -45,76 +82,76 @@ def _reducer(x: np.ndarray, dims: int, name: str):
     if (x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0)
             and np.linalg.matrix_rank(x - x.mean(axis=0)) == x.shape[1]):
         return _Centre().fit(x)
-    return PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
+    reducer = PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
+    if reducer.n_components_ < min(dims, x.shape[1]):
+        # low-rank data (e.g. embeddings of a few question templates) keeps only its rank
+        warnings.warn(f"{name}: the data has rank {reducer.n_components_} < {min(dims, x.shape[1])} requested "
+                      f"components; keeping {reducer.n_components_}", RuntimeWarning, stacklevel=4)
+    return reducer
 
 
-def _fold_reducers(x: np.ndarray, dims: int, name: str, fold_ids) -> list:
-    """One reducer per fold (fitted on the other folds), all keeping the same number of components.
-
-    Low-rank data (e.g. embeddings of a few question templates) keeps only as many components as
-    the lowest-rank training split supports, with a warning, instead of failing.
-    """
-    reducers = [_reducer(x[fold_ids != fold], dims, name) for fold in np.unique(fold_ids)]
-    sizes = [r.n_components_ for r in reducers if isinstance(r, PCAReducer)]
-    if sizes and min(sizes) < min(dims, x.shape[1]):
-        keep = min(sizes)
-        warnings.warn(f"{name}: the data has rank {keep} < {min(dims, x.shape[1])} requested components; "
-                      f"keeping {keep}", RuntimeWarning, stacklevel=3)
-        reducers = [r.truncate(keep) if isinstance(r, PCAReducer) else r for r in reducers]
-    return reducers
+def _standardise(z: np.ndarray) -> np.ndarray:
+    z = z - z.mean(axis=0)
+    spread = z.std(axis=0)
+    return z / np.where(spread > 0, spread, 1.0)
 
 
-def _reduce(variable: tuple, fold_ids) -> list:
-    """Per fold of one variable (x, name, dims, seed): (held-out rows, reduced training part, reduced
-    held-out part, flow seed), the reducer fitted on the other folds."""
-    x, name, dims, seed = variable
-    parts = []
-    for fold, reducer in zip(np.unique(fold_ids), _fold_reducers(x, dims, name, fold_ids), strict=True):
-        train, test = fold_ids != fold, fold_ids == fold
-        parts.append((test, reducer.transform(x[train]), reducer.transform(x[test]), seed + 1000 * int(fold)))
-    return parts
+def _reduce(x: np.ndarray, dims: int, name: str, copula: bool) -> np.ndarray:
+    """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows."""
+    data = normal_scores(x) if copula else x
+    return _standardise(_reducer(data, dims, name).transform(data))
 
 
-def crossfit(variables: list, fold_ids, gaussianize: bool, flow_options: dict, timings: dict,
-             report=None) -> CrossFitted:
-    """Cross-fitted latents (n, k) per variable (x, name, dims, seed): PCA (+ flow) fitted on the other
-    folds, applied to each fold. The variables' PCAs run on ``flow_options["threads"]`` Python threads
-    (default 2); all flows are fitted together (fit_gaussianizers: flows of one shape train as batched
-    models) unless ``flow_options["batched"]`` is False (one after another, the reference path).
-    ``report(stage, fraction, message)`` tells how far the PCA ("pca") and flow ("flows") stages are."""
+def _flow_options(flow_options: dict) -> dict:
+    from pidcore.jointflow import OPTIONS
+
+    unknown = sorted(set(flow_options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown flow option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    return dict(flow_options)
+
+
+def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings: dict, report=None,
+             groups: list | None = None, seed: int = 0) -> CrossFitted:
+    """Latents (n, k) per variable (x, name, dims, seed) for the Gaussianization mode ``gaussianize``
+    (see the module docstring; booleans accepted). ``groups``: tuples of variable indices (sources...,
+    target) that the PID uses together (one per layer), needed by the flows; default: all variables
+    as one group. ``flow_options``: options of pidcore.jointflow.fit_joint_flows. The variables' copula
+    and PCA run on ``flow_options["threads"]`` Python threads (default 2). ``report(stage, fraction,
+    message)`` tells how far the PCA ("pca") and flow ("flows") stages are; ``timings`` gains the seconds
+    spent in "pca" (copula + PCA) and "flows"."""
+    mode = check_mode(gaussianize)
     report = report or (lambda stage, fraction, message: None)
-    options = dict(flow_options)
-    batched, threads, chunk = options.pop("batched", True), options.pop("threads", None), options.pop("chunk", None)
+    options = _flow_options(flow_options) if mode in ("flow", "auto") else {}
+    groups = [tuple(range(1, len(variables))) + (0,)] if groups is None else [tuple(g) for g in groups]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=default_threads(threads)) as pool:  # BLAS calls release the GIL
-        reduced = list(pool.map(lambda variable: _reduce(variable, fold_ids), variables))
-    # (variable index, held-out rows, reduced training part, reduced held-out part, flow seed)
-    pieces = [(index, *piece) for index, parts in enumerate(reduced) for piece in parts]
-    timings["pca"] += time.perf_counter() - start
-    report("pca", 1.0, f"PCA of {len(variables)} variables done")
-    start = time.perf_counter()
-    if not gaussianize:
-        latents = [held_out / reduced.std(axis=0) for _, _, reduced, held_out, _ in pieces]
+    if mode == "none":
+        copula = [False] * len(variables)
+    elif mode in ("copula", "flow"):
+        copula = [True] * len(variables)
     else:
-        samples, seeds = [p[2] for p in pieces], [p[4] for p in pieces]
+        copula = [copula_gain(x, fold_ids) > COPULA_MARGIN for x, *_ in variables]
+    threads = options.get("threads") or 2
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # BLAS and sorting release the GIL
+        latents = list(pool.map(lambda item: _reduce(item[0][0], item[0][2], item[0][1], item[1]),
+                                zip(variables, copula, strict=True)))
+    timings["pca"] = timings.get("pca", 0.0) + time.perf_counter() - start
+    report("pca", 1.0, f"PCA of {len(variables)} variables done")
+    modes = ["copula" if c else "none" for c in copula]
+    if mode in ("none", "copula"):
+        return CrossFitted(latents=latents, shared=True, modes=modes)
+    from pidcore.jointflow import fit_joint_flows
 
-        def flows_done(done: int, total: int) -> None:
-            report("flows", done / total, f"normalizing flows {done}/{total} trained")
+    start = time.perf_counter()
+    folds = len(np.unique(fold_ids))
 
-        flows_done(0, len(samples))
-        if batched:
-            models = fit_gaussianizers(samples, seeds, threads=threads, chunk=chunk, progress=flows_done, **options)
-        else:
-            models = []
-            for x, s in zip(samples, seeds, strict=True):
-                models.append(FlowGaussianizer(seed=s, **options).fit(x))
-                flows_done(len(models), len(samples))
-        latents = transform_many(models, [p[3] for p in pieces], threads=threads)
-    timings["flows"] += time.perf_counter() - start
-    out = [None] * len(variables)
-    for (index, test, *_), latent in zip(pieces, latents, strict=True):
-        if out[index] is None:
-            out[index] = np.empty((len(fold_ids), latent.shape[1]))
-        out[index][test] = latent
-    mode = "flow" if gaussianize else "none"
-    return CrossFitted(latents=out, shared=False, modes=[mode] * len(variables))
+    def flows_done(done: int, total: int) -> None:
+        count = len(variables) * folds
+        report("flows", done / total, f"normalizing flows {count * done // total}/{count} trained")
+
+    flows_done(0, 1)
+    fit = fit_joint_flows(latents, groups, fold_ids, seed=seed, progress=flows_done, **options)
+    timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
+    if mode == "flow" or fit.gain > FLOW_MARGIN:
+        return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(variables), flow_gain=fit.gain)
+    return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=fit.gain)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pidcore._covariance import check_positive_definite
-from pidcore.latents import crossfit
+from pidcore.latents import check_mode, crossfit
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import check_samples
 from pidcore.validation import check_estimable, scale_free
@@ -30,7 +30,9 @@ PARTS = ("redundancy", "unique1", "unique2", "synergy")
 @dataclass(frozen=True)
 class PIDFlowResult:
     """``pid`` (bits), ``ci`` part -> (lo, hi) bits (empty without bootstrap), ``pointwise`` (n, 4)
-    [redundancy, unique1, unique2, synergy] bits per sample, ``dims`` used, ``n`` samples."""
+    [redundancy, unique1, unique2, synergy] bits per sample, ``dims`` used, ``n`` samples,
+    ``gaussianization``: the mode used ("none", "copula", "flow", or per variable, e.g.
+    "x1 copula, x2 none, y copula"; see pidcore.latents)."""
 
     pid: PID
     ci: dict
@@ -38,6 +40,7 @@ class PIDFlowResult:
     dims: tuple
     n: int
     latents: np.ndarray = field(repr=False, default=None)
+    gaussianization: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,22 +204,24 @@ def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: 
     return PIDFlowResult(pid=pid, ci=ci, pointwise=pointwise, dims=dims, n=len(z), latents=z)
 
 
-def pid_flow(x1, x2, y, *, dims=(16, 16, 8), gaussianize: bool = True, measure: str = "broja",
+def pid_flow(x1, x2, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto", measure: str = "broja",
              bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None) -> PIDFlowResult:
     """PID (bits) of I(X1, X2; Y) from samples (n, d1), (n, d2), (n, dy) via cross-fitted PID Flow."""
     return layerwise([x1], [x2], y, dims=dims, gaussianize=gaussianize, measure=measure,
                      bootstrap=bootstrap, seed=seed, folds=folds, flow_options=flow_options).layers[0]
 
 
-def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: bool = True, measure: str = "broja",
+def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto", measure: str = "broja",
               bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None,
               progress: Callable[[float, str], None] | None = None) -> LayerwiseResult:
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
 
     Every layer's PCA runs first, then all flows are trained together (see pidcore.latents.crossfit), then the
     per-layer Gaussian PIDs; ``progress(fraction, message)`` reports all three stages (fraction 0..1, never
-    decreasing: PCA, then each finished batch of flows, then each layer's PID)."""
+    decreasing: PCA, then each finished batch of flows, then each layer's PID). ``gaussianize``: "auto"
+    (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.latents."""
     dims = _check_dims(dims)
+    gaussianize = check_mode(gaussianize)
     if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
         raise ValueError(f"x1_layers and x2_layers need the same non-zero number of layers, "
                          f"got {len(x1_layers)} and {len(x2_layers)}")
@@ -249,22 +254,32 @@ def _warn_small_sample(n_fold: int, d1: int, d2: int, dy: int) -> None:
                       RuntimeWarning, stacklevel=4)
 
 
+def _describe(modes: list, group: tuple) -> str:
+    """One layer's Gaussianization in words: the mode, or per variable when they differ."""
+    used = [modes[v] for v in group]
+    if len(set(used)) == 1:
+        return used[0]
+    return ", ".join(f"{name} {mode}" for name, mode in zip(("x1", "x2", "y"), used, strict=True))
+
+
 def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report) -> LayerwiseResult:
     """layerwise after validation: cross-fitted latents of y and every layer's sources, then the PIDs."""
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
     variables = [(checked[0][2], "y", dims[2], seed + 2)]
     for layer, (a, b, _) in enumerate(checked):
         variables += [(a, f"x1 (layer {layer})", dims[0], seed), (b, f"x2 (layer {layer})", dims[1], seed + 1)]
+    groups = [(1 + 2 * layer, 2 + 2 * layer, 0) for layer in range(len(checked))]
     # share of the whole run per stage: PCA, flows, per-layer PIDs
-    shares = {"pca": (0.0, 0.05), "flows": (0.05, 0.9)} if gaussianize else {"pca": (0.0, 0.3)}
-    pid_start = 0.9 if gaussianize else 0.3
+    flows = gaussianize in ("flow", "auto")
+    shares = {"pca": (0.0, 0.05), "flows": (0.05, 0.9)} if flows else {"pca": (0.0, 0.3)}
+    pid_start = 0.9 if flows else 0.3
 
     def stage(name: str, fraction: float, message: str) -> None:
         lo, hi = shares[name]
         report(lo + (hi - lo) * fraction, message)
 
     report(0.0, "PCA")
-    fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage)
+    fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage, groups=groups, seed=seed)
     zy, *zx = fitted.latents
     _warn_small_sample(min(np.bincount(fold_ids)), max(z.shape[1] for z in zx[::2]),
                        max(z.shape[1] for z in zx[1::2]), zy.shape[1])
@@ -273,8 +288,8 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, o
         report(pid_start + (1 - pid_start) * layer / len(checked), f"PID of layer {layer + 1}/{len(checked)}")
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
-        results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
-                               label=f"layer {layer}"))
+        result = _result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed, label=f"layer {layer}")
+        results.append(replace(result, gaussianization=_describe(fitted.modes, groups[layer])))
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
     return LayerwiseResult(layers=results, timings=timings)

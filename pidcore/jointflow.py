@@ -1,0 +1,300 @@
+"""Flows trained for the PID's own need (Flow-PID objective): each variable gets its own invertible map,
+trained so that the pairs (X_k, Y) are jointly Gaussian under one shared target map.
+
+Per variable the flow is ``n_layers`` per-coordinate rational-quadratic splines (linear tails, bound 4)
+with a full invertible linear map between consecutive splines (spline, linear, spline for 2 layers), so
+it can undo an element-wise warp, a rotation, and an element-wise warp again. It starts at the identity
+(the input latents, already copula-normalised and reduced), and is trained by maximum likelihood of the
+transformed pairs under a Gaussian with their own (profile) covariance plus the log-Jacobians; the target's
+map is shared by all pairs. Cross-fitted: the maps applied to one fold were trained on the other folds only
+(they see (X_k, Y) pairs, so fitting them on all rows would let them create X-Y dependence). Log-likelihoods
+are in nats per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+_LOG_2PI = math.log(2 * math.pi)
+_MIN_WIDTH = _MIN_HEIGHT = 1e-3
+_MIN_DERIVATIVE = 1e-3
+_BOUND = 4.0
+
+#: Options of ``fit_joint_flows`` (and so of ``flow_options`` in pidcore.pipeline).
+OPTIONS = ("n_layers", "num_bins", "max_epochs", "batch_size", "learning_rate", "validation", "patience",
+           "reductions", "objective", "threads")
+
+
+@dataclass(frozen=True)
+class JointFlowFit:
+    """``latents``: per variable, (n, k) held-out transformed latents (each fold by the flows trained on the
+    other folds). ``gain``: held-out Gaussian log-likelihood of the flows' latents (with their log-Jacobians)
+    minus that of the input latents, in nats per sample, summed over the scoring groups and averaged over
+    groups and folds (> 0: the flows make the groups more jointly Gaussian than the input was).
+    ``epochs``: epochs trained per fold."""
+
+    latents: list
+    gain: float
+    epochs: list
+
+
+def _spline(x, uw, uh, ud):
+    """Per-coordinate rational-quadratic spline on [-B, B], identity outside (linear tails with slope 1).
+    x (M, N, d); parameters (M, d, K), (M, d, K), (M, d, K - 1). Returns (y, log|dy/dx|), both (M, N, d)."""
+    m, n, d = x.shape
+    k = uw.shape[-1]
+    widths = _MIN_WIDTH + (1 - _MIN_WIDTH * k) * torch.softmax(uw, dim=-1)
+    heights = _MIN_HEIGHT + (1 - _MIN_HEIGHT * k) * torch.softmax(uh, dim=-1)
+    zero = widths.new_zeros(m, d, 1)
+    cw = torch.cat([zero, torch.cumsum(widths, -1)], -1) * 2 * _BOUND - _BOUND
+    ch = torch.cat([zero, torch.cumsum(heights, -1)], -1) * 2 * _BOUND - _BOUND
+    widths, heights = cw[..., 1:] - cw[..., :-1], ch[..., 1:] - ch[..., :-1]
+    one = widths.new_ones(m, d, 1)
+    deriv = torch.cat([one, _MIN_DERIVATIVE + F.softplus(ud), one], -1)  # (M, d, K + 1)
+    inside = (x > -_BOUND) & (x < _BOUND)
+    xc = x.clamp(-_BOUND, _BOUND)
+    index = (xc[..., None] >= cw[:, None, :, 1:-1]).sum(-1, keepdim=True)  # (M, N, d, 1), bins 0..K-1
+
+    def pick(table):
+        return torch.gather(table[:, None].expand(m, n, d, table.shape[-1]), -1, index)[..., 0]
+
+    x_k, w_k, y_k, h_k = pick(cw[..., :-1]), pick(widths), pick(ch[..., :-1]), pick(heights)
+    d_k, d_k1 = pick(deriv[..., :-1]), pick(deriv[..., 1:])
+    s = h_k / w_k
+    xi = ((xc - x_k) / w_k).clamp(0, 1)
+    t = xi * (1 - xi)
+    denom = s + (d_k1 + d_k - 2 * s) * t
+    y = y_k + h_k * (s * xi * xi + d_k * t) / denom
+    logabs = 2 * torch.log(s) + torch.log(d_k1 * xi * xi + 2 * s * t + d_k * (1 - xi) ** 2) - 2 * torch.log(denom)
+    return torch.where(inside, y, x), torch.where(inside, logabs, torch.zeros_like(logabs))
+
+
+class _Stack:
+    """The flows of M variables of one dimension d, parameters stacked on a leading model axis."""
+
+    def __init__(self, m: int, d: int, layers: int, bins: int):
+        identity_derivative = math.log(math.expm1(1 - _MIN_DERIVATIVE))
+        self.uw = torch.zeros(layers, m, d, bins, dtype=torch.float64)
+        self.uh = torch.zeros(layers, m, d, bins, dtype=torch.float64)
+        self.ud = torch.full((layers, m, d, bins - 1), identity_derivative, dtype=torch.float64)
+        self.w = torch.eye(d, dtype=torch.float64).repeat(max(layers - 1, 0), m, 1, 1)
+        self.b = torch.zeros(max(layers - 1, 0), m, 1, d, dtype=torch.float64)
+        self.layers = layers
+
+    def params(self) -> list:
+        return [self.uw, self.uh, self.ud, self.w, self.b]
+
+    def forward(self, x: torch.Tensor, params=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (M, N, d) -> (z (M, N, d), log|det J| (M, N))."""
+        uw, uh, ud, w, b = params if params is not None else self.params()
+        logdet = x.new_zeros(x.shape[:2])
+        for layer in range(self.layers):
+            if layer > 0:
+                x = torch.baddbmm(b[layer - 1], x, w[layer - 1].transpose(1, 2))
+                logdet = logdet + torch.linalg.slogdet(w[layer - 1])[1][:, None]
+            x, logabs = _spline(x, uw[layer], uh[layer], ud[layer])
+            logdet = logdet + logabs.sum(-1)
+        return x, logdet
+
+
+class _Model:
+    """All variables' flows (stacked by dimension) and the groups scored / trained together."""
+
+    def __init__(self, dims: list[int], layers: int, bins: int):
+        self.by_dim: dict[int, list[int]] = {}
+        for v, d in enumerate(dims):
+            self.by_dim.setdefault(d, []).append(v)
+        self.stacks = {d: _Stack(len(vs), d, layers, bins) for d, vs in self.by_dim.items()}
+
+    def params(self) -> list:
+        return [p for stack in self.stacks.values() for p in stack.params()]
+
+    def forward(self, data: dict, rows, params=None) -> tuple[list, list]:
+        """Per variable: transformed rows (N, d) and log|det J| (N,)."""
+        count = sum(len(v) for v in self.by_dim.values())
+        z, logdet = [None] * count, [None] * count
+        offset = 0
+        for d, stack in self.stacks.items():
+            part = None if params is None else params[offset:offset + 5]
+            offset += 5
+            out, ld = stack.forward(data[d][:, rows], part)
+            for i, v in enumerate(self.by_dim[d]):
+                z[v], logdet[v] = out[i], ld[i]
+        return z, logdet
+
+
+def _stack_groups(z: list, logdet: list, groups: list) -> list:
+    """Groups of one total dimension stacked: [(zg (G, N, D), logdet sum (G, N))]."""
+    by_size: dict[int, list] = {}
+    for g in groups:
+        by_size.setdefault(sum(z[v].shape[1] for v in g), []).append(g)
+    out = []
+    for members in by_size.values():
+        zg = torch.stack([torch.cat([z[v] for v in g], dim=1) for g in members])
+        ld = torch.stack([sum(logdet[v] for v in g) for g in members])
+        out.append((zg, ld))
+    return out
+
+
+def _profile_nll(z: list, logdet: list, groups: list) -> torch.Tensor:
+    """Sum over groups of the mean negative Gaussian log-likelihood (nats) under each group's own (1/N)
+    covariance, minus the log-Jacobians."""
+    total = 0.0
+    for zg, ld in _stack_groups(z, logdet, groups):
+        centred = zg - zg.mean(dim=1, keepdim=True)
+        cov = centred.transpose(1, 2) @ centred / zg.shape[1]
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
+        chol = torch.linalg.cholesky(cov + 1e-9 * eye)
+        half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+        total = total + (half_logdet + 0.5 * zg.shape[2] * (1 + _LOG_2PI) - ld.mean(dim=1)).sum()
+    return total
+
+
+def _held_out_log_lik(train: tuple, test: tuple, groups: list) -> torch.Tensor:
+    """(groups,) mean held-out Gaussian log-likelihood (nats per sample) of each group: Gaussian fitted on
+    the training rows' transformed values, evaluated on the test rows, plus their log-Jacobians."""
+    scores = []
+    for (ztr, _), (zte, ldte) in zip(_stack_groups(*train, groups), _stack_groups(*test, groups), strict=True):
+        mean = ztr.mean(dim=1, keepdim=True)
+        centred = ztr - mean
+        cov = centred.transpose(1, 2) @ centred / ztr.shape[1]
+        chol = torch.linalg.cholesky(cov + 1e-9 * torch.eye(cov.shape[-1], dtype=cov.dtype))
+        sol = torch.linalg.solve_triangular(chol, (zte - mean).transpose(1, 2), upper=False)
+        quad = (sol * sol).sum(1)
+        half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1, keepdim=True)
+        scores.append((-0.5 * quad - half_logdet - 0.5 * zte.shape[2] * _LOG_2PI + ldte).mean(dim=1))
+    # groups were regrouped by size; the order of the sum does not matter for the callers (they sum)
+    return torch.cat(scores)
+
+
+def _pairs(groups: list) -> list:
+    """(source, target) pairs of scoring groups (sources..., target): the Flow-PID objective."""
+    return list(dict.fromkeys((v, g[-1]) for g in groups for v in g[:-1]))
+
+
+def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, train_groups: list, options: dict,
+              seed: int):
+    """Train on ``train_rows`` (seeded train / validation split, early stopping on the validation rows'
+    held-out likelihood, best parameters kept, starting from the identity). Returns (model, epochs)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
+    n_val = max(2, int(len(order) * options["validation"]))
+    val, fit = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
+    model = _Model(dims, options["n_layers"], options["num_bins"])
+    params = [p.clone().requires_grad_() for p in model.params()]
+
+    def score() -> float:
+        with torch.no_grad():
+            return float(_held_out_log_lik(model.forward(data, fit, params), model.forward(data, val, params),
+                                           groups).sum())
+
+    best, best_params, stale, epochs = score(), [p.detach().clone() for p in params], 0, 0
+    if options["n_layers"] == 0 or options["max_epochs"] == 0:
+        return model, 0
+    optimiser = torch.optim.Adam(params, lr=options["learning_rate"])
+    batch = len(fit) if options["batch_size"] is None else min(int(options["batch_size"]), len(fit))
+    rate, reductions = options["learning_rate"], 0
+    for _ in range(options["max_epochs"]):
+        for rows in fit[torch.randperm(len(fit), generator=generator)].split(batch):
+            if len(rows) < batch // 2:
+                continue
+            optimiser.zero_grad()
+            loss = _profile_nll(*model.forward(data, rows, params), train_groups)
+            loss.backward()
+            optimiser.step()
+        epochs += 1
+        current = score()
+        if math.isfinite(current) and current > best + 1e-4 * len(groups):
+            best, best_params, stale = current, [p.detach().clone() for p in params], 0
+        else:
+            stale += 1
+            if stale >= options["patience"]:  # plateau: halve the step from the best parameters, or stop
+                reductions += 1
+                if reductions > options["reductions"]:
+                    break
+                rate, stale = rate / 2, 0
+                with torch.no_grad():
+                    for p, q in zip(params, best_params, strict=True):
+                        p.copy_(q)
+                optimiser = torch.optim.Adam(params, lr=rate)
+    offset = 0
+    for stack in model.stacks.values():
+        stack.uw, stack.uh, stack.ud, stack.w, stack.b = best_params[offset:offset + 5]
+        offset += 5
+    return model, epochs
+
+
+def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_layers: int = 2, num_bins: int = 8,
+                    max_epochs: int = 100, batch_size: int | None = 256, learning_rate: float = 1e-2,
+                    validation: float = 0.2, patience: int = 3, reductions: int = 3, objective: str = "pairs",
+                    threads: int | None = None, seed: int = 0, progress=None) -> JointFlowFit:
+    """Cross-fitted joint flows of ``latents`` (one (n, k) array per variable, standardised).
+
+    ``groups``: tuples of variable indices (sources..., target) whose values must be jointly Gaussian
+    (one per layer: (x1, x2, y)); they score the fit. ``objective``: "pairs" (Flow-PID: every (source,
+    target) pair of a group Gaussian under the shared target map) or "joint" (each whole group).
+    ``progress(done, total)`` after each fold. Deterministic for a ``seed``.
+    """
+    if objective not in ("pairs", "joint"):
+        raise ValueError(f"objective must be 'pairs' or 'joint', got {objective!r}")
+    if not 0.0 < validation < 1.0:
+        raise ValueError(f"validation must be in (0, 1), got {validation!r}")
+    for name, value in (("n_layers", n_layers), ("max_epochs", max_epochs), ("patience", patience),
+                        ("reductions", reductions)):
+        if int(value) != value or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if int(num_bins) != num_bins or num_bins < 2:
+        raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+    options = {"n_layers": int(n_layers), "num_bins": int(num_bins), "max_epochs": int(max_epochs),
+               "batch_size": batch_size, "learning_rate": learning_rate, "validation": validation,
+               "patience": int(patience), "reductions": int(reductions)}
+    dims = [z.shape[1] for z in latents]
+    model_dims = _Model(dims, 0, 2).by_dim
+    data = {d: torch.as_tensor(np.stack([latents[v] for v in vs]), dtype=torch.float64)
+            for d, vs in model_dims.items()}
+    train_groups = _pairs(groups) if objective == "pairs" else groups
+    folds = list(np.unique(fold_ids))
+    threads = min(len(folds), 2 if threads is None else int(threads))
+    done = [0]
+
+    def fit(index: int):
+        fold = folds[index]
+        model, epochs = _fit_fold(data, dims, np.flatnonzero(fold_ids != fold), groups, train_groups, options,
+                                  seed + 7 * index)
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], len(folds))
+        return model, epochs
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if threads <= 1:
+            fitted = [fit(i) for i in range(len(folds))]
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                fitted = list(pool.map(fit, range(len(folds))))
+        out = [np.empty_like(z) for z in latents]
+        gains = []
+        with torch.no_grad():
+            identity = _Model(dims, 0, 2)
+            for fold, (model, _) in zip(folds, fitted, strict=True):
+                train = torch.as_tensor(np.flatnonzero(fold_ids != fold))
+                test = torch.as_tensor(np.flatnonzero(fold_ids == fold))
+                z, _ = model.forward(data, test)
+                for v, values in enumerate(z):
+                    out[v][test.numpy()] = values.numpy()
+                flowed = _held_out_log_lik(model.forward(data, train), model.forward(data, test), groups)
+                base = _held_out_log_lik(identity.forward(data, train), identity.forward(data, test), groups)
+                gains.append(float((flowed - base).mean()))
+    finally:
+        torch.set_num_threads(previous)
+    if not all(np.all(np.isfinite(z)) for z in out):
+        raise ValueError("the joint flows produced non-finite latents")
+    return JointFlowFit(latents=out, gain=float(np.mean(gains)), epochs=[e for _, e in fitted])
