@@ -43,7 +43,6 @@ def extract(adapter, items, *, answers, knockout: Knockout | None = None, langua
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     answers = list(answers)
-    answer_index = {answer: index for index, answer in enumerate(answers)}
     answer_ids = torch.tensor(adapter.answer_token_ids(answers), device=adapter.device)
     pooled = PooledStates(adapter.num_layers, language_pooling)
     vision, language, targets, log_answer = [], [], [], []
@@ -66,6 +65,14 @@ def extract(adapter, items, *, answers, knockout: Knockout | None = None, langua
             update(min(start + batch_size, len(items)))
     if bar is not None:
         bar.close()
+    return build_features(adapter, items, answers, vision, language, targets, log_answer, knockout=knockout,
+                          target=target, language_pooling=language_pooling)
+
+
+def build_features(adapter, items, answers, vision, language, targets, log_answer, *, knockout, target,
+                   language_pooling) -> Features:
+    """Features from per-batch lists: vision/language (L+1, b, h), targets (b, k), log_answer (b, answers)."""
+    answer_index = {answer: index for index, answer in enumerate(answers)}
     log_answer = np.concatenate(log_answer)
     gold = np.array([answer_index.get(item.answer, -1) for item in items])
     p_correct = np.where(gold >= 0, np.exp(log_answer[np.arange(len(items)), np.maximum(gold, 0)]), 0.0)

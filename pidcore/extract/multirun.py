@@ -1,0 +1,147 @@
+"""A batch's baseline and all its knockout runs together: one encoding per batch, and each knocked-out
+forward starts from the baseline's hidden states at its window's first layer.
+
+Layers before a knockout window see exactly the baseline's inputs, so their outputs are the baseline's:
+`replayed_prefix` makes those decoder layers return the baseline's stored outputs instead of computing
+them (their forward hooks still fire, so pooling sees the same tensors). The result is bit-equal to a
+plain knocked-out forward (tested on the demo model) and a sweep of windows over the depth costs about
+half the decoder-layer passes. Batches can be grouped by image-token count (LLaVA-1.6's any-resolution
+images) to cut padding; results come back in the questions' order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack, contextmanager
+
+import numpy as np
+import torch
+
+from .features import Features
+from .knockout import Knockout
+from .pooling import PooledStates, pooling_hooks
+from .run import build_features
+
+#: model types whose image-token count depends on the image (any-resolution tiling)
+VARIABLE_IMAGE_TOKENS = frozenset({"llava_next"})
+
+
+def batch_order(adapter, items) -> np.ndarray:
+    """Order in which to batch `items`: grouped by image size (which fixes the image-token count) for
+    models whose count varies, else the given order. A stable sort: ties keep the questions' order."""
+    model_type = getattr(getattr(getattr(adapter, "model", None), "config", None), "model_type", None)
+    if model_type not in VARIABLE_IMAGE_TOKENS:
+        return np.arange(len(items))
+    from PIL import Image
+
+    def size(item) -> tuple[int, int]:
+        with Image.open(item.image_path) as image:  # reads the header only
+            return image.size
+    sizes = [size(item) for item in items]
+    return np.array(sorted(range(len(items)), key=lambda index: sizes[index]), dtype=int)
+
+
+def _constant(value):
+    def forward(*args, **kwargs):
+        return value
+    return forward
+
+
+@contextmanager
+def replayed_prefix(decoder_layers, outputs: list, first: int):
+    """Decoder layers 0..first-1 return `outputs[i]` (the baseline's) instead of computing; their hooks
+    still run. The layers' own `forward` (also one set by accelerate's device hooks) is restored on exit."""
+    saved = []
+    try:
+        for index in range(first):
+            layer = decoder_layers[index]
+            saved.append((layer, layer.__dict__.get("forward")))
+            layer.forward = _constant(outputs[index])
+        yield
+    finally:
+        for layer, previous in saved:
+            if previous is None:
+                del layer.forward
+            else:
+                layer.forward = previous
+
+
+@contextmanager
+def _capture(decoder_layers, count: int, outputs: list):
+    """Keep the outputs of decoder layers 0..count-1 (references, no copies) in `outputs`."""
+    def hook(index):
+        def on_output(module, args, output):
+            outputs[index] = output
+        return on_output
+
+    handles = [decoder_layers[index].register_forward_hook(hook(index)) for index in range(count)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None], language_pooling: str = "mean",
+                 target: str = "logprobs", batch_size: int = 8, reuse: bool = True, group: bool = True,
+                 progress: Callable[[float, str], None] | None = None) -> dict[str, Features]:
+    """Features of every run (name -> Knockout, None = the baseline) for the same questions, in their order.
+
+    Each batch is encoded once; with `reuse` (and a baseline among the runs) a knocked-out forward replays
+    the baseline's outputs of the layers before its window. `progress(fraction, message)`.
+    """
+    items = list(items)
+    if not items:
+        raise ValueError("extract_runs needs at least one question")
+    if not runs:
+        raise ValueError("extract_runs needs at least one run")
+    if target not in ("logprobs", "hidden"):
+        raise ValueError(f"target must be 'logprobs' or 'hidden', got {target!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for knockout in runs.values():
+        if knockout is not None:
+            knockout.check(adapter.num_layers)
+    names = sorted(runs, key=lambda name: runs[name] is not None)  # the baseline first
+    baseline = next((name for name in names if runs[name] is None), None)
+    reuse = reuse and baseline is not None
+    prefix = max((runs[name].layers[0] for name in names if runs[name] is not None), default=0) if reuse else 0
+    order = batch_order(adapter, items) if group else np.arange(len(items))
+    ordered = [items[index] for index in order]
+    answers = list(answers)
+    answer_ids = torch.tensor(adapter.answer_token_ids(answers), device=adapter.device)
+    pooled = PooledStates(adapter.num_layers, language_pooling)
+    collected = {name: ([], [], [], []) for name in names}  # vision, language, targets, log_answer
+    layers = adapter.decoder_layers
+    batches = range(0, len(ordered), batch_size)
+    total, done = len(batches) * len(names), 0
+    report = progress or (lambda fraction, message: None)
+    with ExitStack() as stack, torch.inference_mode():
+        stack.enter_context(pooling_hooks(layers, adapter.final_norm, pooled))
+        for start in batches:
+            inputs, roles = adapter.encode(ordered[start:start + batch_size])
+            outputs: list = [None] * prefix
+            for name in names:
+                knockout = runs[name]
+                with ExitStack() as run_stack:
+                    if name == baseline and prefix:
+                        run_stack.enter_context(_capture(layers, prefix, outputs))
+                    if knockout is not None:
+                        if reuse:
+                            run_stack.enter_context(replayed_prefix(layers, outputs, knockout.layers[0]))
+                        run_stack.enter_context(knockout.applied(layers, adapter.dtype))(roles)
+                    pooled.start_batch(roles)
+                    output = adapter.model(**inputs, use_cache=False, logits_to_keep=1)
+                vision, language, targets, log_answer = collected[name]
+                batch_vision, batch_language = pooled.stacked()
+                vision.append(batch_vision.cpu().numpy())
+                language.append(batch_language.cpu().numpy())
+                scores = torch.log_softmax(output.logits[:, -1].float()[:, answer_ids], dim=-1)
+                log_answer.append(scores.cpu().numpy())
+                targets.append(scores.cpu().numpy() if target == "logprobs" else pooled.answer_state.cpu().numpy())
+                done += 1
+                report(done / total, f"{len(names)} runs: {min(start + batch_size, len(items))}/{len(items)} questions")
+    inverse = np.argsort(order)
+    return {name: build_features(adapter, ordered, answers, *collected[name], knockout=runs[name], target=target,
+                                 language_pooling=language_pooling).subset(inverse)
+            for name in runs}

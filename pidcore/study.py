@@ -1,0 +1,481 @@
+"""A study: the seed paper's whole experiment as one request (models x tasks x runs x recipes) -> one report.
+
+Runs are the baseline plus knockouts: fixed windows, the seed's image->question cut (every decoder layer)
+and a sweep of k-layer windows centred on every decoder layer (Zhang et al.'s protocol, k = 9, clipped at
+the ends). Each (model, task) is extracted once, all its runs together (pidcore.extract.multirun), and that
+extraction is reused by every recipe: "pidflow" (the request's dims, BROJA, the chosen Gaussianization) and
+"seed" (the seed-faithful recipe: PCA keeping 95% of the variance, MMI). Every analysis is an ordinary
+AnalysisRequest, so each part of the report can be checked against `run_analysis` of that request.
+
+All information quantities are in bits; shares are fractions of the layer's total I(X_v, X_l; Y).
+The report (`pidflow.study/1`) is described in docs/study.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+from pidcore import __version__
+from pidcore.analysis import AnalysisRequest, _adapter, _is_int, analyze_layers
+from pidcore.effects import knockout_effects
+from pidcore.extract.edges import EDGES
+
+SCHEMA = "pidflow.study/1"
+TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
+RECIPES = {
+    "pidflow": "pidflow's default: the request's PCA dims, Gaussian BROJA, the chosen Gaussianization",
+    "seed": "seed-faithful: PCA keeping 95% of the variance (the most components any layer needs), MMI",
+}
+SEED_CUT_EDGES = ("image->question",)
+DEFAULT_SWEEP = {"edges": ["image->question"], "k": 9}
+EFFECT_KEYS = ("trapped_unique_vision", "compensatory_synergy", "information_cost", "answer_probability_change",
+               "answer_probability_change_pct", "accuracy_change")
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """What to study; the JSON body of POST /api/v1/studies. `knockouts`: fixed windows
+    [{"edges": [...], "layers": [first, last]}]; `seed_cut`: image->question in every decoder layer;
+    `sweep`: {"edges": [...], "k": 9} (a window centred on every decoder layer) or None."""
+
+    models: tuple[str, ...] = ("demo",)
+    dataset: str = "easy-vqa"
+    tasks: tuple[str, ...] = ("color",)
+    split: str = "test"
+    n_questions: int = 400
+    correct_only: bool = False
+    language_pooling: str = "mean"
+    target: str = "logprobs"
+    knockouts: tuple = field(default=(), hash=False)
+    seed_cut: bool = True
+    sweep: dict | None = field(default_factory=lambda: dict(DEFAULT_SWEEP), hash=False)
+    recipes: tuple[str, ...] = ("pidflow", "seed")
+    dims: tuple[int, int, int] = (8, 8, 4)
+    gaussianize: bool = True
+    bootstrap: int = 0
+    seed_variance: float = 0.95
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudyRequest:
+        """Validate and build; ValueError listing every problem found."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a study request must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        problems = [f"unknown field {name!r}" for name in data if name not in known]
+        values = {**_defaults(), **{k: v for k, v in data.items() if k in known}}
+        problems += _problems(values)
+        if problems:
+            raise ValueError("invalid study request: " + "; ".join(problems))
+        for name in ("models", "tasks", "recipes"):
+            values[name] = tuple(dict.fromkeys(values[name]))
+        values["dims"] = tuple(values["dims"])
+        values["knockouts"] = tuple({"edges": list(dict.fromkeys(k["edges"])), "layers": list(k["layers"])}
+                                    for k in values["knockouts"])
+        if values["sweep"] is not None:
+            values["sweep"] = {"edges": list(dict.fromkeys(values["sweep"]["edges"])), "k": values["sweep"]["k"]}
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        for name in ("models", "tasks", "recipes", "dims", "knockouts"):
+            data[name] = list(data[name])
+        return data
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def _defaults() -> dict:
+    return StudyRequest().to_dict()
+
+
+def default_request(**overrides) -> StudyRequest:
+    """The default study (with the k = 9 image->question sweep), with fields replaced."""
+    return StudyRequest.from_dict({**_defaults(), **overrides})
+
+
+def _names(value) -> bool:
+    return (isinstance(value, list | tuple) and len(value) > 0
+            and all(isinstance(v, str) and v.strip() for v in value))
+
+
+def _window_problems(label: str, spec, need_layers: bool) -> list[str]:
+    keys = {"edges", "layers"} if need_layers else {"edges", "k"}
+    if not isinstance(spec, dict) or set(spec) != keys:
+        return [f"{label} must be {{{', '.join(sorted(keys))}}}"]
+    problems = []
+    edges = spec["edges"]
+    if not isinstance(edges, list | tuple) or not edges or not all(e in EDGES for e in edges):
+        problems.append(f"{label} edges must be a non-empty list of {', '.join(EDGES)} (got {edges!r})")
+    if need_layers:
+        layers = spec["layers"]
+        if (not isinstance(layers, list | tuple) or len(layers) != 2 or not all(_is_int(x) for x in layers)
+                or layers[0] < 0 or layers[1] < layers[0]):
+            problems.append(f"{label} layers must be [first, last] with 0 <= first <= last (got {layers!r})")
+    elif not _is_int(spec["k"]) or spec["k"] < 1:
+        problems.append(f"{label} k must be an integer >= 1 (got {spec['k']!r})")
+    return problems
+
+
+def _problems(v: dict) -> list[str]:
+    problems = []
+    if not _names(v["models"]):
+        problems.append("models must be a non-empty list of model names")
+    if not _names(v["tasks"]):
+        problems.append("tasks must be a non-empty list of task names")
+    if not isinstance(v["recipes"], list | tuple) or not v["recipes"] or not all(r in RECIPES for r in v["recipes"]):
+        problems.append(f"recipes must be a non-empty list of {', '.join(RECIPES)} (got {v['recipes']!r})")
+    if not isinstance(v["knockouts"], list | tuple):
+        problems.append("knockouts must be a list of {edges, layers} windows")
+    else:
+        for index, spec in enumerate(v["knockouts"]):
+            problems += _window_problems(f"knockouts[{index}]", spec, need_layers=True)
+    if v["sweep"] is not None:
+        problems += _window_problems("sweep", v["sweep"], need_layers=False)
+    if not isinstance(v["seed_cut"], bool):
+        problems.append("seed_cut must be true or false")
+    variance = v["seed_variance"]
+    if isinstance(variance, bool) or not isinstance(variance, int | float) or not 0 < variance <= 1:
+        problems.append(f"seed_variance must be a number in (0, 1] (got {variance!r})")
+    # every field an analysis shares is checked by AnalysisRequest itself
+    analysis = {name: v[name] for name in ("dataset", "split", "n_questions", "correct_only", "language_pooling",
+                                           "target", "dims", "gaussianize", "bootstrap", "seed")}
+    analysis["tasks"] = list(v["tasks"]) if _names(v["tasks"]) else ["?"]
+    try:
+        AnalysisRequest.from_dict(analysis)
+    except ValueError as error:
+        problems += str(error).removeprefix("invalid analysis request: ").split("; ")
+    return problems
+
+
+# -- runs -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a (model, task): the baseline or a knockout {"edges", "layers"}; `centre` for a sweep."""
+
+    name: str
+    kind: str  # baseline | fixed | seed_cut | sweep
+    knockout: dict | None = None
+    centre: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Runs with the same knockout share one extraction and one analysis."""
+        if self.knockout is None:
+            return "baseline"
+        return f"{'+'.join(sorted(self.knockout['edges']))}@{self.knockout['layers'][0]}-{self.knockout['layers'][1]}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "knockout": self.knockout, "centre": self.centre,
+                "key": self.key}
+
+
+def sweep_windows(num_layers: int, k: int) -> list[tuple[int, int, int]]:
+    """(centre, first, last) for a k-layer window centred on every decoder layer, clipped at the ends
+    (an even k reaches one layer further after the centre than before it)."""
+    if num_layers < 1 or k < 1:
+        raise ValueError(f"need num_layers >= 1 and k >= 1, got {num_layers} and {k}")
+    before, after = (k - 1) // 2, k // 2
+    return [(c, max(0, c - before), min(num_layers - 1, c + after)) for c in range(num_layers)]
+
+
+def plan_runs(request: StudyRequest, num_layers: int) -> list[Run]:
+    """The runs of one (model, task) for a model with `num_layers` decoder layers; ValueError for a fixed
+    window outside the model."""
+    runs = [Run("baseline", "baseline")]
+    for spec in request.knockouts:
+        first, last = spec["layers"]
+        if last >= num_layers:
+            raise ValueError(f"knockout window {spec['layers']} outside the model's decoder layers 0..{num_layers - 1}")
+        runs.append(Run(f"{'+'.join(spec['edges'])}@{first}-{last}", "fixed",
+                        {"edges": list(spec["edges"]), "layers": [first, last]}))
+    if request.seed_cut:
+        runs.append(Run("seed-cut", "seed_cut", {"edges": list(SEED_CUT_EDGES), "layers": [0, num_layers - 1]}))
+    if request.sweep is not None:
+        for centre, first, last in sweep_windows(num_layers, request.sweep["k"]):
+            runs.append(Run(f"sweep@{centre}", "sweep", {"edges": list(request.sweep["edges"]),
+                                                         "layers": [first, last]}, centre))
+    return runs
+
+
+def unique_runs(runs: list[Run]) -> dict[str, dict | None]:
+    """key -> knockout for the distinct knockouts among `runs` (the baseline first)."""
+    return {run.key: run.knockout for run in runs}
+
+
+# -- recipes ----------------------------------------------------------------------------------------------
+
+def components_for_variance(x: np.ndarray, variance: float) -> int:
+    """The fewest principal components of the rows of `x` keeping `variance` of its total variance."""
+    from pidcore.reduce import PCAReducer
+
+    return PCAReducer(n_components=None, variance=variance).fit(x).n_components_
+
+
+def seed_dims(baseline, variance: float = 0.95) -> dict:
+    """PCA sizes of the seed-faithful recipe from a run's Features: per source the most components any
+    layer needs to keep `variance` of its variance (so every layer keeps at least that), and the target's."""
+    vision = [components_for_variance(baseline.vision[layer], variance) for layer in range(baseline.num_layers)]
+    language = [components_for_variance(baseline.language[layer], variance) for layer in range(baseline.num_layers)]
+    target = components_for_variance(baseline.target, variance)
+    return {"dims": [max(vision), max(language), target], "vision_per_layer": vision,
+            "language_per_layer": language, "variance": variance}
+
+
+def analysis_request(request: StudyRequest, model: str, task: str, recipe: str, knockout: dict | None,
+                     dims=None) -> AnalysisRequest:
+    """The single analysis a part of the study is (its numbers equal run_analysis of it)."""
+    base = AnalysisRequest(
+        model=model, dataset=request.dataset, tasks=(task,), split=request.split, n_questions=request.n_questions,
+        correct_only=request.correct_only, language_pooling=request.language_pooling, target=request.target,
+        measure="broja", dims=tuple(request.dims), gaussianize=request.gaussianize, bootstrap=request.bootstrap,
+        knockout=None if knockout is None else {"edges": list(knockout["edges"]), "layers": list(knockout["layers"])},
+        seed=request.seed)
+    if recipe == "seed":
+        if dims is None:
+            raise ValueError("the seed recipe needs dims from seed_dims()")
+        base = replace(base, measure="mmi", dims=tuple(int(d) for d in dims))
+    return base
+
+
+# -- extraction and analysis of one (model, task) -------------------------------------------------------
+
+def extract_part(request: StudyRequest, model: str, task: str, progress=None, batch_size: int = 8) -> dict:
+    """{"runs": [Run], "features": key -> Features, "model": describe(), "seed_dims": ...} for one
+    (model, task): every distinct knockout extracted together with the baseline (prefix reuse)."""
+    from pidcore.data import answer_set, load_questions
+    from pidcore.extract import Knockout
+    from pidcore.extract.multirun import extract_runs
+
+    adapter = _adapter(model)
+    runs = plan_runs(request, adapter.num_layers)
+    items = load_questions(request.dataset, [task], split=request.split, n=request.n_questions, seed=request.seed)
+    if len(items) < 2:
+        raise ValueError(f"only {len(items)} question(s) found for {request.dataset} task {task!r}")
+    knockouts = {key: None if spec is None else Knockout(**spec) for key, spec in unique_runs(runs).items()}
+    features = extract_runs(adapter, items, answers=answer_set(request.dataset), runs=knockouts,
+                            language_pooling=request.language_pooling, target=request.target,
+                            batch_size=batch_size, progress=progress)
+    if request.correct_only:
+        keep = np.flatnonzero(features["baseline"].correct)
+        if len(keep) < 2:
+            raise ValueError(f"correct_only: {model} answers only {len(keep)} of {len(items)} {task} questions correctly")
+        features = {key: value.subset(keep) for key, value in features.items()}
+    part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": len(items)}
+    if "seed" in request.recipes:
+        part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance)
+    return part
+
+
+def part_analyses(request: StudyRequest, model: str, task: str, part: dict) -> list[tuple[str, str, AnalysisRequest]]:
+    """(recipe, run key, AnalysisRequest) for every analysis of one extracted (model, task)."""
+    dims = part.get("seed_dims", {}).get("dims")
+    return [(recipe, key, analysis_request(request, model, task, recipe, spec, dims))
+            for recipe in request.recipes for key, spec in unique_runs(part["runs"]).items()]
+
+
+def run_record(features) -> dict:
+    """What the report keeps of a run's Features: counts, accuracy, mean p(correct)."""
+    return {"n_questions": int(features.n), "accuracy": float(features.accuracy),
+            "mean_p_correct": float(np.mean(features.p_correct))}
+
+
+def _strip(entries: list[dict]) -> list[dict]:
+    return [{key: value for key, value in entry.items() if key != "pointwise"}
+            for entry in sorted(entries, key=lambda entry: entry["layer"])]
+
+
+# -- the whole study --------------------------------------------------------------------------------------
+
+def _reporter(progress):
+    """progress(overall, part, part_fraction, message): None, a callable, or True (two tqdm bars)."""
+    if progress is None or progress is False:
+        return lambda overall, part, fraction, message: None, lambda: None
+    if callable(progress):
+        return progress, lambda: None
+    from tqdm.auto import tqdm
+
+    whole = tqdm(total=100, desc="study", unit="%", position=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}]")
+    current = tqdm(total=100, desc="part", unit="%", position=1,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def report(overall, part, fraction, message):
+        whole.n = round(100 * overall)
+        whole.refresh()
+        current.set_description_str(part, refresh=False)
+        current.n = round(100 * fraction)
+        current.set_postfix_str(message, refresh=True)
+
+    def close():
+        current.close()
+        whole.close()
+    return report, close
+
+
+def run_study(request: StudyRequest | dict, progress=None) -> dict:
+    """Everything in this process: per (model, task) one extraction of all runs, every recipe's analysis
+    of every distinct run, then the report (build_report). `progress`: see _reporter."""
+    if isinstance(request, dict):
+        request = StudyRequest.from_dict(request)
+    report, close = _reporter(progress)
+    pairs = [(model, task) for model in request.models for task in request.tasks]
+    records, models, started = [], {}, time.perf_counter()
+    timing = {"extract_s": 0.0, "analyze_s": 0.0}
+    try:
+        for index, (model, task) in enumerate(pairs):
+            label = f"{model} · {task}"
+
+            def say(fraction, message, index=index, label=label):
+                report((index + min(max(fraction, 0.0), 1.0)) / len(pairs), label, fraction, message)
+
+            say(0.0, "extracting")
+            start = time.perf_counter()
+            part = extract_part(request, model, task,
+                                progress=lambda fraction, message, say=say: say(0.3 * fraction, f"extract: {message}"))
+            timing["extract_s"] += time.perf_counter() - start
+            models[model] = part["model"]
+            analyses = part_analyses(request, model, task, part)
+            start = time.perf_counter()
+            for number, (recipe, key, analysis) in enumerate(analyses):
+                lo = 0.3 + 0.7 * number / len(analyses)
+                hi = 0.3 + 0.7 * (number + 1) / len(analyses)
+                entries = analyze_layers(part["features"][key], analysis, progress=lambda f, m, lo=lo, hi=hi, say=say,
+                                         recipe=recipe, key=key: say(lo + (hi - lo) * f, f"{recipe} {key}: {m}"))
+                records.append(analysis_record(model, task, recipe, key, analysis, part["features"][key], entries))
+            timing["analyze_s"] += time.perf_counter() - start
+            records.append(part_record(model, task, part))
+            say(1.0, "done")
+    finally:
+        close()
+    timing = {key: round(value, 3) for key, value in timing.items()}
+    timing["wall_s"] = round(time.perf_counter() - started, 3)
+    return build_report(request, records, models=models, timing=timing)
+
+
+def analysis_record(model: str, task: str, recipe: str, key: str, analysis: AnalysisRequest, features,
+                    entries: list[dict]) -> dict:
+    """A JSON-ready record of one analysis (layer entries without pointwise terms)."""
+    return {"type": "analysis", "model": model, "task": task, "recipe": recipe, "key": key,
+            "analysis": analysis.to_dict(), **run_record(features), "layers": _strip(entries)}
+
+
+def part_record(model: str, task: str, part: dict) -> dict:
+    """A JSON-ready record of one (model, task): its runs, questions asked and kept, seed dims."""
+    return {"type": "part", "model": model, "task": task, "runs": [run.to_dict() for run in part["runs"]],
+            "n_asked": part["n_asked"], "n_kept": int(part["features"]["baseline"].n),
+            "seed_dims": part.get("seed_dims"), "model_info": part["model"]}
+
+
+# -- the report -------------------------------------------------------------------------------------------
+
+def _share(value: float, total: float):
+    return value / total if total > 0 else None
+
+
+def headline(layers: list[dict]) -> dict:
+    """Shares of R, U_v, U_l, S at the last layer (fractions of its total, with the terms' intervals divided
+    by that total when `ci` is present: the total's own uncertainty is not in them), the layer where U_v
+    peaks and the largest synergy share (bits where named so)."""
+    last = layers[-1]
+    total = float(last["total"])
+    ci = last.get("ci") or {}
+    shares = {term: _share(float(last[term]), total) for term in TERMS}
+    shares_ci = ({term: [lo / total, hi / total] for term, (lo, hi) in ((t, ci[t]) for t in TERMS if t in ci)}
+                 if ci and total > 0 else None)
+    peak = int(np.argmax([layer["unique_vision"] for layer in layers]))
+    synergy = [(_share(layer["synergy"], layer["total"]), layer["layer"]) for layer in layers if layer["total"] > 0]
+    best = max(synergy, default=(None, None), key=lambda item: item[0])
+    return {"last_layer": int(last["layer"]), "total_bits": total, "terms_bits": {t: float(last[t]) for t in TERMS},
+            "terms_ci_bits": {t: list(ci[t]) for t in (*TERMS, "total") if t in ci} or None,
+            "shares": shares, "shares_ci": shares_ci,
+            "unique_vision_peak_layer": int(layers[peak]["layer"]),
+            "unique_vision_peak_bits": float(layers[peak]["unique_vision"]),
+            "max_synergy_share": best[0], "max_synergy_layer": best[1]}
+
+
+def _on_depth(values: list[float], points: int) -> np.ndarray:
+    """A layer trajectory resampled onto `points` equally spaced relative depths (0 = embeddings, 1 = last)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == points:
+        return values
+    return np.interp(np.linspace(0, 1, points), np.linspace(0, 1, len(values)), values)
+
+
+def pearson(a, b) -> float | None:
+    """Pearson correlation of two trajectories; None when either is constant."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def correlations(trajectories: dict) -> list[dict]:
+    """Cross-model Pearson r of each term's baseline layer trajectory, per task and recipe and model pair;
+    models of different depth are compared on relative depth (linear interpolation)."""
+    rows = []
+    for (task, recipe), by_model in trajectories.items():
+        names = list(by_model)
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                points = max(len(by_model[first]), len(by_model[second]))
+                row = {"task": task, "recipe": recipe, "models": [first, second]}
+                for term in (*TERMS, "total"):
+                    a = _on_depth([layer[term] for layer in by_model[first]], points)
+                    b = _on_depth([layer[term] for layer in by_model[second]], points)
+                    row[term] = pearson(a, b)
+                rows.append(row)
+    return rows
+
+
+def build_report(request: StudyRequest, records: list[dict], *, models: dict | None = None,
+                 timing: dict | None = None) -> dict:
+    """The pidflow.study/1 report from analysis and part records (run_study, or the workers' tasks)."""
+    analyses = {(r["model"], r["task"], r["recipe"], r["key"]): r for r in records if r["type"] == "analysis"}
+    parts = {(r["model"], r["task"]): r for r in records if r["type"] == "part"}
+    rows, knockouts, series, trajectories = [], [], [], {}
+    for (model, task), part in parts.items():
+        runs = part["runs"]
+        for recipe in request.recipes:
+            base = analyses[(model, task, recipe, "baseline")]
+            rows.append({"model": model, "task": task, "recipe": recipe, "n_questions": base["n_questions"],
+                         "accuracy": base["accuracy"], "measure": base["analysis"]["measure"],
+                         "dims": base["analysis"]["dims"], **headline(base["layers"])})
+            trajectories.setdefault((task, recipe), {})[model] = base["layers"]
+            for run in runs:
+                analysis = analyses[(model, task, recipe, run["key"])]
+                series.append({"model": model, "task": task, "recipe": recipe, "run": run["name"],
+                               "kind": run["kind"], "centre": run["centre"], "knockout": run["knockout"],
+                               "n_questions": analysis["n_questions"], "accuracy": analysis["accuracy"],
+                               "mean_p_correct": analysis["mean_p_correct"], "layers": analysis["layers"]})
+                if run["knockout"] is None:
+                    continue
+                effects = knockout_effects(
+                    base["layers"], analysis["layers"], window=run["knockout"]["layers"],
+                    baseline_p_correct=[base["mean_p_correct"]], knockout_p_correct=[analysis["mean_p_correct"]],
+                    baseline_correct=[base["accuracy"]], knockout_correct=[analysis["accuracy"]])
+                knockouts.append({"model": model, "task": task, "recipe": recipe, "run": run["name"],
+                                  "kind": run["kind"], "edges": run["knockout"]["edges"],
+                                  "window": run["knockout"]["layers"], "centre": run["centre"],
+                                  **{key: effects.get(key) for key in EFFECT_KEYS},
+                                  "reached_layers": effects["reached_layers"], "late_layers": effects["late_layers"],
+                                  "per_layer": effects["per_layer"]})
+    return {
+        "schema": SCHEMA,
+        "request": request.to_dict(),
+        "code_version": __version__,
+        "recipes": {name: RECIPES[name] for name in request.recipes},
+        "models": models or {model: part["model_info"] for (model, _), part in parts.items()},
+        "parts": [{key: value for key, value in part.items() if key != "type"} for part in parts.values()],
+        "headline": rows,
+        "correlations": correlations(trajectories),
+        "knockouts": knockouts,
+        "series": series,
+        "timing": dict(timing or {}),
+    }

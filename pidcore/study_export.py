@@ -1,0 +1,168 @@
+"""A study report (pidflow.study/1) as JSON, CSV and one self-contained HTML page with its figures.
+
+The HTML carries plotly.js inline (plotly.py's bundle, or the text passed as `plotly_js`, e.g. the
+dashboard's vendored cartesian bundle): it opens offline, with no CDN.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+
+from pidcore.study_figures import DELTA_TERMS, TERMS, small_multiples, sweep_cells, sweep_heatmap
+
+CSV_COLUMNS = ("section", "model", "task", "recipe", "run", "centre", "layer", "quantity", "value", "lo", "hi")
+EFFECTS = ("trapped_unique_vision", "compensatory_synergy", "information_cost", "answer_probability_change",
+           "answer_probability_change_pct", "accuracy_change")
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=1)
+
+
+def csv_rows(report: dict):
+    """Tidy rows (CSV_COLUMNS): headline quantities, cross-model correlations, knockout effects and every
+    layer value of every run (bits; shares are fractions; lo/hi = interval bounds when the report has them)."""
+    for row in report["headline"]:
+        key = {"model": row["model"], "task": row["task"], "recipe": row["recipe"], "run": "baseline",
+               "layer": row["last_layer"]}
+        cis, share_cis = row.get("terms_ci_bits") or {}, row.get("shares_ci") or {}
+        for term in TERMS:
+            yield {"section": "headline", **key, "quantity": f"share_{term}", "value": row["shares"][term],
+                   "lo": (share_cis.get(term) or [None])[0], "hi": (share_cis.get(term) or [None, None])[1]}
+            yield {"section": "headline", **key, "quantity": f"{term}_bits", "value": row["terms_bits"][term],
+                   "lo": (cis.get(term) or [None])[0], "hi": (cis.get(term) or [None, None])[1]}
+        yield {"section": "headline", **key, "quantity": "total_bits", "value": row["total_bits"]}
+        yield {"section": "headline", **key, "layer": row["unique_vision_peak_layer"],
+               "quantity": "unique_vision_peak_bits", "value": row["unique_vision_peak_bits"]}
+        yield {"section": "headline", **key, "layer": row["max_synergy_layer"], "quantity": "max_synergy_share",
+               "value": row["max_synergy_share"]}
+        yield {"section": "headline", **key, "layer": None, "quantity": "accuracy", "value": row["accuracy"]}
+    for row in report["correlations"]:
+        for term in DELTA_TERMS:
+            yield {"section": "correlation", "model": " vs ".join(row["models"]), "task": row["task"],
+                   "recipe": row["recipe"], "quantity": f"pearson_{term}", "value": row[term]}
+    for row in report["knockouts"]:
+        key = {"model": row["model"], "task": row["task"], "recipe": row["recipe"], "run": row["run"],
+               "centre": row["centre"]}
+        for name in EFFECTS:
+            yield {"section": "knockout", **key, "quantity": name, "value": row.get(name)}
+        for entry in row["per_layer"]:
+            for term in DELTA_TERMS:
+                yield {"section": "knockout_delta", **key, "layer": entry["layer"], "quantity": f"delta_{term}",
+                       "value": entry[term]}
+    for series in report["series"]:
+        key = {"model": series["model"], "task": series["task"], "recipe": series["recipe"], "run": series["run"],
+               "centre": series["centre"]}
+        for layer in series["layers"]:
+            ci = layer.get("ci") or {}
+            for term in DELTA_TERMS:
+                bounds = ci.get(term) or [None, None]
+                yield {"section": "layer", **key, "layer": layer["layer"], "quantity": f"{term}_bits",
+                       "value": layer[term], "lo": bounds[0], "hi": bounds[1]}
+
+
+def to_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n", restval="")
+    writer.writeheader()
+    for row in csv_rows(report):
+        writer.writerow({key: ("" if value is None else value) for key, value in row.items()})
+    return out.getvalue()
+
+
+def _number(value, digits: int = 3, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}%" if percent else f"{value:.{digits}f}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _share_cell(row: dict, term: str) -> str:
+    text = _number(row["shares"][term], percent=True)
+    ci = (row.get("shares_ci") or {}).get(term)
+    return text + (f" <small>[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]</small>" if ci else "")
+
+
+def headline_table(report: dict) -> str:
+    """The seed's headline table, recipes side by side (one row per model x task x recipe)."""
+    rows = []
+    for row in sorted(report["headline"], key=lambda r: (r["model"], r["task"], r["recipe"])):
+        rows.append([html.escape(row["model"]), html.escape(row["task"]), html.escape(row["recipe"]),
+                     str(row["n_questions"]), *(_share_cell(row, term) for term in TERMS),
+                     _number(row["total_bits"]), str(row["unique_vision_peak_layer"]),
+                     f"{_number(row['max_synergy_share'], percent=True)} (layer {row['max_synergy_layer']})"])
+    return _table(["model", "task", "recipe", "n", "R", "U_vision", "U_language", "S", "total (bits)",
+                   "U_vision peak layer", "largest S share"], rows)
+
+
+def correlation_table(report: dict) -> str:
+    if not report["correlations"]:
+        return "<p>One model only: no cross-model correlation.</p>"
+    rows = [[html.escape(" vs ".join(row["models"])), html.escape(row["task"]), html.escape(row["recipe"]),
+             *(_number(row[term]) for term in DELTA_TERMS)] for row in report["correlations"]]
+    return _table(["models", "task", "recipe", "r(R)", "r(U_vision)", "r(U_language)", "r(S)", "r(total)"], rows)
+
+
+def knockout_table(report: dict) -> str:
+    if not report["knockouts"]:
+        return "<p>No knockout runs in this study.</p>"
+    rows = [[html.escape(k["model"]), html.escape(k["task"]), html.escape(k["recipe"]), html.escape(k["run"]),
+             html.escape("+".join(k["edges"])), f"{k['window'][0]}–{k['window'][1]}",
+             "" if k["centre"] is None else str(k["centre"]),
+             _number(k["trapped_unique_vision"]), _number(k["compensatory_synergy"]), _number(k["information_cost"]),
+             _number(k.get("answer_probability_change_pct"), 1), _number(k.get("accuracy_change"))]
+            for k in report["knockouts"]]
+    return _table(["model", "task", "recipe", "run", "edges", "window", "centre", "trapped U_v (bits)",
+                   "compensatory S (bits)", "information cost (bits)", "Δp(answer) %", "Δaccuracy"], rows)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}small{color:#666}
+h2{margin-top:32px}.note{color:#555;font-size:13px}"""
+
+
+def to_html(report: dict, plotly_js: str | None = None) -> str:
+    """One self-contained page: headline table (recipes side by side), correlations, knockout effects,
+    small multiples per recipe and a sweep heatmap (term buttons) per model x task x recipe."""
+    if plotly_js is None:
+        from plotly.offline import get_plotlyjs
+
+        plotly_js = get_plotlyjs()
+    request = report["request"]
+    figures = []
+    for recipe in request["recipes"]:
+        figures.append(small_multiples(report, recipe))
+    for model in request["models"]:
+        for task in request["tasks"]:
+            for recipe in request["recipes"]:
+                if sweep_cells(report, model, task, recipe):
+                    figures.append(sweep_heatmap(report, model, task, recipe, buttons=True))
+    divs = [fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{index}")
+            for index, fig in enumerate(figures)]
+    recipes = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(text)}</li>"
+                      for name, text in report["recipes"].items())
+    summary = (f"{len(request['models'])} model(s) × {len(request['tasks'])} task(s), {request['n_questions']} "
+               f"questions per task{' (correct only)' if request['correct_only'] else ''}, dataset "
+               f"{html.escape(request['dataset'])}; code {html.escape(report['code_version'])}")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>pidflow study</title><style>{STYLE}</style>
+<script>{plotly_js}</script></head><body>
+<h1>pidflow study</h1><p>{summary}</p><ul>{recipes}</ul>
+<h2>Headline: shares of the last layer's information</h2>
+<p class="note">Shares are fractions of the last layer's total I(X_vision, X_language; Y); brackets: the terms'
+intervals divided by that total (when the analyses have intervals).</p>
+{headline_table(report)}
+<h2>Cross-model correlation of layer trajectories (Pearson r)</h2>{correlation_table(report)}
+<h2>Knockout effects (knockout − baseline)</h2>{knockout_table(report)}
+<h2>Figures</h2>{''.join(divs)}
+</body></html>
+"""

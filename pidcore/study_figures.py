@@ -1,0 +1,101 @@
+"""Plotly figures of a study report (pidflow.study/1). Pure functions: report dict in, figure out.
+
+Small multiples: one stacked plot of R, U_v, U_l, S (bits) per model x task on shared axes.
+Sweep heatmap: window centre x pooled layer, one term's knockout delta (bits) at a time.
+Colours follow the Okabe-Ito palette used by the dashboard.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
+DELTA_TERMS = (*TERMS, "total")
+TERM_LABELS = {"redundancy": "R", "unique_vision": "U_vision", "unique_language": "U_language",
+               "synergy": "S", "total": "total"}
+TERM_COLOURS = {"redundancy": "#0072B2", "unique_vision": "#E69F00", "unique_language": "#009E73",
+                "synergy": "#CC79A7"}
+
+
+def baseline_series(report: dict, recipe: str) -> dict:
+    """(model, task) -> baseline layer entries for one recipe."""
+    return {(s["model"], s["task"]): s["layers"] for s in report["series"]
+            if s["recipe"] == recipe and s["kind"] == "baseline"}
+
+
+def small_multiples(report: dict, recipe: str) -> go.Figure:
+    """A grid (rows = models, columns = tasks) of stacked R/U_v/U_l/S areas per layer, shared axes (bits)."""
+    models, tasks = list(report["request"]["models"]), list(report["request"]["tasks"])
+    series = baseline_series(report, recipe)
+    fig = make_subplots(rows=len(models), cols=len(tasks), shared_xaxes=True, shared_yaxes=True,
+                        column_titles=tasks, row_titles=models, horizontal_spacing=0.02,
+                        vertical_spacing=0.06 if len(models) > 1 else 0.0)
+    for row, model in enumerate(models, start=1):
+        for col, task in enumerate(tasks, start=1):
+            layers = series.get((model, task)) or []
+            for term in TERMS:
+                fig.add_trace(go.Scatter(
+                    x=[layer["layer"] for layer in layers], y=[layer[term] for layer in layers],
+                    name=TERM_LABELS[term], legendgroup=term, showlegend=row == 1 and col == 1,
+                    stackgroup=f"{row}-{col}", mode="lines", line={"width": 0.5, "color": TERM_COLOURS[term]},
+                    hovertemplate=f"{model} · {task}<br>layer %{{x}}<br>{TERM_LABELS[term]} %{{y:.3f}} bits"
+                                  "<extra></extra>"), row=row, col=col)
+    fig.update_layout(template="plotly_white", height=max(260, 220 * len(models)) + 80,
+                      title={"text": f"PID per layer, baseline ({recipe} recipe), bits", "x": 0.01},
+                      legend={"orientation": "h", "y": -0.15}, margin={"l": 60, "r": 40, "t": 70, "b": 40})
+    fig.update_xaxes(title_text=None, dtick=1)
+    fig.update_yaxes(rangemode="tozero")
+    for col in range(1, len(tasks) + 1):
+        fig.update_xaxes(title_text="layer", row=len(models), col=col)
+    for row in range(1, len(models) + 1):
+        fig.update_yaxes(title_text="bits", row=row, col=1)
+    return fig
+
+
+def sweep_cells(report: dict, model: str, task: str, recipe: str) -> list[dict]:
+    return sorted((k for k in report["knockouts"] if k["kind"] == "sweep" and k["model"] == model
+                   and k["task"] == task and k["recipe"] == recipe), key=lambda k: k["centre"])
+
+
+def sweep_heatmap(report: dict, model: str, task: str, recipe: str, term: str = "unique_vision",
+                  buttons: bool = False) -> go.Figure:
+    """Heatmap of the knockout delta (knockout - baseline, bits) of `term`: rows = window centre, columns =
+    pooled layer. With `buttons`, a menu switches the term inside the figure (for static HTML)."""
+    cells = sweep_cells(report, model, task, recipe)
+    fig = go.Figure()
+    if not cells:
+        fig.add_annotation(text="no knockout sweep in this study", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        fig.update_layout(template="plotly_white", height=200, xaxis={"visible": False}, yaxis={"visible": False})
+        return fig
+    layers = [entry["layer"] for entry in cells[0]["per_layer"]]
+    centres = [cell["centre"] for cell in cells]
+
+    def matrix(name):
+        return [[entry[name] for entry in cell["per_layer"]] for cell in cells]
+
+    values = matrix(term)
+    bound = max((abs(v) for row in values for v in row), default=0.0) or 1.0
+    fig.add_trace(go.Heatmap(z=values, x=layers, y=centres, colorscale="RdBu", reversescale=True,
+                             zmid=0.0, zmin=-bound, zmax=bound, colorbar={"title": {"text": "Δ bits"}},
+                             hovertemplate="window centre %{y}<br>layer %{x}<br>Δ %{z:.3f} bits<extra></extra>"))
+    title = f"knockout sweep {model} · {task} ({recipe}): Δ{TERM_LABELS[term]} (bits)"
+    if buttons:
+        options = []
+        for name in DELTA_TERMS:
+            z = matrix(name)
+            edge = max((abs(v) for row in z for v in row), default=0.0) or 1.0
+            options.append({"label": TERM_LABELS[name], "method": "update",
+                            "args": [{"z": [z], "zmin": [-edge], "zmax": [edge]},
+                                     {"title.text": f"knockout sweep {model} · {task} ({recipe}): "
+                                                    f"Δ{TERM_LABELS[name]} (bits)"}]})
+        fig.update_layout(updatemenus=[{"buttons": options, "direction": "right", "x": 0, "y": 1.18,
+                                        "xanchor": "left", "type": "buttons",
+                                        "active": list(DELTA_TERMS).index(term)}])
+    edges = "+".join(cells[0]["edges"])
+    fig.update_layout(template="plotly_white", height=360, title={"text": title, "x": 0.01},
+                      margin={"l": 70, "r": 20, "t": 90, "b": 50},
+                      xaxis={"title": {"text": "pooled layer"}, "dtick": 1},
+                      yaxis={"title": {"text": f"window centre ({edges})"}, "dtick": 1})
+    return fig
