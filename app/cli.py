@@ -125,7 +125,8 @@ def _layer_table(result: dict) -> str:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from app.embedded import serve
 
-    return serve(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir)
+    return serve(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir,
+                 verbose=args.verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="Celery worker processes to start")
     serve.add_argument("--data-dir", help="where the private Redis keeps jobs and results (kept after exit; "
                                           "default PIDFLOW_DATA_DIR, else ~/.local/share/pidflow)")
+    serve.add_argument("--verbose", action="store_true", help="workers log to this terminal (default: to files)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -22,13 +23,19 @@ from app.redis_local import LocalRedis, default_data_dir, die_with_parent
 log = logging.getLogger("pidflow.serve")
 
 
-def worker_command(index: int) -> list[str]:
-    """The Celery worker command (override with PIDFLOW_WORKER_CMD; `{index}` is replaced)."""
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "PYTHONWARNINGS": "ignore::UserWarning:celery.platforms"}  # no tqdm bars, no root SecurityWarning
+
+
+def worker_command(index: int, verbose: bool = False) -> list[str]:
+    """The Celery worker command (override with PIDFLOW_WORKER_CMD; `{index}` is replaced). Quiet (no
+    banner, errors only) unless `verbose`."""
     custom = os.environ.get("PIDFLOW_WORKER_CMD")
     if custom:
         return shlex.split(custom.replace("{index}", str(index)))
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-            "-Q", "gpu,cpu", "--loglevel=WARNING", "-n", f"pidflow{index}@%h"]
+    quiet = [] if verbose else ["--quiet"]
+    return [sys.executable, "-m", "celery", *quiet, "-A", "worker.celery_app", "worker", "--pool=solo",
+            "-Q", "gpu,cpu", f"--loglevel={'INFO' if verbose else 'ERROR'}", "-n", f"pidflow{index}@%h"]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -51,21 +58,71 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
             process.wait()
 
 
-def _prewarm(base_url: str, server: uvicorn.Server) -> None:
-    """Submit the default demo analysis once the server is up, so the first page shows a result."""
-    import httpx
-
+def _prewarm(base_url: str, server: uvicorn.Server, service, timeout_s: float = 1800.0) -> None:
+    """Submit the default demo analysis once the server is up, remember it as the page's first view
+    (`service.set_demo_analysis`) and say in the terminal when it is ready, with its link."""
     from app.service import DEFAULT_REQUEST
 
     while not server.started and not server.should_exit:
         time.sleep(0.1)
     if server.should_exit:
         return
+    start = time.monotonic()
     try:
-        response = httpx.post(f"{base_url}/api/v1/analyses", json=DEFAULT_REQUEST, timeout=30)
-        log.warning("default demo analysis: %s %s", response.status_code, response.json().get("state"))
+        job = service.submit(dict(DEFAULT_REQUEST))
+        service.set_demo_analysis(job["id"])
+        link = f"{base_url}/?analysis={job['id']}"
+        if job.get("state") == "succeeded":
+            print(f"[pidflow] demo analysis ready (computed before): {link}", flush=True)
+            return
+        print(f"[pidflow] demo analysis {job['id']} is computing (about a minute); the page shows its "
+              f"progress", flush=True)
+        while not server.should_exit and time.monotonic() - start < timeout_s:
+            job = service.status(job["id"])
+            if job.get("state") == "succeeded":
+                print(f"[pidflow] demo analysis ready after {time.monotonic() - start:.0f} s: {link}", flush=True)
+                return
+            if job.get("state") == "failed":
+                print(f"[pidflow] the demo analysis failed: {job.get('error')}", flush=True)
+                return
+            time.sleep(1.0)
     except Exception as exc:  # noqa: BLE001 - a failed warm-up must not stop the server
-        log.warning("could not submit the default demo analysis: %s", exc)
+        print(f"[pidflow] could not run the demo analysis: {exc}", flush=True)
+
+
+def start_block(base_url: str, redis_line: str, data_line: str, workers_line: str) -> str:
+    """The block `pidflow serve` prints at start: where to go, what runs, where data is kept."""
+    return "\n".join([
+        "",
+        "  pidflow is running",
+        f"    open       {base_url}/   (the page opens on the demo analysis)",
+        f"    API        {base_url}/api/v1/docs   (REST API, also /api/v1/redoc)",
+        f"    Redis      {redis_line}",
+        f"    data       {data_line}",
+        f"    workers    {workers_line}",
+        "    stop       Ctrl-C (stops every process started here)",
+        "",
+    ])
+
+
+def _data_line(local_redis) -> str:
+    if local_redis is None:
+        return "kept by the Redis above"
+    kept = getattr(local_redis, "appendonly", False) and not getattr(local_redis, "_own_dir", True)
+    where = str(getattr(local_redis, "directory", "?"))
+    return f"{where} (append-only file, kept across restarts; --data-dir moves it)" if kept else \
+        f"{where} (temporary: results are lost when pidflow stops)"
+
+
+def _start_worker(index: int, verbose: bool, log_dir: Path) -> subprocess.Popen:
+    env = dict(os.environ)
+    if verbose:
+        return subprocess.Popen(worker_command(index, verbose=True), env=env, preexec_fn=die_with_parent)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env.update(QUIET_ENV)
+    with open(log_dir / f"worker{index}.log", "ab") as log_file:
+        return subprocess.Popen(worker_command(index), env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent)
 
 
 class _Server(uvicorn.Server):
@@ -85,9 +142,12 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir: str | None = None) -> int:
+def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir: str | None = None,
+          verbose: bool = False) -> int:
     """Run until Ctrl-C / SIGTERM; returns the exit status. Without REDIS_URL, the private Redis keeps
-    jobs, results and queued tasks in `data_dir` (default: `default_data_dir()`), which stays after exit."""
+    jobs, results and queued tasks in `data_dir` (default: `default_data_dir()`), which stays after exit.
+    Workers write their logs to files (named in the start block) unless `verbose`, when they log to this
+    terminal at INFO."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if workers < 0:
         raise ValueError("--workers must be 0 or more")
@@ -101,23 +161,25 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
             local_redis = LocalRedis(directory=folder / "redis", appendonly=True,
                                      maxmemory=os.environ.get("PIDFLOW_REDIS_MAXMEMORY") or None).start()
             os.environ["REDIS_URL"] = local_redis.url
-            print(f"[pidflow] started Redis at {local_redis.url}, data kept in {local_redis.directory} "
-                  f"(append-only file; --data-dir or PIDFLOW_DATA_DIR to move it)", flush=True)
+            redis_line = f"{local_redis.url} (private, started here)"
         else:
-            print(f"[pidflow] using Redis at {os.environ['REDIS_URL']}", flush=True)
+            redis_line = f"{os.environ['REDIS_URL']} (from REDIS_URL)"
+        log_dir = local_redis.directory.parent / "logs" if local_redis else Path(tempfile.gettempdir()) / "pidflow-logs"
         for index in range(workers):
-            children.append(subprocess.Popen(worker_command(index), env=dict(os.environ),
-                                             preexec_fn=die_with_parent))
-        print(f"[pidflow] started {workers} worker(s): {' '.join(worker_command(0)) if workers else '-'}", flush=True)
+            children.append(_start_worker(index, verbose, log_dir))
+        workers_line = f"{workers} Celery worker(s), " + (
+            "logging here (--verbose)" if verbose else f"logs in {log_dir}/ (--verbose shows them here)")
 
         from app.server import create_app
 
-        server = _Server(uvicorn.Config(create_app(), host=host, port=port, log_level="warning",
+        app = create_app()
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                         access_log=False, timeout_graceful_shutdown=5))
         base_url = f"http://{host}:{port}"
+        print(start_block(base_url, redis_line, _data_line(local_redis), workers_line), flush=True)
+        print(f"[pidflow] serving on {base_url}/", flush=True)
         if os.environ.get("PIDFLOW_PREWARM", "1") != "0":
-            threading.Thread(target=_prewarm, args=(base_url, server), daemon=True).start()
-        print(f"[pidflow] serving on {base_url}/  (API docs: {base_url}/api/v1/docs; Ctrl-C stops)", flush=True)
+            threading.Thread(target=_prewarm, args=(base_url, server, app.state.service), daemon=True).start()
         server.run()
         return 0
     finally:

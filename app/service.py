@@ -36,6 +36,7 @@ DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the das
 SHARE_PREFIX = "pidflow:share:"
 OWNERS_PREFIX = "pidflow:owners:"
 RATE_PREFIX = "pidflow:rate:"
+DEMO_KEY = "pidflow:demo-analysis"  # the analysis the dashboard opens on when its URL names none
 
 
 class JobNotReady(Exception):
@@ -228,6 +229,23 @@ class AnalysisService:
         deleted = bool(self._call(self.jobs.delete, analysis_id))
         self._call(self.redis.delete, OWNERS_PREFIX + analysis_id)
         return deleted
+
+    # -- the first page -----------------------------------------------------------------------------
+    def set_demo_analysis(self, analysis_id: str) -> None:
+        """Name the analysis the dashboard opens on (`pidflow serve` sets its demo analysis)."""
+        self._call(self.redis.set, DEMO_KEY, analysis_id)
+
+    def demo_analysis(self) -> str | None:
+        """The id of the analysis the dashboard opens on, or None when none is set or it was deleted."""
+        value = self._call(self.redis.get, DEMO_KEY)
+        if value is None:
+            return None
+        analysis_id = value.decode() if isinstance(value, bytes) else str(value)
+        try:
+            self.status(analysis_id)
+        except KeyError:
+            return None
+        return analysis_id
 
     # -- share links ------------------------------------------------------------------------------
     def create_share(self, analysis_id: str) -> str:

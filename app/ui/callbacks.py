@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
@@ -14,10 +14,32 @@ GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay
 ACTIVE_STATES = ("queued", "running")
 
 
+TABS = ("new", "results", "compare", "questions")
+VIEW_KEYS = ("share", "analysis", "tab", "q")  # what a view's URL holds, in this order
+
+
 def parse_location(search: str | None) -> dict:
-    """`?analysis=<id>` or `?share=<token>` from the URL query."""
+    """The view in the URL query: `analysis=<id>` or `share=<token>`, `tab`, `q` (a question id)."""
     query = parse_qs((search or "").lstrip("?"))
     return {key: values[0] for key, values in query.items() if values and values[0]}
+
+
+def view_search(analysis_id: str | None, tab: str | None, question: str | None, share: str | None = None) -> str:
+    """The URL query of a view (`?analysis=..&tab=..&q=..`; a shared view keeps `share=` instead of the id);
+    "" when no analysis is open. The inverse of `parse_location`."""
+    if not (analysis_id or share):
+        return ""
+    parts = {"share": share} if share else {"analysis": analysis_id}
+    if tab in TABS:
+        parts["tab"] = tab
+    if question and tab == "questions":
+        parts["q"] = question
+    return "?" + urlencode(parts)
+
+
+def wanted_tab(query: dict, default: str = "results") -> str:
+    """The tab the URL asks for (its `tab` when valid, else `default`)."""
+    return query.get("tab") if query.get("tab") in TABS else default
 
 
 def analysis_ref(text: str | None) -> str:
@@ -176,19 +198,20 @@ def register(app, service) -> None:
         Output("submit-status", "children"), Output("progress", "value"), Output("progress", "hidden"),
         Output("read-only", "data"), Output("tabs", "value"),
         Input("url", "search"), Input("submit", "n_clicks"), Input("poll", "n_intervals"),
-        State("pending-id", "data"), State("read-only", "data"),
+        State("pending-id", "data"), State("read-only", "data"), State("analysis-id", "data"),
+        State("tabs", "value"),
         State("model", "value"), State("dataset", "value"), State("tasks", "value"),
         State("n-questions", "value"), State("pooling", "value"), State("target", "value"),
         State("measure", "value"), State("dim-vision", "value"), State("dim-language", "value"),
         State("dim-target", "value"), State("bootstrap", "value"), State("ko-edges", "value"),
         State("ko-layers", "value"), State("gaussianize", "value"), State("token", "value"),
     )
-    def control(search, _clicks, _ticks, pending, read_only, model, dataset, tasks, n_questions, pooling,
-                target, measure, dim_v, dim_l, dim_t, bootstrap, edges, window, gaussianize, token):
+    def control(search, _clicks, _ticks, pending, read_only, current, tab, model, dataset, tasks, n_questions,
+                pooling, target, measure, dim_v, dim_l, dim_t, bootstrap, edges, window, gaussianize, token):
         trigger = ctx.triggered_id
         keep = no_update
         if trigger in (None, "url"):
-            return _open_from_url(parse_location(search))
+            return _open_from_url(parse_location(search), current, pending, tab)
         if read_only:
             return keep, None, True, "This is a read-only shared view.", 0, True, keep, keep
         if trigger == "submit":
@@ -209,19 +232,21 @@ def register(app, service) -> None:
                 True, keep, keep
         return _follow(job)
 
-    def _follow(job: dict):
+    def _follow(job: dict, tab: str = "results", read_only=no_update):
         state = job.get("state")
         if state == "succeeded":
             text = "Cached result: shown at once." if job.get("cached") else "Analysis finished."
-            return job["id"], None, True, text, 1, True, False, "results"
+            return job["id"], None, True, text, 1, True, read_only, tab
         if state == "failed":
             reason = job.get("error") or "no reason given"
             return no_update, None, True, html.Span(f"The analysis failed: {reason}", className="error"), 0, \
-                True, no_update, no_update
+                True, read_only, no_update
         return no_update, job["id"], False, _progress_text(job), float(job.get("progress") or 0.0), False, \
-            no_update, no_update
+            read_only, no_update
 
-    def _open_from_url(query: dict):
+    def _open_from_url(query: dict, current: str | None, pending: str | None, tab: str | None):
+        """Open the view the URL names (an analysis, a share link, or the demo analysis when it names none);
+        only the tab changes when the analysis is already open (our own URL updates, back/forward)."""
         keep = no_update
         if "share" in query:
             try:
@@ -229,15 +254,44 @@ def register(app, service) -> None:
             except data.DataError as exc:
                 return keep, None, True, html.Span(f"This share link does not work: {exc}", className="error"), \
                     0, True, True, "results"
-            return analysis_id, None, True, "", 0, True, True, "results"
-        if "analysis" in query:
+            want = wanted_tab({**query, "tab": None if query.get("tab") == "new" else query.get("tab")})
+            if analysis_id == current:
+                return keep, keep, keep, keep, keep, keep, True, want if want != tab else keep
+            return analysis_id, None, True, "", 0, True, True, want
+        analysis_id = query.get("analysis")
+        if not analysis_id:
             try:
-                job = data.status(service, query["analysis"])
-            except data.DataError as exc:
-                return keep, None, True, html.Span(f"Cannot open analysis: {exc}", className="error"), 0, True, \
-                    False, "new"
-            return _follow(job)
-        return keep, None, True, "", 0, True, False, "new"
+                analysis_id = data.demo_analysis(service)
+            except data.DataError:
+                analysis_id = None
+            if not analysis_id:
+                return keep, None, True, "", 0, True, False, "new"
+        want = wanted_tab(query)
+        if analysis_id in (current, pending):
+            return keep, keep, keep, keep, keep, keep, keep, want if want != tab else keep
+        try:
+            job = data.status(service, analysis_id)
+        except data.DataError as exc:
+            return keep, None, True, html.Span(f"Cannot open analysis: {exc}", className="error"), 0, True, \
+                False, "new"
+        return _follow(job, want, read_only=False)
+
+    @app.callback(
+        Output("url-write", "search"),
+        Input("analysis-id", "data"), Input("pending-id", "data"), Input("tabs", "value"),
+        Input("question-pick", "value"), State("url", "search"), State("read-only", "data"),
+    )
+    def write_url(analysis_id, pending, tab, question, search, read_only):
+        """Keep the address bar on the view shown (a job being followed counts as its analysis), so reload,
+        back and share work; a pushed URL reaches the `url` location too, where `control` sees no change."""
+        if ctx.triggered_id is None:
+            return no_update
+        query = parse_location(search)
+        share = query.get("share") if read_only else None
+        wanted = view_search(pending or analysis_id, tab, question, share)
+        if not wanted or wanted == (search or ""):
+            return no_update
+        return wanted
 
     @app.callback(
         Output("tab-new", "style"), Output("share-box", "hidden"), Output("read-only-banner", "hidden"),
@@ -357,24 +411,29 @@ def register(app, service) -> None:
         return f"{base}?share={share_token}"
 
     @app.callback(
-        Output("question-pick", "options"), Output("question-count", "children"),
+        Output("question-pick", "options"), Output("question-count", "children"), Output("question-pick", "value"),
         Input("analysis-id", "data"), Input("question-search", "value"), Input("question-task", "value"),
-        Input("question-correct", "value"), Input("tabs", "value"),
+        Input("question-correct", "value"), Input("tabs", "value"), Input("url", "search"),
+        State("question-pick", "value"),
     )
-    def question_list(analysis_id, search, task, correctness, tab):
+    def question_list(analysis_id, search, task, correctness, tab, location, picked):
         if tab != "questions":
-            return no_update, no_update
+            return no_update, no_update, no_update
         if not analysis_id:
-            return [], "No analysis open yet."
+            return [], "No analysis open yet.", None
         try:
             document = data.result(service, analysis_id)
         except data.DataError as exc:
-            return [], f"Cannot list questions: {exc}"
+            return [], f"Cannot list questions: {exc}", None
         matches = filter_questions(document.get("questions") or [], search, task, correctness)
         options = [{"label": f"{q.get('question')} — gold: {q.get('answer')} ({q.get('task')}, {q.get('qid')})",
                     "value": q.get("qid")} for q in matches[:500]]
         total = len(document.get("questions") or [])
-        return options, f"{len(matches)} of {total} questions match." if total else "This analysis has no questions."
+        linked = parse_location(location).get("q")  # a deep link names the question
+        shown = {option["value"] for option in options}
+        value = linked if linked in shown else (picked if picked in shown else None)
+        count = f"{len(matches)} of {total} questions match." if total else "This analysis has no questions."
+        return options, count, value if value != picked else no_update
 
     @app.callback(
         Output("question-view", "children"), Output("question-figure", "figure"),

@@ -92,3 +92,9 @@ def create_share(service, analysis_id: str) -> str:
 
 def resolve_share(service, share_token: str) -> str:
     return _guard(service.resolve_share, share_token)
+
+
+def demo_analysis(service) -> str | None:
+    """The analysis the page opens on when its URL names none (the demo one `pidflow serve` runs), or None."""
+    finder = getattr(service, "demo_analysis", None)
+    return _guard(finder) if finder else None

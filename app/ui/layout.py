@@ -175,7 +175,8 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
     """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag, and the analyses
     this browser opened (recent-analyses, kept in the browser's local storage)."""
     return html.Div(className="page", children=[
-        dcc.Location(id="url", refresh=False),
+        dcc.Location(id="url", refresh=False),  # read: the view asked for (load, back, forward)
+        dcc.Location(id="url-write", refresh="callback-nav"),  # written: the view shown (tells `url` too)
         dcc.Store(id="analysis-id"),
         dcc.Store(id="recent-analyses", storage_type="local"),
         dcc.Store(id="pending-id"),

@@ -1,0 +1,92 @@
+"""A new user's first hour in a real headless Chromium against a live server (uvicorn, API, the real
+AnalysisService on a private Redis, a stand-in job layer): the first page opens on the finished demo
+analysis, every view has its own URL (reload, back and a pasted link land on it). Screenshots at
+1366x768 and 1920x1080 go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from app.service import DEFAULT_REQUEST
+from tests.browser.stack import CHROMIUM, NUM_LAYERS, chromium, running_server
+from tests.browser.test_dashboard import ARTIFACTS, TIMEOUT_MS, open_tab, pick, plot_data, wait_for_traces
+from tests.ui.demo_result import layer_terms
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")]
+
+
+@pytest.fixture(scope="module")
+def demo_server():
+    """A server whose demo analysis (the default request) is finished, as `pidflow serve` leaves it."""
+    with running_server(run_s=0.0) as (url, service):
+        demo_id = service.submit(dict(DEFAULT_REQUEST))["id"]
+        service.set_demo_analysis(demo_id)
+        yield url, service, demo_id
+
+
+def query_of(page) -> dict:
+    return {key: values[0] for key, values in parse_qs(urlsplit(page.url).query).items()}
+
+
+def wait_for_query(page, **expected):
+    page.wait_for_function(
+        """expected => { const q = new URLSearchParams(window.location.search);
+                         return Object.entries(expected).every(([k, v]) => q.get(k) === v); }""",
+        arg=expected, timeout=TIMEOUT_MS)
+
+
+@pytest.mark.parametrize("width, height", [(1366, 768), (1920, 1080)])
+def test_first_page_opens_on_the_demo_result(demo_server, tmp_path, width, height):
+    url, _, demo_id = demo_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium(tmp_path / "profile", width=width, height=height) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url + "/")
+        wait_for_traces(page, "stacked-baseline", "synergy")
+        traces = {t["meta"]: t for t in plot_data(page, "stacked-baseline")}
+        assert traces["unique_vision"]["y"] == pytest.approx([layer_terms(i)[1] for i in range(NUM_LAYERS + 1)])
+        wait_for_query(page, analysis=demo_id, tab="results")  # the address now names what is shown
+        assert page.locator("#result-message").inner_text().strip() == ""  # no red "No analysis open"
+        page.screenshot(path=str(ARTIFACTS / f"first-01-demo-{width}.png"), full_page=False)
+        assert not errors, errors
+
+
+def test_every_view_has_its_own_url(demo_server, tmp_path):
+    url, _, demo_id = demo_server
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(url + "/")
+        wait_for_traces(page, "stacked-baseline", "synergy")
+        wait_for_query(page, analysis=demo_id, tab="results")
+
+        open_tab(page, "Questions")
+        wait_for_query(page, analysis=demo_id, tab="questions")
+        pick(page, "question-pick", "image 3?")
+        wait_for_traces(page, "question-figure", "baseline:synergy")
+        wait_for_query(page, analysis=demo_id, tab="questions", q="easy-vqa.test.3")
+        link = page.url
+
+        page.reload()  # reload lands on the same question
+        wait_for_traces(page, "question-figure", "baseline:synergy")
+        assert "image 3?" in page.locator(".question-card").inner_text()
+        assert query_of(page)["q"] == "easy-vqa.test.3"
+
+        page.go_back()  # back: the question list, then the results tab of the same analysis
+        page.wait_for_function("!new URLSearchParams(window.location.search).get('q')", timeout=TIMEOUT_MS)
+        page.go_back()
+        page.wait_for_function("document.querySelector('#tabs .tab--selected')?.innerText.includes('Results')",
+                               timeout=TIMEOUT_MS)
+        assert query_of(page)["tab"] == "results"
+
+    with chromium(tmp_path / "other-profile", width=1920, height=1080) as fresh:  # a pasted link
+        page = fresh.pages[0] if fresh.pages else fresh.new_page()
+        page.goto(link)
+        wait_for_traces(page, "question-figure", "baseline:synergy")
+        assert "image 3?" in page.locator(".question-card").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "first-02-question-link-1920.png"), full_page=False)
