@@ -108,10 +108,10 @@ def start_block(base_url: str, redis_line: str, data_line: str, workers_line: st
 def _data_line(local_redis) -> str:
     if local_redis is None:
         return "kept by the Redis above"
-    kept = getattr(local_redis, "appendonly", False) and not getattr(local_redis, "_own_dir", True)
     where = str(getattr(local_redis, "directory", "?"))
-    return f"{where} (append-only file, kept across restarts; --data-dir moves it)" if kept else \
-        f"{where} (temporary: results are lost when pidflow stops)"
+    if getattr(local_redis, "appendonly", False) and not getattr(local_redis, "_own_dir", True):
+        return f"kept in {where} (append-only file, kept across restarts; --data-dir moves it)"
+    return f"in {where} (temporary: results are lost when pidflow stops)"
 
 
 def _start_worker(index: int, verbose: bool, log_dir: Path) -> subprocess.Popen:

@@ -109,7 +109,7 @@ def test_a_restart_of_serve_loses_no_job_result_or_queued_task(tmp_path):
         result = httpx.get(f"{base}/api/v1/analyses/{done['id']}/result", timeout=10).json()
         # no worker for this one: it stays queued when the server stops
         stop_served(first)
-        assert first.returncode == 0 and f"data kept in {data / 'redis'}" in first.stdout.read()
+        assert first.returncode == 0 and f"kept in {data / 'redis'}" in first.stdout.read()
         assert (data / "redis").is_dir()
         second = spawn(port, workers=0, env=env)
         wait_healthy(base, second, workers=0, timeout_s=60)
