@@ -159,7 +159,7 @@ def extract_features(request: AnalysisRequest, progress=None) -> dict:
     adapter = _adapter(request.model)
     knockout = Knockout(**request.knockout) if request.knockout else None
     if knockout:
-        knockout.check(adapter.num_layers)
+        adapter.check_knockout(knockout)
     steps = _Progress(progress)
     options = {"answers": answers, "language_pooling": request.language_pooling, "target": request.target}
     baseline = extract(adapter, items, progress=steps.part(0, 0.5 if knockout else 1).callback(), **options)

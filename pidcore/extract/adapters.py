@@ -1,31 +1,39 @@
-"""Model adapters: load a LLaVA-1.5 / LLaVA-1.6 checkpoint and turn questions into a padded batch.
+"""Model adapters: load any registered VLM family and turn questions into a padded batch.
 
-The model-specific part is small: the model class, where the decoder layers live, and how images enter
-the processor. Another Hugging Face vision-language model is one subclass away.
+Everything family-specific is data in `families.FAMILIES`; `VLMAdapter` reads it. A new family is a
+declaration there plus a tiny-model test (tests/extract/tiny_families.py).
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from functools import reduce
 from pathlib import Path
 
 import torch
 
 from pidcore.revision import folder_revision  # torch-free; re-exported here
 
+from .families import FAMILIES, LLAVA_PROMPT, Family, family_for, without_torchvision
 from .roles import BatchRoles, find_roles, question_flags
 
-LLAVA_PROMPT = "USER: <image>\n{question} \nAnswer the question using a single word or phrase. ASSISTANT:"
+__all__ = ["LLAVA_PROMPT", "VLMAdapter", "LlavaAdapter", "LlavaNextAdapter", "load_adapter", "folder_revision"]
+
+_MASKABLE = ("eager", "sdpa")
 
 
 class VLMAdapter:
-    """A loaded model + processor with the prompt template and the model's identity."""
+    """A loaded model + processor with its family, prompt template and identity."""
 
     model_type = ""
 
-    def __init__(self, model, processor, *, name: str, revision: str, prompt_template: str):
-        if "{question}" not in prompt_template or "<image>" not in prompt_template:
-            raise ValueError(f"prompt template must contain '<image>' and '{{question}}': {prompt_template!r}")
+    def __init__(self, model, processor, *, name: str, revision: str, prompt_template: str,
+                 family: Family | None = None):
+        self.family = family or family_for(self.model_type or model.config.model_type)
+        placeholder = self.family.image_token
+        if "{question}" not in prompt_template or placeholder not in prompt_template:
+            raise ValueError(f"prompt template must contain {placeholder!r} and '{{question}}': {prompt_template!r}")
         self.model = model.eval()
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -34,12 +42,11 @@ class VLMAdapter:
         self.revision = revision
         self.prompt_template = prompt_template
 
-    # -- model-specific parts -------------------------------------------------------------------------
+    # -- structure, read from the family ---------------------------------------------------------------
     @property
     def language_model(self):
-        return self.model.model.language_model
+        return reduce(getattr, self.family.decoder.split("."), self.model)
 
-    # -- shared ---------------------------------------------------------------------------------------
     @property
     def decoder_layers(self):
         return self.language_model.layers
@@ -53,12 +60,39 @@ class VLMAdapter:
         return len(self.decoder_layers)
 
     @property
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    @property
     def hidden_size(self) -> int:
-        return self.model.config.text_config.hidden_size
+        return self.text_config.hidden_size
 
     @property
     def image_token_id(self) -> int:
-        return self.model.config.image_token_id
+        """The id whose positions hold image features (or, for cross-attention models, the placeholder)."""
+        config = self.model.config
+        for name in ("image_token_id", "image_token_index"):
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                return value
+        raise ValueError(f"{self.family.label}: the config names no image token id")
+
+    @property
+    def cross_attention_layers(self) -> tuple[int, ...]:
+        """Decoder layers that attend to the image through cross-attention (Mllama)."""
+        return tuple(getattr(self.text_config, "cross_attention_layers", None) or ()) \
+            if self.family.attention == "cross" else ()
+
+    @property
+    def linear_attention_layers(self) -> tuple[int, ...]:
+        """Decoder layers with a recurrent (linear-attention) state, which no attention mask can edit."""
+        types = getattr(self.text_config, "layer_types", None) or ()
+        return tuple(index for index, kind in enumerate(types) if "linear" in str(kind))
+
+    @property
+    def attention_implementation(self) -> str:
+        return str(getattr(self.text_config, "_attn_implementation", None)
+                   or getattr(self.model.config, "_attn_implementation", None) or "eager")
 
     @property
     def device(self) -> torch.device:
@@ -70,8 +104,45 @@ class VLMAdapter:
 
     def describe(self) -> dict:
         return {"name": self.name, "revision": self.revision, "num_layers": self.num_layers,
-                "hidden_size": self.hidden_size}
+                "hidden_size": self.hidden_size, "family": self.family.label, "model_type": self.family.model_type,
+                "attention": self.family.attention, "vision_source": self.family.vision_source,
+                "knockout_edges": list(self.family.edges),
+                "linear_attention_layers": list(self.linear_attention_layers),
+                "cross_attention_layers": list(self.cross_attention_layers)}
 
+    # -- knockouts ---------------------------------------------------------------------------------------
+    def check_knockout(self, knockout) -> None:
+        """A clear ValueError for knockouts this model cannot apply faithfully."""
+        knockout.check(self.num_layers)
+        unsupported = [edge for edge in knockout.edges if edge not in self.family.edges]
+        if unsupported:
+            raise ValueError(f"{self.family.label} does not support knockout edge(s) {unsupported}: "
+                             f"supported: {', '.join(self.family.edges)}"
+                             + ("; question->image exists only in prefix-LM models, where image tokens attend to "
+                                "the prompt" if "question->image" in unsupported else ""))
+        if not knockout.edges:
+            return
+        implementation = self.attention_implementation
+        if implementation not in _MASKABLE:
+            raise ValueError(f"knockouts edit the 4-D attention mask, which attn_implementation={implementation!r} "
+                             f"cannot take; load the model with attn_implementation='eager' or 'sdpa'")
+        first, last = knockout.layers
+        linear = [index for index in self.linear_attention_layers if first <= index <= last]
+        if linear:
+            full = [index for index in range(self.num_layers) if index not in self.linear_attention_layers]
+            raise ValueError(f"knockout window {knockout.layers} includes linear-attention layers {linear} of this "
+                             f"hybrid decoder; an attention mask cannot block a recurrent state. Choose a window of "
+                             f"full-attention layers only: {full}")
+
+    @contextmanager
+    def knockout_applied(self, knockout):
+        """Knockout hooks for this model (checked first); yields `set_roles(roles)` per batch."""
+        self.check_knockout(knockout)
+        with knockout.applied(self.decoder_layers, self.dtype, cross_attention_layers=self.cross_attention_layers,
+                              causal_when_missing=self.family.attention == "causal") as set_roles:
+            yield set_roles
+
+    # -- prompts and batches ---------------------------------------------------------------------------
     def prompt(self, question: str) -> tuple[str, tuple[int, int]]:
         """The filled template and the question's character span in it."""
         head, tail = self.prompt_template.split("{question}", 1)
@@ -87,21 +158,59 @@ class VLMAdapter:
             ids.append(tokens[0])
         return ids
 
+    def processor_inputs(self, texts: list[str], images: list) -> dict:
+        """The processor's own outputs for these prompts (what the model's own forward takes)."""
+        images = [[image] for image in images] if self.family.images == "nested" else images
+        batch = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        return {key: value for key, value in batch.items() if key not in self.family.drop_keys}
+
     def encode(self, items) -> tuple[dict, BatchRoles]:
-        """Model inputs (left-padded, position ids that skip padding) and the roles of every item."""
+        """Model inputs (left-padded, position ids that skip padding unless the model builds its own) and
+        the roles of every item."""
         prompts = [self.prompt(item.question) for item in items]
         images = [item.load_image() for item in items]
-        batch = self.processor(images=images, text=[text for text, _ in prompts], return_tensors="pt",
-                               padding=True)
+        batch = self.processor_inputs([text for text, _ in prompts], images)
         flags = [question_flags(self.tokenizer, text, span) for text, span in prompts]
         roles = find_roles(batch["input_ids"], batch["attention_mask"], self.image_token_id, flags)
-        inputs = {key: value.to(self.device) for key, value in batch.items() if hasattr(value, "to")}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        positions = (batch["attention_mask"].cumsum(dim=1) - 1).clamp_min(0)
-        inputs["position_ids"] = positions.to(self.device)
+        inputs = {}
+        for key, value in batch.items():
+            if hasattr(value, "to"):
+                value = value.to(self.device)
+                inputs[key] = value.to(self.dtype) if value.is_floating_point() else value
+        if not self.family.own_positions:
+            positions = (batch["attention_mask"].cumsum(dim=1) - 1).clamp_min(0) + self.family.first_position
+            inputs["position_ids"] = positions.to(self.device)
         roles = BatchRoles(*(tensor.to(self.device) for tensor in
                              (roles.attention_mask, roles.image, roles.question, roles.answer_index)))
         return inputs, roles
+
+    @contextmanager
+    def vision_source_hooks(self, pooled):
+        """For cross-attention families, feed the pooled projected cross-attention states to `pooled`."""
+        if self.family.vision_source != "cross_attention_states":
+            yield
+            return
+
+        def on_decoder(module, args, kwargs):
+            states = kwargs.get("cross_attention_states")
+            mask = kwargs.get("cross_attention_mask")
+            if states is None:
+                return
+            batch = pooled.roles.answer_index.shape[0]
+            states = states.reshape(batch, -1, states.shape[-1])  # (b * images * tiles, patches, h) -> (b, k, h)
+            rows = torch.arange(batch, device=states.device)
+            if mask is not None:  # keys the answer position may see (valid tiles), (b, k)
+                allowed = (mask[rows, 0, pooled.roles.answer_index] == 0).to(torch.float32)
+            else:
+                allowed = torch.ones(states.shape[:2], device=states.device)
+            weights = allowed / allowed.sum(dim=1, keepdim=True).clamp_min(1.0)
+            pooled.set_vision(torch.einsum("bk,bkh->bh", weights, states.to(torch.float32)))
+
+        handle = self.language_model.register_forward_pre_hook(on_decoder, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 class LlavaAdapter(VLMAdapter):
@@ -116,8 +225,8 @@ class LlavaNextAdapter(VLMAdapter):
     model_type = "llava_next"
 
 
-ADAPTERS = {adapter.model_type: adapter for adapter in (LlavaAdapter, LlavaNextAdapter)}
-MODEL_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
+ADAPTERS = {"llava": LlavaAdapter, "llava_next": LlavaNextAdapter}
+MODEL_CLASSES = {model_type: family.model_class for model_type, family in FAMILIES.items()}
 
 
 def _resolve(model: str) -> tuple[str, Path | None]:
@@ -135,8 +244,58 @@ def _resolve(model: str) -> tuple[str, Path | None]:
     return model, None
 
 
+def image_only(processor_class):
+    """`processor_class` without its video processor. Without torchvision, transformers can neither build
+    nor load a video processor, and processors that declare one (Qwen-VL, SmolVLM, InternVL, OneVision)
+    refuse to start; pidflow sends images only. Same class name, so saved folders stay standard."""
+    import inspect
+
+    import transformers
+
+    if transformers.utils.is_torchvision_available() or "video_processor" not in processor_class.get_attributes():
+        return processor_class
+    # transformers reads a processor's options from its __init__'s code object: write a real signature
+    parameters = [p for name, p in inspect.signature(processor_class.__init__).parameters.items()
+                  if name not in ("self", "video_processor") and p.kind is p.POSITIONAL_OR_KEYWORD]
+    names = [p.name for p in parameters]
+    source = (f"def __init__(self, {''.join(f'{n}=_defaults[{n!r}], ' for n in names)}**kwargs):\n"
+              f"    _parent.__init__(self, {''.join(f'{n}={n}, ' for n in names)}video_processor=None, **kwargs)\n")
+    scope = {"_parent": processor_class,
+             "_defaults": {p.name: None if p.default is p.empty else p.default for p in parameters}}
+    exec(source, scope)  # noqa: S102 - the source is built from parameter names only
+    __init__ = scope["__init__"]
+    return type(processor_class.__name__, (processor_class,), {"__init__": __init__, "__module__": __name__})
+
+
+def processor_class_for(family: Family):
+    """The family's processor class (None: let AutoProcessor decide)."""
+    import importlib
+
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    without_torchvision()
+    if family.processor:
+        module, name = family.processor.split(":")
+        return getattr(importlib.import_module(module), name)
+    name = PROCESSOR_MAPPING_NAMES.get(family.model_type)
+    return getattr(transformers, name, None) if isinstance(name, str) else None
+
+
+def load_processor(source: str, family: Family):
+    """The checkpoint's processor (image-only when torchvision is missing, see `image_only`)."""
+    import transformers
+
+    processor_class = processor_class_for(family)
+    if processor_class is None:
+        return transformers.AutoProcessor.from_pretrained(source)
+    return image_only(processor_class).from_pretrained(source)
+
+
 def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=None) -> VLMAdapter:
-    """Load "demo", a local folder or a Hugging Face id; bf16 on GPU and fp32 on CPU unless told."""
+    """Load "demo", a local folder or a Hugging Face id; bf16 on GPU and fp32 on CPU unless told.
+
+    The family (model class, decoder, prompt template, ...) comes from the config's model_type."""
     import transformers
 
     name, folder = _resolve(model)
@@ -145,9 +304,11 @@ def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=Non
         config = transformers.AutoConfig.from_pretrained(source)
     except OSError as error:  # not cached and no network, or not a model repository
         raise FileNotFoundError(f"cannot load model {model!r}: {error}") from error
-    adapter_class = ADAPTERS.get(config.model_type)
-    if adapter_class is None:
-        raise ValueError(f"unsupported model type {config.model_type!r}; supported: {', '.join(ADAPTERS)}")
+    family = family_for(config.model_type)
+    model_class = getattr(transformers, family.model_class, None)
+    if model_class is None:
+        raise ValueError(f"{family.label} needs transformers' {family.model_class}, missing in transformers "
+                         f"{transformers.__version__}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
@@ -155,15 +316,15 @@ def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=Non
     options = {"dtype": dtype}
     if attn_implementation:
         options["attn_implementation"] = attn_implementation
-    model_class = getattr(transformers, MODEL_CLASSES[config.model_type])
     network = model_class.from_pretrained(source, **options).to(device)
-    processor = transformers.AutoProcessor.from_pretrained(source)
-    template = LLAVA_PROMPT
+    processor = load_processor(source, family)
+    template = family.prompt
     if folder is not None:
         revision = folder_revision(folder)
         meta = folder / "pidflow.json"
         if meta.is_file():
-            template = json.loads(meta.read_text()).get("prompt_template", LLAVA_PROMPT)
+            template = json.loads(meta.read_text()).get("prompt_template", family.prompt)
     else:
         revision = getattr(network.config, "_commit_hash", None) or "unknown"
-    return adapter_class(network, processor, name=name, revision=revision, prompt_template=template)
+    adapter_class = ADAPTERS.get(family.model_type, VLMAdapter)
+    return adapter_class(network, processor, name=name, revision=revision, prompt_template=template, family=family)

@@ -37,6 +37,16 @@ def blocked_pairs(roles: BatchRoles, edges: Sequence[str]) -> torch.Tensor:
     return blocked
 
 
+def cross_rows(roles: BatchRoles, edges: Sequence[str]) -> torch.Tensor:
+    """(b, t) bool: query rows that lose the image in cross-attention layers (edges whose key is the image)."""
+    rows = torch.zeros_like(roles.image)
+    for edge in edges:
+        key_role, query_role = EDGES[edge]
+        if key_role == "image":
+            rows |= _role_mask(roles, query_role)
+    return rows
+
+
 def causal_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(b, 1, t, t) additive float mask: causal and padding-aware (0 allowed, dtype minimum blocked)."""
     t = attention_mask.shape[1]
@@ -89,32 +99,66 @@ class Knockout:
             raise ValueError(f"knockout layers {self.layers} outside the model's decoder layers 0..{num_layers - 1}")
 
     @contextmanager
-    def applied(self, decoder_layers, dtype: torch.dtype):
-        """Context manager yielding a setter `set_roles(roles)` for each batch; hooks removed on exit."""
+    def applied(self, decoder_layers, dtype: torch.dtype, *, cross_attention_layers=(), causal_when_missing=True):
+        """Context manager yielding a setter `set_roles(roles)` for each batch; hooks removed on exit.
+
+        Self-attention layers get the edited mask. Cross-attention layers (`cross_attention_layers`,
+        Mllama) get no image for the blocked query rows: their cross-attention output and gated MLP update
+        are zeroed there, so the layer passes those rows through unchanged. `causal_when_missing=False`
+        (bidirectional-prefix models) refuses a layer that receives no mask instead of building a causal one.
+        """
         self.check(len(decoder_layers))
         state: dict = {}
 
         def set_roles(roles: BatchRoles) -> None:
             blocked = blocked_pairs(roles, self.edges)
+            rows = cross_rows(roles, self.edges)
             state.clear()
-            state.update(roles=roles, blocked=blocked if bool(blocked.any()) else None)
+            state.update(roles=roles, blocked=blocked if bool(blocked.any()) else None,
+                         rows=rows if bool(rows.any()) else None, masks=[])
 
         def pre_hook(module, args, kwargs):
             if state.get("blocked") is None:
                 return None
             incoming = kwargs.get("attention_mask")
-            if "mask" not in state or state["source"] is not incoming:  # the layers share one mask per batch
-                state["source"] = incoming
-                state["mask"] = knocked_mask(incoming, state["roles"], state["blocked"], dtype)
+            if incoming is None and not causal_when_missing:
+                raise RuntimeError("knockout: this model's layer received no attention mask, and its mask is not "
+                                   "causal; load it with attn_implementation='eager'")
+            # the layers share a few masks per batch (full and sliding-window attention)
+            mask = next((knocked for source, knocked in state["masks"] if source is incoming), None)
+            if mask is None:
+                mask = knocked_mask(incoming, state["roles"], state["blocked"], dtype)
+                state["masks"].append((incoming, mask))
             kwargs = dict(kwargs)
-            kwargs["attention_mask"] = state["mask"]
+            kwargs["attention_mask"] = mask
             return args, kwargs
+
+        def cross_pre_hook(module, args, kwargs):
+            if state.get("rows") is None:
+                return None
+            kwargs = dict(kwargs)
+            keep = (~state["rows"])[:, None, :, None]
+            incoming = kwargs.get("full_text_row_masked_out_mask")
+            kwargs["full_text_row_masked_out_mask"] = keep.to(dtype) if incoming is None else incoming * keep
+            return args, kwargs
+
+        def cross_output_hook(module, args, output):
+            if state.get("rows") is None:
+                return None
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden = hidden * (~state["rows"])[:, :, None].to(hidden.dtype)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         handles = []
         try:
             first, last = self.layers
-            for layer in decoder_layers[first:last + 1]:
-                handles.append(layer.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            for index in range(first, last + 1):
+                layer = decoder_layers[index]
+                if index in cross_attention_layers:
+                    handles.append(layer.register_forward_pre_hook(cross_pre_hook, with_kwargs=True))
+                    handles.append(layer.cross_attn.register_forward_hook(cross_output_hook))
+                else:
+                    handles.append(layer.register_forward_pre_hook(pre_hook, with_kwargs=True))
             yield set_roles
         finally:
             for handle in handles:

@@ -41,12 +41,19 @@ class PooledStates:
         self.weights: torch.Tensor | None = None
         self.pooled: list[torch.Tensor | None] = [None] * (num_layers + 1)
         self.answer_state: torch.Tensor | None = None
+        self.vision_override: torch.Tensor | None = None
 
     def start_batch(self, roles: BatchRoles) -> None:
         self.roles = roles
         self.weights = role_weights(roles, self.language_pooling)
         self.pooled = [None] * (self.num_layers + 1)
         self.answer_state = None
+        self.vision_override = None
+
+    def set_vision(self, vision: torch.Tensor) -> None:
+        """(b, h): a vision source that is not in the residual stream (a cross-attention model's projected
+        image states), used at every layer."""
+        self.vision_override = vision.to(torch.float32)
 
     def record(self, layer: int, hidden: torch.Tensor) -> None:
         self.pooled[layer] = torch.bmm(self.weights.to(hidden.dtype), hidden).to(torch.float32)
@@ -59,7 +66,10 @@ class PooledStates:
         if any(p is None for p in self.pooled):
             raise RuntimeError("pooling hooks did not see every layer; was the forward pass complete?")
         both = torch.stack(self.pooled)
-        return both[:, :, 0], both[:, :, 1]
+        vision = both[:, :, 0]
+        if self.vision_override is not None:
+            vision = self.vision_override[None].expand_as(vision).clone()
+        return vision, both[:, :, 1]
 
 
 @contextmanager

@@ -32,23 +32,39 @@ def question_flags(tokenizer, prompt: str, span: tuple[int, int]) -> list[tuple[
             for token, (begin, stop) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True)]
 
 
+def align_question(ids: list[int], flags: list[tuple[int, bool]], image_token_id: int) -> list[int]:
+    """Indexes into `ids` of the question's tokens, found by aligning the prompt's own tokens (`flags`)
+    onto the processor's ids, which may hold more: expanded image tokens, <boi>/<eoi>, <img>/</img>, tile
+    and row tokens, [IMG_BREAK], a BOS after the image. Every question token must be matched, in order,
+    with the same ids; otherwise ValueError."""
+    from difflib import SequenceMatcher
+
+    reference = [token for token, _ in flags]
+    wanted = [index for index, (_, flag) in enumerate(flags) if flag]
+    matcher = SequenceMatcher(a=reference, b=ids, autojunk=False)
+    mapped = {}
+    for block in matcher.get_matching_blocks():
+        for offset in range(block.size):
+            mapped[block.a + offset] = block.b + offset
+    missing = [index for index in wanted if index not in mapped or reference[index] == image_token_id]
+    if missing:
+        raise ValueError(f"token roles: {len(missing)} of the question's {len(wanted)} tokens are not in the "
+                         f"processor's ids; cannot locate the question")
+    return [mapped[index] for index in wanted]
+
+
 def find_roles(input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int,
                flags_per_item: list[list[tuple[int, bool]]]) -> BatchRoles:
-    """Roles of a padded batch; the question mask is aligned to each item's tokens, not to offsets.
-
-    flags_per_item: from `question_flags` for the same prompts; the model's ids must equal them once the
-    image tokens (expanded by the processor) are set aside, else ValueError.
+    """Roles of a padded batch (either padding side): image positions hold `image_token_id`; the question
+    is located by aligning each item's prompt tokens (`question_flags`) onto its ids (`align_question`).
     """
     image = (input_ids == image_token_id) & attention_mask.bool()
     question = torch.zeros_like(image)
     for row, flags in enumerate(flags_per_item):
-        real = attention_mask[row].bool() & ~image[row]
-        positions = torch.nonzero(real).flatten()
-        reference = [(token, flag) for token, flag in flags if token != image_token_id]
-        ids = input_ids[row, positions].tolist()
-        if ids != [token for token, _ in reference]:
-            raise ValueError(f"token roles: item {row}'s ids differ from its prompt's tokens; cannot locate the question")
-        question[row, positions] = torch.tensor([flag for _, flag in reference], dtype=torch.bool)
+        positions = torch.nonzero(attention_mask[row].bool()).flatten()
+        found = align_question(input_ids[row, positions].tolist(), flags, image_token_id)
+        question[row, positions[found]] = True
+    question &= ~image
     if not bool(image.any(dim=1).all()):
         raise ValueError("token roles: an item has no image tokens")
     if not bool(question.any(dim=1).all()):

@@ -49,7 +49,8 @@ def extract(adapter, items, *, answers, knockout: Knockout | None = None, langua
     bar, update = _progress_callback(progress, len(items), "knockout" if knockout else "extract")
     with ExitStack() as stack, torch.inference_mode():
         stack.enter_context(pooling_hooks(adapter.decoder_layers, adapter.final_norm, pooled))
-        set_roles = stack.enter_context(knockout.applied(adapter.decoder_layers, adapter.dtype)) if knockout else None
+        stack.enter_context(adapter.vision_source_hooks(pooled))
+        set_roles = stack.enter_context(adapter.knockout_applied(knockout)) if knockout else None
         for start in range(0, len(items), batch_size):
             inputs, roles = adapter.encode(items[start:start + batch_size])
             pooled.start_batch(roles)

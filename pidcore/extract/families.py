@@ -1,0 +1,153 @@
+"""The declarative registry of vision-language model families (torch-free, so listings stay light).
+
+A family is data: the transformers class, where the decoder lives, the image placeholder the prompt
+carries, how the processor takes images, input keys to drop, whether the model builds its own positions,
+how images reach the decoder (in-sequence tokens, a bidirectional prefix, or cross-attention) and a default
+prompt template. `load_adapter` picks the family by the checkpoint config's `model_type`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .edges import EDGES
+
+LLAVA_PROMPT = "USER: <image>\n{question} \nAnswer the question using a single word or phrase. ASSISTANT:"
+SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
+CHATML = "<|im_start|>user\n{image}{question}" + SHORT_ANSWER + "<|im_end|>\n<|im_start|>assistant\n"
+
+CAUSAL_EDGES = ("image->question", "image->last", "question->last", "last->last")
+
+
+@dataclass(frozen=True)
+class Family:
+    """How pidflow drives one transformers model family (see docs/extraction.md, "Families")."""
+
+    model_type: str  # config.model_type
+    label: str  # human name
+    model_class: str  # transformers class
+    prompt: str  # default template: contains `image_token` and "{question}"
+    image_token: str = "<image>"  # the placeholder in the prompt (the processor expands it)
+    decoder: str = "model.language_model"  # attribute path from the loaded model to the decoder (.layers, .norm)
+    images: str = "flat"  # "flat": images=[img, ...]; "nested": images=[[img], ...]
+    drop_keys: tuple[str, ...] = ()  # processor outputs the forward must not get
+    own_positions: bool = False  # the model builds its positions (M-RoPE): pidflow passes no position_ids
+    first_position: int = 0  # the model's position of the first token (PaliGemma counts from 1)
+    attention: str = "causal"  # "causal"; "prefix" (image + prompt attend bidirectionally); "cross"
+    processor: str = ""  # module:class of the processor when transformers' top-level name is unusable
+    notes: str = ""  # what the adapter needed, for the docs and the model list
+
+    @property
+    def edges(self) -> tuple[str, ...]:
+        """Knockout edges this family supports."""
+        if self.attention == "prefix":
+            return (*CAUSAL_EDGES, "question->image")
+        return CAUSAL_EDGES
+
+    @property
+    def vision_source(self) -> str:
+        """Where X_vision is read: hidden states at the image positions, or the projected cross-attention
+        states (constant over depth: the image never enters the residual stream)."""
+        return "cross_attention_states" if self.attention == "cross" else "image_positions"
+
+
+def _chatml(image: str) -> str:
+    return CHATML.replace("{image}", image)
+
+
+_QWEN = dict(image_token="<|image_pad|>", own_positions=True,
+             prompt=_chatml("<|vision_start|><|image_pad|><|vision_end|>"))
+_IDEFICS = dict(images="nested", decoder="model.text_model",
+                prompt="User:<image>{question}" + SHORT_ANSWER + "<end_of_utterance>\nAssistant:")
+
+FAMILIES: dict[str, Family] = {family.model_type: family for family in (
+    Family("llava", "LLaVA-1.5", "LlavaForConditionalGeneration", LLAVA_PROMPT),
+    Family("llava_next", "LLaVA-NeXT (1.6)", "LlavaNextForConditionalGeneration", LLAVA_PROMPT,
+           notes="any-resolution tiling: image-token counts depend on the image shape"),
+    Family("llava_onevision", "LLaVA-OneVision", "LlavaOnevisionForConditionalGeneration",
+           "<|im_start|>user <image>\n{question}" + SHORT_ANSWER + "<|im_end|><|im_start|>assistant\n"),
+    Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", **_QWEN,
+           notes="3-D M-RoPE: the model builds its own positions from the image grid"),
+    Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", **_QWEN,
+           notes="3-D M-RoPE: the model builds its own positions from the image grid"),
+    Family("qwen3_vl", "Qwen3-VL", "Qwen3VLForConditionalGeneration", **_QWEN,
+           notes="interleaved 3-D M-RoPE built by the model; DeepStack adds image features after early layers"),
+    Family("qwen3_5", "Qwen3.5 (hybrid linear attention)", "Qwen3_5ForConditionalGeneration", **_QWEN,
+           notes="Gated-DeltaNet layers keep a recurrent state: knockouts refused on those layers"),
+    Family("gemma3", "Gemma 3", "Gemma3ForConditionalGeneration",
+           "<start_of_turn>user\n<start_of_image>{question}" + SHORT_ANSWER + "<end_of_turn>\n<start_of_turn>model\n",
+           image_token="<start_of_image>", images="nested",
+           notes="placeholder <start_of_image> expands to <boi> soft tokens <eoi>; image tokens attend "
+                 "bidirectionally within the image"),
+    Family("paligemma", "PaliGemma", "PaliGemmaForConditionalGeneration", "<image>answer en {question}",
+           drop_keys=("labels",), first_position=1, attention="prefix",
+           notes="prefix-LM: image and prompt attend bidirectionally, so the vision source already carries "
+                 "question information; positions count from 1; BOS after the image"),
+    Family("idefics3", "Idefics3", "Idefics3ForConditionalGeneration", **_IDEFICS,
+           notes="decoder at model.text_model; tiles with <row_i_col_j> and <global-img> tokens"),
+    Family("smolvlm", "SmolVLM", "SmolVLMForConditionalGeneration", **_IDEFICS,
+           notes="as Idefics3; num2words is needed only for video prompts"),
+    Family("internvl", "InternVL", "InternVLForConditionalGeneration", _chatml("<IMG_CONTEXT>\n"),
+           image_token="<IMG_CONTEXT>", notes="placeholder <IMG_CONTEXT> expands to <img> soft tokens </img>"),
+    Family("mistral3", "Mistral 3 (Pixtral vision)", "Mistral3ForConditionalGeneration",
+           "[INST][IMG]{question}" + SHORT_ANSWER + "[/INST]", image_token="[IMG]",
+           processor="transformers.models.pixtral.processing_pixtral:PixtralProcessor",
+           notes="Pixtral-style rows: [IMG_BREAK] after each row and [IMG_END]; needs image_sizes"),
+    Family("mllama", "Llama 3.2 Vision (Mllama)", "MllamaForConditionalGeneration",
+           "<|start_header_id|>user<|end_header_id|>\n\n<|image|>{question}" + SHORT_ANSWER
+           + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+           image_token="<|image|>", images="nested", attention="cross",
+           notes="the image enters only through cross-attention layers: the vision source is the projected "
+                 "cross-attention states; image knockouts act on the cross-attention layers"),
+)}
+
+
+UNSUPPORTED = {
+    "llama4": "Llama 4's image processor exists only as a torchvision build in transformers 5.24, so pidflow "
+              "could not run its checks (tests/extract/test_families.py); it is not supported yet",
+    "phi4_multimodal": "Phi-4 multimodal's image processor exists only as a torchvision build in transformers "
+                       "5.24 and its vision path runs through LoRA adapters; pidflow could not run its checks, "
+                       "so it is not supported yet",
+}
+
+
+def family_for(model_type: str) -> Family:
+    """The registered family of a config's model_type, or a ValueError listing the supported ones."""
+    family = FAMILIES.get(model_type)
+    if model_type in UNSUPPORTED:
+        raise ValueError(f"model type {model_type!r} is not supported: {UNSUPPORTED[model_type]}")
+    if family is None:
+        raise ValueError(f"unsupported model type {model_type!r}; supported: {', '.join(sorted(FAMILIES))}")
+    return family
+
+
+def smolvlm_without_num2words() -> None:
+    """SmolVLM's processor refuses to start without `num2words`, which it uses only to word video frame
+    counts; pidflow sends images only, so a plain str() stands in when the package is missing."""
+    from transformers.models.smolvlm import processing_smolvlm
+
+    if not processing_smolvlm.num2words:
+        processing_smolvlm.num2words = str
+
+
+def pixtral_without_torchvision() -> None:
+    """transformers' PixtralProcessor imports one size helper from the torchvision image-processor module;
+    the PIL module defines the same function. Without torchvision, let that import find the PIL one."""
+    import importlib.util
+    import sys
+
+    name = "transformers.models.pixtral.image_processing_pixtral"
+    if name in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        return
+    from transformers.models.pixtral import image_processing_pil_pixtral
+
+    sys.modules[name] = image_processing_pil_pixtral
+
+
+def without_torchvision() -> None:
+    """The stand-ins above, for processors whose image path needs no torchvision."""
+    smolvlm_without_num2words()
+    pixtral_without_torchvision()
+
+
+assert all(edge in EDGES for family in FAMILIES.values() for edge in family.edges)

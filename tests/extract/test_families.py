@@ -1,0 +1,194 @@
+"""The five checks for every registered family, on tiny random checkpoints saved to and loaded from a folder.
+
+(a) pidflow's forward gives the model's own logits; (b) a padded batch gives the same pooled states as one
+question at a time; (c) the vision source at the decoder input is image features; (d) an image->question
+knockout cuts the image from the question at the first layer of its window; (e) it leaves every earlier
+layer bit-identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pidcore.extract import Knockout, extract, load_adapter
+from pidcore.extract.families import FAMILIES
+
+from .conftest import ANSWERS, make_items, save_tiny_llava, save_tiny_llava_next
+from .tiny_families import BUILDERS
+
+SAVERS = {"llava": save_tiny_llava, "llava_next": save_tiny_llava_next, **BUILDERS}
+CHECKS = ["own_logits", "batch_equals_single", "vision_is_image_features", "knockout_cuts_image",
+          "earlier_layers_identical"]
+WINDOW = (1, 2)  # decoder layers; every tiny model has 3 (Mllama's layer 1 is its cross-attention layer)
+
+
+def test_every_registered_family_is_in_the_table():
+    assert set(SAVERS) == set(FAMILIES)
+
+
+@pytest.fixture(scope="module")
+def family_items(tmp_path_factory):
+    """Three questions of different lengths over images of different shapes: a padded batch."""
+    return make_items(tmp_path_factory.mktemp("family_images"), n=3, sizes=((16, 16), (32, 16), (16, 32)))
+
+
+@pytest.fixture(scope="module")
+def other_images(family_items, tmp_path_factory):
+    """The same questions over other random images of the same shapes."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("family_images_b")
+    rng = np.random.default_rng(7)
+    items = []
+    for index, item in enumerate(family_items):
+        width, height = Image.open(item.image_path).size
+        path = folder / f"other{index}.png"
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+        items.append(replace(item, image_path=str(path)))
+    return items
+
+
+_cache: dict = {}
+
+
+def _adapter(model_type, tmp_path_factory):
+    if model_type not in _cache:
+        folder = tmp_path_factory.mktemp(model_type)
+        SAVERS[model_type](folder)
+        _cache[model_type] = load_adapter(str(folder))
+    return _cache[model_type]
+
+
+def _baseline(adapter, items):
+    key = ("baseline", adapter.family.model_type)
+    if key not in _cache:
+        _cache[key] = extract(adapter, items, answers=ANSWERS, batch_size=len(items))
+    return _cache[key]
+
+
+def _own_logits(adapter, item):
+    """The model's own forward on the processor's outputs for one question (no pidflow positions)."""
+    text, _ = adapter.prompt(item.question)
+    inputs = adapter.processor_inputs([text], [item.load_image()])
+    with torch.no_grad():
+        return adapter.model(**inputs, use_cache=False).logits[0, -1]
+
+
+def _perturb_sources(adapter, roles, layer_index):
+    """A pre-hook on decoder layer `layer_index` adding noise to the image at its input: the hidden states
+    at image positions, or (cross-attention models) the cross-attention states."""
+    generator = torch.Generator().manual_seed(1)
+
+    def hook(module, args, kwargs):
+        if adapter.family.vision_source == "cross_attention_states":
+            states = kwargs["cross_attention_states"]
+            kwargs = dict(kwargs, cross_attention_states=states + torch.randn(states.shape, generator=generator))
+            return args, kwargs
+        hidden = args[0] if args else kwargs["hidden_states"]
+        noise = torch.randn(hidden.shape, generator=generator) * roles.image[:, :, None]
+        if args:
+            return (hidden + noise, *args[1:]), kwargs
+        return args, dict(kwargs, hidden_states=hidden + noise)
+
+    return adapter.decoder_layers[layer_index].register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _layer_output(adapter, inputs, layer_index, hooks=()):
+    captured = {}
+
+    def keep(module, args, output):
+        captured["out"] = (output[0] if isinstance(output, tuple) else output).detach().clone()
+
+    handles = [adapter.decoder_layers[layer_index].register_forward_hook(keep)]
+    try:
+        with torch.no_grad():
+            adapter.model(**inputs, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured["out"]
+
+
+def _question_rows_after_layer(adapter, items, knockout, perturb):
+    inputs, roles = adapter.encode(items)
+    first = WINDOW[0]
+    handles = [_perturb_sources(adapter, roles, first)] if perturb else []
+    try:
+        if knockout:
+            with adapter.knockout_applied(Knockout(["image->question"], WINDOW)) as set_roles:
+                set_roles(roles)
+                out = _layer_output(adapter, inputs, first)
+        else:
+            out = _layer_output(adapter, inputs, first)
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = roles.question & ~roles.last
+    return out[rows]
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("model_type", list(SAVERS))
+def test_family_check(model_type, check, tmp_path_factory, family_items, other_images):
+    adapter = _adapter(model_type, tmp_path_factory)
+    items = family_items
+    if check == "own_logits":  # padded batch through pidflow vs the model's own single forward
+        inputs, _ = adapter.encode(items)
+        with torch.no_grad():
+            ours = adapter.model(**inputs, use_cache=False).logits[:, -1]
+        answer_ids = adapter.answer_token_ids(ANSWERS)
+        features = _baseline(adapter, items)
+        for row, item in enumerate(items):
+            own = _own_logits(adapter, item)
+            torch.testing.assert_close(ours[row], own, rtol=1e-4, atol=1e-5)
+            expected = torch.log_softmax(own[answer_ids], dim=-1).numpy()
+            np.testing.assert_allclose(features.target[row], expected, rtol=1e-4, atol=1e-5)
+    elif check == "batch_equals_single":
+        batched = _baseline(adapter, items)
+        single = extract(adapter, items, answers=ANSWERS, batch_size=1)
+        assert batched.vision.shape == (adapter.num_layers + 1, len(items), adapter.hidden_size)
+        for name in ("vision", "language", "target"):
+            np.testing.assert_allclose(getattr(batched, name), getattr(single, name), rtol=1e-4, atol=1e-5)
+    elif check == "vision_is_image_features":
+        base = _baseline(adapter, items)
+        other = extract(adapter, other_images, answers=ANSWERS, batch_size=len(items))
+        # the text tokens' decoder input does not depend on the image; the vision source does
+        np.testing.assert_array_equal(other.language[0], base.language[0])
+        assert np.abs(other.vision[0] - base.vision[0]).max(axis=1).min() > 1e-4
+        if adapter.family.vision_source == "image_positions":  # merged features, not the placeholder's embedding
+            inputs, roles = adapter.encode(items)
+            placeholder = adapter.model.get_input_embeddings()(torch.tensor([adapter.image_token_id]))[0]
+            states = {}
+
+            def keep_input(module, args, kwargs):
+                states["h"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+            handle = adapter.decoder_layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)
+            try:
+                with torch.no_grad():
+                    adapter.model(**inputs, use_cache=False)
+            finally:
+                handle.remove()
+            image_rows = states["h"][roles.image]
+            assert float((image_rows - placeholder).abs().max(dim=1).values.min()) > 1e-3
+        else:  # cross-attention: the pooled projected states, the same at every depth
+            assert np.array_equal(base.vision[0], base.vision[-1])
+    elif check == "knockout_cuts_image":
+        clean = _question_rows_after_layer(adapter, items, knockout=True, perturb=False)
+        noisy = _question_rows_after_layer(adapter, items, knockout=True, perturb=True)
+        torch.testing.assert_close(noisy, clean, rtol=0, atol=1e-6)
+        open_clean = _question_rows_after_layer(adapter, items, knockout=False, perturb=False)
+        open_noisy = _question_rows_after_layer(adapter, items, knockout=False, perturb=True)
+        assert float((open_noisy - open_clean).abs().max()) > 1e-3, "without the knockout the image reaches them"
+    elif check == "earlier_layers_identical":
+        base = _baseline(adapter, items)
+        knocked = extract(adapter, items, answers=ANSWERS, batch_size=len(items),
+                          knockout=Knockout(["image->question"], WINDOW))
+        for layer in range(WINDOW[0] + 1):  # pooled layer i = output of decoder layer i-1
+            np.testing.assert_array_equal(knocked.language[layer], base.language[layer])
+            np.testing.assert_array_equal(knocked.vision[layer], base.vision[layer])
+        assert np.abs(knocked.language[WINDOW[0] + 1] - base.language[WINDOW[0] + 1]).max() > 1e-4

@@ -1,0 +1,408 @@
+"""Tiny random checkpoints of every supported VLM family, built from configs and saved to a folder.
+
+Each builder makes a word-level tokenizer (the `tokenizers` library) holding the family's special tokens,
+the family's real processor class with its PIL image processor, and a random model of a few layers
+(text width 64), then saves both so that `load_adapter(folder)` loads them like a downloaded checkpoint.
+No template file is written: the registry's own prompt template is used.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .conftest import WORDS
+
+HIDDEN = 64
+LAYERS = 3
+
+
+def tokenizer_for(template: str, specials=(), attributes=None, bos: str | None = "<s>", words=WORDS):
+    """A word-level fast tokenizer: the template's words and special tokens, `specials`, and `attributes`
+    (name -> token, e.g. boi_token) that processors read from the tokenizer."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    attributes = dict(attributes or {})
+    marked = re.findall(r"<[^<>\s]+>|\[[A-Z_/]+\]", template)
+    special = list(dict.fromkeys(["<pad>", "<unk>", *([bos] if bos else []), "</s>", *marked, *specials,
+                                  *attributes.values()]))
+    plain = re.sub(r"<[^<>\s]+>|\[[A-Z_/]+\]|\{question\}", " ", template)
+    extra = re.findall(r"\w+|[^\w\s]", plain.lower())
+    vocab = {token: index for index, token in enumerate(dict.fromkeys([*special, *words, *extra, "\n"]))}
+    core = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos:
+        core.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                            special_tokens=[(bos, vocab[bos])])
+    options = {"bos_token": bos} if bos else {}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                        eos_token="</s>", padding_side="left", model_max_length=4096,
+                                        extra_special_tokens=attributes, **options)
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in special if t not in attributes.values()
+                                                                and t not in ("<pad>", "<unk>", "</s>", bos)]})
+    return tokenizer
+
+
+def bpe_tokenizer_for(template: str, specials=()):
+    """A byte-level BPE tokenizer trained on the test words (families whose tokenizer class is fixed to
+    BPE by transformers, e.g. Qwen3.5)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .conftest import QUESTIONS
+
+    special = list(dict.fromkeys(["<|endoftext|>", *re.findall(r"<\|[^<>\s]+\|>", template), *specials]))
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    corpus = [" ".join(WORDS)] * 3 + QUESTIONS + [" " + word for word in WORDS] + [template]
+    core.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   padding_side="left")
+
+
+def _template(model_type: str) -> str:
+    from pidcore.extract.families import FAMILIES
+
+    return FAMILIES[model_type].prompt
+
+
+def _llama_text(tokenizer, **extra):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **extra)
+
+
+def _qwen2_text(tokenizer):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+
+
+def _siglip_vision(image_size=16, patch_size=4):
+    from transformers import SiglipVisionConfig
+
+    return SiglipVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch_size)
+
+
+def _image_only(processor_class, **parts):
+    from pidcore.extract.adapters import image_only
+
+    parts.pop("video_processor", None)
+    return image_only(processor_class)(**parts)
+
+
+def _save(folder, model_class, config, processor, prepare=None):
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    if prepare is not None:
+        prepare(model)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def build_llava_onevision(folder):
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("llava_onevision"), specials=["<video>"], bos=None)
+    pinpoints = [[16, 16], [16, 32], [32, 16]]
+    config = LlavaOnevisionConfig(
+        vision_config=_siglip_vision(16, 8), text_config=_qwen2_text(tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full", vision_feature_layer=-1)
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 16, "width": 16}, image_grid_pinpoints=pinpoints)
+    processor = _image_only(LlavaOnevisionProcessor, image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=4,
+                                        vision_feature_select_strategy="full")
+    return _save(folder, LlavaOnevisionForConditionalGeneration, config, processor)
+
+
+def _qwen_processor(model_type, tokenizer, processor_class, patch_size):
+    from transformers import Qwen2VLImageProcessorPil
+
+    pixels = (2 * patch_size * 2) ** 2  # a 2x2 grid of merged patches: 4 image tokens
+    image_processor = Qwen2VLImageProcessorPil(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+                                               size={"shortest_edge": pixels, "longest_edge": pixels})
+    return _image_only(processor_class, image_processor=image_processor, tokenizer=tokenizer)
+
+
+QWEN_SPECIALS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def _qwen_ids(tokenizer):
+    ids = tokenizer.convert_tokens_to_ids
+    return {"image_token_id": ids("<|image_pad|>"), "video_token_id": ids("<|video_pad|>"),
+            "vision_start_token_id": ids("<|vision_start|>"), "vision_end_token_id": ids("<|vision_end|>")}
+
+
+def build_qwen2_vl(folder):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    tokenizer = tokenizer_for(_template("qwen2_vl"), specials=QWEN_SPECIALS, bos=None)
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=None)
+    vision = dict(depth=1, embed_dim=32, hidden_size=HIDDEN, num_heads=2, mlp_ratio=2, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **_qwen_ids(tokenizer))
+    processor = _qwen_processor("qwen2_vl", tokenizer, Qwen2VLProcessor, 4)
+    return _save(folder, Qwen2VLForConditionalGeneration, config, processor)
+
+
+def build_qwen2_5_vl(folder):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    tokenizer = tokenizer_for(_template("qwen2_5_vl"), specials=QWEN_SPECIALS, bos=None)
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=16, fullatt_block_indexes=[1])
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                              **_qwen_ids(tokenizer))
+    processor = _qwen_processor("qwen2_5_vl", tokenizer, Qwen2_5_VLProcessor, 4)
+    return _save(folder, Qwen2_5_VLForConditionalGeneration, config, processor)
+
+
+def build_qwen3_vl(folder):
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+
+    tokenizer = tokenizer_for(_template("qwen3_vl"), specials=QWEN_SPECIALS, bos=None)
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                 "mrope_interleaved": True},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                  deepstack_visual_indexes=[0])
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **_qwen_ids(tokenizer))
+    processor = _qwen_processor("qwen3_vl", tokenizer, Qwen3VLProcessor, 4)
+    return _save(folder, Qwen3VLForConditionalGeneration, config, processor)
+
+
+def build_qwen3_5(folder):
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3VLProcessor
+
+    tokenizer = bpe_tokenizer_for(_template("qwen3_5"), specials=QWEN_SPECIALS)
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                layer_types=["linear_attention", "full_attention", "full_attention"],
+                linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                 "mrope_interleaved": True, "partial_rotary_factor": 0.5},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
+    config = Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=False, **_qwen_ids(tokenizer))
+    processor = _qwen_processor("qwen3_5", tokenizer, Qwen3VLProcessor, 4)
+    return _save(folder, Qwen3_5ForConditionalGeneration, config, processor)
+
+
+def build_gemma3(folder):
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessorPil,
+        Gemma3Processor,
+    )
+
+    attributes = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tokenizer = tokenizer_for(_template("gemma3"), attributes=attributes, bos="<bos>")
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+                sliding_window=8, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    config = Gemma3Config(text_config=text, vision_config=_siglip_vision(), mm_tokens_per_image=4,
+                          boi_token_index=tokenizer.boi_token_id, eoi_token_index=tokenizer.eoi_token_id,
+                          image_token_index=tokenizer.image_token_id, tie_word_embeddings=True)
+    image_processor = Gemma3ImageProcessorPil(size={"height": 16, "width": 16})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
+    def random_projection(model):  # the projector's weight starts at 0: every image would look alike
+        with torch.no_grad():
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.2)
+
+    return _save(folder, Gemma3ForConditionalGeneration, config, processor, prepare=random_projection)
+
+
+def build_paligemma(folder):
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+    )
+
+    tokenizer = tokenizer_for(_template("paligemma"), attributes={"image_token": "<image>"}, bos="<bos>")
+    text = GemmaConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                       pad_token_id=tokenizer.pad_token_id)
+    config = PaliGemmaConfig(text_config=text, vision_config=_siglip_vision(), projection_dim=HIDDEN,
+                             hidden_size=HIDDEN, image_token_index=tokenizer.image_token_id,
+                             vocab_size=len(tokenizer))
+    image_processor = SiglipImageProcessorPil(size={"height": 16, "width": 16})
+    image_processor.image_seq_length = 16
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save(folder, PaliGemmaForConditionalGeneration, config, processor)
+
+
+IDEFICS_SPECIALS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>",
+                    *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]]
+
+
+def build_idefics3(folder):
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
+
+    tokenizer = tokenizer_for(_template("idefics3"), specials=IDEFICS_SPECIALS)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=4)
+    config = Idefics3Config(text_config=_llama_text(tokenizer), vision_config=vision, scale_factor=2,
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
+                                                do_image_splitting=True)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4)
+    return _save(folder, Idefics3ForConditionalGeneration, config, processor)
+
+
+def build_smolvlm(folder):
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessorPil,
+        SmolVLMProcessor,
+    )
+
+    from pidcore.extract.families import without_torchvision
+
+    without_torchvision()
+    tokenizer = tokenizer_for(_template("smolvlm"), specials=[*IDEFICS_SPECIALS, "<video>"])
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=4)
+    config = SmolVLMConfig(text_config=_llama_text(tokenizer), vision_config=vision, scale_factor=2,
+                           image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    image_processor = SmolVLMImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 16},
+                                               do_image_splitting=True)
+    processor = _image_only(SmolVLMProcessor, image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                 image_seq_len=4)
+    return _save(folder, SmolVLMForConditionalGeneration, config, processor)
+
+
+def build_internvl(folder):
+    from transformers import (
+        GotOcr2ImageProcessorPil,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+    )
+
+    attributes = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                  "video_token": "<video>"}
+    tokenizer = tokenizer_for(_template("internvl"), attributes=attributes, bos=None)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=[16, 16], patch_size=[4, 4])
+    config = InternVLConfig(text_config=_qwen2_text(tokenizer).to_dict() | {"model_type": "qwen2"},
+                            vision_config=vision, image_token_id=tokenizer.context_image_token_id,
+                            image_seq_length=4, downsample_ratio=0.5, tie_word_embeddings=False)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, crop_to_patches=False)
+    processor = _image_only(InternVLProcessor, image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                  image_seq_length=4)
+    return _save(folder, InternVLForConditionalGeneration, config, processor)
+
+
+def build_mistral3(folder):
+    from transformers import (
+        Mistral3Config,
+        Mistral3ForConditionalGeneration,
+        MistralConfig,
+        PixtralImageProcessorPil,
+        PixtralVisionConfig,
+    )
+
+    from pidcore.extract.adapters import processor_class_for
+    from pidcore.extract.families import FAMILIES
+
+    PixtralProcessor = processor_class_for(FAMILIES["mistral3"])  # noqa: N806
+
+    tokenizer = tokenizer_for(_template("mistral3"), specials=["[IMG]", "[IMG_BREAK]", "[IMG_END]"])
+    text = MistralConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, sliding_window=None)
+    vision = PixtralVisionConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                                 image_size=16, patch_size=4, head_dim=16)
+    config = Mistral3Config(text_config=text, vision_config=vision, spatial_merge_size=2,
+                            image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), tie_word_embeddings=False)
+    image_processor = PixtralImageProcessorPil(size={"longest_edge": 16}, patch_size=4)
+    processor = PixtralProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                                 spatial_merge_size=2)
+    return _save(folder, Mistral3ForConditionalGeneration, config, processor)
+
+
+def build_mllama(folder):
+    from transformers import (
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessorPil,
+        MllamaProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("mllama"), specials=["<|image|>", "<|python_tag|>"],
+                              bos="<|begin_of_text|>")
+    text = dict(vocab_size=len(tokenizer) + 8, hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                cross_attention_layers=[1], pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                  image_size=16, patch_size=4, max_num_tiles=2, vision_output_dim=64, intermediate_layers_indices=[0],
+                  supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]])
+    config = MllamaConfig(text_config=text, vision_config=vision,
+                          image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"))
+    image_processor = MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=2)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    def open_gates(model):  # cross-attention gates start at 0 (tanh(0) = 0: no image); open them
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                    parameter.fill_(1.0)
+
+    return _save(folder, MllamaForConditionalGeneration, config, processor, prepare=open_gates)
+
+
+BUILDERS = {
+    "llava_onevision": build_llava_onevision,
+    "qwen2_vl": build_qwen2_vl,
+    "qwen2_5_vl": build_qwen2_5_vl,
+    "qwen3_vl": build_qwen3_vl,
+    "gemma3": build_gemma3,
+    "paligemma": build_paligemma,
+    "idefics3": build_idefics3,
+    "smolvlm": build_smolvlm,
+    "internvl": build_internvl,
+    "mistral3": build_mistral3,
+    "mllama": build_mllama,
+    "qwen3_5": build_qwen3_5,
+}
