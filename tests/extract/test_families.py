@@ -192,3 +192,72 @@ def test_family_check(model_type, check, tmp_path_factory, family_items, other_i
             np.testing.assert_array_equal(knocked.language[layer], base.language[layer])
             np.testing.assert_array_equal(knocked.vision[layer], base.vision[layer])
         assert np.abs(knocked.language[WINDOW[0] + 1] - base.language[WINDOW[0] + 1]).max() > 1e-4
+
+
+def test_family_and_template_come_from_the_config(tmp_path_factory):
+    for model_type in ("qwen2_vl", "mllama", "paligemma"):
+        adapter = _adapter(model_type, tmp_path_factory)
+        assert adapter.family is FAMILIES[model_type] and adapter.prompt_template == FAMILIES[model_type].prompt
+    described = _adapter("mllama", tmp_path_factory).describe()
+    assert described["family"] == "Llama 3.2 Vision (Mllama)" and described["num_layers"] == 3
+    assert described["vision_source"] == "cross_attention_states" and described["cross_attention_layers"] == [1]
+    assert "question->image" in _adapter("paligemma", tmp_path_factory).describe()["knockout_edges"]
+    assert _adapter("qwen3_5", tmp_path_factory).describe()["linear_attention_layers"] == [0]
+
+
+def test_unsupported_and_unknown_families_are_clear():
+    from pidcore.extract.families import family_for
+
+    with pytest.raises(ValueError, match="llama4.*not supported.*torchvision"):
+        family_for("llama4")
+    with pytest.raises(ValueError, match="unsupported model type 'bert'.*qwen2_5_vl"):
+        family_for("bert")
+
+
+def test_linear_attention_layers_refuse_knockouts_by_name(tmp_path_factory, family_items):
+    adapter = _adapter("qwen3_5", tmp_path_factory)
+    with pytest.raises(ValueError, match=r"linear-attention layers \[0\].*full-attention layers only: \[1, 2\]"):
+        extract(adapter, family_items, answers=ANSWERS, knockout=Knockout(["image->question"], (0, 2)))
+
+
+def test_attention_without_an_editable_mask_is_refused(tmp_path_factory, family_items, monkeypatch):
+    from pidcore.extract.adapters import VLMAdapter
+
+    adapter = _adapter("qwen2_vl", tmp_path_factory)
+    monkeypatch.setattr(VLMAdapter, "attention_implementation", property(lambda self: "flash_attention_2"))
+    with pytest.raises(ValueError, match="flash_attention_2.*'eager' or 'sdpa'"):
+        extract(adapter, family_items, answers=ANSWERS, knockout=Knockout(["image->last"], WINDOW))
+    extract(adapter, family_items[:1], answers=ANSWERS)  # extraction alone needs no mask edits
+
+
+def test_question_to_image_edge_only_in_prefix_lm(tmp_path_factory, family_items):
+    with pytest.raises(ValueError, match="question->image exists only in prefix-LM"):
+        extract(_adapter("llava", tmp_path_factory), family_items, answers=ANSWERS,
+                knockout=Knockout(["question->image"], WINDOW))
+    adapter = _adapter("paligemma", tmp_path_factory)
+    inputs, roles = adapter.encode(family_items)
+    generator = torch.Generator().manual_seed(2)
+
+    def perturb_question(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        noisy = hidden + torch.randn(hidden.shape, generator=generator) * (roles.question & ~roles.last)[:, :, None]
+        return ((noisy, *args[1:]), kwargs) if args else (args, dict(kwargs, hidden_states=noisy))
+
+    def image_rows(knockout, perturb):
+        handles = [adapter.decoder_layers[WINDOW[0]].register_forward_pre_hook(perturb_question, with_kwargs=True)] \
+            if perturb else []
+        try:
+            if knockout:
+                with adapter.knockout_applied(Knockout(["question->image"], WINDOW)) as set_roles:
+                    set_roles(roles)
+                    out = _layer_output(adapter, inputs, WINDOW[0])
+            else:
+                out = _layer_output(adapter, inputs, WINDOW[0])
+        finally:
+            for handle in handles:
+                handle.remove()
+        return out[roles.image]
+
+    # prefix-LM: without the knockout the image tokens read the question; with it they do not
+    assert float((image_rows(False, True) - image_rows(False, False)).abs().max()) > 1e-3
+    torch.testing.assert_close(image_rows(True, True), image_rows(True, False), rtol=0, atol=1e-6)
