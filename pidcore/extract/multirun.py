@@ -101,7 +101,7 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for knockout in runs.values():
         if knockout is not None:
-            knockout.check(adapter.num_layers)
+            adapter.check_knockout(knockout)
     names = sorted(runs, key=lambda name: runs[name] is not None)  # the baseline first
     baseline = next((name for name in names if runs[name] is None), None)
     reuse = reuse and baseline is not None
@@ -118,6 +118,7 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
     report = progress or (lambda fraction, message: None)
     with ExitStack() as stack, torch.inference_mode():
         stack.enter_context(pooling_hooks(layers, adapter.final_norm, pooled))
+        stack.enter_context(adapter.vision_source_hooks(pooled))
         for start in batches:
             inputs, roles = adapter.encode(ordered[start:start + batch_size])
             outputs: list = [None] * prefix
@@ -129,7 +130,7 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
                     if knockout is not None:
                         if reuse:
                             run_stack.enter_context(replayed_prefix(layers, outputs, knockout.layers[0]))
-                        run_stack.enter_context(knockout.applied(layers, adapter.dtype))(roles)
+                        run_stack.enter_context(adapter.knockout_applied(knockout))(roles)
                     pooled.start_batch(roles)
                     output = adapter.model(**inputs, use_cache=False, logits_to_keep=1)
                 vision, language, targets, log_answer = collected[name]
