@@ -3,18 +3,17 @@ per-question views, model and dataset listings, rate limits and health.
 
 Every information quantity handed out is in bits. Errors: `ValueError` for a bad request (HTTP 422),
 `KeyError` for an unknown id (404), `JobNotReady` while a job runs (409), `PermissionError` for a write
-the token may not do (403), `ServiceUnavailable` when Redis or the broker cannot be reached (503).
+the token may not do (403), `QuotaExceeded` (429), `ServiceUnavailable` when Redis or the broker cannot
+be reached (503). Analysis ids, ownership and share links: app/registry.py.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import importlib
 import io
 import json
-import secrets
 import threading
 import time
 from datetime import datetime
@@ -23,6 +22,7 @@ from typing import Any
 
 import redis
 
+from app.registry import SHARE_HANDLE, Registry, token_key
 from app.result_cache import LRU, CachedResult
 from app.settings import Settings
 
@@ -33,10 +33,9 @@ DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the das
     "correct_only": False, "language_pooling": "mean", "target": "logprobs", "measure": "broja",
     "dims": [8, 8, 4], "gaussianize": True, "bootstrap": 0, "knockout": None, "seed": 0,
 }
-SHARE_PREFIX = "pidflow:share:"
-OWNERS_PREFIX = "pidflow:owners:"
 RATE_PREFIX = "pidflow:rate:"
 DEMO_KEY = "pidflow:demo-analysis"  # the analysis the dashboard opens on when its URL names none
+TERMINAL = ("succeeded", "failed")
 
 
 class JobNotReady(Exception):
@@ -51,6 +50,10 @@ class ServiceUnavailable(RuntimeError):
     """Redis, the broker or the workers cannot be reached."""
 
 
+class QuotaExceeded(Exception):
+    """A token has as many analyses queued or running as it may (HTTP 429)."""
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -61,10 +64,6 @@ def job_to_dict(info: Any) -> dict:
     """A worker `JobInfo` (dataclass or dict) as a JSON-ready dict."""
     raw = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)
     return {key: _jsonable(value) for key, value in raw.items()}
-
-
-def _token_key(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
 class AnalysisService:
@@ -80,6 +79,8 @@ class AnalysisService:
         self._claim_lock = threading.Lock()
         self.recheck_s = 1.0
         self._model_info: dict[str, dict] = {}
+        self.registry = Registry(self.redis, hosted=self.settings.hosted, ttl_s=self.settings.result_ttl_s,
+                                 share_ttl_s=self.settings.share_ttl_s)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -104,15 +105,58 @@ class AnalysisService:
 
     # -- analyses ---------------------------------------------------------------------------------
     def submit(self, request: dict, token: str | None = None) -> dict:
-        """Validate and submit an analysis request; returns the job status dict (`cached` when done)."""
+        """Validate and submit an analysis request; returns the job status dict (`cached` when done) under
+        the analysis id this token sees (hosted: random, owned by the token; open: the job id)."""
         self.validate(request)
+        if self.settings.hosted and token is None:
+            raise PermissionError("this server needs an API token to submit analyses")
+        if token is not None:
+            self._check_quota(token)
         info = job_to_dict(self._call(self.jobs.submit, dict(request)))
-        if token:
-            self._call(self.redis.sadd, OWNERS_PREFIX + info["id"], _token_key(token))
+        info["id"] = self._call(self.registry.adopt, info["id"], token)
+        if token is not None and info.get("state") not in TERMINAL:
+            self._call(self.registry.mark_active, token, info["id"], True)
         return info
 
+    def _check_quota(self, token: str) -> None:
+        """QuotaExceeded when this token already has PIDFLOW_MAX_ACTIVE analyses queued or running."""
+        limit = self.settings.max_active_per_token
+        active = self._call(self.registry.active, token)
+        if len(active) < limit:
+            return
+        still = 0
+        for aid in active:
+            try:
+                state = self.status(aid).get("state")
+            except KeyError:
+                state = None
+            if state in TERMINAL or state is None:
+                self._call(self.registry.mark_active, token, aid, False)
+            else:
+                still += 1
+        if still >= limit:
+            raise QuotaExceeded(f"this token already has {still} analyses queued or running, the limit "
+                                f"(PIDFLOW_MAX_ACTIVE) is {limit}: wait for one to finish or delete one")
+
     def status(self, analysis_id: str) -> dict:
-        return job_to_dict(self._call(self.jobs.status, analysis_id))
+        """The job's status under `analysis_id` (an analysis id or a `share:<token>` handle)."""
+        job = self._call(self.registry.job_of, analysis_id)
+        info = job_to_dict(self._call(self.jobs.status, job))
+        info["id"] = analysis_id
+        return info
+
+    def list_analyses(self, token: str | None, offset: int = 0, limit: int = 20) -> dict:
+        """A page of this token's analyses (hosted) or of all (open), newest first: {total, offset, limit,
+        items: [status dicts plus model, dataset, tasks, n_questions]}."""
+        total, ids = self._call(self.registry.listing, token, offset, limit)
+        items = []
+        for aid in ids:
+            try:
+                items.append(self.status(aid))
+            except KeyError:  # its job expired
+                self._call(self.registry.unlist, token, aid)
+                total -= 1
+        return {"total": max(total, 0), "offset": offset, "limit": limit, "items": items}
 
     def result(self, analysis_id: str) -> dict:
         """The result document; KeyError if unknown, JobNotReady while it runs."""
@@ -152,7 +196,7 @@ class AnalysisService:
         if status.get("state") != "succeeded":
             raise JobNotReady(status)
         try:
-            document = self._call(self.jobs.result, analysis_id)
+            document = self._call(self.jobs.result, self._call(self.registry.job_of, analysis_id))
         except Exception as exc:
             if type(exc).__name__ == "JobNotReady":
                 raise JobNotReady(status) from exc
@@ -219,16 +263,15 @@ class AnalysisService:
         return view
 
     def delete(self, analysis_id: str, token: str | None = None) -> bool:
-        """Delete an analysis and its result. In hosted mode only a token that submitted it may."""
-        self.status(analysis_id)
-        if token is not None:
-            owners = self._call(self.redis.smembers, OWNERS_PREFIX + analysis_id)
-            if owners and _token_key(token).encode() not in owners:
-                raise PermissionError(f"this token did not submit analysis {analysis_id}")
+        """Delete an analysis (hosted: only its owner may) with its share links; its job, result and running
+        tasks go too once no other analysis points at the same job."""
+        self._call(self.registry.owner_check, analysis_id, token, "delete")
+        self.status(analysis_id)  # KeyError (404) when unknown
         self._documents.drop(analysis_id)
-        deleted = bool(self._call(self.jobs.delete, analysis_id))
-        self._call(self.redis.delete, OWNERS_PREFIX + analysis_id)
-        return deleted
+        job, last = self._call(self.registry.forget, analysis_id)
+        if last:
+            self._call(self.jobs.delete, job)
+        return True
 
     # -- the first page -----------------------------------------------------------------------------
     def set_demo_analysis(self, analysis_id: str) -> None:
@@ -248,25 +291,35 @@ class AnalysisService:
         return analysis_id
 
     # -- share links ------------------------------------------------------------------------------
-    def create_share(self, analysis_id: str) -> str:
-        """A read-only share token for an existing analysis."""
+    def create_share(self, analysis_id: str, token: str | None = None) -> dict:
+        """A read-only share link of an existing analysis (hosted: only its owner may share):
+        {share_token, created_at, expires_at} (epoch seconds)."""
+        self._call(self.registry.owner_check, analysis_id, token, "share")
         self.status(analysis_id)
-        token = secrets.token_urlsafe(18)
-        self._call(self.redis.set, SHARE_PREFIX + token, analysis_id, self.settings.share_ttl_s)
-        return token
+        return self._call(self.registry.share, analysis_id)
+
+    def list_shares(self, analysis_id: str, token: str | None = None) -> list[dict]:
+        self._call(self.registry.owner_check, analysis_id, token, "list the share links of")
+        return self._call(self.registry.shares, analysis_id)
+
+    def revoke_share(self, analysis_id: str, share_token: str, token: str | None = None) -> None:
+        """Revoke a share link at once; KeyError if it is not a live link of this analysis."""
+        self._call(self.registry.owner_check, analysis_id, token, "revoke the share links of")
+        if not self._call(self.registry.revoke, analysis_id, share_token):
+            raise KeyError(f"no live share link {share_token!r} of analysis {analysis_id}")
+        self._documents.drop(SHARE_HANDLE + share_token)
 
     def resolve_share(self, share_token: str) -> str:
-        """The analysis id behind a share token; KeyError if unknown or expired."""
-        value = self._call(self.redis.get, SHARE_PREFIX + share_token)
-        if value is None:
-            raise KeyError("unknown or expired share link")
-        return value.decode()
+        """The read-only handle `share:<token>` to pass to status/result/question; KeyError if unknown,
+        expired or revoked. It names no analysis id."""
+        self._call(self.registry.shared_analysis, share_token)
+        return SHARE_HANDLE + share_token
 
     # -- rate limits ------------------------------------------------------------------------------
     def rate_limit(self, token: str, window_s: int = 60) -> int | None:
         """Count one request for `token`; seconds to wait when over the per-minute limit, else None."""
         window = int(time.time() // window_s)
-        key = f"{RATE_PREFIX}{_token_key(token)}:{window}"
+        key = f"{RATE_PREFIX}{token_key(token)}:{window}"
         pipe = self.redis.pipeline()
         pipe.incr(key)
         pipe.expire(key, window_s + 1)

@@ -28,6 +28,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     public_url: str = ""
     share_ttl_s: int = 30 * 24 * 3600
+    result_ttl_s: int = 30 * 24 * 3600  # analysis records (the workers keep results as long)
+    max_active_per_token: int = 4  # analyses one token may have queued or running at once
 
     @property
     def hosted(self) -> bool:
@@ -51,4 +53,6 @@ class Settings:
             cors_origins=_split(env.get("PIDFLOW_CORS_ORIGINS")),
             public_url=(env.get("PIDFLOW_PUBLIC_URL") or "").rstrip("/"),
             share_ttl_s=env_number(env, "PIDFLOW_SHARE_TTL_S", cls.share_ttl_s),
+            result_ttl_s=env_number(env, "PIDFLOW_RESULT_TTL_S", cls.result_ttl_s),
+            max_active_per_token=env_number(env, "PIDFLOW_MAX_ACTIVE", cls.max_active_per_token),
         )

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.api.conditional import result_response
-from app.api.schemas import AnalysisRequestBody, Health, JobStatus, Message, ShareLink
-from app.api.security import require_writer
-from app.service import AnalysisService, JobNotReady
+from app.api.schemas import AnalysisPage, AnalysisRequestBody, Health, JobStatus, Message, ShareLink
+from app.api.security import require_reader, require_writer
+from app.service import AnalysisService, JobNotReady, QuotaExceeded
 
 router = APIRouter(prefix="/api/v1")
 ERRORS = {
@@ -25,6 +25,7 @@ WRITE_ERRORS = {
     429: {"model": Message, "description": "rate limit reached (see Retry-After)"},
 }
 Writer = Annotated[str | None, Depends(require_writer)]
+Reader = Annotated[str | None, Depends(require_reader)]
 
 
 def _service(request: Request) -> AnalysisService:
@@ -47,6 +48,8 @@ def _mapped_errors():
         raise HTTPException(409, detail=detail) from exc
     except PermissionError as exc:
         raise HTTPException(403, detail=str(exc)) from exc
+    except QuotaExceeded as exc:
+        raise HTTPException(429, detail=str(exc), headers={"Retry-After": "30"}) from exc
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
 
@@ -77,8 +80,9 @@ def analysis_status(analysis_id: str, request: Request):
 def _result(service: AnalysisService, analysis_id: str, fmt: str, request: Request) -> Response:
     with _mapped_errors():
         if fmt == "csv":
+            name = analysis_id.replace(":", "-")
             return Response(service.result_csv(analysis_id), media_type="text/csv",
-                            headers={"Content-Disposition": f'attachment; filename="{analysis_id}.csv"'})
+                            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
         return result_response(service.cached_result(analysis_id), request.headers)
 
 
@@ -111,14 +115,49 @@ def delete_analysis(analysis_id: str, request: Request, token: Writer):
     return {"id": analysis_id, "deleted": deleted}
 
 
-@router.post("/analyses/{analysis_id}/share", response_model=ShareLink, status_code=201,
-             responses={**WRITE_ERRORS, **ERRORS}, summary="Create a read-only share link")
-def share_analysis(analysis_id: str, request: Request, token: Writer):
+@router.get("/analyses", response_model=AnalysisPage,
+            responses={401: WRITE_ERRORS[401], 503: ERRORS[503]},
+            summary="A page of analyses, newest first: this token's in hosted mode, all in open mode")
+def list_analyses(request: Request, token: Reader, offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=100)] = 20):
     with _mapped_errors():
-        share_token = _service(request).create_share(analysis_id)
-    base = _service(request).settings.public_url or str(request.base_url).rstrip("/")
-    return {"share_token": share_token, "url": f"{base}/api/v1/shared/{share_token}",
-            "ui_url": f"{base}/?share={share_token}"}
+        page = _service(request).list_analyses(token, offset=offset, limit=limit)
+    return {**page, "items": [_with_links(job, request) for job in page["items"]]}
+
+
+def _share_view(service: AnalysisService, link: dict, request: Request) -> dict:
+    base = service.settings.public_url or str(request.base_url).rstrip("/")
+    token = link["share_token"]
+    return {**link, "url": f"{base}/api/v1/shared/{token}", "ui_url": f"{base}/?share={token}"}
+
+
+OWNER_ERRORS = {**WRITE_ERRORS, **ERRORS, 403: {"model": Message, "description": "hosted mode: not the owner"}}
+
+
+@router.post("/analyses/{analysis_id}/share", response_model=ShareLink, status_code=201,
+             responses=OWNER_ERRORS, summary="Create a read-only share link (hosted: the owner only)")
+def share_analysis(analysis_id: str, request: Request, token: Writer):
+    service = _service(request)
+    with _mapped_errors():
+        link = service.create_share(analysis_id, token=token)
+    return _share_view(service, link, request)
+
+
+@router.get("/analyses/{analysis_id}/shares", response_model=list[ShareLink], responses=OWNER_ERRORS,
+            summary="The live share links of an analysis (hosted: the owner only)")
+def list_shares(analysis_id: str, request: Request, token: Writer):
+    service = _service(request)
+    with _mapped_errors():
+        links = service.list_shares(analysis_id, token=token)
+    return [_share_view(service, link, request) for link in links]
+
+
+@router.delete("/analyses/{analysis_id}/shares/{share_token}", responses=OWNER_ERRORS,
+               summary="Revoke a share link at once (hosted: the owner only)")
+def revoke_share(analysis_id: str, share_token: str, request: Request, token: Writer):
+    with _mapped_errors():
+        _service(request).revoke_share(analysis_id, share_token, token=token)
+    return {"share_token": share_token, "revoked": True}
 
 
 def _shared_id(service: AnalysisService, share_token: str) -> str:

@@ -63,6 +63,17 @@ class ShareLink(BaseModel):
     share_token: str
     url: str = Field(description="read-only API address of the shared analysis")
     ui_url: str = Field(description="dashboard address that opens the shared analysis")
+    created_at: float = Field(description="epoch seconds")
+    expires_at: float = Field(description="epoch seconds; PIDFLOW_SHARE_TTL_S after creation")
+
+
+class AnalysisPage(BaseModel):
+    """One page of `GET /analyses`, newest first."""
+
+    total: int
+    offset: int
+    limit: int
+    items: list[JobStatus]
 
 
 class Health(BaseModel):

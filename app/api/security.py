@@ -21,8 +21,8 @@ def _known(token: str, tokens: tuple[str, ...]) -> bool:
     return any(hmac.compare_digest(token.encode(), known.encode()) for known in tokens)
 
 
-def require_writer(request: Request) -> str | None:
-    """The caller's token for a write; 401 in hosted mode without a valid one, 429 over the limit."""
+def authenticated(request: Request) -> str | None:
+    """The caller's valid token in hosted mode (401 without one); None in open mode."""
     service: AnalysisService = request.app.state.service
     if not service.settings.hosted:
         return None
@@ -30,9 +30,23 @@ def require_writer(request: Request) -> str | None:
     if token is None or not _known(token, service.settings.api_tokens):
         raise HTTPException(
             status_code=401,
-            detail="this server needs an API token for writes: send 'Authorization: Bearer <token>'",
+            detail="this server needs an API token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return token
+
+
+def require_reader(request: Request) -> str | None:
+    """The caller's token for a listing (hosted: 401 without a valid one); not rate limited."""
+    return authenticated(request)
+
+
+def require_writer(request: Request) -> str | None:
+    """The caller's token for a write; 401 in hosted mode without a valid one, 429 over the limit."""
+    service: AnalysisService = request.app.state.service
+    token = authenticated(request)
+    if token is None:
+        return None
     retry_after = service.rate_limit(token)
     if retry_after is not None:
         raise HTTPException(

@@ -86,11 +86,13 @@ def result_json(service, analysis_id: str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def create_share(service, analysis_id: str) -> str:
-    return _guard(service.create_share, analysis_id)
+def create_share(service, analysis_id: str, token: str | None = None) -> str:
+    """A new share link's token (hosted: `token` must own the analysis)."""
+    return _guard(service.create_share, analysis_id, token=token)["share_token"]
 
 
 def resolve_share(service, share_token: str) -> str:
+    """The read-only handle (`share:<token>`) to open a shared analysis with; it names no analysis id."""
     return _guard(service.resolve_share, share_token)
 
 

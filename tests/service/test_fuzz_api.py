@@ -31,8 +31,9 @@ def api_schema(request, redis_url):
                    rate_limit_per_minute=100_000)
     client = redis.Redis.from_url(redis_url)
     service = AnalysisService(cfg, jobs=FakeJobs(client), redis_client=client)
-    job = service.submit({"seed": 0})  # one real analysis, so some generated ids may be left to chance
-    service.create_share(job["id"])
+    token = "fuzz" if hosted else None
+    job = service.submit({"seed": 0}, token=token)  # one real analysis, so some generated ids may be left to chance
+    service.create_share(job["id"], token=token)
     app = create_app(service=service, with_ui=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(service_module, "_num_decoder_layers", lambda model: NUM_LAYERS)
