@@ -118,7 +118,7 @@ def delete_analysis(analysis_id: str, request: Request, token: Writer):
 @router.get("/analyses", response_model=AnalysisPage,
             responses={401: WRITE_ERRORS[401], 503: ERRORS[503]},
             summary="A page of analyses, newest first: this token's in hosted mode, all in open mode")
-def list_analyses(request: Request, token: Reader, offset: Annotated[int, Query(ge=0)] = 0,
+def list_analyses(request: Request, token: Reader, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20):
     with _mapped_errors():
         page = _service(request).list_analyses(token, offset=offset, limit=limit)
