@@ -47,6 +47,16 @@ class PidflowClient:
     def submit(self, request: dict) -> dict:
         return self._request("POST", "/analyses", json=request).json()
 
+    def upload_features(self, path) -> dict:
+        """Upload a features file (POST /features); its summary, with the `request` that analyses it."""
+        from pathlib import Path
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no features file {path}")
+        return self._request("POST", "/features", params={"filename": path.name}, content=path.read_bytes(),
+                             headers={"Content-Type": "application/octet-stream"}).json()
+
     def status(self, analysis_id: str) -> dict:
         return self._request("GET", f"/analyses/{analysis_id}").json()
 
@@ -81,6 +91,15 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, list):  # FastAPI's validation errors
         return "; ".join(f"{'.'.join(map(str, d.get('loc', [])[1:]))}: {d.get('msg')}" for d in detail)
     return str(detail)
+
+
+def run_remote_features(server: str, path, options: dict, token: str | None = None, progress: bool = True) -> dict:
+    """Upload a features file, submit its analysis with `options` (measure, dims, ... tasks) and return the
+    result document."""
+    with PidflowClient(server, token=token) as client:
+        uploaded = client.upload_features(path)
+        job = client.submit({**uploaded["request"], **options})
+        return client.wait(job["id"], progress=progress)
 
 
 def run_remote_analysis(server: str, request: dict, token: str | None = None, progress: bool = True) -> dict:

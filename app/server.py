@@ -23,18 +23,21 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for request bodies over `max_bytes` (declared or streamed)."""
+    """ASGI middleware: 413 for request bodies over `max_bytes` (declared or streamed); `limits` gives
+    other limits (and what to call them in the message) for some paths, e.g. file uploads."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, limits: dict[str, tuple[int, str]] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.limits = dict(limits or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
+        max_bytes, what = self.limits.get(scope.get("path", ""), (self.max_bytes, "request body"))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            return await self._reject(send, max_bytes, what)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -42,8 +45,8 @@ class BodySizeLimit:
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._reject(send)
+            if size > max_bytes:
+                return await self._reject(send, max_bytes, what)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         replayed = False
@@ -57,8 +60,8 @@ class BodySizeLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _reject(self, send):
-        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+    async def _reject(self, send, max_bytes: int, what: str):
+        response = JSONResponse({"detail": f"{what} larger than {max_bytes} bytes"}, status_code=413)
         await response({"type": "http"}, None, send)
 
 
@@ -110,7 +113,11 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    upload = settings.max_upload_bytes
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, limits={
+        "/api/v1/features": (upload, "features file (PIDFLOW_MAX_UPLOAD_BYTES)"),
+        # the dashboard's drop zone sends the file base64-encoded inside a callback's JSON
+        "/_dash-update-component": (upload * 4 // 3 + settings.max_body_bytes, "dashboard upload")})
     if with_ui:
         _mount_ui(app, service)
     return app

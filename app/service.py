@@ -25,6 +25,7 @@ import redis
 from app.registry import SHARE_HANDLE, Registry, token_key
 from app.result_cache import LRU, CachedResult
 from app.settings import Settings
+from app.uploads import FeatureUploads, is_features_model
 
 PID_FIELDS = ("redundancy", "unique_vision", "unique_language", "synergy")
 KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last")
@@ -81,6 +82,7 @@ class AnalysisService:
         self._model_info: dict[str, dict] = {}
         self.registry = Registry(self.redis, hosted=self.settings.hosted, ttl_s=self.settings.result_ttl_s,
                                  share_ttl_s=self.settings.share_ttl_s)
+        self.uploads = FeatureUploads(self.settings, self.redis)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -245,7 +247,7 @@ class AnalysisService:
             raise KeyError(f"question {qid!r} is not part of analysis {analysis_id}")
         entry = questions[index]
         view = {key: entry.get(key) for key in ("qid", "task", "question", "answer", "image_id")}
-        view["image_url"] = f"/api/v1/images/{entry.get('image_id')}"
+        view["image_url"] = f"/api/v1/images/{entry.get('image_id')}" if entry.get("image_id") else None
         pointwise = document.get("pointwise") or {}
         for run in ("baseline", "knockout"):
             outcome = entry.get(run)
@@ -288,6 +290,18 @@ class AnalysisService:
         except KeyError:
             return None
         return analysis_id
+
+    # -- features files (app/uploads.py) ----------------------------------------------------------
+    def upload_features(self, data: bytes, filename: str | None = None) -> dict:
+        """Check and store a features file; its summary and the request that analyses it."""
+        return self._call(self.uploads.upload, data, filename)
+
+    def features_info(self, features_id: str) -> dict:
+        return self._call(self.uploads.info, features_id)
+
+    def uploaded_image(self, image_id: str) -> bytes | None:
+        """PNG of a question image from a features file, None when `image_id` is a dataset image."""
+        return self._call(self.uploads.image, image_id)
 
     # -- share links ------------------------------------------------------------------------------
     def create_share(self, analysis_id: str, token: str | None = None) -> dict:
@@ -335,7 +349,8 @@ class AnalysisService:
     def _describe_model(self, name: str) -> dict:
         if name in self._model_info:
             return dict(self._model_info[name])
-        info = {"name": name, "num_layers": _num_decoder_layers(name)}
+        layers = self._call(self.uploads.num_layers, name) if is_features_model(name) else _num_decoder_layers(name)
+        info = {"name": name, "num_layers": layers}
         if info["num_layers"] is not None:  # unknown sizes are looked up again (weights may arrive later)
             self._model_info[name] = info
         return dict(info)
@@ -374,10 +389,14 @@ class AnalysisService:
         if not isinstance(request, dict):
             raise ValueError("the request body must be a JSON object")
         model = request.get("model", "demo")
-        if model not in self.settings.models:
+        features = is_features_model(model)
+        if not features and model not in self.settings.models:
             raise ValueError(f"unknown model {model!r}; configured models: {', '.join(self.settings.models)}")
         self.check_bounds(request)
-        self._validate_dataset(request)
+        if features:
+            self._call(self.uploads.validate, request)
+        else:
+            self._validate_dataset(request)
         self._validate_knockout(request.get("knockout"), self._describe_model(model).get("num_layers"))
         try:
             analysis = importlib.import_module("pidcore.analysis")

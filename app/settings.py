@@ -30,6 +30,8 @@ class Settings:
     share_ttl_s: int = 30 * 24 * 3600
     result_ttl_s: int = 30 * 24 * 3600  # analysis records (the workers keep results as long)
     max_active_per_token: int = 4  # analyses one token may have queued or running at once
+    max_upload_bytes: int = 256 * 1024 * 1024  # features files (POST /features, the dashboard's upload)
+    upload_ttl_s: int = 30 * 24 * 3600
 
     @property
     def hosted(self) -> bool:
@@ -55,4 +57,6 @@ class Settings:
             share_ttl_s=env_number(env, "PIDFLOW_SHARE_TTL_S", cls.share_ttl_s),
             result_ttl_s=env_number(env, "PIDFLOW_RESULT_TTL_S", cls.result_ttl_s),
             max_active_per_token=env_number(env, "PIDFLOW_MAX_ACTIVE", cls.max_active_per_token),
+            max_upload_bytes=env_number(env, "PIDFLOW_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            upload_ttl_s=env_number(env, "PIDFLOW_UPLOAD_TTL_S", cls.upload_ttl_s),
         )

@@ -105,6 +105,8 @@ def detect_format(data: bytes, filename: str | None = None) -> str:
 
 
 def _read_npz(data: bytes) -> dict:
+    if data[:2] != b"PK":
+        raise FeaturesFileError("not a readable npz archive: it is not a zip file (write it with numpy.savez)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             raw = {name: archive[name] for name in archive.files}
@@ -335,7 +337,7 @@ def _features(vision, language, target, strings, answer_set, p_correct, meta, sh
     if p_correct is None:
         p_correct = _derived_p_correct(target, answers, answer_set, kind)
     correct = (predicted == answers) & (predicted != "")
-    image_ids = np.array([f"upload.{sha[:16]}.{i}" for i in range(n)]) if has_images else blank
+    image_ids = np.array([f"upload.{sha}.{i}" for i in range(n)]) if has_images else blank
     model = {"name": f"features:{sha}", "revision": f"sha256:{sha}", "num_layers": vision.shape[0] - 1,
              "hidden_size": int(vision.shape[2]), "source_model": meta.get("model")}
     return Features(vision=vision, language=language, target=target, qids=qids,

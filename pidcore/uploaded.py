@@ -50,20 +50,20 @@ def features_request(feature_set: FeatureSet, **options) -> dict:
     return AnalysisRequest.from_dict(request).to_dict()
 
 
-def check_request(request: AnalysisRequest, feature_set: FeatureSet) -> None:
-    """ValueError when the request does not fit the file (wrong hash, tasks, pooling, target, knockout)."""
+def check_request(request: AnalysisRequest, description: dict) -> None:
+    """ValueError when the request does not fit the file (wrong hash, tasks, pooling, target, knockout);
+    `description` is the file's FeatureSet.describe()."""
     problems = []
-    if request.model != feature_set.model:
-        problems.append(f"the request names {request.model}, the file is {feature_set.model}")
+    if request.model != description["model"]:
+        problems.append(f"the request names {request.model}, the file is {description['model']}")
     if request.dataset != DATASET or request.split != SPLIT:
         problems.append(f"dataset and split must be {DATASET!r} and {SPLIT!r} for a features file")
-    missing = [task for task in request.tasks if task not in feature_set.task_counts()]
+    missing = [task for task in request.tasks if task not in description["tasks"]]
     if missing:
-        problems.append(f"task(s) {missing} are not in the file (it has {', '.join(feature_set.task_counts())})")
-    meta = feature_set.features.meta
+        problems.append(f"task(s) {missing} are not in the file (it has {', '.join(description['tasks'])})")
     for name in ("language_pooling", "target"):
-        if getattr(request, name) != meta[name]:
-            problems.append(f"{name} is {getattr(request, name)!r} but the file holds {meta[name]!r} (its meta)")
+        if getattr(request, name) != description[name]:
+            problems.append(f"{name} is {getattr(request, name)!r} but the file holds {description[name]!r} (its meta)")
     if request.knockout is not None:
         problems.append("a features file holds one run: knockout must be null")
     if problems:
@@ -72,7 +72,7 @@ def check_request(request: AnalysisRequest, feature_set: FeatureSet) -> None:
 
 def select_features(feature_set: FeatureSet, request: AnalysisRequest) -> dict:
     """{"baseline": Features, "knockout": None}: the request's questions of the file (see module doc)."""
-    check_request(request, feature_set)
+    check_request(request, feature_set.describe())
     features = feature_set.features
     keep = []
     for task in request.tasks:

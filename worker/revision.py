@@ -15,7 +15,10 @@ UNRESOLVED = "unresolved"
 
 
 def model_revision(model: str) -> str:
-    """Revision string of "demo", a local folder or a Hugging Face id; ValueError if none of these."""
+    """Revision string of "demo", a local folder or a Hugging Face id; ValueError if none of these.
+    An uploaded features file ("features:<sha256>") is named by its content: "features"."""
+    if model.startswith("features:"):
+        return "features"
     if model == "demo":
         from pidcore.demo import demo_model_path
 

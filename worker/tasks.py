@@ -125,9 +125,20 @@ def _load_features(job_id: str) -> dict | None:
             "knockout": Features.from_bytes(knockout) if knockout is not None else None}
 
 
-def _extract(job_id: str, attempt: str) -> None:
+def _features_for(request, reporter) -> dict:
+    """Extract the request's features, or read them from an uploaded features file (model "features:<sha>")."""
+    from pidcore.uploaded import is_features_model
+
+    if is_features_model(request.model):
+        from worker.uploads import uploaded_features
+
+        return _call(uploaded_features, _store().redis, request)
     from pidcore.analysis import extract_features
 
+    return extract_features(request, progress=reporter)
+
+
+def _extract(job_id: str, attempt: str) -> None:
     store, settings = _store(), _context()[0]
     job = _alive_job(job_id, attempt)
     request = _request(job)
@@ -137,7 +148,7 @@ def _extract(job_id: str, attempt: str) -> None:
         _count_delivery(job_id, attempt, "extract")
         reporter(0.0, "extracting features", force=True)
         started = time.perf_counter()
-        features = extract_features(request, progress=reporter)
+        features = _features_for(request, reporter)
         stored = {run: item.to_bytes() for run, item in features.items() if item is not None}
         if _call(store.put, job_id, attempt, "features", stored) < 0:
             raise JobGone(job_id)

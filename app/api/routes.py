@@ -6,12 +6,14 @@ from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.api.conditional import result_response
 from app.api.schemas import AnalysisPage, AnalysisRequestBody, Health, JobStatus, Message, ShareLink
 from app.api.security import require_reader, require_writer
 from app.service import AnalysisService, JobNotReady, QuotaExceeded
+from app.uploads import UploadTooLarge
 
 router = APIRouter(prefix="/api/v1")
 ERRORS = {
@@ -50,6 +52,8 @@ def _mapped_errors():
         raise HTTPException(403, detail=str(exc)) from exc
     except QuotaExceeded as exc:
         raise HTTPException(429, detail=str(exc), headers={"Retry-After": "30"}) from exc
+    except UploadTooLarge as exc:
+        raise HTTPException(413, detail=str(exc)) from exc
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
 
@@ -190,10 +194,39 @@ def shared_question(share_token: str, qid: str, request: Request):
         return service.question(_shared_id(service, share_token), qid)
 
 
+FEATURES_BODY = {"requestBody": {"required": True, "description": "the features file's bytes (npz, safetensors "
+                                 "or .pt; docs/features-format.md)",
+                                 "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                     "format": "binary"}}}}}
+
+
+@router.post("/features", status_code=201, openapi_extra=FEATURES_BODY,
+             responses={**WRITE_ERRORS, 200: {"description": "the same file was uploaded before"},
+                        413: {"model": Message, "description": "file over PIDFLOW_MAX_UPLOAD_BYTES"},
+                        503: ERRORS[503]},
+             summary="Upload a pooled-features file; analyse it by POSTing its `request` to /analyses")
+async def upload_features(request: Request, response: Response, token: Writer, filename: str | None = None):
+    body = await request.body()
+    with _mapped_errors():
+        info = await run_in_threadpool(_service(request).upload_features, body, filename)
+    if not info["created"]:
+        response.status_code = 200
+    return info
+
+
+@router.get("/features/{features_id}", responses=ERRORS, summary="Summary of an uploaded features file")
+def features_info(features_id: str, request: Request):
+    with _mapped_errors():
+        return _service(request).features_info(features_id)
+
+
 @router.get("/images/{image_id}", responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}},
             response_class=FileResponse, summary="A dataset image (PNG)")
 def image(image_id: str, request: Request):
     with _mapped_errors():
+        uploaded = _service(request).uploaded_image(image_id)
+        if uploaded is not None:
+            return Response(uploaded, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
         path = _service(request).image_path(image_id)
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 

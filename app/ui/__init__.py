@@ -17,7 +17,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     import dash
 
     from app.service import DEFAULT_REQUEST
-    from app.ui import callbacks, data
+    from app.ui import callbacks, data, upload_callbacks
     from app.ui.layout import build_layout
 
     plotly_url = _plotly_url(requests_pathname_prefix)
@@ -44,6 +44,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     app.index_string = app.index_string.replace(
         "{%css%}", _preload_links(requests_pathname_prefix, plotly_url) + "{%css%}")
     callbacks.register(app, service)
+    upload_callbacks.register(app, service)
     return app
 
 

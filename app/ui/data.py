@@ -100,3 +100,9 @@ def demo_analysis(service) -> str | None:
     """The analysis the page opens on when its URL names none (the demo one `pidflow serve` runs), or None."""
     finder = getattr(service, "demo_analysis", None)
     return _guard(finder) if finder else None
+
+
+def upload_features(service, contents: bytes, filename: str | None, token: str | None = None) -> dict:
+    """Check and store a features file (app/uploads.py): its summary and the `request` analysing it."""
+    check_token(service, token)
+    return _guard(service.upload_features, contents, filename)

@@ -191,7 +191,11 @@ def task_overlay_figure(document: dict, term: str = "total", run: str = "baselin
 def describe(document: dict) -> str:
     """A short label for an analysis: model, tasks and knockout."""
     request = (document or {}).get("request") or {}
-    model = ((document or {}).get("model") or {}).get("name") or request.get("model", "?")
+    model_info = (document or {}).get("model") or {}
+    model = model_info.get("name") or request.get("model", "?")
+    if model.startswith("features:"):  # an uploaded features file: short hash and the model it came from
+        model = model[:len("features:") + 12] + (f" ({model_info['source_model']})"
+                                                  if model_info.get("source_model") else "")
     tasks = ", ".join(request.get("tasks") or []) or "?"
     knockout = request.get("knockout")
     text = f"{model} · {tasks}"

@@ -96,6 +96,25 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
     ])
 
 
+DROPZONE_STYLE = {"border": "2px dashed #8a94a6", "borderRadius": "8px", "padding": "22px", "textAlign": "center",
+                  "cursor": "pointer"}
+
+
+def features_upload_panel() -> html.Div:
+    """Drop zone for a pooled-features file (bring your own activations); analysed with the estimator
+    settings of the form above (PCA sizes, estimator, Gaussianization, bootstrap)."""
+    return html.Div(className="panel form", id="features-panel", children=[
+        html.H2("Or analyse your own activations"),
+        html.P(["A pooled-features file (npz, safetensors or .pt) with per-layer vision and language states and "
+                "the target, as written by pidcore.write_features from activations cached with nnsight, "
+                "TransformerLens or vLLM (docs/features-format.md). It is analysed with the PCA sizes, "
+                "estimator, Gaussianization and bootstrap set above."], className="hint"),
+        dcc.Upload(id="features-upload", multiple=False, style=DROPZONE_STYLE, className="dropzone",
+                   children=html.Div(["Drag and drop a features file here, or ", html.A("choose a file")])),
+        html.Div(id="features-summary", role="status", className="status"),
+    ])
+
+
 def results_panel() -> html.Div:
     return html.Div(id="results", className="panel", children=[
         html.Div(className="results-head", children=[
@@ -195,7 +214,7 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
         ]),
         dcc.Tabs(id="tabs", value="new", className="tabs", children=[
             dcc.Tab(label="New analysis", value="new", id="tab-new",
-                    children=new_analysis_form(models, datasets, hosted, defaults)),
+                    children=[new_analysis_form(models, datasets, hosted, defaults), features_upload_panel()]),
             dcc.Tab(label="Results", value="results", children=results_panel()),
             dcc.Tab(label="Compare", value="compare", children=compare_panel()),
             dcc.Tab(label="Questions", value="questions", children=questions_panel()),

@@ -1,0 +1,80 @@
+"""Features files uploaded to the service (POST /api/v1/features, the dashboard's drop zone): checked with
+pidcore.featurefile, stored through worker.uploads, then analysed as model "features:<sha256>".
+
+Errors: `UploadTooLarge` (HTTP 413), `ValueError` for a file or request that does not fit (422),
+`KeyError` for an unknown file or image (404).
+"""
+
+from __future__ import annotations
+
+from worker.uploads import UploadStore
+
+PREFIX = "features:"
+IMAGE_PREFIX = "upload."
+
+
+class UploadTooLarge(ValueError):
+    """The body is over PIDFLOW_MAX_UPLOAD_BYTES."""
+
+
+def is_features_model(model) -> bool:
+    return isinstance(model, str) and model.startswith(PREFIX)
+
+
+class FeatureUploads:
+    def __init__(self, settings, redis_client):
+        self.settings = settings
+        self.store = UploadStore(redis_client, settings.upload_ttl_s)
+
+    def upload(self, data: bytes, filename: str | None = None) -> dict:
+        """Check and store a features file: its summary (id, model, sizes, tasks), `created` (False when
+        the same file was here already) and `request`, the AnalysisRequest that analyses all of it."""
+        from pidcore.featurefile import read_features
+        from pidcore.uploaded import features_request
+
+        limit = self.settings.max_upload_bytes
+        if len(data) > limit:
+            raise UploadTooLarge(f"the features file is {len(data)} bytes; this server accepts up to {limit} "
+                                 f"bytes (PIDFLOW_MAX_UPLOAD_BYTES)")
+        if not data:
+            raise ValueError("no file: send the features file's bytes as the body "
+                             "(Content-Type: application/octet-stream)")
+        feature_set = read_features(data, filename=filename)
+        created = self.store.put(feature_set)
+        return {**feature_set.describe(), "created": created, "request": features_request(feature_set)}
+
+    def info(self, sha: str) -> dict:
+        info = self.store.info(sha) if isinstance(sha, str) and sha.isalnum() else None
+        if info is None:
+            raise KeyError(f"unknown features file {sha!r} (never uploaded, or older than PIDFLOW_UPLOAD_TTL_S)")
+        return info
+
+    def validate(self, request: dict) -> None:
+        """ValueError unless the request names an uploaded file and fits it (tasks, pooling, target)."""
+        from pidcore.analysis import AnalysisRequest
+        from pidcore.uploaded import check_request, features_sha
+
+        sha = features_sha(request.get("model"))
+        try:
+            info = self.info(sha)
+        except KeyError as exc:
+            raise ValueError(f"{exc.args[0]}: upload it first (POST /api/v1/features)") from exc
+        check_request(AnalysisRequest.from_dict(dict(request)), info)
+
+    def num_layers(self, model: str) -> int | None:
+        """Decoder layers of an uploaded file (its layers minus the embedding layer), None when unknown."""
+        try:
+            return self.info(model[len(PREFIX):])["num_layers"] - 1
+        except KeyError:
+            return None
+
+    def image(self, image_id: str) -> bytes | None:
+        """PNG bytes of an uploaded question image ("upload.<sha>.<index>"); None for other image ids,
+        KeyError when unknown."""
+        if not image_id.startswith(IMAGE_PREFIX):
+            return None
+        _, sha, index = (image_id.split(".") + ["", ""])[:3]
+        png = self.store.image_png(sha, int(index)) if index.isdigit() and sha.isalnum() else None
+        if png is None:
+            raise KeyError(f"unknown image {image_id!r}")
+        return png

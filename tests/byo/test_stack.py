@@ -1,0 +1,168 @@
+"""A features file through the real stack (`pidflow serve`: private Redis, a Celery worker, uvicorn) in
+hosted mode: the upload endpoint, the analysis, cache, share link and question images; the CLI with
+--server; and the dashboard's drop zone in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.served import served, stack_available
+from pidcore.featurefile import write_features
+from pidcore.uploaded import analyze_features
+from tests.browser.stack import CHROMIUM, chromium
+from tests.byo.test_cli_features import run_cli
+from tests.pidcore.test_featurefile import N, known_system
+
+TOKEN = "byo-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_UPLOAD = 1_000_000
+ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
+OPTIONS = {"dims": [2, 2, 2], "gaussianize": False}
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not stack_available(), reason="worker/ and the demo model have not landed")]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    env = {"PIDFLOW_API_TOKENS": TOKEN, "PIDFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "PIDFLOW_WORKER_PRELOAD": "0"}
+    with served(env=env) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def features_file(tmp_path_factory):
+    vision, language, y = known_system(seed=2)
+    images = np.random.default_rng(3).integers(0, 255, (N, 12, 12, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("byo") / "toy.npz"
+    sha = write_features(path, vision=vision, language=language, target=y, images=images,
+                         tasks=["color", "shape"] * (N // 2), questions=[f"what is {i}?" for i in range(N)],
+                         answers=["red"] * N, predicted=["red", "blue"] * (N // 2), meta={"model": "toy-vlm"})
+    return path, sha, images
+
+
+def wait(url: str, job: dict, timeout_s: float = 120) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = httpx.get(url + job["status_url"], timeout=10).json()
+        assert status["state"] != "failed", status["error"]
+        if status["state"] == "succeeded":
+            return httpx.get(url + job["result_url"], timeout=10).json()
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+
+
+def test_upload_analyse_cache_share_and_images(stack, features_file):
+    path, sha, images = features_file
+    api = stack + "/api/v1"
+    body = path.read_bytes()
+    assert httpx.post(f"{api}/features", content=body).status_code == 401  # hosted: writes need the token
+    uploaded = httpx.post(f"{api}/features", content=body, headers=AUTH, params={"filename": path.name})
+    assert uploaded.status_code == 201, uploaded.text
+    info = uploaded.json()
+    assert info["id"] == sha and info["model"] == f"features:{sha}" and info["created"] is True
+    assert info["tasks"] == {"color": N // 2, "shape": N // 2} and info["num_layers"] == 4 and info["images"]
+    again = httpx.post(f"{api}/features", content=body, headers=AUTH)
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert httpx.get(f"{api}/features/{sha}").json()["n_questions"] == N
+
+    request = {**info["request"], **OPTIONS}
+    submitted = httpx.post(f"{api}/analyses", json=request, headers=AUTH)
+    assert submitted.status_code == 202, submitted.text
+    document = wait(stack, submitted.json())
+    expected = analyze_features(path, **OPTIONS)
+    assert document["runs"] == expected["runs"] and document["pointwise"] == expected["pointwise"]
+    assert document["model"]["name"] == f"features:{sha}" and document["model"]["source_model"] == "toy-vlm"
+    assert document["runs"]["baseline"]["accuracy"] == 0.5
+
+    cached = httpx.post(f"{api}/analyses", json=request, headers=AUTH)
+    assert cached.status_code == 200 and cached.json()["cached"] is True
+    share = httpx.post(f"{api}/analyses/{submitted.json()['id']}/share", headers=AUTH).json()
+    assert httpx.get(share["url"] + "/result").json()["runs"] == document["runs"]
+
+    qid = document["questions"][5]["qid"]
+    view = httpx.get(f"{api}/analyses/{submitted.json()['id']}/questions/{qid}").json()
+    assert view["question"] == "what is 5?" and view["baseline"]["correct"] is False
+    png = httpx.get(stack + view["image_url"])
+    assert png.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))), images[5])
+
+
+def test_upload_errors(stack, features_file):
+    api = stack + "/api/v1"
+    too_big = httpx.post(f"{api}/features", content=b"x" * (MAX_UPLOAD + 1), headers=AUTH)
+    assert too_big.status_code == 413 and "PIDFLOW_MAX_UPLOAD_BYTES" in too_big.json()["detail"]
+    bad = io.BytesIO()
+    np.savez(bad, vision=np.zeros((2, 5, 3)), language=np.zeros((2, 5, 3)), target=np.full(5, np.inf))
+    refused = httpx.post(f"{api}/features", content=bad.getvalue(), headers=AUTH)
+    assert refused.status_code == 422 and "target has 5 NaN or infinite" in refused.json()["detail"]
+    unknown = httpx.post(f"{api}/analyses", json={"model": "features:" + "0" * 64, "dataset": "features",
+                                                  "split": "uploaded", "tasks": ["all"]}, headers=AUTH)
+    assert unknown.status_code == 422 and "upload it first" in unknown.json()["detail"]
+    sha = features_file[1]
+    wrong_task = httpx.post(f"{api}/analyses", json={"model": f"features:{sha}", "dataset": "features",
+                                                     "split": "uploaded", "tasks": ["count"], "target": "hidden"},
+                            headers=AUTH)
+    assert wrong_task.status_code == 422 and "not in the file" in wrong_task.json()["detail"]
+    assert httpx.get(f"{api}/features/{'1' * 64}").status_code == 404
+
+
+def test_cli_uploads_with_server(stack, features_file, tmp_path):
+    path, sha, _ = features_file
+    out = tmp_path / "remote.json"
+    proc = run_cli("--features", str(path), "--server", stack, "--token", TOKEN, "--dims", "2", "2", "2",
+                   "--no-gaussianize", "--task", "shape", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["runs"] == analyze_features(path, tasks=["shape"], **OPTIONS)["runs"]
+    assert result["request"]["model"] == f"features:{sha}" and result["n_questions"] == N // 2
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+def test_drop_a_features_file_in_the_dashboard(stack, tmp_path):
+    vision, language, y = known_system(seed=9)
+    path = tmp_path / "mine.safetensors"
+    sha = write_features(path, vision=vision, language=language, target=y, meta={"model": "my-vlm"})
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(stack + "/")
+        page.get_by_role("button", name="Run analysis").wait_for(timeout=20_000)
+        page.locator("#token").fill(TOKEN)
+        for name, value in (("vision", "2"), ("language", "2"), ("target", "2")):
+            page.locator(f"#dim-{name}").fill(value)
+        page.get_by_label("normalizing flows before the Gaussian PID").uncheck()
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-00-form.png"), full_page=True)
+        page.locator("#features-upload input[type=file]").set_input_files(str(path), timeout=10_000)
+        page.wait_for_function("document.querySelector('#features-summary').innerText.includes('300 questions')",
+                               timeout=30_000)
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-01-uploaded.png"), full_page=True)
+        page.wait_for_function(
+            "document.querySelector('#stacked-baseline .js-plotly-plot')?.data?.some(t => t.meta === 'synergy')",
+            timeout=120_000)
+        summary = page.locator("#result-summary").inner_text()
+        assert f"features:{sha[:12]} (my-vlm)" in summary and "300 questions" in summary and "4 layers" in summary
+        traces = {t["meta"]: t for t in page.evaluate(
+            "Array.from(document.querySelector('#stacked-baseline .js-plotly-plot').data)"
+            ".map(t => ({meta: t.meta, y: t.y}))")}
+        expected = analyze_features(path, **OPTIONS)["runs"]["baseline"]["layers"]
+        np.testing.assert_allclose(traces["unique_vision"]["y"], [entry["unique_vision"] for entry in expected],
+                                   rtol=1e-6)
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-02-result.png"), full_page=True)
+        page.locator(".tab", has_text="New analysis").first.click()
+        page.locator("#features-upload input[type=file]").set_input_files(
+            {"name": "broken.npz", "mimeType": "application/octet-stream", "buffer": b"not a features file"})
+        page.wait_for_function("document.querySelector('#features-summary').innerText.includes('Cannot analyse')",
+                               timeout=30_000)
+        assert "not a readable npz archive" in page.locator("#features-summary").inner_text()
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-03-error.png"), full_page=True)
