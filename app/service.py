@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import io
 import json
+import secrets
 import threading
 import time
 from datetime import datetime
@@ -35,6 +36,24 @@ DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the das
     "dims": [8, 8, 4], "gaussianize": True, "bootstrap": 0, "knockout": None, "seed": 0,
 }
 RATE_PREFIX = "pidflow:rate:"
+AUTH_FAIL_PREFIX = "pidflow:authfail:"
+# KEYS: the window's sorted set. ARGV: limit, window (s), 1 to count this event, a unique suffix.
+# Returns 0 when admitted (and counted), else whole seconds until the oldest event leaves the window.
+SLIDING_WINDOW = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, math.ceil(tonumber(oldest[2]) + window - t))
+end
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], t, now[1] .. now[2] .. ARGV[4])
+  redis.call('EXPIRE', KEYS[1], window + 1)
+end
+return 0
+"""
 DEMO_KEY = "pidflow:demo-analysis"  # the analysis the dashboard opens on when its URL names none
 TERMINAL = ("succeeded", "failed")
 
@@ -80,6 +99,7 @@ class AnalysisService:
         self._claim_lock = threading.Lock()
         self.recheck_s = 1.0
         self._model_info: dict[str, dict] = {}
+        self._sliding = self.redis.register_script(SLIDING_WINDOW)
         self.registry = Registry(self.redis, hosted=self.settings.hosted, ttl_s=self.settings.result_ttl_s,
                                  share_ttl_s=self.settings.share_ttl_s)
         self.uploads = FeatureUploads(self.settings, self.redis)
@@ -329,17 +349,24 @@ class AnalysisService:
         return SHARE_HANDLE + share_token
 
     # -- rate limits ------------------------------------------------------------------------------
-    def rate_limit(self, token: str, window_s: int = 60) -> int | None:
-        """Count one request for `token`; seconds to wait when over the per-minute limit, else None."""
-        window = int(time.time() // window_s)
-        key = f"{RATE_PREFIX}{token_key(token)}:{window}"
-        pipe = self.redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, window_s + 1)
-        count, _ = self._call(pipe.execute)
-        if count > self.settings.rate_limit_per_minute:
-            return max(1, int((window + 1) * window_s - time.time()) + 1)
-        return None
+    def rate_limit(self, token: str) -> int | None:
+        """Count one write of `token`; seconds to wait when it already made PIDFLOW_RATE_LIMIT writes in the
+        last 60 s (a sliding window: never more than the limit in any 60 s), else None. API and dashboard
+        writes count alike."""
+        return self._window(f"{RATE_PREFIX}{token_key(token)}", self.settings.rate_limit_per_minute, count=True)
+
+    def auth_throttled(self, client: str | None) -> int | None:
+        """Seconds a client must wait after PIDFLOW_AUTH_FAILURES failed authentications in 60 s, else None."""
+        return self._window(f"{AUTH_FAIL_PREFIX}{client or '-'}", self.settings.auth_failures_per_minute,
+                            count=False)
+
+    def auth_failed(self, client: str | None) -> None:
+        """Record a failed authentication (missing or unknown token) of `client` (its address)."""
+        self._window(f"{AUTH_FAIL_PREFIX}{client or '-'}", 10**9, count=True)
+
+    def _window(self, key: str, limit: int, count: bool, window_s: int = 60) -> int | None:
+        wait = self._call(self._sliding, [key], [limit, window_s, 1 if count else 0, secrets.token_hex(4)])
+        return int(wait) if int(wait) > 0 else None
 
     # -- catalogue --------------------------------------------------------------------------------
     def models(self) -> list[dict]:

@@ -24,7 +24,8 @@ class Settings:
     max_dim: int = 64  # each of dims [vision, language, target]
     max_body_bytes: int = 64 * 1024
     api_tokens: tuple[str, ...] = ()
-    rate_limit_per_minute: int = 120
+    rate_limit_per_minute: int = 120  # writes per token in any 60 s (sliding window)
+    auth_failures_per_minute: int = 10  # failed authentications per client address in any 60 s
     cors_origins: tuple[str, ...] = ()
     public_url: str = ""
     share_ttl_s: int = 30 * 24 * 3600
@@ -52,6 +53,7 @@ class Settings:
             max_body_bytes=env_number(env, "PIDFLOW_MAX_BODY_BYTES", cls.max_body_bytes),
             api_tokens=_split(env.get("PIDFLOW_API_TOKENS")),
             rate_limit_per_minute=env_number(env, "PIDFLOW_RATE_LIMIT", cls.rate_limit_per_minute),
+            auth_failures_per_minute=env_number(env, "PIDFLOW_AUTH_FAILURES", cls.auth_failures_per_minute),
             cors_origins=_split(env.get("PIDFLOW_CORS_ORIGINS")),
             public_url=(env.get("PIDFLOW_PUBLIC_URL") or "").rstrip("/"),
             share_ttl_s=env_number(env, "PIDFLOW_SHARE_TTL_S", cls.share_ttl_s),

@@ -1,4 +1,5 @@
-"""Hosted-mode access: bearer tokens for writes and per-token rate limits (Redis-backed)."""
+"""Hosted-mode access: bearer tokens, per-token write limits and per-client throttling of failed
+authentications (sliding windows in Redis, app.service)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ def authenticated(request: Request) -> str | None:
     service: AnalysisService = request.app.state.service
     if not service.settings.hosted:
         return None
+    client = request.client.host if request.client else None
+    wait = service.auth_throttled(client)
+    if wait is not None:
+        raise HTTPException(status_code=429, headers={"Retry-After": str(wait)},
+                            detail=f"too many failed authentications from {client}; try again in {wait} s")
     token = bearer_token(request)
     if token is None or not _known(token, service.settings.api_tokens):
+        service.auth_failed(client)
         raise HTTPException(
             status_code=401,
             detail="this server needs an API token: send 'Authorization: Bearer <token>'",
@@ -51,7 +58,8 @@ def require_writer(request: Request) -> str | None:
     if retry_after is not None:
         raise HTTPException(
             status_code=429,
-            detail=f"rate limit of {service.settings.rate_limit_per_minute} requests per minute reached",
+            detail=f"rate limit of {service.settings.rate_limit_per_minute} writes per minute reached; "
+                   f"try again in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
     return token

@@ -401,7 +401,7 @@ def register(app, service) -> None:
         if not analysis_id:
             return "Open an analysis first."
         try:
-            share_token = data.create_share(service, analysis_id, data.check_token(service, token))
+            share_token = data.create_share(service, analysis_id, data.writer(service, token))
         except data.DataError as exc:
             return f"Cannot create a link: {exc}"
         public = getattr(getattr(service, "settings", None), "public_url", "") or ""

@@ -39,14 +39,41 @@ def hosted(service) -> bool:
     return bool(getattr(getattr(service, "settings", None), "hosted", False))
 
 
+def _client_address() -> str | None:
+    """The browser's address (the Dash request under a2wsgi), for throttling failed tokens per client."""
+    try:
+        import flask
+
+        return flask.request.remote_addr if flask.has_request_context() else None
+    except ImportError:
+        return None
+
+
 def check_token(service, token: str | None) -> str | None:
-    """The token to submit with (None outside hosted mode); DataError when hosted and it is not valid."""
+    """The token to write with (None outside hosted mode); DataError when hosted and it is not valid, or
+    when this client failed too often (the API's per-client throttle)."""
     if not hosted(service):
         return None
+    client = _client_address()
+    wait = _guard(service.auth_throttled, client)
+    if wait is not None:
+        raise DataError(f"too many wrong tokens from this address; try again in {wait} s")
     token = (token or "").strip()
     known = getattr(service.settings, "api_tokens", ())
     if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in known):
+        _guard(service.auth_failed, client)
         raise DataError("this server needs a valid API token to start analyses: enter it in the token field")
+    return token
+
+
+def writer(service, token: str | None) -> str | None:
+    """check_token, then count one write against the token's rate limit, as the API does."""
+    token = check_token(service, token)
+    if token is not None:
+        wait = _guard(service.rate_limit, token)
+        if wait is not None:
+            raise DataError(f"rate limit of {service.settings.rate_limit_per_minute} writes per minute reached; "
+                            f"try again in {wait} s")
     return token
 
 
@@ -60,7 +87,7 @@ def datasets(service) -> list[dict]:
 
 def submit(service, request: dict, token: str | None = None) -> dict:
     """Submit an analysis request; the job status dict (state, progress, cached, error)."""
-    return _guard(service.submit, request, token=check_token(service, token))
+    return _guard(service.submit, request, token=writer(service, token))
 
 
 def status(service, analysis_id: str) -> dict:
