@@ -23,7 +23,11 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure", choices=["broja", "mmi"], default=DEFAULTS["measure"])
     parser.add_argument("--dims", type=int, nargs=3, default=DEFAULTS["dims"], metavar=("DV", "DL", "DY"),
                         help=f"PCA sizes of vision, language, target (default {' '.join(map(str, DEFAULTS['dims']))})")
-    parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
+    parser.add_argument("--gaussianize", choices=["auto", "none", "copula", "flow"], default=DEFAULTS["gaussianize"],
+                        help="auto (default): normal scores per coordinate, plus joint flows when they raise the "
+                             "held-out likelihood; none: PCA only; copula; flow (always the joint flows)")
+    parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_const", const="none",
+                        help="same as --gaussianize none")
     parser.add_argument("--bootstrap", type=int, default=DEFAULTS["bootstrap"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument(

@@ -20,7 +20,7 @@ from pidcore.pid import gaussian_pid
 from pidcore.pipeline import layerwise
 
 FIELDS = ("redundancy", "unique1", "unique2", "synergy", "total")
-BEFORE = {"batched": False, "batch_size": 512, "patience": 3}
+BEFORE = {"batch_size": 512, "patience": 3}
 
 
 def synthetic_layers(layers: int, n: int, features: int, seed: int = 0):
@@ -55,8 +55,8 @@ def timed(x1, x2, y, label, **options):
     start = time.perf_counter()
     result = layerwise(x1, x2, y, **options)
     total = time.perf_counter() - start
-    print(f"{label:14s} total {total:5.1f} s; " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()),
-          flush=True)
+    print(f"{label:14s} total {total:5.1f} s; " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+          + f"; gaussianization {result.layers[0].gaussianization}", flush=True)
     return result
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from pidcore import __version__
 from pidcore.effects import knockout_effects
 from pidcore.extract.edges import EDGES
+from pidcore.latents import MODES as GAUSSIANIZE_MODES
 from pidcore.validation import MAX_SEED
 
 SCHEMA = "pidflow.result/1"
@@ -38,7 +39,7 @@ class AnalysisRequest:
     target: str = "logprobs"
     measure: str = "broja"
     dims: tuple[int, int, int] = (8, 8, 4)  # 400 questions: < 0.25 bits of small-sample bias
-    gaussianize: bool = True
+    gaussianize: str = "auto"  # "auto", "none", "copula" or "flow"; old requests' true/false -> auto/none
     bootstrap: int = 0
     knockout: dict | None = field(default=None, hash=False)
     seed: int = 0
@@ -55,6 +56,8 @@ class AnalysisRequest:
         if problems:
             raise ValueError("invalid analysis request: " + "; ".join(problems))
         values["tasks"] = tuple(values["tasks"])
+        if isinstance(values["gaussianize"], bool):  # requests from before the modes
+            values["gaussianize"] = "auto" if values["gaussianize"] else "none"
         values["dims"] = tuple(values["dims"])
         if values["knockout"] is not None:
             values["knockout"] = {"edges": list(dict.fromkeys(values["knockout"]["edges"])),
@@ -85,9 +88,11 @@ def _problems(v: dict) -> list[str]:
         problems.append("tasks must be a non-empty list of task names")
     if not _is_int(v["n_questions"]) or v["n_questions"] < 1:
         problems.append("n_questions must be an integer >= 1")
-    for name in ("correct_only", "gaussianize"):
-        if not isinstance(v[name], bool):
-            problems.append(f"{name} must be true or false")
+    if not isinstance(v["correct_only"], bool):
+        problems.append("correct_only must be true or false")
+    if not isinstance(v["gaussianize"], bool) and v["gaussianize"] not in GAUSSIANIZE_MODES:
+        problems.append(f"gaussianize must be one of {', '.join(GAUSSIANIZE_MODES)} (or true/false) "
+                        f"(got {v['gaussianize']!r})")
     choices = {"language_pooling": ("mean", "last"), "target": ("logprobs", "hidden"), "measure": ("broja", "mmi")}
     for name, allowed in choices.items():
         if v[name] not in allowed:
@@ -187,7 +192,7 @@ def _entry(layer: int, result) -> dict:
         ci = {_RENAME.get(k, k): [float(lo), float(hi)] for k, (lo, hi) in result.ci.items()}
     pointwise = [[float(f"{value:.{POINTWISE_DIGITS}g}") for value in row]
                  for row in np.asarray(result.pointwise, dtype=float).tolist()]
-    return {"layer": layer, **pid, "ci": ci, "pointwise": pointwise}
+    return {"layer": layer, **pid, "ci": ci, "gaussianization": result.gaussianization, "pointwise": pointwise}
 
 
 def analyze_layers(features, request: AnalysisRequest, layers=None, progress=None) -> list[dict]:

@@ -44,21 +44,24 @@ class JointFlowFit:
     epochs: list
 
 
-def _spline(x, uw, uh, ud):
-    """Per-coordinate rational-quadratic spline on [-B, B], identity outside (linear tails with slope 1).
-    x (M, N, d); parameters (M, d, K), (M, d, K), (M, d, K - 1). Returns (y, log|dy/dx|), both (M, N, d)."""
+def _spline(x, uw, uh, ud, us, bound):
+    """Per-coordinate monotone rational-quadratic spline on the box [-B, B] (``bound`` (M, d)), with a
+    learnable output span 2 B exp(us) and learnable end slopes, continued by straight lines of those slopes
+    outside the box. x (M, N, d); parameters (M, d, K), (M, d, K), (M, d, K + 1), (M, d). At the identity
+    initialisation (all zero but ``ud`` = softplus^-1(1 - min derivative)) it is the identity.
+    Returns (y, log|dy/dx|), both (M, N, d)."""
     m, n, d = x.shape
     k = uw.shape[-1]
-    widths = _MIN_WIDTH + (1 - _MIN_WIDTH * k) * torch.softmax(uw, dim=-1)
-    heights = _MIN_HEIGHT + (1 - _MIN_HEIGHT * k) * torch.softmax(uh, dim=-1)
+    half = bound[..., None]
+    widths = (_MIN_WIDTH + (1 - _MIN_WIDTH * k) * torch.softmax(uw, dim=-1)) * 2 * half
+    heights = (_MIN_HEIGHT + (1 - _MIN_HEIGHT * k) * torch.softmax(uh, dim=-1)) * 2 * half * torch.exp(us)[..., None]
     zero = widths.new_zeros(m, d, 1)
-    cw = torch.cat([zero, torch.cumsum(widths, -1)], -1) * 2 * _BOUND - _BOUND
-    ch = torch.cat([zero, torch.cumsum(heights, -1)], -1) * 2 * _BOUND - _BOUND
-    widths, heights = cw[..., 1:] - cw[..., :-1], ch[..., 1:] - ch[..., :-1]
-    one = widths.new_ones(m, d, 1)
-    deriv = torch.cat([one, _MIN_DERIVATIVE + F.softplus(ud), one], -1)  # (M, d, K + 1)
-    inside = (x > -_BOUND) & (x < _BOUND)
-    xc = x.clamp(-_BOUND, _BOUND)
+    cw = torch.cat([zero, torch.cumsum(widths, -1)], -1) - half
+    ch = torch.cat([zero, torch.cumsum(heights, -1)], -1)
+    ch = ch - ch[..., -1:] / 2
+    deriv = _MIN_DERIVATIVE + F.softplus(ud)  # (M, d, K + 1)
+    lo, hi = cw[..., :1].transpose(1, 2), cw[..., -1:].transpose(1, 2)  # (M, 1, d)
+    xc = torch.minimum(torch.maximum(x, lo), hi)
     index = (xc[..., None] >= cw[:, None, :, 1:-1]).sum(-1, keepdim=True)  # (M, N, d, 1), bins 0..K-1
 
     def pick(table):
@@ -72,33 +75,41 @@ def _spline(x, uw, uh, ud):
     denom = s + (d_k1 + d_k - 2 * s) * t
     y = y_k + h_k * (s * xi * xi + d_k * t) / denom
     logabs = 2 * torch.log(s) + torch.log(d_k1 * xi * xi + 2 * s * t + d_k * (1 - xi) ** 2) - 2 * torch.log(denom)
-    return torch.where(inside, y, x), torch.where(inside, logabs, torch.zeros_like(logabs))
+    below, above = x < lo, x > hi
+    slope_lo, slope_hi = deriv[..., 0][:, None], deriv[..., -1][:, None]  # (M, 1, d)
+    y = torch.where(below, ch[..., 0][:, None] + slope_lo * (x - lo), y)
+    y = torch.where(above, ch[..., -1][:, None] + slope_hi * (x - hi), y)
+    logabs = torch.where(below, torch.log(slope_lo).expand_as(logabs), logabs)
+    logabs = torch.where(above, torch.log(slope_hi).expand_as(logabs), logabs)
+    return y, logabs
 
 
 class _Stack:
     """The flows of M variables of one dimension d, parameters stacked on a leading model axis."""
 
-    def __init__(self, m: int, d: int, layers: int, bins: int):
+    def __init__(self, m: int, d: int, layers: int, bins: int, bound: torch.Tensor):
         identity_derivative = math.log(math.expm1(1 - _MIN_DERIVATIVE))
         self.uw = torch.zeros(layers, m, d, bins, dtype=torch.float64)
         self.uh = torch.zeros(layers, m, d, bins, dtype=torch.float64)
-        self.ud = torch.full((layers, m, d, bins - 1), identity_derivative, dtype=torch.float64)
+        self.ud = torch.full((layers, m, d, bins + 1), identity_derivative, dtype=torch.float64)
+        self.us = torch.zeros(layers, m, d, dtype=torch.float64)
         self.w = torch.eye(d, dtype=torch.float64).repeat(max(layers - 1, 0), m, 1, 1)
         self.b = torch.zeros(max(layers - 1, 0), m, 1, d, dtype=torch.float64)
+        self.bound = bound  # (M, d): the spline boxes (fixed), from the data
         self.layers = layers
 
     def params(self) -> list:
-        return [self.uw, self.uh, self.ud, self.w, self.b]
+        return [self.uw, self.uh, self.ud, self.us, self.w, self.b]
 
     def forward(self, x: torch.Tensor, params=None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (M, N, d) -> (z (M, N, d), log|det J| (M, N))."""
-        uw, uh, ud, w, b = params if params is not None else self.params()
+        uw, uh, ud, us, w, b = params if params is not None else self.params()
         logdet = x.new_zeros(x.shape[:2])
         for layer in range(self.layers):
             if layer > 0:
                 x = torch.baddbmm(b[layer - 1], x, w[layer - 1].transpose(1, 2))
                 logdet = logdet + torch.linalg.slogdet(w[layer - 1])[1][:, None]
-            x, logabs = _spline(x, uw[layer], uh[layer], ud[layer])
+            x, logabs = _spline(x, uw[layer], uh[layer], ud[layer], us[layer], self.bound)
             logdet = logdet + logabs.sum(-1)
         return x, logdet
 
@@ -106,11 +117,13 @@ class _Stack:
 class _Model:
     """All variables' flows (stacked by dimension) and the groups scored / trained together."""
 
-    def __init__(self, dims: list[int], layers: int, bins: int):
+    def __init__(self, dims: list[int], layers: int, bins: int, data: dict | None = None):
         self.by_dim: dict[int, list[int]] = {}
         for v, d in enumerate(dims):
             self.by_dim.setdefault(d, []).append(v)
-        self.stacks = {d: _Stack(len(vs), d, layers, bins) for d, vs in self.by_dim.items()}
+        bounds = {d: (data[d].abs().amax(dim=1) if data is not None else torch.ones(len(vs), d)) * 1.05 + 1e-3
+                  for d, vs in self.by_dim.items()}
+        self.stacks = {d: _Stack(len(vs), d, layers, bins, bounds[d]) for d, vs in self.by_dim.items()}
 
     def params(self) -> list:
         return [p for stack in self.stacks.values() for p in stack.params()]
@@ -121,8 +134,8 @@ class _Model:
         z, logdet = [None] * count, [None] * count
         offset = 0
         for d, stack in self.stacks.items():
-            part = None if params is None else params[offset:offset + 5]
-            offset += 5
+            part = None if params is None else params[offset:offset + 6]
+            offset += 6
             out, ld = stack.forward(data[d][:, rows], part)
             for i, v in enumerate(self.by_dim[d]):
                 z[v], logdet[v] = out[i], ld[i]
@@ -186,7 +199,7 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
     order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
     n_val = max(2, int(len(order) * options["validation"]))
     val, fit = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
-    model = _Model(dims, options["n_layers"], options["num_bins"])
+    model = _Model(dims, options["n_layers"], options["num_bins"], data)
     params = [p.clone().requires_grad_() for p in model.params()]
 
     def score() -> float:
@@ -225,8 +238,8 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
                 optimiser = torch.optim.Adam(params, lr=rate)
     offset = 0
     for stack in model.stacks.values():
-        stack.uw, stack.uh, stack.ud, stack.w, stack.b = best_params[offset:offset + 5]
-        offset += 5
+        stack.uw, stack.uh, stack.ud, stack.us, stack.w, stack.b = best_params[offset:offset + 6]
+        offset += 6
     return model, epochs
 
 

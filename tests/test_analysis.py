@@ -128,7 +128,8 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
         pid = PID(redundancy=0.1, unique1=0.2, unique2=0.3, synergy=0.4, total=1.0)
         ci = {"redundancy": (0.0, 0.2), "unique1": (0.1, 0.3), "unique2": (0.2, 0.4), "synergy": (0.3, 0.5),
               "total": (0.9, 1.1)}
-        layer = types.SimpleNamespace(pid=pid, ci=ci, pointwise=np.tile([0.1, 0.2, 0.3, 0.4], (len(y), 1)))
+        layer = types.SimpleNamespace(pid=pid, ci=ci, pointwise=np.tile([0.1, 0.2, 0.3, 0.4], (len(y), 1)),
+                                      gaussianization="copula")
         return types.SimpleNamespace(layers=[layer] * len(x1_layers))
 
     monkeypatch.setitem(sys.modules, "pidcore.pipeline", types.SimpleNamespace(layerwise=fake_layerwise))
@@ -143,8 +144,8 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
     assert [entry["layer"] for entry in entries] == [2, 0]
     assert entries[0]["unique_vision"] == 0.2 and entries[0]["unique_language"] == 0.3
     assert entries[0]["ci"]["unique_vision"] == [0.1, 0.3] and entries[0]["ci"]["total"] == [0.9, 1.1]
-    assert np.array(entries[1]["pointwise"]).shape == (n, 4)
-    assert calls == [([(5, 6), (5, 6)], {"dims": (3, 3, 2), "gaussianize": True, "measure": "broja", "bootstrap": 10,
+    assert np.array(entries[1]["pointwise"]).shape == (n, 4) and entries[0]["gaussianization"] == "copula"
+    assert calls == [([(5, 6), (5, 6)], {"dims": (3, 3, 2), "gaussianize": "auto", "measure": "broja", "bootstrap": 10,
                                           "seed": 4})], "one layerwise call for all layers"
     with pytest.raises(ValueError, match="outside"):
         analyze_layers(features, request, layers=[3])
@@ -168,3 +169,12 @@ def test_pipeline_warnings_reach_the_layer_they_name():
         entries = analyze_layers(features, request, layers=[0, 2])
     assert "warnings" not in entries[0]
     assert entries[1]["warnings"] == ["x2 (layer 2): the data has rank 2 < 3 requested components; keeping 2"]
+
+
+def test_gaussianize_modes_in_requests_and_old_booleans():
+    assert AnalysisRequest().gaussianize == "auto"
+    assert AnalysisRequest.from_dict({"gaussianize": "copula"}).gaussianize == "copula"
+    assert AnalysisRequest.from_dict({"gaussianize": True}).gaussianize == "auto"
+    assert AnalysisRequest.from_dict({"gaussianize": False}).to_dict()["gaussianize"] == "none"
+    with pytest.raises(ValueError, match="gaussianize must be one of auto, none, copula, flow"):
+        AnalysisRequest.from_dict({"gaussianize": "flows"})

@@ -31,6 +31,21 @@ def test_knockout_needs_layers():
     assert "Traceback" not in proc.stderr
 
 
+def test_gaussianize_mode_option():
+    import argparse
+
+    from app.cli import _add_request_options, _request_dict
+
+    parser = argparse.ArgumentParser()
+    _add_request_options(parser)
+    assert _request_dict(parser.parse_args([]))["gaussianize"] == "auto"
+    assert _request_dict(parser.parse_args(["--gaussianize", "copula"]))["gaussianize"] == "copula"
+    assert _request_dict(parser.parse_args(["--no-gaussianize"]))["gaussianize"] == "none"
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "analyze", "--gaussianize", "flows"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid choice: 'flows'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 # --- pidflow analyze --server: through a live HTTP server (uvicorn in a thread, real Redis) ---------
 
 

@@ -37,7 +37,11 @@ class AnalysisRequestBody(BaseModel):
     measure: Literal["broja", "mmi"] = DEFAULT_REQUEST["measure"]
     dims: list[Dim] = Field(default_factory=lambda: list(DEFAULT_REQUEST["dims"]), min_length=3, max_length=3,
                             description="PCA sizes for vision, language, target (each at most PIDFLOW_MAX_DIM)")
-    gaussianize: bool = DEFAULT_REQUEST["gaussianize"]
+    gaussianize: Literal["auto", "none", "copula", "flow"] | bool = Field(
+        DEFAULT_REQUEST["gaussianize"],
+        description="auto (default: copula, plus joint flows when they raise the held-out likelihood), none (PCA "
+                    "only), copula (per-coordinate normal scores, then PCA), flow (copula, PCA, then joint flows); "
+                    "true/false of older clients mean auto/none")
     bootstrap: int = Field(DEFAULT_REQUEST["bootstrap"], ge=0,
                            description="bootstrap rounds for intervals, 0 for none (at most PIDFLOW_MAX_BOOTSTRAP)")
     knockout: KnockoutSpec | None = None

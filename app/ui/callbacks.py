@@ -63,7 +63,7 @@ def recent_options(recent: list | None, current: str | None) -> list[dict]:
 
 
 def build_request(model, dataset, tasks, n_questions, pooling, target, measure, dims, bootstrap,
-                  edges, window, gaussianize: bool = True) -> dict:
+                  edges, window, gaussianize: str = "auto") -> dict:
     """The AnalysisRequest dict from the form; ValueError naming the field when a value is missing."""
     if not tasks:
         raise ValueError("pick at least one task")
@@ -78,7 +78,7 @@ def build_request(model, dataset, tasks, n_questions, pooling, target, measure, 
         knockout = {"edges": list(edges), "layers": [int(window[0]), int(window[1])]}
     return {"model": model, "dataset": dataset, "tasks": list(tasks), "split": "test",
             "n_questions": n_questions, "correct_only": False, "language_pooling": pooling,
-            "target": target, "measure": measure, "dims": list(dims), "gaussianize": bool(gaussianize),
+            "target": target, "measure": measure, "dims": list(dims), "gaussianize": gaussianize or "auto",
             "bootstrap": bootstrap, "knockout": knockout, "seed": 0}
 
 
@@ -148,6 +148,10 @@ def _summary(document: dict, analysis_id: str) -> list:
              f"{len(layers)} layers"]
     if isinstance(accuracy, int | float):
         parts.append(f"baseline accuracy {accuracy:.0%}")
+    chosen = list(dict.fromkeys(layer.get("gaussianization") for layer in baseline.get("layers") or []
+                                if layer.get("gaussianization")))
+    if chosen:
+        parts.append("Gaussianization " + "; ".join(chosen))
     return [html.Span(" · ".join(parts)), " · ",
             html.A(f"analysis {analysis_id}", href=f"?analysis={analysis_id}", id="analysis-link")]
 
@@ -217,7 +221,7 @@ def register(app, service) -> None:
         if trigger == "submit":
             try:
                 request = build_request(model, dataset, tasks, n_questions, pooling, target, measure,
-                                        [dim_v, dim_l, dim_t], bootstrap, edges, window, bool(gaussianize))
+                                        [dim_v, dim_l, dim_t], bootstrap, edges, window, gaussianize)
                 job = data.submit(service, request, token)
             except (ValueError, data.DataError) as exc:
                 return keep, None, True, html.Span(f"Cannot start the analysis: {exc}", className="error"), 0, \

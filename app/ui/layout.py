@@ -74,9 +74,14 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
             _field("PCA sizes (vision, language, target)", html.Div(className="dims", children=[
                 dcc.Input(id=f"dim-{name}", type="number", min=1, step=1, value=value, className="input small")
                 for name, value in zip(("vision", "language", "target"), defaults["dims"], strict=True)])),
-            _field("Gaussianization", dcc.Checklist(
-                id="gaussianize", value=["on"] if defaults["gaussianize"] else [],
-                options=[{"label": " normalizing flows before the Gaussian PID", "value": "on"}])),
+            _field("Gaussianization", html.Div([
+                dcc.Dropdown(id="gaussianize", value=defaults["gaussianize"], clearable=False, options=[
+                    {"label": "auto (copula, flows if they fit better)", "value": "auto"},
+                    {"label": "copula (normal scores per coordinate)", "value": "copula"},
+                    {"label": "joint flows (after the copula)", "value": "flow"},
+                    {"label": "none (PCA only)", "value": "none"}]),
+                html.Div("Invertible per-variable maps that make the data Gaussian before the closed-form PID; "
+                         "auto picks by held-out likelihood.", className="hint")])),
             _field("Bootstrap resamples (for confidence bands)", dcc.Input(
                 id="bootstrap", type="number", min=0, step=1, value=defaults["bootstrap"], className="input")),
         ]),

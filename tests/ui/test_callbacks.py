@@ -14,8 +14,8 @@ FORM = dict(model="demo", dataset="easy-vqa", tasks=["color"], n_questions=50, p
 def test_form_builds_a_contract_request():
     request = callbacks.build_request(**FORM)
     assert request["knockout"] is None and request["n_questions"] == 50 and request["dims"] == [16, 16, 8]
-    assert request["gaussianize"] is True
-    assert callbacks.build_request(**FORM, gaussianize=False)["gaussianize"] is False
+    assert request["gaussianize"] == "auto"
+    assert callbacks.build_request(**FORM, gaussianize="copula")["gaussianize"] == "copula"
     with_knockout = callbacks.build_request(**{**FORM, "edges": ["image->question"], "window": [2, 4]})
     assert with_knockout["knockout"] == {"edges": ["image->question"], "layers": [2, 4]}
 
