@@ -34,7 +34,8 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
         "--knockout",
         action="append",
         metavar="EDGE",
-        help="knockout edge: image->question, image->last, question->last, last->last (repeatable)",
+        help="knockout edge: image->question, image->last, question->last, last->last, question->image "
+             "(prefix-LM models only) (repeatable)",
     )
     parser.add_argument(
         "--knockout-layers", type=int, nargs=2, metavar=("FIRST", "LAST"), help="inclusive decoder-layer window"

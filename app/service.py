@@ -29,7 +29,7 @@ from app.settings import Settings
 from app.uploads import FeatureUploads, is_features_model
 
 PID_FIELDS = ("redundancy", "unique_vision", "unique_language", "synergy")
-KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last")
+KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last", "question->image")
 DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the dashboard opens with
     "model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "split": "test", "n_questions": 400,
     "correct_only": False, "language_pooling": "mean", "target": "logprobs", "measure": "broja",
@@ -376,8 +376,10 @@ class AnalysisService:
     def _describe_model(self, name: str) -> dict:
         if name in self._model_info:
             return dict(self._model_info[name])
-        layers = self._call(self.uploads.num_layers, name) if is_features_model(name) else _num_decoder_layers(name)
-        info = {"name": name, "num_layers": layers}
+        if is_features_model(name):
+            info = {"name": name, "num_layers": self._call(self.uploads.num_layers, name)}
+        else:
+            info = {"name": name, **_model_family(name), "num_layers": _num_decoder_layers(name)}
         if info["num_layers"] is not None:  # unknown sizes are looked up again (weights may arrive later)
             self._model_info[name] = info
         return dict(info)
@@ -424,7 +426,9 @@ class AnalysisService:
             self._call(self.uploads.validate, request)
         else:
             self._validate_dataset(request)
-        self._validate_knockout(request.get("knockout"), self._describe_model(model).get("num_layers"))
+        described = self._describe_model(model)
+        self._validate_knockout(request.get("knockout"), described.get("num_layers"), described.get("knockout_edges"),
+                                described.get("family"))
         try:
             analysis = importlib.import_module("pidcore.analysis")
         except ImportError:
@@ -485,7 +489,8 @@ class AnalysisService:
             raise ValueError(f"unknown task(s) {unknown} for {dataset}; known: {', '.join(known)}")
 
     @staticmethod
-    def _validate_knockout(knockout: Any, num_layers: int | None) -> None:
+    def _validate_knockout(knockout: Any, num_layers: int | None, supported: list | None = None,
+                           family: str | None = None) -> None:
         if knockout is None:
             return
         if not isinstance(knockout, dict):
@@ -493,6 +498,9 @@ class AnalysisService:
         edges = knockout.get("edges")
         if not isinstance(edges, list) or not edges or any(e not in KNOCKOUT_EDGES for e in edges):
             raise ValueError(f"knockout.edges must be a non-empty list from {', '.join(KNOCKOUT_EDGES)}")
+        if supported and any(e not in supported for e in edges):
+            raise ValueError(f"{family or 'this model'} supports knockout edges {', '.join(supported)}; "
+                             f"not {', '.join(e for e in edges if e not in supported)}")
         layers = knockout.get("layers")
         if (not isinstance(layers, list | tuple) or len(layers) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers)):
@@ -528,18 +536,36 @@ def _plain(entry: Any) -> dict:
     return dict(entry)
 
 
-def _num_decoder_layers(model: str) -> int | None:
-    """Decoder-layer count from a local config (no download); None when it cannot be read."""
+def _model_family(model: str) -> dict:
+    """Family, knockout edges and special layers from the model's local config (pidcore's registry);
+    {} when the config cannot be read here."""
+    config = _local_config(model)
+    if config is None:
+        return {}
+    from pidcore.extract.families import describe_config
+
+    facts = describe_config(config)
+    facts.pop("num_layers", None)
+    return facts
+
+
+def _local_config(model: str) -> dict | None:
+    """The model's config.json as a dict, from disk or the Hugging Face cache (no download); None if absent."""
     try:
         if model == "demo":
             demo = importlib.import_module("pidcore.demo")
-            config_path = Path(demo.demo_model_path()) / "config.json"
-            config = json.loads(config_path.read_text())
-        else:
-            from transformers import AutoConfig
+            return json.loads((Path(demo.demo_model_path()) / "config.json").read_text())
+        from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(model, local_files_only=True).to_dict()
+        return AutoConfig.from_pretrained(model, local_files_only=True).to_dict()
     except Exception:  # noqa: BLE001 - unknown here; the worker validates against the real model
+        return None
+
+
+def _num_decoder_layers(model: str) -> int | None:
+    """Decoder-layer count from a local config (no download); None when it cannot be read."""
+    config = _local_config(model)
+    if config is None:
         return None
     text = config.get("text_config") or config
     value = text.get("num_hidden_layers")

@@ -12,7 +12,7 @@ from pidcore.validation import MAX_SEED
 TaskName = Annotated[str, Field(min_length=1)]
 Dim = Annotated[int, Field(ge=1)]
 
-KnockoutEdge = Literal["image->question", "image->last", "question->last", "last->last"]
+KnockoutEdge = Literal["image->question", "image->last", "question->last", "last->last", "question->image"]
 
 
 class KnockoutSpec(BaseModel):

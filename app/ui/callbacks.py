@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import data, figures
-from app.ui.layout import DEFAULT_LAYERS, graph_config, layer_marks
+from app.ui.layout import DEFAULT_LAYERS, edge_options, graph_config, layer_marks, model_summary
 
 RECENT_KEPT = 20  # analyses remembered per browser for the Compare tab
 GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay", "comparison", "question-figure")
@@ -187,6 +187,7 @@ def register(app, service) -> None:
 
     @app.callback(
         Output("ko-layers", "max"), Output("ko-layers", "marks"), Output("ko-layers", "value"),
+        Output("ko-edges", "options"), Output("model-info", "children"),
         Input("model", "value"),
     )
     def layer_window(model):
@@ -195,7 +196,8 @@ def register(app, service) -> None:
         except data.DataError:
             entry = {}
         num_layers = entry.get("num_layers") or DEFAULT_LAYERS
-        return num_layers - 1, layer_marks(num_layers), [0, num_layers - 1]
+        return (num_layers - 1, layer_marks(num_layers), [0, num_layers - 1], edge_options(entry),
+                model_summary(entry) if entry else "")
 
     @app.callback(
         Output("analysis-id", "data"), Output("pending-id", "data"), Output("poll", "disabled"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last")
+KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last", "question->image")
 DEFAULT_LAYERS = 32  # slider size when a model's layer count is unknown
 PLOT_FORMATS = ("png", "svg")
 
@@ -36,10 +36,38 @@ def _field(label: str, control, hint: str | None = None) -> html.Div:
     return html.Div(children, className="field")
 
 
+def model_label(model: dict) -> str:
+    """'name (family, N layers)' for the model list; parts that are unknown are left out."""
+    parts = [model["family"]] if model.get("family") else []
+    parts += [f"{model['num_layers']} layers"] if model.get("num_layers") else []
+    return model["name"] + (f" ({', '.join(parts)})" if parts else "")
+
+
+def model_summary(model: dict) -> str:
+    """One line under the model list: family, layer count, the knockout edges it supports, special layers."""
+    if model.get("unsupported"):
+        return model["unsupported"]
+    if not model.get("family"):
+        return "Family unknown here (config not on this server); the worker checks the model."
+    line = f"{model['family']} · {model.get('num_layers') or '?'} decoder layers · knockout edges: " + \
+        ", ".join(model.get("knockout_edges") or [])
+    if model.get("cross_attention_layers"):
+        line += f" · image via cross-attention layers {model['cross_attention_layers']}"
+    if model.get("linear_attention_layers"):
+        line += f" · no knockouts on linear-attention layers {model['linear_attention_layers']}"
+    return line
+
+
+def edge_options(model: dict) -> list[dict]:
+    """Knockout edge choices, those the model does not support disabled (all enabled when unknown)."""
+    supported = model.get("knockout_edges") or KNOCKOUT_EDGES[:4]
+    return [{"label": f" {edge}", "value": edge, "disabled": edge not in supported} for edge in KNOCKOUT_EDGES]
+
+
 def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
     """The request form, filled with `defaults` (a whole request: app.service.DEFAULT_REQUEST)."""
-    model_options = [{"label": m["name"] + (f" ({m['num_layers']} layers)" if m.get("num_layers") else ""),
-                      "value": m["name"]} for m in models] or [{"label": "demo", "value": "demo"}]
+    model_options = [{"label": model_label(m), "value": m["name"]} for m in models] or \
+        [{"label": "demo", "value": "demo"}]
     dataset_options = [{"label": d.get("name"), "value": d.get("name")} for d in datasets] or \
         [{"label": "easy-vqa", "value": "easy-vqa"}]
     first_model = next((m for m in models if m["name"] == defaults["model"]), models[0] if models else {})
@@ -54,8 +82,9 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
     return html.Div(className="panel form", children=[
         html.H2("New analysis"),
         html.Div(className="form-grid", children=[
-            _field("Model", dcc.Dropdown(id="model", options=model_options, value=first_model.get("name", "demo"),
-                                         clearable=False)),
+            _field("Model", html.Div([
+                dcc.Dropdown(id="model", options=model_options, value=first_model.get("name", "demo"), clearable=False),
+                html.Div(model_summary(first_model), id="model-info", className="hint")])),
             _field("Dataset", dcc.Dropdown(id="dataset", options=dataset_options,
                                            value=defaults["dataset"], clearable=False)),
             _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, options=task_options,
@@ -87,8 +116,7 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
         ]),
         html.Fieldset(className="knockout", children=[
             html.Legend("Attention knockout (optional)"),
-            dcc.Checklist(id="ko-edges", inline=True, value=[],
-                          options=[{"label": f" {edge}", "value": edge} for edge in KNOCKOUT_EDGES]),
+            dcc.Checklist(id="ko-edges", inline=True, value=[], options=edge_options(first_model)),
             html.Div("Decoder layers knocked out:", className="field-label"),
             dcc.RangeSlider(id="ko-layers", min=0, max=num_layers - 1, step=1,
                             value=[0, num_layers - 1], marks=layer_marks(num_layers),

@@ -121,6 +121,26 @@ def family_for(model_type: str) -> Family:
     return family
 
 
+def describe_config(config: dict) -> dict:
+    """What pidflow supports for a checkpoint, from its config.json as a dict (no weights, no torch):
+    family, decoder layers, knockout edges, where the vision source is read, and layers with special
+    attention. Unsupported model types say why in `unsupported`."""
+    model_type = config.get("model_type", "")
+    text = config.get("text_config") or config
+    layers = text.get("num_hidden_layers")
+    facts = {"model_type": model_type, "num_layers": int(layers) if layers is not None else None}
+    try:
+        family = family_for(model_type)
+    except ValueError as error:
+        return {**facts, "family": None, "knockout_edges": [], "unsupported": str(error)}
+    types = text.get("layer_types") or ()
+    return {**facts, "family": family.label, "attention": family.attention, "vision_source": family.vision_source,
+            "knockout_edges": list(family.edges),
+            "linear_attention_layers": [index for index, kind in enumerate(types) if "linear" in str(kind)],
+            "cross_attention_layers": list(text.get("cross_attention_layers") or [])
+            if family.attention == "cross" else []}
+
+
 def smolvlm_without_num2words() -> None:
     """SmolVLM's processor refuses to start without `num2words`, which it uses only to word video frame
     counts; pidflow sends images only, so a plain str() stands in when the package is missing."""
