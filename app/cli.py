@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "default PIDFLOW_DATA_DIR, else ~/.local/share/pidflow)")
     serve.add_argument("--verbose", action="store_true", help="workers log to this terminal (default: to files)")
     serve.set_defaults(func=_cmd_serve)
+
+    from app.study_cli import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

@@ -1,0 +1,151 @@
+"""`pidflow study`: the seed paper's whole experiment (models x tasks x runs x recipes) as one command.
+
+Runs locally (pidcore.study.run_study) with a progress bar for the whole and one for the current part, and
+writes the report as study.json, study.csv and a self-contained study.html into the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+from pidcore.extract.edges import EDGES
+
+
+def _edges(text: str) -> list[str]:
+    edges = [edge.strip() for edge in text.split(",") if edge.strip()]
+    unknown = [edge for edge in edges if edge not in EDGES]
+    if not edges or unknown:
+        raise argparse.ArgumentTypeError(f"edges must be a comma-separated list of {', '.join(EDGES)}, got {text!r}")
+    return edges
+
+
+def add_study_parser(sub) -> None:
+    from pidcore.study import DEFAULT_SWEEP, RECIPES, StudyRequest
+
+    defaults = StudyRequest()
+    study = sub.add_parser("study", help="run a whole study (models x tasks x knockout runs x recipes) and "
+                                         "write its report as JSON, CSV and HTML")
+    study.add_argument("--model", dest="models", action="append",
+                       help="demo, a Hugging Face id or a local folder (repeatable; default demo)")
+    study.add_argument("--dataset", default=defaults.dataset, help="easy-vqa or gqa")
+    study.add_argument("--task", dest="tasks", action="append",
+                       help="task name (repeatable), or 'all' for every task of the dataset (default color)")
+    study.add_argument("--split", default=defaults.split)
+    study.add_argument("--n-questions", type=int, default=defaults.n_questions, help="questions per task")
+    study.add_argument("--correct-only", action="store_true", help="keep the questions the model answers correctly")
+    study.add_argument("--window", nargs=3, action="append", metavar=("EDGES", "FIRST", "LAST"), default=[],
+                       help="a fixed knockout window, e.g. --window image->question,image->last 1 3 (repeatable)")
+    study.add_argument("--no-seed-cut", dest="seed_cut", action="store_false",
+                       help="leave out the seed's image->question cut in every decoder layer")
+    study.add_argument("--sweep-edges", type=_edges, default=DEFAULT_SWEEP["edges"],
+                       help="edges of the sweep (default image->question)")
+    study.add_argument("--sweep-k", type=int, default=DEFAULT_SWEEP["k"],
+                       help="layers per sweep window, centred on every decoder layer (default 9)")
+    study.add_argument("--no-sweep", dest="sweep", action="store_false", help="no knockout sweep")
+    study.add_argument("--recipe", dest="recipes", action="append", choices=list(RECIPES),
+                       help="pidflow and/or seed (repeatable; default both, side by side)")
+    study.add_argument("--dims", type=int, nargs=3, default=list(defaults.dims), metavar=("DV", "DL", "DY"),
+                       help="PCA sizes of the pidflow recipe (the seed recipe keeps 95%% of the variance)")
+    study.add_argument("--seed-variance", type=float, default=defaults.seed_variance,
+                       help="variance the seed recipe's PCA keeps (default 0.95)")
+    study.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
+    study.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap rounds (intervals)")
+    study.add_argument("--seed", type=int, default=defaults.seed)
+    study.add_argument("--threads", type=int, default=1,
+                       help="torch threads for extraction (default 1: fastest for the small demo model on a "
+                            "shared CPU; raise it for big models on a CPU)")
+    study.add_argument("-o", "--output-dir", default="pidflow-study", help="folder for study.json/.csv/.html")
+    study.set_defaults(func=cmd_study)
+
+
+def study_request(args: argparse.Namespace) -> dict:
+    from pidcore.data import list_datasets
+
+    tasks = args.tasks or ["color"]
+    if "all" in tasks:
+        datasets = list_datasets()
+        if args.dataset not in datasets:
+            raise ValueError(f"unknown dataset {args.dataset!r}; valid datasets: {', '.join(datasets)}")
+        tasks = datasets[args.dataset].task_names
+    windows = []
+    for edges, first, last in args.window:
+        try:
+            windows.append({"edges": _edges(edges), "layers": [int(first), int(last)]})
+        except (argparse.ArgumentTypeError, ValueError) as error:
+            raise ValueError(f"--window {edges} {first} {last}: {error}") from None
+    return {"models": args.models or ["demo"], "dataset": args.dataset, "tasks": tasks, "split": args.split,
+            "n_questions": args.n_questions, "correct_only": args.correct_only, "knockouts": windows,
+            "seed_cut": args.seed_cut, "sweep": {"edges": args.sweep_edges, "k": args.sweep_k} if args.sweep else None,
+            "recipes": args.recipes or ["pidflow", "seed"], "dims": list(args.dims),
+            "seed_variance": args.seed_variance, "gaussianize": args.gaussianize, "bootstrap": args.bootstrap,
+            "seed": args.seed}
+
+
+def plotly_js() -> str | None:
+    """The dashboard's vendored cartesian bundle when installed (smaller page), else None (plotly.py's)."""
+    try:
+        from app.ui.plotly_bundle import installed_bundle
+    except ImportError:
+        return None
+    path = installed_bundle()
+    return path.read_text(encoding="utf-8") if path else None
+
+
+def write_report(report: dict, folder: str | Path) -> dict[str, Path]:
+    from pidcore.study_export import to_csv, to_html, to_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "study.json", "csv": folder / "study.csv", "html": folder / "study.html"}
+    paths["json"].write_text(to_json(report))
+    paths["csv"].write_text(to_csv(report))
+    paths["html"].write_text(to_html(report, plotly_js=plotly_js()), encoding="utf-8")
+    return paths
+
+
+def headline_text(report: dict) -> str:
+    """The headline table as plain text: shares (%) at the last layer, U_v peak, largest S share."""
+    lines = [f"{'model':<14} {'task':<14} {'recipe':<8} {'n':>5} {'R':>6} {'U_v':>6} {'U_l':>6} {'S':>6} "
+             f"{'bits':>6} {'U_v peak':>8} {'max S':>6}"]
+    for row in report["headline"]:
+        shares = [f"{100 * row['shares'][t]:5.1f}%" if row["shares"][t] is not None else "     –"
+                  for t in ("redundancy", "unique_vision", "unique_language", "synergy")]
+        top = row["max_synergy_share"]
+        lines.append(f"{row['model'][-14:]:<14} {row['task'][:14]:<14} {row['recipe']:<8} {row['n_questions']:>5} "
+                     f"{' '.join(shares)} {row['total_bits']:6.3f} {row['unique_vision_peak_layer']:>8} "
+                     f"{'–' if top is None else f'{100 * top:5.1f}%':>6}")
+    for row in report["correlations"]:
+        rs = ", ".join(f"{t} {row[t]:.3f}" if row[t] is not None else f"{t} –"
+                       for t in ("redundancy", "unique_vision", "unique_language", "synergy"))
+        lines.append(f"r({' vs '.join(row['models'])}, {row['task']}, {row['recipe']}): {rs}")
+    return "\n".join(lines)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    import torch
+
+    from pidcore.study import StudyRequest, run_study
+
+    request = StudyRequest.from_dict(study_request(args))
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # kept in the report's layer entries
+            warnings.simplefilter("always")
+            report = run_study(request, progress=True)
+    finally:
+        torch.set_num_threads(previous)
+    paths = write_report(report, args.output_dir)
+    print(headline_text(report))
+    if caught:
+        distinct = len({str(warning.message) for warning in caught})
+        print(f"{distinct} distinct analysis warning(s) (e.g. small-sample bias); see the layers' 'warnings' "
+              f"in {paths['json']}")
+    timing = report["timing"]
+    print(f"study: {timing['wall_s']:.1f} s (extraction {timing['extract_s']:.1f} s, analyses "
+          f"{timing['analyze_s']:.1f} s); report written to {', '.join(str(p) for p in paths.values())}")
+    return 0

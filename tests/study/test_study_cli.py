@@ -1,0 +1,36 @@
+"""`pidflow study` end to end on the demo model (small), and its clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from app.cli import main
+
+
+def test_pidflow_study_writes_json_csv_html(tmp_path, capsys):
+    out = tmp_path / "study"
+    code = main(["study", "--task", "shape", "--n-questions", "60", "--no-gaussianize", "--dims", "2", "2", "2",
+                 "--no-sweep", "--window", "image->last", "2", "3", "--recipe", "pidflow", "-o", str(out)])
+    assert code == 0
+    report = json.loads((out / "study.json").read_text())
+    assert [run["name"] for run in report["parts"][0]["runs"]] == ["baseline", "image->last@2-3", "seed-cut"]
+    assert [(row["model"], row["task"], row["recipe"]) for row in report["headline"]] == [("demo", "shape", "pidflow")]
+    row = report["headline"][0]
+    assert sum(row["shares"].values()) == pytest.approx(1.0)
+    with (out / "study.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["section"] for r in rows} == {"headline", "knockout", "knockout_delta", "layer"}
+    page = (out / "study.html").read_text()
+    assert page.count('class="plotly-graph-div"') == 1 and "Plotly" in page
+    printed = capsys.readouterr().out
+    assert "demo" in printed and "report written to" in printed and "U_v peak" in printed
+
+
+def test_pidflow_study_bad_input_is_a_message(tmp_path, capsys):
+    assert main(["study", "--window", "image->x", "1", "2", "-o", str(tmp_path)]) == 2
+    assert "--window image->x 1 2: edges must be" in capsys.readouterr().err
+    assert main(["study", "--recipe", "pidflow", "--sweep-k", "0", "-o", str(tmp_path)]) == 2
+    assert "sweep k must be an integer >= 1" in capsys.readouterr().err
