@@ -131,5 +131,5 @@ def demo_analysis(service) -> str | None:
 
 def upload_features(service, contents: bytes, filename: str | None, token: str | None = None) -> dict:
     """Check and store a features file (app/uploads.py): its summary and the `request` analysing it."""
-    check_token(service, token)
+    writer(service, token)
     return _guard(service.upload_features, contents, filename)
