@@ -36,7 +36,7 @@ def features_request(info: dict, measure, dims, gaussianize, bootstrap) -> dict:
         raise ValueError("PCA sizes must be three positive whole numbers")
     if bootstrap is None or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError("bootstrap resamples must be a whole number >= 0")
-    return {**info["request"], "measure": measure, "dims": list(dims), "gaussianize": bool(gaussianize),
+    return {**info["request"], "measure": measure, "dims": list(dims), "gaussianize": gaussianize or "auto",
             "bootstrap": bootstrap}
 
 

@@ -17,6 +17,7 @@ from app.served import served, stack_available
 from pidcore.featurefile import write_features
 from pidcore.uploaded import analyze_features
 from tests.browser.stack import CHROMIUM, chromium
+from tests.browser.test_dashboard import pick
 from tests.byo.test_cli_features import run_cli
 from tests.pidcore.test_featurefile import N, known_system
 
@@ -141,7 +142,7 @@ def test_drop_a_features_file_in_the_dashboard(stack, tmp_path):
         page.locator("#token").fill(TOKEN)
         for name, value in (("vision", "2"), ("language", "2"), ("target", "2")):
             page.locator(f"#dim-{name}").fill(value)
-        page.get_by_label("normalizing flows before the Gaussian PID").uncheck()
+        pick(page, "gaussianize", "none (PCA only)")
         page.screenshot(path=os.path.join(ARTIFACTS, "byo-00-form.png"), full_page=True)
         page.locator("#features-upload input[type=file]").set_input_files(str(path), timeout=10_000)
         page.wait_for_function("document.querySelector('#features-summary').innerText.includes('300 questions')",
