@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from app.ui import data, figures
-from app.ui.layout import DEFAULT_LAYERS, edge_options, graph_config, layer_marks, model_summary
+from app.ui import data, figures, wording
+from app.ui.layout import DEFAULT_LAYERS, edge_options, graph_config, help_mark, layer_marks, model_summary
 
 RECENT_KEPT = 20  # analyses remembered per browser for the Compare tab
 GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay", "comparison", "question-figure")
@@ -92,15 +92,26 @@ def _progress_text(job: dict) -> str:
 def _number(value) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    return f"{value:+.3f}" if isinstance(value, float) else str(value)
+    return wording.fmt(value, 3, signed=True) if isinstance(value, float) else str(value)
 
 
 def _humanize(key: str) -> str:
     return key.replace("_", " ")
 
 
+def _metric_name(key: str) -> tuple[str, str | None]:
+    """A metric's plain name and its one-line help (the last part of a nested key decides)."""
+    last = key.rsplit(".", 1)[-1]
+    if last in wording.EFFECT_NAMES:
+        name, help_text = wording.EFFECT_NAMES[last]
+        prefix = key[: -len(last)].replace(".", " · ")
+        return f"{_humanize(prefix)}{name}", help_text
+    return _humanize(key.replace(".", " · ")), None
+
+
 def effects_table(document: dict) -> html.Div:
-    """Knockout effect metrics (pidcore.effects output) plus answer probability and accuracy change."""
+    """Knockout effect metrics (pidcore.effects output) plus answer probability and accuracy change, each
+    with its plain name and a "?" saying what it is."""
     effects = document.get("effects")
     runs = document.get("runs") or {}
     baseline, knockout = runs.get("baseline") or {}, runs.get("knockout") or {}
@@ -109,29 +120,34 @@ def effects_table(document: dict) -> html.Div:
     flat = _flatten(effects) if isinstance(effects, dict) else []
     headline = [(name, value) for name, value in flat if not isinstance(value, str)]
     rows = headline + [(name, value) for name, value in flat if isinstance(value, str)]  # layer lists last
-    named = {name for name, _ in flat}
+    named = {_metric_name(name)[0] for name, _ in flat}
     for key in ("accuracy", "mean_p_correct"):
-        name = f"{_humanize(key)} change"
-        if name not in named and isinstance(baseline.get(key), int | float) and isinstance(knockout.get(key),
-                                                                                         int | float):
-            rows.insert(len(headline), (name, knockout[key] - baseline[key]))
+        if _metric_name(key)[0] not in named and isinstance(baseline.get(key), int | float) and \
+                isinstance(knockout.get(key), int | float):
+            rows.insert(len(headline), (key, knockout[key] - baseline[key]))
     if not rows:
         return html.Div("This analysis reports no knockout effect metrics.", className="hint")
+    cells = []
+    for key, value in rows:
+        name, help_text = _metric_name(key)
+        heading = [name, " ", help_mark(help_text)] if help_text else name
+        cells.append(html.Tr([html.Th(heading), html.Td(_number(value))]))
+    window = wording.knockout_window(document)
     return html.Div([
-        html.H3("Knockout effects"),
-        html.Table(className="metrics", children=[html.Tbody([
-            html.Tr([html.Th(name), html.Td(_number(value))]) for name, value in rows])]),
+        html.H3("Knockout effects" + (f" ({window})" if window else "")),
+        html.Table(className="metrics", children=[html.Tbody(cells)]),
         html.Div("Information quantities in bits; probability and accuracy changes are knockout - baseline.",
                  className="hint"),
     ])
 
 
 def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) pairs of the numeric leaves; short number lists joined as text."""
     rows = []
     for key, value in mapping.items():
-        name = f"{prefix}{_humanize(str(key))}"
+        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            rows.extend(_flatten(value, name + " · "))
+            rows.extend(_flatten(value, name + "."))
         elif isinstance(value, list):
             if all(isinstance(v, int | float) for v in value) and len(value) <= 4:
                 rows.append((name, ", ".join(_number(v) for v in value)))
@@ -152,6 +168,9 @@ def _summary(document: dict, analysis_id: str) -> list:
                                 if layer.get("gaussianization")))
     if chosen:
         parts.append("Gaussianization " + "; ".join(chosen))
+    window = wording.knockout_window(document)
+    if window:
+        parts.append(window)
     return [html.Span(" · ".join(parts)), " · ",
             html.A(f"analysis {analysis_id}", href=f"?analysis={analysis_id}", id="analysis-link")]
 
@@ -162,10 +181,25 @@ def layer_notes(document: dict) -> list | None:
     notes = {}  # the messages name their layer; one naming none is repeated on every layer: say it once
     for run_name, run in (document.get("runs") or {}).items():
         for layer in (run or {}).get("layers") or []:
-            notes.update(dict.fromkeys(f"{run_name}: {text}" for text in layer.get("warnings") or []))
+            notes.update(dict.fromkeys(f"{run_name}: {wording.plain_note(text)}"
+                                       for text in layer.get("warnings") or []))
     if not notes:
         return None
-    return [html.Span("Notes from the estimator: "), html.Ul([html.Li(note) for note in notes])]
+    return [html.Span("Notes from the estimator (not errors): "), html.Ul([html.Li(note) for note in notes])]
+
+
+def demo_story(document: dict) -> list:
+    """What the first page shows, in three sentences."""
+    request = document.get("request") or {}
+    tasks = ", ".join(request.get("tasks") or [])
+    return [
+        html.B("This is the demo analysis. "),
+        f"The bundled small vision-language model answered {document.get('n_questions', '?')} easy-VQA "
+        f"questions ({tasks}) about pictures of one coloured shape. For every layer, the plot splits what the "
+        "image representation and the question representation carry about the model's answer into what they "
+        "share, what each has alone, and what only the two together give (bits). ",
+        "Try your own settings under New analysis, or open one question under Questions.",
+    ]
 
 
 def register(app, service) -> None:
@@ -238,10 +272,10 @@ def register(app, service) -> None:
                 True, keep, keep
         return _follow(job)
 
-    def _follow(job: dict, tab: str = "results", read_only=no_update):
+    def _follow(job: dict, tab: str = "results", read_only=no_update, opened: bool = False):
         state = job.get("state")
         if state == "succeeded":
-            text = "Cached result: shown at once." if job.get("cached") else "Analysis finished."
+            text = "" if opened else "Cached result: shown at once." if job.get("cached") else "Analysis finished."
             return job["id"], None, True, text, 1, True, read_only, tab
         if state == "failed":
             reason = job.get("error") or "no reason given"
@@ -280,7 +314,7 @@ def register(app, service) -> None:
         except data.DataError as exc:
             return keep, None, True, html.Span(f"Cannot open analysis: {exc}", className="error"), 0, True, \
                 False, "new"
-        return _follow(job, want, read_only=False)
+        return _follow(job, want, read_only=False, opened=True)
 
     @app.callback(
         Output("url-write", "search"),
@@ -306,30 +340,72 @@ def register(app, service) -> None:
     def read_only_view(read_only):
         return ({"display": "none"} if read_only else {}), bool(read_only), not read_only
 
-    @app.callback(
-        Output("stacked-baseline", "figure"), Output("stacked-knockout", "figure"), Output("difference", "figure"),
-        Output("effects", "children"), Output("result-summary", "children"), Output("result-message", "children"),
-        Output("question-task", "options"), Output("recent-analyses", "data"),
-        Input("analysis-id", "data"), Input("mode", "value"), State("recent-analyses", "data"),
-    )
-    def render_results(analysis_id, mode, recent):
-        empty = figures.message_figure("No analysis open yet.")
+    main_graphs = ("stacked-baseline", "stacked-knockout", "difference")
+    result_outputs = {
+        **{f"figure:{g}": Output(g, "figure") for g in main_graphs},
+        **{f"config:{g}": Output(g, "config") for g in main_graphs},
+        **{f"caption:{g}": Output(f"{g}-caption", "children") for g in main_graphs},
+        **{f"method:{g}": Output(f"{g}-method", "children") for g in main_graphs},
+        "effects": Output("effects", "children"), "summary": Output("result-summary", "children"),
+        "message": Output("result-message", "children"), "notes": Output("result-notes", "children"),
+        "tasks": Output("question-task", "options"), "recent": Output("recent-analyses", "data"),
+        "columns": Output("run-columns", "className"), "knockout_hidden": Output("stacked-knockout-block", "hidden"),
+        "difference_hidden": Output("difference-block", "hidden"),
+        "story": Output("demo-story", "children"), "story_hidden": Output("demo-story", "hidden"),
+    }
+
+    @app.callback(output=result_outputs, inputs={"analysis_id": Input("analysis-id", "data"),
+                                                 "mode": Input("mode", "value"),
+                                                 "recent": State("recent-analyses", "data"),
+                                                 "fmt": State("plot-format", "value")})
+    def render_results(analysis_id, mode, recent, fmt):
+        out = {key: None for key in result_outputs}
+        out.update({"tasks": [], "recent": no_update, "columns": "one-column", "knockout_hidden": True,
+                    "difference_hidden": True, "story_hidden": True})
+        out.update({f"config:{g}": graph_config(fmt or "png", g) for g in main_graphs})
         if not analysis_id:
-            return empty, empty, empty, None, None, \
-                "No analysis open: start one under New analysis, or open a link with ?analysis=<id>.", [], no_update
+            empty = figures.message_figure("No analysis open yet.")
+            out.update({f"figure:{g}": empty for g in main_graphs})
+            out["notes"] = "No analysis open yet: choose the settings under New analysis and press Run analysis."
+            return out
         try:
             document = data.result(service, analysis_id)
         except data.DataError as exc:
             failed = figures.message_figure("No result to show.")
-            return failed, failed, failed, None, None, f"Cannot show analysis {analysis_id}: {exc}", [], no_update
+            out.update({f"figure:{g}": failed for g in main_graphs})
+            out["message"] = f"Cannot show analysis {analysis_id}: {exc}"
+            return out
         tasks = sorted({q.get("task") for q in document.get("questions") or [] if q.get("task")})
+        has_knockout = bool(figures.run_layers(document, "knockout"))
         y_max = figures.shared_y_max(document)
-        return (figures.stacked_figure(document, "baseline", mode, y_max=y_max),
-                figures.stacked_figure(document, "knockout", mode, title="Knockout: decomposition per layer",
-                                       y_max=y_max),
-                figures.difference_figure(document), effects_table(document), _summary(document, analysis_id),
-                layer_notes(document), [{"label": t, "value": t} for t in tasks],
-                remember(recent, analysis_id, f"{figures.describe(document)} · {document.get('n_questions', '?')} q"))
+        caption, method = wording.target_sentence(document), wording.method_note(document)
+        runs = {"stacked-baseline": "baseline", "stacked-knockout": "knockout", "difference": "knockout - baseline"}
+        subtitles = {g: wording.describe_export(document, analysis_id, run) for g, run in runs.items()}
+        out.update({
+            "figure:stacked-baseline": figures.stacked_figure(document, "baseline", mode, y_max=y_max,
+                                                              subtitle=subtitles["stacked-baseline"]),
+            "figure:stacked-knockout": figures.stacked_figure(document, "knockout", mode, y_max=y_max,
+                                                              title="Knockout: decomposition per layer",
+                                                              subtitle=subtitles["stacked-knockout"]),
+            "figure:difference": figures.difference_figure(document, subtitle=subtitles["difference"]),
+            **{f"config:{g}": graph_config(fmt or "png", wording.export_filename(document, analysis_id, g))
+               for g in main_graphs},
+            **{f"caption:{g}": caption for g in main_graphs},
+            **{f"method:{g}": method for g in main_graphs},
+            "effects": effects_table(document), "summary": _summary(document, analysis_id),
+            "notes": layer_notes(document), "tasks": [{"label": t, "value": t} for t in tasks],
+            "recent": remember(recent, analysis_id,
+                               f"{figures.describe(document)} · {document.get('n_questions', '?')} q"),
+            "columns": "two-columns" if has_knockout else "one-column",
+            "knockout_hidden": not has_knockout, "difference_hidden": not has_knockout,
+        })
+        try:
+            is_demo = analysis_id == data.demo_analysis(service)
+        except data.DataError:
+            is_demo = False
+        if is_demo:
+            out.update({"story": demo_story(document), "story_hidden": False})
+        return out
 
     # Callbacks of the Compare and Questions tabs run when their tab is open (not on every page load), so
     # the first view only pays for the Results tab.
@@ -376,12 +452,19 @@ def register(app, service) -> None:
         return analysis_id or no_update
 
     @app.callback(
-        [Output(g, "config") for g in GRAPH_IDS], [Output(g, "figure", allow_duplicate=True) for g in GRAPH_IDS],
-        Input("plot-format", "value"), [State(g, "figure") for g in GRAPH_IDS], prevent_initial_call=True,
+        [Output(g, "config", allow_duplicate=True) for g in GRAPH_IDS],
+        [Output(g, "figure", allow_duplicate=True) for g in GRAPH_IDS],
+        Input("plot-format", "value"), State("analysis-id", "data"), [State(g, "figure") for g in GRAPH_IDS],
+        prevent_initial_call=True,
     )
-    def plot_format(fmt, *current):
+    def plot_format(fmt, analysis_id, *current):
         # dcc.Graph re-plots (and so applies a new config) only when its figure changes: send them back
-        return [graph_config(fmt, g) for g in GRAPH_IDS] + [fig if fig else no_update for fig in current]
+        try:
+            document = data.result(service, analysis_id) if analysis_id else {}
+        except data.DataError:
+            document = {}
+        names = [wording.export_filename(document, analysis_id, g) if analysis_id else g for g in GRAPH_IDS]
+        return [graph_config(fmt, name) for name in names] + [fig if fig else no_update for fig in current]
 
     @app.callback(
         Output("download", "data"),

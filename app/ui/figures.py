@@ -9,25 +9,51 @@ from __future__ import annotations
 import math
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from app.ui.wording import TERM_NAMES, fmt
 
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
-TERM_LABELS = {"redundancy": "Redundancy R", "unique_vision": "Unique vision U_v",
-               "unique_language": "Unique language U_l", "synergy": "Synergy S"}
+TERM_LABELS = {term: TERM_NAMES[term] for term in TERMS}
 TERM_COLOURS = {"redundancy": "#0072B2", "unique_vision": "#E69F00",
                 "unique_language": "#009E73", "synergy": "#CC79A7"}
 SERIES_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 RUN_DASH = {"baseline": "solid", "knockout": "dash"}
 
 
-def _layout(fig: go.Figure, title: str, y_title: str) -> go.Figure:
+def _layout(fig: go.Figure, title: str, y_title: str, subtitle: str | None = None) -> go.Figure:
+    """Common look; `subtitle` (model, tasks, run, id) travels with PNG/SVG exports."""
     fig.update_layout(
-        title={"text": title, "x": 0.01, "xanchor": "left"}, template="plotly_white",
-        margin={"l": 60, "r": 20, "t": 50, "b": 10}, height=400, hovermode="x unified",
+        title={"text": title, "x": 0.01, "xanchor": "left",
+               **({"subtitle": {"text": subtitle, "font": {"size": 12, "color": "#5a5a60"}}} if subtitle else {})},
+        template="plotly_white", margin={"l": 60, "r": 20, "t": 70 if subtitle else 50, "b": 10}, height=400,
+        hovermode="x unified",
         legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0, "traceorder": "normal"},
         font={"size": 13},
     )
-    fig.update_xaxes(title_text="layer (0 = embeddings)", dtick=1 if _few_layers(fig) else None)
+    fig.update_xaxes(title_text="layer (0 = embeddings)", dtick=1 if _few_layers(fig) else None,
+                     unifiedhovertitle={"text": "layer %{x}"})
     fig.update_yaxes(title_text=y_title, zeroline=True)
+    return fig
+
+
+def _labels(values: list[float], signed: bool = False) -> list[str]:
+    """Hover texts: 3 decimals, never "-0.000"."""
+    return [fmt(float(v), 3, signed) for v in values]
+
+
+def knockout_layers(document: dict) -> tuple[int, int] | None:
+    """The knockout window as decoder layers [first, last], or None."""
+    window = (((document or {}).get("request") or {}).get("knockout") or {}).get("layers")
+    return (int(window[0]), int(window[1])) if window and len(window) == 2 else None
+
+
+def shade_window(fig: go.Figure, document: dict, **subplot) -> go.Figure:
+    """Shade the knocked-out layers. Decoder layer d is plot layer d + 1 (plot layer 0 = embeddings)."""
+    window = knockout_layers(document)
+    if window:
+        fig.add_vrect(x0=window[0] + 0.5, x1=window[1] + 1.5, fillcolor="#999999", opacity=0.15, line_width=0,
+                      annotation_text="knocked-out layers", annotation_position="top left", **subplot)
     return fig
 
 
@@ -83,16 +109,29 @@ def _ci_bounds(layers: list[dict], term: str, mode: str) -> tuple[list[float], l
 
 
 def shared_y_max(document: dict) -> float | None:
-    """The largest layer total over both runs (bits), so baseline and knockout share a y scale."""
-    totals = [float(layer["total"]) for run in ("baseline", "knockout") for layer in run_layers(document, run)]
-    return max(totals) if totals and max(totals) > 0 else None
+    """The top of both runs' stacks (bits), confidence bands included, so baseline and knockout share a
+    y scale."""
+    tops = []
+    for run in ("baseline", "knockout"):
+        layers = run_layers(document, run)
+        tops += [float(layer["total"]) for layer in layers]
+        for layer in layers:
+            stacked, top = 0.0, 0.0
+            for term in TERMS:
+                stacked += float(layer[term])
+                interval = (layer.get("ci") or {}).get(term)
+                if interval and len(interval) == 2 and interval[1] is not None:
+                    top = max(top, stacked + max(0.0, float(interval[1]) - float(layer[term])))
+            tops.append(top)
+    return max(tops) if tops and max(tops) > 0 else None
 
 
 def stacked_figure(document: dict, run: str = "baseline", mode: str = "bits", title: str | None = None,
-                   y_max: float | None = None) -> go.Figure:
+                   y_max: float | None = None, subtitle: str | None = None) -> go.Figure:
     """Stacked areas R, U_vision, U_language, S per layer, one point per layer; shaded bands show
     each term's confidence interval around its stack boundary when the run has CIs. `y_max` (bits)
-    fixes the y range so that side-by-side runs compare at a glance."""
+    fixes the y range so that side-by-side runs compare at a glance (bands included). Hover: each part
+    and the layer's total; the knockout run shades its window."""
     layers = run_layers(document, run)
     if not layers:
         return message_figure(f"No {run} run in this analysis.")
@@ -105,7 +144,8 @@ def stacked_figure(document: dict, run: str = "baseline", mode: str = "bits", ti
         fig.add_trace(go.Scatter(
             x=x, y=values, name=TERM_LABELS[term], stackgroup="pid", mode="lines+markers",
             line={"color": TERM_COLOURS[term], "width": 1.5}, fillcolor=_rgba(TERM_COLOURS[term], 0.55),
-            hovertemplate="%{y:.3f}" + (" bits" if mode == "bits" else ""), meta=term,
+            customdata=_labels(values), hovertemplate="%{customdata}" + (" bits" if mode == "bits" else ""),
+            meta=term,
         ))
         bounds = _ci_bounds(layers, term, mode)
         if bounds is not None:
@@ -116,12 +156,18 @@ def stacked_figure(document: dict, run: str = "baseline", mode: str = "bits", ti
             fig.add_trace(go.Scatter(x=x, y=upper, mode="lines", line={"width": 0}, fill="tonexty",
                                      fillcolor=_rgba("#000000", 0.15), showlegend=False, hoverinfo="skip",
                                      meta=f"ci:{term}", name=f"{TERM_LABELS[term]} CI"))
-    y_title = "information (bits)" if mode == "bits" else "fraction of total"
-    fig = _layout(fig, title or f"{run.capitalize()}: decomposition per layer", y_title)
+    totals = [float(layer["total"]) for layer in layers]
+    fig.add_trace(go.Scatter(x=x, y=cumulative, mode="lines", line={"width": 0, "color": "rgba(0,0,0,0)"},
+                             showlegend=False, name="Total", meta="total", customdata=_labels(totals),
+                             hovertemplate="%{customdata} bits"))
+    y_title = "information about the answer (bits)" if mode == "bits" else "fraction of the layer's total"
+    fig = _layout(fig, title or f"{run.capitalize()}: decomposition per layer", y_title, subtitle)
     if mode == "fraction":
         fig.update_yaxes(range=[0, 1.05])
-    elif y_max is not None and not any(str(t.meta).startswith("ci:") for t in fig.data):
+    elif y_max is not None:
         fig.update_yaxes(range=[0, 1.05 * y_max])
+    if run == "knockout":
+        shade_window(fig, document)
     return fig
 
 
@@ -133,7 +179,7 @@ def difference_values(document: dict, term: str) -> list[float]:
             for layer in knockout if layer["layer"] in baseline]
 
 
-def difference_figure(document: dict) -> go.Figure:
+def difference_figure(document: dict, subtitle: str | None = None) -> go.Figure:
     """Per-layer change knockout - baseline of each PID term and of the total (bits)."""
     knockout = run_layers(document, "knockout")
     if not knockout:
@@ -143,18 +189,15 @@ def difference_figure(document: dict) -> go.Figure:
     fig = go.Figure()
     for term in (*TERMS, "total"):
         colour = TERM_COLOURS.get(term, "#000000")
+        values = difference_values(document, term)
         fig.add_trace(go.Scatter(
-            x=x, y=difference_values(document, term), name=TERM_LABELS.get(term, "Total"), mode="lines+markers",
+            x=x, y=values, name=TERM_LABELS.get(term, "Total"), mode="lines+markers",
             line={"color": colour, "dash": "dot" if term == "total" else "solid"}, meta=term,
-            hovertemplate="%{y:+.3f} bits",
+            customdata=_labels(values, signed=True), hovertemplate="%{customdata} bits",
         ))
     fig.add_hline(y=0, line={"color": "#777", "width": 1})
-    window = (((document or {}).get("request") or {}).get("knockout") or {}).get("layers")
-    if window and len(window) == 2:
-        # decoder layer d is run layer d + 1 (run layer 0 = embeddings)
-        fig.add_vrect(x0=window[0] + 0.5, x1=window[1] + 1.5, fillcolor="#999999", opacity=0.15, line_width=0,
-                      annotation_text="knocked-out layers", annotation_position="top left")
-    return _layout(fig, "Knockout - baseline per layer", "difference (bits)")
+    shade_window(fig, document)
+    return _layout(fig, "Knockout - baseline per layer", "change of information (bits)", subtitle)
 
 
 def task_series(document: dict, run: str = "baseline", term: str = "total") -> dict[str, list[float]]:
@@ -252,40 +295,51 @@ def layer_correlations(first: dict, second: dict, run: str = "baseline") -> dict
 
 
 def comparison_figure(first: dict, second: dict, run: str = "baseline") -> go.Figure:
-    """Both analyses' four terms on relative depth: solid = this analysis, dashed = the other."""
-    fig = go.Figure()
+    """Small multiples, one panel per term on a shared y scale: solid = this analysis, dashed = the other,
+    on relative depth."""
+    fig = make_subplots(rows=1, cols=len(TERMS), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[TERM_LABELS[term] for term in TERMS])
     for document, dash, tag in ((first, "solid", "this"), (second, "dash", "other")):
         layers = run_layers(document, run)
         depth = relative_depth(len(layers))
-        for term in TERMS:
+        for column, term in enumerate(TERMS, start=1):
+            values = term_values(layers, term)
             fig.add_trace(go.Scatter(
-                x=depth, y=term_values(layers, term), mode="lines+markers", meta=f"{tag}:{term}",
-                name=f"{TERM_LABELS[term]} — {tag}: {describe(document)}",
-                line={"color": TERM_COLOURS[term], "dash": dash},
-                customdata=[layer["layer"] for layer in layers], hovertemplate="layer %{customdata}: %{y:.3f} bits",
-            ))
-    fig = _layout(fig, "Two analyses compared (relative depth)", "information (bits)")
-    fig.update_xaxes(title_text="relative depth (0 = embeddings, 1 = last layer)", dtick=None)
-    fig.update_layout(height=460)
+                x=depth, y=values, mode="lines+markers", meta=f"{tag}:{term}",
+                name=f"{tag}: {describe(document)}", legendgroup=tag, showlegend=column == 1,
+                line={"color": SERIES_COLOURS[0] if tag == "this" else SERIES_COLOURS[1], "dash": dash},
+                customdata=[[layer["layer"], label] for layer, label in zip(layers, _labels(values), strict=True)],
+                hovertemplate="layer %{customdata[0]}: %{customdata[1]} bits",
+            ), row=1, col=column)
+    fig = _layout(fig, "Two analyses compared, one panel per part (relative depth)", "information (bits)")
+    fig.update_xaxes(title_text="relative depth", dtick=0.5, unifiedhovertitle={"text": "depth %{x:.2f}"})
+    fig.update_yaxes(title_text=None)
+    fig.update_yaxes(title_text="information (bits)", row=1, col=1)
+    fig.update_layout(height=380, hovermode="closest")
     return fig
 
 
-def question_figure(view: dict) -> go.Figure:
-    """A question's pointwise decomposition per layer (bits): baseline solid, knockout dashed."""
+def question_figure(view: dict, document: dict | None = None) -> go.Figure:
+    """A question's pointwise decomposition per layer (bits): baseline solid, knockout dashed; the knockout
+    window of `document` shaded."""
     fig = go.Figure()
     for run in ("baseline", "knockout"):
         layers = ((view or {}).get(run) or {}).get("layers") or []
         for term in TERMS:
             if not layers:
                 continue
+            values = [float(layer[term]) for layer in layers]
             fig.add_trace(go.Scatter(
-                x=[layer["layer"] for layer in layers], y=[float(layer[term]) for layer in layers],
+                x=[layer["layer"] for layer in layers], y=values,
                 name=f"{TERM_LABELS[term]} ({run})", mode="lines+markers", meta=f"{run}:{term}",
-                line={"color": TERM_COLOURS[term], "dash": RUN_DASH[run]}, hovertemplate="%{y:.3f} bits",
+                line={"color": TERM_COLOURS[term], "dash": RUN_DASH[run]}, customdata=_labels(values, signed=True),
+                hovertemplate="%{customdata} bits",
             ))
     if not fig.data:
         return message_figure("This analysis holds no per-question decomposition.")
-    return _layout(fig, "Pointwise decomposition of this question", "pointwise information (bits)")
+    if (view or {}).get("knockout") and document:
+        shade_window(fig, document)
+    return _layout(fig, "This question's share of each part, per layer", "pointwise information (bits)")
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dash import dcc, html
 
+from app.ui.wording import OPTION_HELP, TERM_HELP, TERM_NAMES
+
 KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last", "question->image")
 DEFAULT_LAYERS = 32  # slider size when a model's layer count is unknown
 PLOT_FORMATS = ("png", "svg")
@@ -29,8 +31,16 @@ def layer_marks(num_layers: int) -> dict:
     return marks
 
 
-def _field(label: str, control, hint: str | None = None) -> html.Div:
-    children = [html.Label(label, className="field-label"), control]
+def help_mark(text: str) -> html.Abbr:
+    """A "?" beside a name; its one-line help shows on hover (and is read by screen readers)."""
+    return html.Abbr("?", title=text, className="help", **{"aria-label": text})
+
+
+def _field(label: str, control, hint: str | None = None, help_key: str | None = None) -> html.Div:
+    heading = [label, " ", help_mark(OPTION_HELP[help_key])] if help_key else label
+    children = [html.Label(heading, className="field-label"), control]
+    if help_key:  # a refused request's message appears here, next to its field
+        children.append(html.Div(id=f"{help_key}-error", className="field-error", role="alert"))
     if hint:
         children.append(html.Div(hint, className="hint"))
     return html.Div(children, className="field")
@@ -64,6 +74,24 @@ def edge_options(model: dict) -> list[dict]:
     return [{"label": f" {edge}", "value": edge, "disabled": edge not in supported} for edge in KNOCKOUT_EDGES]
 
 
+def plot_block(graph_id: str, hidden: bool = False) -> html.Div:
+    """A plot with the sentence under it (what Y is, what the unit is about) and room for the result's
+    one-line estimator note."""
+    return html.Div(id=f"{graph_id}-block", className="plot-block", hidden=hidden, children=[
+        graph(graph_id),
+        html.P(id=f"{graph_id}-caption", className="caption"),
+        html.P(id=f"{graph_id}-method", className="caption method"),
+    ])
+
+
+def glossary() -> html.Details:
+    """The four parts (and the total) in a sentence each."""
+    return html.Details(className="glossary", open=False, children=[
+        html.Summary("What the parts mean"),
+        html.Ul([html.Li([html.B(TERM_NAMES[term]), f": {TERM_HELP[term]}."]) for term in TERM_HELP]),
+    ])
+
+
 def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
     """The request form, filled with `defaults` (a whole request: app.service.DEFAULT_REQUEST)."""
     model_options = [{"label": model_label(m), "value": m["name"]} for m in models] or \
@@ -84,25 +112,30 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
         html.Div(className="form-grid", children=[
             _field("Model", html.Div([
                 dcc.Dropdown(id="model", options=model_options, value=first_model.get("name", "demo"), clearable=False),
-                html.Div(model_summary(first_model), id="model-info", className="hint")])),
+                html.Div(model_summary(first_model), id="model-info", className="hint")]), help_key="model"),
             _field("Dataset", dcc.Dropdown(id="dataset", options=dataset_options,
-                                           value=defaults["dataset"], clearable=False)),
+                                           value=defaults["dataset"], clearable=False), help_key="dataset"),
             _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, options=task_options,
-                                           value=defaults["tasks"])),
+                                           value=defaults["tasks"]), help_key="tasks"),
             _field("Questions per task", dcc.Input(id="n-questions", type="number", min=1, step=1,
-                                                   value=defaults["n_questions"], className="input")),
+                                                   value=defaults["n_questions"], className="input"),
+                   help_key="n-questions"),
             _field("Language pooling", dcc.RadioItems(id="pooling", inline=True, value=defaults[
                 "language_pooling"], options=[{"label": " mean", "value": "mean"},
-                                                      {"label": " last token", "value": "last"}])),
+                                                      {"label": " last token", "value": "last"}]),
+                   help_key="pooling"),
             _field("Target Y", dcc.RadioItems(id="target", inline=True, value=defaults["target"],
                                               options=[{"label": " answer log-probs", "value": "logprobs"},
-                                                       {"label": " final hidden state", "value": "hidden"}])),
+                                                       {"label": " final hidden state", "value": "hidden"}]),
+                   help_key="target"),
             _field("Estimator", dcc.RadioItems(id="measure", inline=True, value=defaults["measure"],
                                                options=[{"label": " BROJA", "value": "broja"},
-                                                        {"label": " MMI", "value": "mmi"}])),
+                                                        {"label": " MMI", "value": "mmi"}]),
+                   help_key="measure"),
             _field("PCA sizes (vision, language, target)", html.Div(className="dims", children=[
                 dcc.Input(id=f"dim-{name}", type="number", min=1, step=1, value=value, className="input small")
-                for name, value in zip(("vision", "language", "target"), defaults["dims"], strict=True)])),
+                for name, value in zip(("vision", "language", "target"), defaults["dims"], strict=True)]),
+                   help_key="dims"),
             _field("Gaussianization", html.Div([
                 dcc.Dropdown(id="gaussianize", value=defaults["gaussianize"], clearable=False, options=[
                     {"label": "auto (copula, flows if they fit better)", "value": "auto"},
@@ -110,12 +143,13 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
                     {"label": "joint flows (after the copula)", "value": "flow"},
                     {"label": "none (PCA only)", "value": "none"}]),
                 html.Div("Invertible per-variable maps that make the data Gaussian before the closed-form PID; "
-                         "auto picks by held-out likelihood.", className="hint")])),
+                         "auto picks by held-out likelihood.", className="hint")]), help_key="gaussianize"),
             _field("Bootstrap resamples (for confidence bands)", dcc.Input(
-                id="bootstrap", type="number", min=0, step=1, value=defaults["bootstrap"], className="input")),
+                id="bootstrap", type="number", min=0, step=1, value=defaults["bootstrap"], className="input"),
+                   help_key="bootstrap"),
         ]),
         html.Fieldset(className="knockout", children=[
-            html.Legend("Attention knockout (optional)"),
+            html.Legend(["Attention knockout (optional) ", help_mark(OPTION_HELP["knockout"])]),
             dcc.Checklist(id="ko-edges", inline=True, value=[], options=edge_options(first_model)),
             html.Div("Decoder layers knocked out:", className="field-label"),
             dcc.RangeSlider(id="ko-layers", min=0, max=num_layers - 1, step=1,
@@ -153,6 +187,7 @@ def results_panel() -> html.Div:
         html.Div(className="results-head", children=[
             html.Div([html.H2("Results"), html.Div(id="result-summary", className="summary")]),
             html.Div(className="toolbar", children=[
+                help_mark(OPTION_HELP["mode"]),
                 dcc.RadioItems(id="mode", inline=True, value="bits",
                                options=[{"label": " bits", "value": "bits"},
                                         {"label": " fraction of total", "value": "fraction"}]),
@@ -164,9 +199,13 @@ def results_panel() -> html.Div:
                 dcc.Download(id="download"),
             ]),
         ]),
+        html.Div(id="demo-story", className="story", hidden=True),
         html.Div(id="result-message", role="alert", className="message"),
-        html.Div(className="two-columns", children=[graph("stacked-baseline"), graph("stacked-knockout")]),
-        graph("difference"),
+        html.Div(id="result-notes", className="notes"),
+        html.Div(id="run-columns", className="two-columns", children=[
+            plot_block("stacked-baseline"), plot_block("stacked-knockout")]),
+        plot_block("difference"),
+        glossary(),
         html.Div(id="effects", className="effects"),
         html.Div(id="share-box", className="share", children=[
             html.H3("Share"),

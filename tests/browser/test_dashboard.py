@@ -101,7 +101,7 @@ def test_submit_knockout_question_and_share(server, artifacts, tmp_path):
         difference = {t["meta"]: t for t in plot_data(page, "difference")}
         assert difference["unique_vision"]["y"] == pytest.approx([0.1] * (NUM_LAYERS + 1))
         assert difference["redundancy"]["y"] == pytest.approx([0.0] * (NUM_LAYERS + 1))
-        assert "information cost" in page.locator("#effects").inner_text()
+        assert "total information lost" in page.locator("#effects").inner_text()
         wait_for_traces(page, "stacked-knockout", "synergy")
         for graph_id in ("stacked-baseline", "stacked-knockout", "difference"):  # drawn at full size
             assert page.locator(f"#{graph_id} .main-svg").first.bounding_box()["height"] >= 350

@@ -53,6 +53,11 @@ def test_first_page_opens_on_the_demo_result(demo_server, tmp_path, width, heigh
         assert traces["unique_vision"]["y"] == pytest.approx([layer_terms(i)[1] for i in range(NUM_LAYERS + 1)])
         wait_for_query(page, analysis=demo_id, tab="results")  # the address now names what is shown
         assert page.locator("#result-message").inner_text().strip() == ""  # no red "No analysis open"
+        box = page.locator("#stacked-baseline .nsewdrag").first.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 3 / NUM_LAYERS, box["y"] + box["height"] / 2)
+        page.wait_for_selector("#stacked-baseline .hoverlayer .legend", timeout=TIMEOUT_MS)
+        hover = page.locator("#stacked-baseline .hoverlayer").text_content()
+        assert "layer 3" in hover and f"{sum(layer_terms(3)):.3f} bits" in hover  # the layer and its total
         page.screenshot(path=str(ARTIFACTS / f"first-01-demo-{width}.png"), full_page=False)
         assert not errors, errors
 

@@ -69,15 +69,28 @@ def test_question_filters():
     assert callbacks.filter_questions(questions, "", "color", "incorrect") == []
 
 
-def test_effects_table_lists_changes_and_metrics():
+def test_effects_table_lists_changes_and_metrics_in_plain_words():
     document = make_document({"tasks": ["color"], "knockout": {"edges": ["image->last"], "layers": [0, 1]}})
-    text = str(callbacks.effects_table(document))
-    assert "accuracy change" in text and "-0.150" in text and "trapped unique vision" in text
+
+    def rows(doc):
+        table = callbacks.effects_table(doc).children[1].children[0].children
+        return [(row.children[0].children, row.children[1].children) for row in table]
+
+    def name(heading):
+        return heading[0] if isinstance(heading, list) else heading
+
+    names = [name(heading) for heading, _ in rows(document)]
+    values = dict((name(heading), value) for heading, value in rows(document))
+    assert values["accuracy change"] == "-0.150" and "vision-only information left in late layers" in names
+    assert "trapped unique vision" not in str(callbacks.effects_table(document))
+    assert "image->last attention blocked in decoder layers 0-1" in str(callbacks.effects_table(document))
+    heading = next(h for h, _ in rows(document) if name(h) == "total information lost")
+    assert "drop of the total" in heading[2].title  # the "?" says what it is
     assert "No knockout" in str(callbacks.effects_table(make_document({"tasks": ["color"]})))
     document["effects"]["accuracy_change"] = -0.25  # the effects' own figure wins; no second row
-    names = [row.children[0].children for row in callbacks.effects_table(document).children[1].children[0].children]
+    names = [name(heading) for heading, _ in rows(document)]
     assert names.count("accuracy change") == 1
-    assert names.index("trapped unique vision") < names.index("accuracy change")
+    assert names.index("vision-only information left in late layers") < names.index("accuracy change")
 
 
 class BrokenService:
@@ -108,5 +121,16 @@ def test_layer_notes_list_the_estimators_warnings_per_run_and_layer():
         layer["warnings"] = ["y: the data has rank 3 < 8 requested components; keeping 3"]
     notes = callbacks.layer_notes(document)
     items = [item.children for item in notes[1].children]
-    assert items == ["baseline: y: the data has rank 3 < 8 requested components; keeping 3",
+    assert items == ["baseline: target: the data has rank 3 < 8 requested components; keeping 3",
                      "knockout: layer 1: latents capped near 10 bits"]
+
+
+def test_view_urls_round_trip():
+    assert callbacks.view_search(None, "results", None) == ""
+    search = callbacks.view_search("abc", "questions", "easy-vqa.test.3")
+    assert search == "?analysis=abc&tab=questions&q=easy-vqa.test.3"
+    assert callbacks.parse_location(search) == {"analysis": "abc", "tab": "questions", "q": "easy-vqa.test.3"}
+    assert callbacks.view_search("abc", "results", "easy-vqa.test.3") == "?analysis=abc&tab=results"  # q: questions only
+    assert callbacks.view_search("abc", "results", None, share="tok") == "?share=tok&tab=results"  # no id in shares
+    assert callbacks.wanted_tab({"tab": "compare"}) == "compare"
+    assert callbacks.wanted_tab({"tab": "bogus"}) == "results" and callbacks.wanted_tab({}, "new") == "new"
