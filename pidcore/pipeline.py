@@ -1,10 +1,9 @@
-"""PID Flow: PCA -> flow Gaussianization -> closed-form Gaussian PID (bits), with cross-fitting.
+"""PID Flow: PCA -> Gaussianization -> closed-form Gaussian PID (bits), with cross-fitting.
 
-Each variable is reduced and Gaussianized by models fitted on the other fold(s) only
-(``folds``-fold cross-fitting), so every sample gets a value from models that never saw it.
-Latent coordinates differ between folds (PCA bases and flows are fitted separately), so the
-Gaussian PID is computed per fold and averaged with fold-size weights.
-See docs/pipeline.md for the pointwise terms and the bootstrap.
+The latents come from pidcore.latents.crossfit (models fitted on the other fold(s)). When every fold's
+latents share one coordinate system, one covariance over all n rows gives the PID; otherwise a PID is
+computed per fold and averaged with fold-size weights. Estimates are bias-corrected by default and come
+with bootstrap intervals (pidcore.estimate). See docs/pipeline.md and docs/estimators.md.
 """
 
 from __future__ import annotations
@@ -12,12 +11,21 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pidcore._covariance import check_positive_definite
+from pidcore.estimate import (
+    ESTIMATORS,
+    FIELDS,
+    basic_interval,
+    bootstrap_rows,
+    corrected_pid,
+    percentile_interval,
+    plugin_bias,
+)
 from pidcore.latents import check_mode, crossfit
 from pidcore.pid import PID, gaussian_pid, solve_union
 from pidcore.reduce import check_samples
@@ -29,10 +37,16 @@ PARTS = ("redundancy", "unique1", "unique2", "synergy")
 
 @dataclass(frozen=True)
 class PIDFlowResult:
-    """``pid`` (bits), ``ci`` part -> (lo, hi) bits (empty without bootstrap), ``pointwise`` (n, 4)
-    [redundancy, unique1, unique2, synergy] bits per sample, ``dims`` used, ``n`` samples,
-    ``gaussianization``: the mode used ("none", "copula", "flow", or per variable, e.g.
-    "x1 copula, x2 none, y copula"; see pidcore.latents)."""
+    """One layer's estimate, all in bits.
+
+    ``pid``: the reported PID — bias-corrected by default (``estimator="corrected"``), the plug-in with
+    ``estimator="plugin"``; ``plugin``: the uncorrected plug-in PID; ``bias``: plugin - corrected per field
+    (the estimated upward bias that was removed; zeros for the plug-in estimator); ``ci``: field -> (lo, hi)
+    95% interval (empty without bootstrap; see pidcore.estimate); ``pointwise`` (n, 4) [redundancy, unique1,
+    unique2, synergy] per sample, column means equal to ``pid``; ``dims`` used, ``n`` samples;
+    ``samples_per_covariance``: rows behind each covariance (n when the latents share coordinates, a fold
+    otherwise); ``draws``: (bootstrap, 5) plug-in PIDs of the resampled rows (paired across runs and layers
+    of one analysis: same rows), or None."""
 
     pid: PID
     ci: dict
@@ -40,6 +54,11 @@ class PIDFlowResult:
     dims: tuple
     n: int
     latents: np.ndarray = field(repr=False, default=None)
+    plugin: PID | None = None
+    bias: dict = field(default_factory=dict)
+    estimator: str = "corrected"
+    samples_per_covariance: int = 0
+    draws: np.ndarray | None = field(repr=False, default=None)
     gaussianization: str = ""
 
 
@@ -144,24 +163,41 @@ def _average(pids: list[PID], weights: np.ndarray) -> PID:
     return PID(**fields)
 
 
-def _fold_pid(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str) -> PID:
-    """Size-weighted mean over folds of the Gaussian PID of each fold's latents (bits)."""
-    folds = np.unique(fold_ids)
-    weights = np.array([np.mean(fold_ids == f) for f in folds])
-    pids = [gaussian_pid(np.cov(z[fold_ids == f], rowvar=False, bias=True), dims, measure) for f in folds]
-    return _average(pids, weights), pids
+def _groups(fold_ids: np.ndarray, shared: bool) -> list[np.ndarray]:
+    """Boolean row masks, one per covariance: all rows when the latents share coordinates, else per fold."""
+    if shared:
+        return [np.ones(len(fold_ids), dtype=bool)]
+    return [fold_ids == f for f in np.unique(fold_ids)]
 
 
-def _bootstrap(z, fold_ids, dims, measure: str, rounds: int, seed: int, level: float = 0.95) -> dict:
-    """Percentile intervals (bits) from resampling rows within each fold."""
-    rng = np.random.default_rng(seed + 7919)
-    members = [np.flatnonzero(fold_ids == f) for f in np.unique(fold_ids)]
-    draws = []
-    for _ in range(rounds):
-        rows = np.concatenate([rng.choice(m, len(m)) for m in members])
-        draws.append(_fold_pid(z[rows], fold_ids[rows], dims, measure)[0].as_dict())
-    tail = (1 - level) / 2 * 100
-    return {k: tuple(float(v) for v in np.percentile([d[k] for d in draws], [tail, 100 - tail])) for k in draws[0]}
+def _plugin(z: np.ndarray, groups: list, dims, measure: str) -> PID:
+    """Plug-in Gaussian PID (bits): size-weighted mean over the row groups' covariances."""
+    weights = np.array([g.sum() for g in groups], dtype=float)
+    pids = [gaussian_pid(np.cov(z[g], rowvar=False), dims, measure) for g in groups]
+    return _average(pids, weights / weights.sum())
+
+
+def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str, rounds: int,
+           seed: int) -> np.ndarray:
+    """(rounds, 5) plug-in PIDs (bits, FIELDS order) of rows resampled within folds (pidcore.estimate)."""
+    out = np.empty((rounds, len(FIELDS)))
+    for index, rows in enumerate(bootstrap_rows(fold_ids, rounds, seed)):
+        sample, sample_folds = z[rows], fold_ids[rows]
+        pid = _plugin(sample, _groups(sample_folds, shared), dims, measure)
+        out[index] = [getattr(pid, k) for k in FIELDS]
+    return out
+
+
+def intervals(estimate: PID, draws: np.ndarray, estimator: str, level: float = 0.95) -> dict:
+    """field -> (lo, hi) bits from bootstrap ``draws`` (rounds, 5): basic intervals about a corrected
+    estimate, plain percentiles for the plug-in (pidcore.estimate)."""
+    out = {}
+    for column, name in enumerate(FIELDS):
+        if estimator == "corrected":
+            out[name] = basic_interval(getattr(estimate, name), draws[:, column], level)
+        else:
+            out[name] = percentile_interval(draws[:, column], level)
+    return out
 
 
 #: Relative variance of the noise added to degenerate latents (caps MI near 0.5*log2(1/1e-6) = 10 bits
@@ -191,30 +227,51 @@ def _nondegenerate(z: np.ndarray, fold_ids: np.ndarray, seed: int, label: str) -
 
 
 def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int,
-            label: str = "latents") -> PIDFlowResult:
+            label: str = "latents", shared: bool = False, estimator: str = "corrected",
+            gaussianization: str = "") -> PIDFlowResult:
     if not np.all(np.isfinite(z)):
         raise ValueError("Gaussianization produced non-finite latents")
     z = _nondegenerate(z, fold_ids, seed, label)
-    pid, fold_pids = _fold_pid(z, fold_ids, dims, measure)
+    groups = _groups(fold_ids, shared)
+    weights = np.array([g.sum() for g in groups], dtype=float)
+    weights /= weights.sum()
+    estimates = [corrected_pid(np.cov(z[g], rowvar=False), dims, int(g.sum()), measure, seed=seed + i)
+                 for i, g in enumerate(groups)]
+    plugin = _average([e.plugin for e in estimates], weights)
+    chosen = [e.corrected if estimator == "corrected" else e.plugin for e in estimates]
+    pid = _average(chosen, weights)
     pointwise = np.empty((len(z), 4))
-    for fold, fold_pid in zip(np.unique(fold_ids), fold_pids, strict=True):
-        rows = fold_ids == fold
-        pointwise[rows] = _pointwise(z[rows], dims, measure, fold_pid)
-    ci = _bootstrap(z, fold_ids, dims, measure, bootstrap, seed) if bootstrap > 0 else {}
-    return PIDFlowResult(pid=pid, ci=ci, pointwise=pointwise, dims=dims, n=len(z), latents=z)
+    for rows, group_pid in zip(groups, chosen, strict=True):
+        pointwise[rows] = _pointwise(z[rows], dims, measure, group_pid)
+    draws = _draws(z, fold_ids, shared, dims, measure, bootstrap, seed) if bootstrap > 0 else None
+    ci = intervals(pid, draws, estimator) if draws is not None else {}
+    bias = {k: plugin.as_dict()[k] - pid.as_dict()[k] for k in FIELDS}
+    return PIDFlowResult(pid=pid, ci=ci, pointwise=pointwise, dims=dims, n=len(z), latents=z, plugin=plugin,
+                         bias=bias, estimator=estimator, samples_per_covariance=int(min(g.sum() for g in groups)),
+                         draws=draws, gaussianization=gaussianization)
+
+
+#: Bootstrap rounds of the intervals by default (their 2.5/97.5% quantiles vary by ~0.1 sd between seeds).
+DEFAULT_BOOTSTRAP = 200
 
 
 def pid_flow(x1, x2, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto", measure: str = "broja",
-             bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None) -> PIDFlowResult:
+             estimator: str = "corrected", bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, folds: int = 2,
+             flow_options: dict | None = None) -> PIDFlowResult:
     """PID (bits) of I(X1, X2; Y) from samples (n, d1), (n, d2), (n, dy) via cross-fitted PID Flow."""
-    return layerwise([x1], [x2], y, dims=dims, gaussianize=gaussianize, measure=measure,
+    return layerwise([x1], [x2], y, dims=dims, gaussianize=gaussianize, measure=measure, estimator=estimator,
                      bootstrap=bootstrap, seed=seed, folds=folds, flow_options=flow_options).layers[0]
 
 
-def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto", measure: str = "broja",
-              bootstrap: int = 0, seed: int = 0, folds: int = 2, flow_options: dict | None = None,
+def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto",
+              measure: str = "broja",
+              estimator: str = "corrected", bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, folds: int = 2,
+              flow_options: dict | None = None,
               progress: Callable[[float, str], None] | None = None) -> LayerwiseResult:
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
+
+    ``estimator="corrected"`` (default) reports bias-corrected parts, ``"plugin"`` the uncorrected plug-in
+    (pidcore.estimate); ``bootstrap`` rounds of resampled rows give 95% intervals (0: none).
 
     Every layer's PCA runs first, then all flows are trained together (see pidcore.latents.crossfit), then the
     per-layer Gaussian PIDs; ``progress(fraction, message)`` reports all three stages (fraction 0..1, never
@@ -222,6 +279,8 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
     (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.latents."""
     dims = _check_dims(dims)
     gaussianize = check_mode(gaussianize)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
         raise ValueError(f"x1_layers and x2_layers need the same non-zero number of layers, "
                          f"got {len(x1_layers)} and {len(x2_layers)}")
@@ -237,21 +296,31 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
     # Single-threaded BLAS: its matrices are small here, and its spinning threads lose up to ~8x on a busy
     # machine; the PCAs and flows use the cores through Python threads instead.
     with threadpool_limits(limits=1, user_api="blas"):
-        return _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report)
+        return _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstrap, seed, options,
+                          report)
 
 
-#: Warn when the expected upward finite-sample bias of I(X1, X2; Y) reaches this many bits.
+#: Warn when the expected upward bias of the plug-in total I(X1, X2; Y) reaches this many bits.
 SMALL_SAMPLE_BIAS_BITS = 0.25
+#: Largest residual bias of a corrected part seen on the known systems of benchmarks/bench_estimates.py,
+#: as a fraction of the plug-in total's bias (see docs/estimators.md).
+RESIDUAL_BIAS_FRACTION = 0.15
 
 
-def _warn_small_sample(n_fold: int, d1: int, d2: int, dy: int) -> None:
-    """Warn when a fold has too few samples for its latent dimensions: the Gaussian MI of independent
-    variables estimated from n samples is about (d1 + d2) * dy / (2 n ln 2) bits, not 0."""
-    bias = (d1 + d2) * dy / (2 * n_fold * np.log(2))
-    if bias >= SMALL_SAMPLE_BIAS_BITS:
-        warnings.warn(f"small sample: {n_fold} samples per fold for {d1}+{d2}+{dy} latent dimensions; expect "
-                      f"roughly {bias:.1f} bits of upward bias in the total (use more questions or smaller dims)",
-                      RuntimeWarning, stacklevel=4)
+def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> None:
+    """Warn when ``rows`` samples per covariance are few for the latent dimensions: the plug-in total is then
+    biased upward by pidcore.estimate.plugin_bias (exact Wishart expectation) bits or more."""
+    bias = plugin_bias((d1, d2, dy), rows)
+    if bias < SMALL_SAMPLE_BIAS_BITS:
+        return
+    if estimator == "corrected":
+        remains = (f"the corrected estimates remove it (the total exactly for Gaussian latents; each part to "
+                   f"within about {RESIDUAL_BIAS_FRACTION * bias:.2f} bits on known systems), but intervals are wide")
+    else:
+        remains = "the plug-in estimator keeps all of it (use estimator='corrected')"
+    warnings.warn(f"small sample: {rows} samples per covariance for {d1}+{d2}+{dy} latent dimensions; the plug-in "
+                  f"total is {bias:.2f} bits too high on average; {remains} (use more questions or smaller dims)",
+                  RuntimeWarning, stacklevel=4)
 
 
 def _describe(modes: list, group: tuple) -> str:
@@ -262,7 +331,8 @@ def _describe(modes: list, group: tuple) -> str:
     return ", ".join(f"{name} {mode}" for name, mode in zip(("x1", "x2", "y"), used, strict=True))
 
 
-def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, options, report) -> LayerwiseResult:
+def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstrap, seed, options,
+               report) -> LayerwiseResult:
     """layerwise after validation: cross-fitted latents of y and every layer's sources, then the PIDs."""
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
     variables = [(checked[0][2], "y", dims[2], seed + 2)]
@@ -281,15 +351,18 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, bootstrap, seed, o
     report(0.0, "PCA")
     fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage, groups=groups, seed=seed)
     zy, *zx = fitted.latents
-    _warn_small_sample(min(np.bincount(fold_ids)), max(z.shape[1] for z in zx[::2]),
-                       max(z.shape[1] for z in zx[1::2]), zy.shape[1])
+    rows = len(fold_ids) if fitted.shared else int(min(np.bincount(fold_ids)))
+    _warn_small_sample(rows, max(z.shape[1] for z in zx[::2]), max(z.shape[1] for z in zx[1::2]), zy.shape[1],
+                       estimator)
     results = []
     for layer, (z1, z2) in enumerate(zip(zx[::2], zx[1::2], strict=True)):
         report(pid_start + (1 - pid_start) * layer / len(checked), f"PID of layer {layer + 1}/{len(checked)}")
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
-        result = _result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed, label=f"layer {layer}")
-        results.append(replace(result, gaussianization=_describe(fitted.modes, groups[layer])))
+        mode = _describe(fitted.modes, groups[layer])
+        results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
+                               label=f"layer {layer}", shared=fitted.shared, estimator=estimator,
+                               gaussianization=mode))
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
     return LayerwiseResult(layers=results, timings=timings)
