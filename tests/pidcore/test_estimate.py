@@ -91,7 +91,8 @@ def test_bootstrap_rows_are_the_same_for_every_call_and_stay_in_their_fold():
 
 def test_intervals_cover_the_truth_over_seeds():
     """pid_flow without Gaussianization, (8, 8, 4), 400 samples, 100 bootstrap rounds, 40 seeds: every 95%
-    interval contains the truth in at least 36 of 40 runs (the benchmark: 0.92-0.96 over 100 seeds)."""
+    interval contains the truth in at least 34 of 40 runs (a 1% chance at 95% coverage; the benchmark
+    prints coverage over more seeds)."""
     dims, n = (8, 8, 4), 400
     cov = known_system(dims)
     truth = gaussian_pid(cov, dims).as_dict()
@@ -105,7 +106,7 @@ def test_intervals_cover_the_truth_over_seeds():
                               seed=seed)
             hits += [result.ci[k][0] <= truth[k] <= result.ci[k][1] for k in FIELDS]
     coverage = dict(zip(FIELDS, hits / 40, strict=True))
-    assert all(value >= 0.9 for value in coverage.values()), coverage
+    assert all(value >= 0.85 for value in coverage.values()), coverage
 
 
 def test_the_plugin_estimator_is_still_available_and_named():
