@@ -139,7 +139,7 @@ class VLMAdapter:
         """Knockout hooks for this model (checked first); yields `set_roles(roles)` per batch."""
         self.check_knockout(knockout)
         with knockout.applied(self.decoder_layers, self.dtype, cross_attention_layers=self.cross_attention_layers,
-                              causal_when_missing=self.family.attention == "causal") as set_roles:
+                              causal_when_missing=self.family.attention != "prefix") as set_roles:
             yield set_roles
 
     # -- prompts and batches ---------------------------------------------------------------------------

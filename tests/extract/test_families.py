@@ -78,6 +78,19 @@ def _own_logits(adapter, item):
         return adapter.model(**inputs, use_cache=False).logits[0, -1]
 
 
+def _own_image_features(adapter, inputs):
+    """(image tokens, h): the model's own `get_image_features` on the processor's image inputs."""
+    import inspect
+
+    model = adapter.model.model
+    accepted = inspect.signature(model.get_image_features).parameters
+    output = model.get_image_features(**{k: v for k, v in inputs.items() if k in accepted and k != "input_ids"})
+    features = getattr(output, "pooler_output", output)
+    if isinstance(features, list | tuple):
+        features = torch.cat([part.reshape(-1, part.shape[-1]) for part in features])
+    return features.reshape(-1, features.shape[-1])
+
+
 def _perturb_sources(adapter, roles, layer_index):
     """A pre-hook on decoder layer `layer_index` adding noise to the image at its input: the hidden states
     at image positions, or (cross-attention models) the cross-attention states."""
@@ -159,9 +172,9 @@ def test_family_check(model_type, check, tmp_path_factory, family_items, other_i
         # the text tokens' decoder input does not depend on the image; the vision source does
         np.testing.assert_array_equal(other.language[0], base.language[0])
         assert np.abs(other.vision[0] - base.vision[0]).max(axis=1).min() > 1e-4
-        if adapter.family.vision_source == "image_positions":  # merged features, not the placeholder's embedding
-            inputs, roles = adapter.encode(items)
-            placeholder = adapter.model.get_input_embeddings()(torch.tensor([adapter.image_token_id]))[0]
+        inputs, roles = adapter.encode(items)
+        if adapter.family.vision_source == "image_positions":
+            # the decoder input's image rows are the model's own image features, in order
             states = {}
 
             def keep_input(module, args, kwargs):
@@ -171,11 +184,22 @@ def test_family_check(model_type, check, tmp_path_factory, family_items, other_i
             try:
                 with torch.no_grad():
                     adapter.model(**inputs, use_cache=False)
+                    torch.testing.assert_close(states["h"][roles.image], _own_image_features(adapter, inputs),
+                                               rtol=1e-5, atol=1e-6)
             finally:
                 handle.remove()
-            image_rows = states["h"][roles.image]
-            assert float((image_rows - placeholder).abs().max(dim=1).values.min()) > 1e-3
-        else:  # cross-attention: the pooled projected states, the same at every depth
+            placeholder = adapter.model.get_input_embeddings()(torch.tensor([adapter.image_token_id]))[0]
+            assert float((states["h"][roles.image] - placeholder).abs().max(dim=1).values.min()) > 1e-3
+        else:  # cross-attention: the projected states, mean over the image's valid tiles, at every depth
+            model = adapter.model.model
+            with torch.no_grad():
+                vision = model.vision_model(pixel_values=inputs["pixel_values"], aspect_ratio_ids=inputs[
+                    "aspect_ratio_ids"], aspect_ratio_mask=inputs["aspect_ratio_mask"]).last_hidden_state
+                projected = model.multi_modal_projector(vision)  # (b, images, tiles, patches, h)
+            tiles = inputs["aspect_ratio_mask"][:, 0].to(torch.float32)  # (b, tiles)
+            per_tile = projected.reshape(len(items), tiles.shape[1], -1, adapter.hidden_size).mean(dim=2)
+            expected = (per_tile * tiles[:, :, None]).sum(dim=1) / tiles.sum(dim=1, keepdim=True)
+            np.testing.assert_allclose(base.vision[0], expected.numpy(), rtol=1e-5, atol=1e-6)
             assert np.array_equal(base.vision[0], base.vision[-1])
     elif check == "knockout_cuts_image":
         clean = _question_rows_after_layer(adapter, items, knockout=True, perturb=False)
@@ -261,3 +285,21 @@ def test_question_to_image_edge_only_in_prefix_lm(tmp_path_factory, family_items
     # prefix-LM: without the knockout the image tokens read the question; with it they do not
     assert float((image_rows(False, True) - image_rows(False, False)).abs().max()) > 1e-3
     torch.testing.assert_close(image_rows(True, True), image_rows(True, False), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", list(SAVERS))
+def test_knockout_alone_batched_and_eager_agree(model_type, tmp_path_factory, family_items):
+    """One unpadded question (sdpa may pass no mask), a padded batch, and eager attention give the same
+    knocked-out states."""
+    adapter = _adapter(model_type, tmp_path_factory)
+    edges = ["image->question", "question->last", *(["question->image"] if model_type == "paligemma" else [])]
+    knockout = Knockout(edges, WINDOW)
+    batched = extract(adapter, family_items, answers=ANSWERS, batch_size=3, knockout=knockout)
+    single = extract(adapter, family_items, answers=ANSWERS, batch_size=1, knockout=knockout)
+    eager = load_adapter(adapter.name, attn_implementation="eager")
+    assert eager.attention_implementation == "eager"
+    by_eager = extract(eager, family_items, answers=ANSWERS, batch_size=3, knockout=knockout)
+    for other in (single, by_eager):
+        for name in ("vision", "language", "target"):
+            np.testing.assert_allclose(getattr(other, name), getattr(batched, name), rtol=1e-4, atol=1e-5)
+    assert np.abs(batched.language[-1] - _baseline(adapter, family_items).language[-1]).max() > 1e-4
