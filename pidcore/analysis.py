@@ -288,11 +288,17 @@ def assemble_result(request: AnalysisRequest, features: dict, layer_results: dic
 
     effects = None
     if knocked is not None:
+        def known(values, ok):  # a features file may lack answers (predicted "") or p(gold) (NaN)
+            return values if ok else None
+
+        p_known = bool(np.isfinite(baseline.p_correct).all() and np.isfinite(knocked.p_correct).all())
+        answers_known = bool((baseline.predicted != "").all() and (knocked.predicted != "").all())
         effects = knockout_effects(
             _run(baseline, base_layers)["layers"], _run(knocked, knock_layers)["layers"],
-            window=request.knockout["layers"], baseline_p_correct=baseline.p_correct,
-            knockout_p_correct=knocked.p_correct, baseline_correct=baseline.correct,
-            knockout_correct=knocked.correct)
+            window=request.knockout["layers"], baseline_p_correct=known(baseline.p_correct, p_known),
+            knockout_p_correct=known(knocked.p_correct, p_known),
+            baseline_correct=known(baseline.correct, answers_known),
+            knockout_correct=known(knocked.correct, answers_known))
     return {
         "schema": SCHEMA,
         "request": request.to_dict(),

@@ -27,10 +27,12 @@ FORMATS = ("npz", "safetensors", "pt")
 SUFFIXES = {".npz": "npz", ".safetensors": "safetensors", ".pt": "pt", ".pth": "pt"}
 STRINGS = ("qids", "tasks", "questions", "answers", "predicted")
 NUMBERS = ("vision", "language", "target", "p_correct", "images")
-META_KEYS = ("model", "language_pooling", "target", "description")
+META_KEYS = ("model", "language_pooling", "target", "description", "knockout")
+KNOCKOUT = "knockout."  # prefix of a knocked-out run's arrays: knockout.vision, knockout.language, ...
+KNOCKOUT_KEYS = ("vision", "language", "target", "predicted", "p_correct")
 TARGET_KINDS = ("logprobs", "hidden")
 MIN_QUESTIONS = 2
-_LAYER_KEY = re.compile(r"^(vision|language)[./_](\d+)$")
+_LAYER_KEY = re.compile(r"^((?:knockout\.)?(?:vision|language))[./_](\d+)$")
 
 
 class FeaturesFileError(ValueError):
@@ -40,12 +42,13 @@ class FeaturesFileError(ValueError):
 @dataclass
 class FeatureSet:
     """A checked features file: `features` (pidcore Features, float32 states), `images` (uint8 or None),
-    `sha256` of the file's bytes, its `format`."""
+    `sha256` of the file's bytes, its `format`, and `knockout`: the knocked-out run's Features, or None."""
 
     features: Features
     images: np.ndarray | None
     sha256: str
     format: str
+    knockout: Features | None = None
 
     @property
     def model(self) -> str:
@@ -63,7 +66,8 @@ class FeatureSet:
                 "language_dim": int(f.language.shape[2]), "target_dim": int(f.target.shape[1]),
                 "tasks": self.task_counts(), "answers_known": bool(np.any(f.predicted != "")),
                 "images": self.images is not None, "source_model": f.meta.get("source_model"),
-                "language_pooling": f.meta["language_pooling"], "target": f.meta["target"]}
+                "language_pooling": f.meta["language_pooling"], "target": f.meta["target"],
+                "knockout": self.knockout.meta["knockout"] if self.knockout is not None else None}
 
 
 # -- reading ----------------------------------------------------------------------------------------------
@@ -82,8 +86,8 @@ def read_features(source, *, filename: str | None = None) -> FeatureSet:
     kind = detect_format(data, filename)
     raw = {"npz": _read_npz, "safetensors": _read_safetensors, "pt": _read_pt}[kind](data)
     sha = hashlib.sha256(data).hexdigest()
-    features, images = _check(raw, sha)
-    return FeatureSet(features=features, images=images, sha256=sha, format=kind)
+    features, images, knockout = _check(raw, sha)
+    return FeatureSet(features=features, images=images, sha256=sha, format=kind, knockout=knockout)
 
 
 def detect_format(data: bytes, filename: str | None = None) -> str:
@@ -115,7 +119,7 @@ def _read_npz(data: bytes) -> dict:
             from error
     except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise FeaturesFileError(f"not a readable npz archive: {error}") from error
-    for name in ("meta", "answer_set", *STRINGS):
+    for name in ("meta", "answer_set", *STRINGS, KNOCKOUT + "predicted"):
         if name in raw and raw[name].dtype.kind in "US":
             raw[name] = raw[name].tolist()
     if isinstance(raw.get("meta"), str):
@@ -150,7 +154,7 @@ def _read_pt(data: bytes) -> dict:
         raise FeaturesFileError(f"a .pt features file must hold a dict, got {type(loaded).__name__}")
     raw = {}
     for name, value in loaded.items():
-        if name in ("vision", "language") and isinstance(value, list | tuple) and value and all(
+        if name in ("vision", "language", KNOCKOUT + "vision", KNOCKOUT + "language") and isinstance(value, list | tuple) and value and all(
                 isinstance(v, torch.Tensor) for v in value):
             value = torch.stack(list(value))
         raw[str(name)] = _numpy(value) if isinstance(value, torch.Tensor) else value
@@ -240,7 +244,7 @@ def _meta(raw: dict, problems: list[str]) -> dict:
     if unknown:
         problems.append(f"unknown meta key(s) {unknown}; known: {', '.join(META_KEYS)}")
     for key in META_KEYS:
-        if key in meta and not isinstance(meta[key], str):
+        if key in meta and key != "knockout" and not isinstance(meta[key], str):
             problems.append(f"meta.{key} must be a string")
     if meta.get("language_pooling", "mean") not in ("mean", "last"):
         problems.append(f"meta.language_pooling must be 'mean' or 'last', got {meta['language_pooling']!r}")
@@ -249,56 +253,108 @@ def _meta(raw: dict, problems: list[str]) -> dict:
     return meta
 
 
-def _check(raw: dict, sha: str) -> tuple[Features, np.ndarray | None]:
+def _run_arrays(raw: dict, prefix: str, problems: list[str]):
+    """vision, language, target of one run (prefix "" or "knockout."); None where missing or bad."""
+    vision = _stacked(raw, prefix + "vision", problems)
+    language = _stacked(raw, prefix + "language", problems)
+    vision = None if vision is None else _float_array(vision, prefix + "vision", 3, problems)
+    language = None if language is None else _float_array(language, prefix + "language", 3, problems)
+    target = None
+    if prefix + "target" not in raw:
+        problems.append(f"missing '{prefix}target': (questions, k) or (questions,) values of Y per question")
+    else:
+        target = np.asarray(raw[prefix + "target"])
+        target = _float_array(target[:, None] if target.ndim == 1 else target, prefix + "target", 2, problems)
+    if vision is not None and language is not None:
+        if vision.shape[0] != language.shape[0]:
+            problems.append(f"{prefix}vision has {vision.shape[0]} layers, {prefix}language {language.shape[0]}")
+        if vision.shape[1] != language.shape[1]:
+            problems.append(f"{prefix}vision has {vision.shape[1]} questions, {prefix}language {language.shape[1]}")
+    return vision, language, target
+
+
+def _check(raw: dict, sha: str) -> tuple[Features, np.ndarray | None, Features | None]:
     problems: list[str] = []
-    known = {*NUMBERS, *STRINGS, "answer_set", "meta"}
+    known = {*NUMBERS, *STRINGS, "answer_set", "meta", *(KNOCKOUT + key for key in KNOCKOUT_KEYS)}
     unknown = sorted(key for key in raw if key not in known and not _LAYER_KEY.match(key))
     if unknown:
         problems.append(f"unknown key(s) {unknown}")
-    vision = _stacked(raw, "vision", problems)
-    language = _stacked(raw, "language", problems)
-    vision = None if vision is None else _float_array(vision, "vision", 3, problems)
-    language = None if language is None else _float_array(language, "language", 3, problems)
-    target = None
-    if "target" not in raw:
-        problems.append("missing 'target': (questions, k) or (questions,) values of Y per question")
-    else:
-        target = np.asarray(raw["target"])
-        target = _float_array(target[:, None] if target.ndim == 1 else target, "target", 2, problems)
-    n = None
-    if vision is not None and language is not None:
-        if vision.shape[0] != language.shape[0]:
-            problems.append(f"vision has {vision.shape[0]} layers, language {language.shape[0]}")
-        if vision.shape[1] != language.shape[1]:
-            problems.append(f"vision has {vision.shape[1]} questions, language {language.shape[1]}")
-        n = vision.shape[1]
+    vision, language, target = _run_arrays(raw, "", problems)
+    n = vision.shape[1] if vision is not None and language is not None else None
     if target is not None and n is not None and target.shape[0] != n:
         problems.append(f"target has {target.shape[0]} rows for {n} questions")
     if n is not None and n < MIN_QUESTIONS:
         problems.append(f"only {n} question(s); need at least {MIN_QUESTIONS}")
     strings = {name: _strings(raw, name, n, problems) for name in STRINGS}
     answer_set = _strings(raw, "answer_set", None, problems)
-    p_correct = _p_correct(raw, n, problems)
+    p_correct = _p_correct(raw, "p_correct", n, problems)
     images = _images(raw, n, problems)
     meta = _meta(raw, problems)
     if strings["qids"] is not None:
         problems += _id_problems(strings["qids"])
     if answer_set is not None and target is not None and len(answer_set) != target.shape[1]:
         problems.append(f"answer_set has {len(answer_set)} answers but target has {target.shape[1]} columns")
+    knocked = _knockout_run(raw, meta, (vision, language, target), problems)
     if problems:
         raise FeaturesFileError("features file: " + "; ".join(problems))
-    return _features(vision, language, target, strings, answer_set, p_correct, meta, sha, images is not None), \
-        images
+    features = _features(vision, language, target, strings, answer_set, p_correct, meta, sha, images is not None)
+    knockout = None
+    if knocked is not None:
+        k_vision, k_language, k_target, k_predicted, k_p_correct = knocked
+        knockout = _features(k_vision, k_language, k_target, {**strings, "predicted": k_predicted}, answer_set,
+                             k_p_correct, meta, sha, images is not None, knockout=meta["knockout"])
+    return features, images, knockout
 
 
-def _p_correct(raw: dict, n: int | None, problems: list[str]) -> np.ndarray | None:
-    if "p_correct" not in raw:
+def _knockout_run(raw: dict, meta: dict, baseline, problems: list[str]):
+    """The knocked-out run (arrays under "knockout.", its window in meta.knockout), checked against the
+    baseline's shapes; None when the file has none."""
+    present = any(key.startswith(KNOCKOUT) for key in raw)
+    if "knockout" in meta and not present:
+        problems.append("meta.knockout is set but there are no knockout.vision / knockout.language / "
+                        "knockout.target arrays")
+    if not present:
         return None
-    value = np.asarray(raw["p_correct"], dtype=float).reshape(-1)
+    spec = meta.get("knockout")
+    vision, language, target = _run_arrays(raw, KNOCKOUT, problems)
+    for name, ours, theirs in (("vision", vision, baseline[0]), ("language", language, baseline[1]),
+                               ("target", target, baseline[2])):
+        if ours is not None and theirs is not None and ours.shape != theirs.shape:
+            problems.append(f"knockout.{name} has shape {ours.shape}, {name} {theirs.shape}")
+    n = baseline[0].shape[1] if baseline[0] is not None else None
+    predicted = _strings(raw, KNOCKOUT + "predicted", n, problems)
+    p_correct = _p_correct(raw, KNOCKOUT + "p_correct", n, problems)
+    layers = baseline[0].shape[0] if baseline[0] is not None else None
+    problems += _window_problems(spec, layers)
+    return vision, language, target, predicted, p_correct
+
+
+def _window_problems(spec, layers: int | None) -> list[str]:
+    from pidcore.extract.edges import EDGES
+
+    if not isinstance(spec, dict) or set(spec) != {"edges", "layers"}:
+        return ['a knockout run needs meta.knockout = {"edges": [...], "layers": [first, last]} (the edges cut '
+                'and the decoder layers, inclusive)']
+    problems = []
+    edges, window = spec["edges"], spec["layers"]
+    if not isinstance(edges, list) or not edges or any(edge not in EDGES for edge in edges):
+        problems.append(f"meta.knockout.edges must be a non-empty list of {', '.join(EDGES)}, got {edges!r}")
+    if (not isinstance(window, list) or len(window) != 2 or not all(isinstance(x, int) for x in window)
+            or not 0 <= window[0] <= window[1] or (layers is not None and window[1] > layers - 2)):
+        problems.append(f"meta.knockout.layers must be [first, last] decoder layers with 0 <= first <= last <= "
+                        f"{'L - 2' if layers is None else layers - 2} (layer i of the file is the output of decoder "
+                        f"layer i - 1), got {window!r}")
+    return problems
+
+
+def _p_correct(raw: dict, name: str, n: int | None, problems: list[str]) -> np.ndarray | None:
+    if name not in raw:
+        return None
+    value = np.asarray(raw[name], dtype=float).reshape(-1)
     if n is not None and len(value) != n:
-        problems.append(f"p_correct has {len(value)} entries for {n} questions")
+        problems.append(f"{name} has {len(value)} entries for {n} questions")
     elif not np.all((value >= 0) & (value <= 1)):
-        problems.append("p_correct must be probabilities in [0, 1]")
+        problems.append(f"{name} must be probabilities in [0, 1]")
     return value
 
 
@@ -325,7 +381,8 @@ def _id_problems(qids: np.ndarray) -> list[str]:
     return problems
 
 
-def _features(vision, language, target, strings, answer_set, p_correct, meta, sha, has_images) -> Features:
+def _features(vision, language, target, strings, answer_set, p_correct, meta, sha, has_images,
+              knockout: dict | None = None) -> Features:
     n = vision.shape[1]
     qids = strings["qids"] if strings["qids"] is not None else np.array([f"q{i}" for i in range(n)])
     blank = np.full(n, "", dtype=object).astype(str)
@@ -346,7 +403,7 @@ def _features(vision, language, target, strings, answer_set, p_correct, meta, sh
                     answer_set=answer_set, questions=strings["questions"] if strings["questions"] is not None
                     else blank, image_ids=image_ids,
                     meta={"model": model, "target": kind, "language_pooling": meta.get("language_pooling", "mean"),
-                          "knockout": None, "source_model": meta.get("model"),
+                          "knockout": knockout, "source_model": meta.get("model"),
                           "description": meta.get("description")})
 
 
@@ -367,10 +424,12 @@ def _derived_p_correct(target, answers, answer_set, kind) -> np.ndarray:
 
 def write_features(path, *, vision, language, target, qids=None, tasks=None, questions=None, answers=None,
                    predicted=None, p_correct=None, images=None, answer_set=None, meta: dict | None = None,
-                   format: str | None = None) -> str:  # noqa: A002 - the file format's name
+                   knockout: dict | None = None, format: str | None = None) -> str:  # noqa: A002 - the format
     """Write a features file (npz, safetensors or pt: from `format` or the path's suffix), check it by
     reading it back, and return its sha256. vision, language: (layers, questions, hidden) or a list of
-    (questions, hidden) arrays per layer; target: (questions, k) or (questions,)."""
+    (questions, hidden) arrays per layer; target: (questions, k) or (questions,). `knockout`: a knocked-out
+    run of the same questions, {"vision", "language", "target", optional "predicted", "p_correct", and
+    "edges", "layers": the window (decoder layers, inclusive)}."""
     path = Path(path)
     kind = format or SUFFIXES.get(path.suffix.lower())
     if kind not in FORMATS:
@@ -384,6 +443,17 @@ def write_features(path, *, vision, language, target, qids=None, tasks=None, que
              (("qids", qids), ("tasks", tasks), ("questions", questions), ("answers", answers),
               ("predicted", predicted), ("answer_set", answer_set)) if value is not None}
     meta = dict(meta or {})
+    if knockout is not None:
+        knockout = dict(knockout)
+        meta["knockout"] = {"edges": list(knockout.pop("edges", [])), "layers": [int(x) for x in knockout.pop("layers", [])]}
+        for name in ("vision", "language", "target"):
+            arrays[KNOCKOUT + name] = _as_array(knockout.pop(name))
+        if knockout.get("p_correct") is not None:
+            arrays[KNOCKOUT + "p_correct"] = np.asarray(knockout.pop("p_correct"), dtype=np.float32)
+        if knockout.get("predicted") is not None:
+            texts[KNOCKOUT + "predicted"] = [str(v) for v in knockout.pop("predicted")]
+        if any(value is not None for value in knockout.values()):
+            raise ValueError(f"unknown knockout entries {sorted(knockout)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "npz":
         buffer = io.BytesIO()  # np.savez(path) would append .npz to any other name

@@ -3,8 +3,9 @@
 A features file's analysis is an ordinary AnalysisRequest whose model is "features:<sha256 of the file>"
 and whose dataset is "features": tasks pick the file's tasks, n_questions the first questions of each task
 (file order), correct_only the questions whose `predicted` equals `answers`. language_pooling and target
-must say what the file holds (they come from its meta); knockout is not available (the file holds one run).
-The result is a pidflow.result/1 document like any other.
+must say what the file holds (they come from its meta), and so must knockout: null, or the window of the
+knocked-out run the file holds (meta.knockout). The result is a pidflow.result/1 document like any other,
+with knockout effects when the file has a knocked-out run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def features_request(feature_set: FeatureSet, **options) -> dict:
     meta = feature_set.features.meta
     request = {**AnalysisRequest().to_dict(), "model": feature_set.model, "dataset": DATASET,
                "tasks": sorted(counts), "split": SPLIT, "n_questions": max(counts.values()),
-               "language_pooling": meta["language_pooling"], "target": meta["target"], "knockout": None}
+               "language_pooling": meta["language_pooling"], "target": meta["target"],
+               "knockout": feature_set.describe()["knockout"]}
     request.update({key: value for key, value in options.items() if value is not None})
     return AnalysisRequest.from_dict(request).to_dict()
 
@@ -64,8 +66,11 @@ def check_request(request: AnalysisRequest, description: dict) -> None:
     for name in ("language_pooling", "target"):
         if getattr(request, name) != description[name]:
             problems.append(f"{name} is {getattr(request, name)!r} but the file holds {description[name]!r} (its meta)")
-    if request.knockout is not None:
-        problems.append("a features file holds one run: knockout must be null")
+    held = description.get("knockout")
+    if request.knockout != (None if held is None else {"edges": list(dict.fromkeys(held["edges"])),
+                                                         "layers": list(held["layers"])}):
+        problems.append(f"knockout must be {held!r}: the file's knocked-out run (meta.knockout), or null when it "
+                        f"has none; got {request.knockout!r}")
     if problems:
         raise ValueError("features analysis: " + "; ".join(problems))
 
@@ -84,7 +89,9 @@ def select_features(feature_set: FeatureSet, request: AnalysisRequest) -> dict:
         keep.extend(rows[:request.n_questions].tolist())
     if len(keep) < 2:
         raise ValueError(f"only {len(keep)} question(s) of the file are selected; need at least 2")
-    return {"baseline": features.subset(np.array(sorted(keep))), "knockout": None}
+    rows = np.array(sorted(keep))
+    knocked = feature_set.knockout.subset(rows) if feature_set.knockout is not None else None
+    return {"baseline": features.subset(rows), "knockout": knocked}
 
 
 def analyze_features(source, request: dict | AnalysisRequest | None = None, *, progress=None, **options) -> dict:
@@ -101,16 +108,25 @@ def analyze_features(source, request: dict | AnalysisRequest | None = None, *, p
         request = AnalysisRequest.from_dict(request)
     started = time.perf_counter()
     features = select_features(feature_set, request)
-    entries = analyze_layers(features["baseline"], request, progress=progress)
+    runs = {"knockout": None}
+    for name in ("baseline", "knockout"):
+        if features[name] is not None:
+            runs[name] = analyze_layers(features[name], request, progress=progress)
     timing = {"extract_s": 0.0, "analyze_s": round(time.perf_counter() - started, 3)}
-    return assemble_result(request, features, {"baseline": entries, "knockout": None}, timing=timing)
+    return assemble_result(request, features, runs, timing=timing)
 
 
-def features_bytes(feature_set: FeatureSet) -> bytes:
-    """The checked features in pidflow's own archive (Features.to_bytes), as stored for a worker."""
-    return feature_set.features.to_bytes()
+def features_bytes(feature_set: FeatureSet) -> dict[str, bytes]:
+    """The checked runs in pidflow's own archive (Features.to_bytes), as stored for a worker:
+    {"features": baseline, "knockout": knocked-out run (when the file has one)}."""
+    stored = {"features": feature_set.features.to_bytes()}
+    if feature_set.knockout is not None:
+        stored["knockout"] = feature_set.knockout.to_bytes()
+    return stored
 
 
-def stored_set(data: bytes, sha: str, images: np.ndarray | None = None) -> FeatureSet:
-    """A FeatureSet from `features_bytes` output (no re-checking: it was checked at upload)."""
-    return FeatureSet(features=Features.from_bytes(data), images=images, sha256=sha, format="stored")
+def stored_set(stored: dict[str, bytes], sha: str) -> FeatureSet:
+    """A FeatureSet from `features_bytes` output (no re-checking: it was checked at upload; no images)."""
+    knockout = stored.get("knockout")
+    return FeatureSet(features=Features.from_bytes(stored["features"]), images=None, sha256=sha, format="stored",
+                      knockout=Features.from_bytes(knockout) if knockout is not None else None)

@@ -1,7 +1,7 @@
 """Uploaded features files in Redis, written by the API and read by the extract task.
 
 Keys (`<sha>` = sha256 of the uploaded file): `pidflow:upload:<sha>` (hash: `features` = the checked
-features as pidcore Features bytes, `info` = JSON summary), `pidflow:upload-images:<sha>` (hash: question
+features as pidcore Features bytes, `knockout` = its knocked-out run if any, `info` = JSON summary), `pidflow:upload-images:<sha>` (hash: question
 index -> PNG bytes, when the file has images). Both expire after PIDFLOW_UPLOAD_TTL_S (30 days, as
 results), refreshed when the same file is uploaded again.
 """
@@ -42,7 +42,7 @@ class UploadStore:
             pipe.delete(images_key)
             pipe.hset(images_key, mapping={str(i): _png(image) for i, image in enumerate(feature_set.images)})
             pipe.expire(images_key, self.ttl_s)
-        pipe.hset(key, mapping={"features": features_bytes(feature_set), "info": json.dumps(feature_set.describe())})
+        pipe.hset(key, mapping={**features_bytes(feature_set), "info": json.dumps(feature_set.describe())})
         pipe.expire(key, self.ttl_s)
         pipe.execute()
         return True
@@ -55,11 +55,11 @@ class UploadStore:
         """The stored pidcore FeatureSet (images not loaded); UploadMissing when it is not here."""
         from pidcore.uploaded import stored_set
 
-        raw = self.redis.hget(PREFIX + sha, "features")
-        if raw is None:
+        features, knockout = self.redis.hmget(PREFIX + sha, ["features", "knockout"])
+        if features is None:
             raise UploadMissing(f"the features file {sha[:12]}... is not on this server (never uploaded, or older "
                                 f"than PIDFLOW_UPLOAD_TTL_S): upload it again")
-        return stored_set(raw, sha)
+        return stored_set({"features": features, **({"knockout": knockout} if knockout is not None else {})}, sha)
 
     def image_png(self, sha: str, index: int) -> bytes | None:
         return self.redis.hget(IMAGES_PREFIX + sha, str(index))

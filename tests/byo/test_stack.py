@@ -42,10 +42,14 @@ def stack():
 def features_file(tmp_path_factory):
     vision, language, y = known_system(seed=2)
     images = np.random.default_rng(3).integers(0, 255, (N, 12, 12, 3), dtype=np.uint8)
+    cut = vision.copy()
+    cut[2:, :, 0] = 0.0  # the knocked-out run: from file layer 2 on, vision no longer sees Y1
     path = tmp_path_factory.mktemp("byo") / "toy.npz"
     sha = write_features(path, vision=vision, language=language, target=y, images=images,
                          tasks=["color", "shape"] * (N // 2), questions=[f"what is {i}?" for i in range(N)],
-                         answers=["red"] * N, predicted=["red", "blue"] * (N // 2), meta={"model": "toy-vlm"})
+                         answers=["red"] * N, predicted=["red", "blue"] * (N // 2), meta={"model": "toy-vlm"},
+                         knockout={"vision": cut, "language": language, "target": y, "edges": ["image->question"],
+                                   "layers": [1, 2]})
     return path, sha, images
 
 
@@ -80,6 +84,7 @@ def test_upload_analyse_cache_share_and_images(stack, features_file):
     document = wait(stack, submitted.json())
     expected = analyze_features(path, **OPTIONS)
     assert document["runs"] == expected["runs"] and document["pointwise"] == expected["pointwise"]
+    assert document["effects"] == expected["effects"] and document["runs"]["knockout"] is not None
     assert document["model"]["name"] == f"features:{sha}" and document["model"]["source_model"] == "toy-vlm"
     assert document["runs"]["baseline"]["accuracy"] == 0.5
 

@@ -135,3 +135,47 @@ def test_not_a_features_file(tmp_path):
         read_features(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="suffix"):
         write_features(tmp_path / "x.h5", vision=np.zeros((1, 2, 1)), language=np.zeros((1, 2, 1)), target=[0, 1])
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_a_knocked_out_run_in_the_file(tmp_path, system, suffix):
+    """Window = decoder layers [1, 2] = file layers 2, 3: there vision loses Y1; layers 0, 1 are identical
+    in both runs, so their deltas are exactly zero."""
+    vision, language, y = system
+    cut = vision.copy()
+    cut[2:, :, 0] = np.random.default_rng(5).normal(size=(2, N))
+    answers, p_base, p_cut = ["red"] * N, np.full(N, 0.9), np.full(N, 0.6)
+    path = tmp_path / f"ko{suffix}"
+    write_features(path, vision=vision, language=language, target=y, answers=answers, predicted=answers,
+                   p_correct=p_base, knockout={"vision": cut, "language": language, "target": y,
+                                               "predicted": ["blue"] * N, "p_correct": p_cut,
+                                               "edges": ["image->question"], "layers": [1, 2]})
+    loaded = read_features(path)
+    assert loaded.describe()["knockout"] == {"edges": ["image->question"], "layers": [1, 2]}
+    np.testing.assert_array_equal(loaded.knockout.vision, cut.astype(np.float32))
+    document = analyze_features(loaded, dims=[2, 2, 2], gaussianize=False)
+    assert document["request"]["knockout"] == {"edges": ["image->question"], "layers": [1, 2]}
+    per_layer = document["effects"]["per_layer"]
+    for layer in (0, 1):
+        assert all(per_layer[layer][term] == 0.0 for term in ("redundancy", "unique_vision", "synergy", "total"))
+    assert per_layer[3]["unique_vision"] == pytest.approx(-np.log2(1 + 16) / 2, abs=0.15)
+    assert document["effects"]["answer_probability_change"] == pytest.approx(-0.3)
+    assert document["effects"]["accuracy_change"] == -1.0
+    assert document["questions"][0]["knockout"] == {"predicted": "blue", "p_correct": pytest.approx(0.6),
+                                                    "correct": False}
+    with pytest.raises(ValueError, match="knockout must be"):
+        analyze_features(loaded, request={**document["request"], "knockout": None})
+
+
+def test_knockout_errors():
+    base = {"vision": np.zeros((3, 10, 4)), "language": np.zeros((3, 10, 4)), "target": np.zeros(10)}
+    knocked = {"knockout.vision": np.zeros((3, 10, 4)), "knockout.language": np.zeros((3, 10, 5)),
+               "knockout.target": np.zeros(10)}
+    with pytest.raises(FeaturesFileError, match=r"knockout.language has shape \(3, 10, 5\), language \(3, 10, 4\)"
+                                                r".*needs meta.knockout"):
+        read_features(_npz(**base, **knocked))
+    meta = np.array(json.dumps({"knockout": {"edges": ["image->question"], "layers": [0, 2]}}))
+    with pytest.raises(FeaturesFileError, match=r"last <= 1 .*got \[0, 2\]"):
+        read_features(_npz(**base, **{**knocked, "knockout.language": np.zeros((3, 10, 4))}, meta=meta))
+    with pytest.raises(FeaturesFileError, match="no knockout.vision"):
+        read_features(_npz(**base, meta=meta))
