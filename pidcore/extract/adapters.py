@@ -292,6 +292,14 @@ def load_processor(source: str, family: Family):
     return image_only(processor_class).from_pretrained(source)
 
 
+def _hub_revision(model: str) -> str | None:
+    """The commit sha of a Hugging Face id's cached snapshot (as worker.revision finds it), else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, "config.json")
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
 def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=None) -> VLMAdapter:
     """Load "demo", a local folder or a Hugging Face id; bf16 on GPU and fp32 on CPU unless told.
 
@@ -325,6 +333,6 @@ def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=Non
         if meta.is_file():
             template = json.loads(meta.read_text()).get("prompt_template", family.prompt)
     else:
-        revision = getattr(network.config, "_commit_hash", None) or "unknown"
+        revision = _hub_revision(model) or getattr(network.config, "_commit_hash", None) or "unknown"
     adapter_class = ADAPTERS.get(family.model_type, VLMAdapter)
     return adapter_class(network, processor, name=name, revision=revision, prompt_template=template, family=family)

@@ -34,6 +34,7 @@ class Family:
     own_positions: bool = False  # the model builds its positions (M-RoPE): pidflow passes no position_ids
     first_position: int = 0  # the model's position of the first token (PaliGemma counts from 1)
     attention: str = "causal"  # "causal"; "prefix" (image + prompt attend bidirectionally); "cross"
+    variable_image_tokens: bool = False  # the image-token count depends on the image's size (tiling, native res)
     processor: str = ""  # module:class of the processor when transformers' top-level name is unusable
     notes: str = ""  # what the adapter needed, for the docs and the model list
 
@@ -55,17 +56,18 @@ def _chatml(image: str) -> str:
     return CHATML.replace("{image}", image)
 
 
-_QWEN = dict(image_token="<|image_pad|>", own_positions=True,
+_QWEN = dict(image_token="<|image_pad|>", own_positions=True, variable_image_tokens=True,
              prompt=_chatml("<|vision_start|><|image_pad|><|vision_end|>"))
-_IDEFICS = dict(images="nested", decoder="model.text_model",
+_IDEFICS = dict(images="nested", decoder="model.text_model", variable_image_tokens=True,
                 prompt="User:<image>{question}" + SHORT_ANSWER + "<end_of_utterance>\nAssistant:")
 
 FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     Family("llava", "LLaVA-1.5", "LlavaForConditionalGeneration", LLAVA_PROMPT),
     Family("llava_next", "LLaVA-NeXT (1.6)", "LlavaNextForConditionalGeneration", LLAVA_PROMPT,
-           notes="any-resolution tiling: image-token counts depend on the image shape"),
+           variable_image_tokens=True, notes="any-resolution tiling: image-token counts depend on the image shape"),
     Family("llava_onevision", "LLaVA-OneVision", "LlavaOnevisionForConditionalGeneration",
-           "<|im_start|>user <image>\n{question}" + SHORT_ANSWER + "<|im_end|><|im_start|>assistant\n"),
+           "<|im_start|>user <image>\n{question}" + SHORT_ANSWER + "<|im_end|><|im_start|>assistant\n",
+           variable_image_tokens=True, notes="any-resolution tiling (anyres_max_9)"),
     Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", **_QWEN,
            notes="3-D M-RoPE: the model builds its own positions from the image grid"),
     Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", **_QWEN,
@@ -88,11 +90,11 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     Family("smolvlm", "SmolVLM", "SmolVLMForConditionalGeneration", **_IDEFICS,
            notes="as Idefics3; num2words is needed only for video prompts"),
     Family("internvl", "InternVL", "InternVLForConditionalGeneration", _chatml("<IMG_CONTEXT>\n"),
-           image_token="<IMG_CONTEXT>", notes="placeholder <IMG_CONTEXT> expands to <img> soft tokens </img>"),
+           image_token="<IMG_CONTEXT>", variable_image_tokens=True, notes="placeholder <IMG_CONTEXT> expands to <img> soft tokens </img>"),
     Family("mistral3", "Mistral 3 (Pixtral vision)", "Mistral3ForConditionalGeneration",
            "[INST][IMG]{question}" + SHORT_ANSWER + "[/INST]", image_token="[IMG]",
            processor="transformers.models.pixtral.processing_pixtral:PixtralProcessor",
-           notes="Pixtral-style rows: [IMG_BREAK] after each row and [IMG_END]; needs image_sizes"),
+           variable_image_tokens=True, notes="Pixtral-style rows: [IMG_BREAK] after each row and [IMG_END]; needs image_sizes"),
     Family("mllama", "Llama 3.2 Vision (Mllama)", "MllamaForConditionalGeneration",
            "<|start_header_id|>user<|end_header_id|>\n\n<|image|>{question}" + SHORT_ANSWER
            + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",

@@ -17,13 +17,14 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import torch
 
+from .families import FAMILIES
 from .features import Features
 from .knockout import Knockout
 from .pooling import PooledStates, pooling_hooks
 from .run import build_features
 
 #: model types whose image-token count depends on the image (any-resolution tiling)
-VARIABLE_IMAGE_TOKENS = frozenset({"llava_next"})
+VARIABLE_IMAGE_TOKENS = frozenset(t for t, family in FAMILIES.items() if family.variable_image_tokens)
 
 
 def batch_order(adapter, items) -> np.ndarray:

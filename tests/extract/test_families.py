@@ -303,3 +303,28 @@ def test_knockout_alone_batched_and_eager_agree(model_type, tmp_path_factory, fa
         for name in ("vision", "language", "target"):
             np.testing.assert_allclose(getattr(other, name), getattr(batched, name), rtol=1e-4, atol=1e-5)
     assert np.abs(batched.language[-1] - _baseline(adapter, family_items).language[-1]).max() > 1e-4
+
+
+def test_a_hub_id_resolves_by_model_type_offline(tmp_path):
+    """A Hugging Face id from the local cache (no network) gets its family, template and commit hash."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--tiny--qwen2-vl" / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    BUILDERS["qwen2_vl"](tmp_path / "built")
+    for path in (tmp_path / "built").iterdir():
+        shutil.copy(path, snapshot / path.name)
+    (tmp_path / "hub" / "models--tiny--qwen2-vl" / "refs").mkdir()
+    (tmp_path / "hub" / "models--tiny--qwen2-vl" / "refs" / "main").write_text(commit)
+    code = ("import json; from pidcore.extract import load_adapter; a = load_adapter('tiny/qwen2-vl'); "
+            "print(json.dumps([a.family.model_type, a.prompt_template, a.revision, a.name]))")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    model_type, template, revision, name = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (model_type, template, revision, name) == ("qwen2_vl", FAMILIES["qwen2_vl"].prompt, commit, "tiny/qwen2-vl")
