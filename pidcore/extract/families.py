@@ -105,11 +105,11 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
 
 
 UNSUPPORTED = {
-    "llama4": "Llama 4's image processor exists only as a torchvision build in transformers 5.24, so pidflow "
-              "could not run its checks (tests/extract/test_families.py); it is not supported yet",
+    "llama4": "in transformers 5.24 Llama4ForConditionalGeneration's forward fails on every call (it reads "
+              "`image_outputs` from the language model's output, which has none) and its image processor exists "
+              "only as a torchvision build, so pidflow's checks cannot run; it is not supported yet",
     "phi4_multimodal": "Phi-4 multimodal's image processor exists only as a torchvision build in transformers "
-                       "5.24 and its vision path runs through LoRA adapters; pidflow could not run its checks, "
-                       "so it is not supported yet",
+                       "5.24, so pidflow's checks cannot run here; it is not supported yet",
 }
 
 
