@@ -50,7 +50,10 @@ def add_study_parser(sub) -> None:
                        help="PCA sizes of the pidflow recipe (the seed recipe keeps 95%% of the variance)")
     study.add_argument("--seed-variance", type=float, default=defaults.seed_variance,
                        help="variance the seed recipe's PCA keeps (default 0.95)")
-    study.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
+    study.add_argument("--gaussianize", default=defaults.gaussianize, choices=["auto", "none", "copula", "flow"],
+                       help=f"Gaussianization of both recipes (default {defaults.gaussianize})")
+    study.add_argument("--no-gaussianize", dest="gaussianize", action="store_const", const="none",
+                       help="same as --gaussianize none")
     study.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap rounds (intervals)")
     study.add_argument("--seed", type=int, default=defaults.seed)
     study.add_argument("--threads", type=int, default=1,

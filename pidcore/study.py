@@ -56,7 +56,7 @@ class StudyRequest:
     sweep: dict | None = field(default_factory=lambda: dict(DEFAULT_SWEEP), hash=False)
     recipes: tuple[str, ...] = ("pidflow", "seed")
     dims: tuple[int, int, int] = (8, 8, 4)
-    gaussianize: bool = True
+    gaussianize: str = "auto"  # as AnalysisRequest: auto, none, copula, flow (true/false -> auto/none)
     bootstrap: int = 0
     seed_variance: float = 0.95
     seed: int = 0
@@ -75,6 +75,8 @@ class StudyRequest:
         for name in ("models", "tasks", "recipes"):
             values[name] = tuple(dict.fromkeys(values[name]))
         values["dims"] = tuple(values["dims"])
+        if isinstance(values["gaussianize"], bool):
+            values["gaussianize"] = "auto" if values["gaussianize"] else "none"
         values["knockouts"] = tuple({"edges": list(dict.fromkeys(k["edges"])), "layers": list(k["layers"])}
                                     for k in values["knockouts"])
         if values["sweep"] is not None:

@@ -72,6 +72,10 @@ def submit(request: dict) -> JobInfo:
 
     parsed = AnalysisRequest.from_dict(request)
     revision = model_revision(parsed.model)
+    if not parsed.model.startswith("features:"):  # refused here when its features cannot be stored
+        from worker.feature_store import check_capacity
+
+        check_capacity(parsed.model, parsed.n_questions * len(parsed.tasks), 2 if parsed.knockout else 1)
     job_id = job_id_for(parsed.content_hash(), revision, __version__)
     settings, store = _context()
     outcome, attempt = store.create(job_id, json.dumps(parsed.to_dict(), sort_keys=True), revision)

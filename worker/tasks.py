@@ -15,6 +15,7 @@ from functools import lru_cache
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError
 
+from worker import feature_store
 from worker.cache import CONNECTION_ERRORS, JobStore, connect, retrying
 from worker.celery_app import ANALYZE, EXTRACT, FINALIZE, app, send
 from worker.settings import WorkerSettings
@@ -114,15 +115,14 @@ def _count_delivery(job_id: str, attempt: str, name: str) -> None:
 # -- extract ------------------------------------------------------------------------------------------
 
 def _load_features(job_id: str) -> dict | None:
-    from pidcore.extract.features import Features
 
     store = _store()
     baseline = _call(store.features, job_id, "baseline")
     if baseline is None:
         return None
     knockout = _call(store.features, job_id, "knockout")
-    return {"baseline": Features.from_bytes(baseline),
-            "knockout": Features.from_bytes(knockout) if knockout is not None else None}
+    return {"baseline": feature_store.load(baseline),
+            "knockout": feature_store.load(knockout) if knockout is not None else None}
 
 
 def _features_for(request, reporter) -> dict:
@@ -149,7 +149,7 @@ def _extract(job_id: str, attempt: str) -> None:
         reporter(0.0, "extracting features", force=True)
         started = time.perf_counter()
         features = _features_for(request, reporter)
-        stored = {run: item.to_bytes() for run, item in features.items() if item is not None}
+        stored = {run: feature_store.save(job_id, run, item) for run, item in features.items() if item is not None}
         if _call(store.put, job_id, attempt, "features", stored) < 0:
             raise JobGone(job_id)
         _call(store.put, job_id, attempt, "job", {"extract_s": f"{time.perf_counter() - started:.3f}"})
@@ -183,7 +183,6 @@ def extract(job_id: str, attempt: str) -> None:
 
 def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int]) -> None:
     from pidcore.analysis import analyze_layers
-    from pidcore.extract.features import Features
 
     store = _store()
     job = _alive_job(job_id, attempt)
@@ -207,7 +206,7 @@ def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int])
                 raise JobGone(job_id)
             reporter(landed / total, f"analyze {run}: {message}", force=True)
 
-        entries = analyze_layers(Features.from_bytes(raw), _request(job), layers=layers, progress=on_batch)
+        entries = analyze_layers(feature_store.load(raw), _request(job), layers=layers, progress=on_batch)
         value = json.dumps(entries)
     new, done, go = _call(store.land, job_id, attempt, field, value)
     if new < 0:
@@ -245,6 +244,7 @@ def _finalize(job_id: str, attempt: str) -> None:
     document = assemble_result(_request(job), features, layer_results, timing=timing)
     if _call(store.finish, job_id, attempt, json.dumps(document, separators=(",", ":"))) < 0:
         raise JobGone(job_id)
+    feature_store.remove(job_id)
 
 
 @app.task(name=FINALIZE)

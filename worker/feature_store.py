@@ -1,0 +1,222 @@
+"""Where a job's features live: files on a volume the workers share (PIDFLOW_FEATURE_DIR), one file per
+layer and source, with only a small reference in Redis; or, without a folder, npz bytes in Redis as before.
+
+Layout: <dir>/<job id>/<run>/{manifest.json, answers.npz, vision/<layer>.npy, language/<layer>.npy}
+(float32, or float16 with PIDFLOW_FEATURE_DTYPE=float16: half the disk, analysed as float32). A reader
+loads only the layers it is asked for, so an analyze task holds one layer batch, never the whole set.
+
+Capacity is checked at submission (`check_capacity`): a request whose features cannot fit what is
+configured — a Redis value (512 MiB, PIDFLOW_FEATURE_REDIS_MAX_MB) or PIDFLOW_FEATURE_MAX_GB on the
+volume — is refused with a message saying why and what would fit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REF_PREFIX = b"pidflow-feature-ref:"
+DTYPES = ("float32", "float16")
+_ANSWERS = ("target", "p_correct", "correct", "predicted", "qids", "tasks", "answers", "answer_set", "questions",
+            "image_ids")
+MIB = 1024 * 1024
+
+
+def env_settings(env: dict | None = None) -> FeatureStoreSettings:
+    return FeatureStoreSettings.from_env(env)
+
+
+@dataclass(frozen=True)
+class FeatureStoreSettings:
+    """PIDFLOW_FEATURE_DIR (unset: features in Redis), PIDFLOW_FEATURE_DTYPE, PIDFLOW_FEATURE_MAX_GB
+    (unset: the volume's free space), PIDFLOW_FEATURE_REDIS_MAX_MB (one Redis value; Redis refuses 512)."""
+
+    directory: Path | None = None
+    dtype: str = "float32"
+    max_bytes: int | None = None
+    redis_max_bytes: int = 500 * MIB
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> FeatureStoreSettings:
+        env = dict(os.environ if env is None else env)
+        dtype = env.get("PIDFLOW_FEATURE_DTYPE") or "float32"
+        if dtype not in DTYPES:
+            raise ValueError(f"PIDFLOW_FEATURE_DTYPE must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+        def number(name, scale, default):
+            raw = env.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {raw!r}") from None
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+            return int(value * scale)
+        directory = env.get("PIDFLOW_FEATURE_DIR") or None
+        return cls(directory=Path(directory) if directory else None, dtype=dtype,
+                   max_bytes=number("PIDFLOW_FEATURE_MAX_GB", 1024**3, None),
+                   redis_max_bytes=number("PIDFLOW_FEATURE_REDIS_MAX_MB", MIB, 500 * MIB))
+
+
+# -- sizes and the submission check ----------------------------------------------------------------------
+
+def feature_bytes(num_layers: int, hidden: int, questions: int, runs: int, dtype: str = "float32") -> int:
+    """Bytes of pooled features: (decoder layers + 1) x questions x hidden x 2 sources per run."""
+    return (num_layers + 1) * questions * hidden * 2 * runs * np.dtype(dtype).itemsize
+
+
+def model_shape(model: str) -> tuple[int, int] | None:
+    """(decoder layers, hidden size) from the model's config.json without loading weights; None when the
+    config is not on this machine (the check is then left to the workers)."""
+    path = None
+    if model == "demo":
+        from pidcore.demo import demo_model_path
+
+        path = demo_model_path() / "config.json"
+    elif Path(model).expanduser().is_dir():
+        path = Path(model).expanduser() / "config.json"
+    elif model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json")
+        path = Path(found) if isinstance(found, str) else None
+    if path is None or not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    text = config.get("text_config") or config
+    layers, hidden = text.get("num_hidden_layers"), text.get("hidden_size")
+    return (int(layers), int(hidden)) if layers and hidden else None
+
+
+def check_capacity(model: str, questions: int, runs: int, settings: FeatureStoreSettings | None = None) -> int | None:
+    """Estimated feature bytes of a request; ValueError saying why and what would fit when they cannot
+    be stored as configured. None when the model's shape is unknown here."""
+    settings = settings or env_settings()
+    shape = model_shape(model)
+    if shape is None:
+        return None
+    layers, hidden = shape
+    per_question = feature_bytes(layers, hidden, 1, 1, settings.dtype if settings.directory else "float32")
+    needed = per_question * questions * runs
+    if settings.directory is None:
+        limit, where = settings.redis_max_bytes, (f"one Redis value (at most {settings.redis_max_bytes / MIB:.0f} MiB, "
+                                                  "PIDFLOW_FEATURE_REDIS_MAX_MB)")
+        if per_question * questions > limit:  # each run is one value
+            fit = limit // per_question
+            raise ValueError(f"features of {questions} questions for {model} ({layers + 1} layers x {hidden} x 2 "
+                             f"sources, float32) need {per_question * questions / MIB:.0f} MiB per run, more than "
+                             f"{where}; ask for at most {fit} questions, or set PIDFLOW_FEATURE_DIR to a volume the "
+                             f"workers share (files per layer)")
+        return needed
+    limit = settings.max_bytes
+    source = "PIDFLOW_FEATURE_MAX_GB"
+    if limit is None:
+        settings.directory.mkdir(parents=True, exist_ok=True)
+        limit, source = shutil.disk_usage(settings.directory).free, f"the free space of {settings.directory}"
+    if needed > limit:
+        fit = limit // (per_question * runs)
+        raise ValueError(f"features of {questions} questions x {runs} run(s) for {model} need "
+                         f"{needed / 1024**3:.2f} GiB ({settings.dtype}), more than {limit / 1024**3:.2f} GiB "
+                         f"({source}); ask for at most {fit} questions, use PIDFLOW_FEATURE_DTYPE=float16, "
+                         f"or give the volume more room")
+    return needed
+
+
+# -- reading and writing ---------------------------------------------------------------------------------
+
+class LayerStack:
+    """(layers, n, hidden) pooled states read one layer at a time from .npy files (as float32)."""
+
+    def __init__(self, folder: Path, num_layers: int, n: int, hidden: int):
+        self.folder, self.shape = folder, (num_layers, n, hidden)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, layer):
+        if isinstance(layer, (int, np.integer)):
+            if not 0 <= layer < self.shape[0]:
+                raise IndexError(f"layer {layer} outside 0..{self.shape[0] - 1}")
+            return np.load(self.folder / f"{int(layer):03d}.npy").astype(np.float32, copy=False)
+        return np.stack([self[index] for index in range(self.shape[0])[layer]])
+
+
+class RunWriter:
+    """Writes one run layer by layer (bounded memory), then `finish(answers)` makes it visible at once."""
+
+    def __init__(self, root: Path, job_id: str, run: str, dtype: str):
+        self.final = root / job_id / run
+        self.folder = root / job_id / f".{run}.{uuid.uuid4().hex}"
+        (self.folder / "vision").mkdir(parents=True)
+        (self.folder / "language").mkdir()
+        self.dtype, self.layers, self.shape = dtype, 0, None
+
+    def write_layer(self, vision: np.ndarray, language: np.ndarray) -> None:
+        if self.shape is not None and vision.shape != self.shape:
+            raise ValueError(f"layer shape {vision.shape} differs from the first layer's {self.shape}")
+        self.shape = vision.shape
+        np.save(self.folder / "vision" / f"{self.layers:03d}.npy", np.asarray(vision, dtype=self.dtype))
+        np.save(self.folder / "language" / f"{self.layers:03d}.npy", np.asarray(language, dtype=self.dtype))
+        self.layers += 1
+
+    def finish(self, answers: dict, meta: dict) -> dict:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{name: np.asarray(answers[name]) for name in _ANSWERS})
+        (self.folder / "answers.npz").write_bytes(buffer.getvalue())
+        manifest = {"layers": self.layers, "n": self.shape[0], "hidden": self.shape[1], "dtype": self.dtype,
+                    "meta": meta}
+        (self.folder / "manifest.json").write_text(json.dumps(manifest))
+        try:
+            os.rename(self.folder, self.final)
+        except OSError:  # a redelivered task wrote it first: same content, keep that one
+            if not (self.final / "manifest.json").is_file():
+                raise
+            shutil.rmtree(self.folder, ignore_errors=True)
+        return {"path": str(self.final), **{k: manifest[k] for k in ("layers", "n", "hidden", "dtype")}}
+
+
+def save(job_id: str, run: str, features, settings: FeatureStoreSettings | None = None) -> bytes:
+    """What goes into Redis for one run: a reference to files (PIDFLOW_FEATURE_DIR) or the npz bytes."""
+    settings = settings or env_settings()
+    if settings.directory is None:
+        return features.to_bytes()
+    writer = RunWriter(settings.directory, job_id, run, settings.dtype)
+    for layer in range(features.num_layers):
+        writer.write_layer(features.vision[layer], features.language[layer])
+    ref = writer.finish({name: getattr(features, name) for name in _ANSWERS}, features.meta)
+    return REF_PREFIX + json.dumps(ref).encode()
+
+
+def load(value: bytes):
+    """Features from what `save` put in Redis; layers of file-backed features are read on access."""
+    from pidcore.extract.features import Features
+
+    if not value.startswith(REF_PREFIX):
+        return Features.from_bytes(value)
+    ref = json.loads(value[len(REF_PREFIX):])
+    folder = Path(ref["path"])
+    if not (folder / "manifest.json").is_file():
+        raise FileNotFoundError(f"feature files missing at {folder} (is PIDFLOW_FEATURE_DIR a volume every "
+                                f"worker shares?)")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with np.load(folder / "answers.npz", allow_pickle=False) as archive:
+        answers = {name: archive[name] for name in _ANSWERS}
+    shape = (manifest["layers"], manifest["n"], manifest["hidden"])
+    return Features(vision=LayerStack(folder / "vision", *shape), language=LayerStack(folder / "language", *shape),
+                    meta=manifest["meta"], **answers)
+
+
+def remove(job_id: str, settings: FeatureStoreSettings | None = None) -> None:
+    """Delete a job's feature files (after its result is written, or when it is deleted)."""
+    settings = settings or env_settings()
+    if settings.directory is not None and job_id and job_id.isalnum():
+        shutil.rmtree(settings.directory / job_id, ignore_errors=True)
