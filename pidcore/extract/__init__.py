@@ -7,6 +7,10 @@ from importlib import import_module
 
 _EXPORTS = {
     "EDGES": "pidcore.extract.edges",
+    "FAMILIES": "pidcore.extract.families",
+    "Family": "pidcore.extract.families",
+    "describe_config": "pidcore.extract.families",
+    "family_for": "pidcore.extract.families",
     "BatchRoles": "pidcore.extract.roles",
     "Features": "pidcore.extract.features",
     "Knockout": "pidcore.extract.knockout",

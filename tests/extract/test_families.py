@@ -328,3 +328,21 @@ def test_a_hub_id_resolves_by_model_type_offline(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     model_type, template, revision, name = json.loads(done.stdout.strip().splitlines()[-1])
     assert (model_type, template, revision, name) == ("qwen2_vl", FAMILIES["qwen2_vl"].prompt, commit, "tiny/qwen2-vl")
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_qwen_logits_are_the_models_own_and_2d_positions_would_break_them(model_type, tmp_path_factory,
+                                                                         family_items):
+    """M-RoPE: pidflow leaves positions to the model (equal logits); its 2-D left-padding positions, as
+    used for LLaVA, would give other logits."""
+    adapter = _adapter(model_type, tmp_path_factory)
+    inputs, _ = adapter.encode(family_items)
+    assert "position_ids" not in inputs
+    with torch.no_grad():
+        ours = adapter.model(**inputs, use_cache=False).logits[:, -1]
+        flat = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp_min(0)
+        wrong = adapter.model(**inputs, position_ids=flat, use_cache=False).logits[:, -1]
+    for row, item in enumerate(family_items):
+        own = _own_logits(adapter, item)
+        torch.testing.assert_close(ours[row], own, rtol=1e-4, atol=1e-5)
+        assert float((wrong[row] - own).abs().max()) > 5e-5  # 5x the tolerance above; fixed seeds
