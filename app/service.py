@@ -426,6 +426,7 @@ class AnalysisService:
             self._call(self.uploads.validate, request)
         else:
             self._validate_dataset(request)
+            self._precheck(request)
         described = self._describe_model(model)
         self._validate_knockout(request.get("knockout"), described.get("num_layers"), described.get("knockout_edges"),
                                 described.get("family"))
@@ -434,6 +435,28 @@ class AnalysisService:
         except ImportError:
             return
         analysis.AnalysisRequest.from_dict(dict(request))
+
+    @staticmethod
+    def _precheck(request: dict) -> None:
+        """Refuse (app.precheck.Refused, a ValueError naming its field) what cannot give a result."""
+        try:
+            from app.precheck import check
+        except ImportError:  # the API without pidcore: the worker checks
+            return
+        check({**DEFAULT_REQUEST, **request})
+
+    def queue_position(self, analysis_id: str) -> int | None:
+        """Extraction tasks waiting ahead of this analysis's (0: next), None when it is not waiting."""
+        finder = getattr(self.jobs, "queue_position", None)
+        return self._call(finder, analysis_id) if finder else None
+
+    def estimate(self, request: dict) -> dict:
+        """Expected cost of a request (pidcore.costs.estimate: seconds per stage, None when unknown; the
+        expected bias of the total in bits)."""
+        from pidcore import costs
+
+        full = {**DEFAULT_REQUEST, **request}
+        return costs.estimate(full, self._describe_model(full.get("model", "demo")).get("num_layers"))
 
     def limits(self) -> dict:
         """The server's bounds on cost parameters: request field -> (largest value, setting)."""

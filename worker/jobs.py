@@ -125,3 +125,18 @@ def delete(job_id: str) -> bool:
     flight for it stop at their next step."""
     _check_id(job_id)
     return _context()[1].delete(job_id)
+
+
+def queue_position(job_id: str) -> int | None:
+    """How many extraction tasks wait ahead of this job's in the `gpu` queue (0: it is next), or None when
+    its task is not waiting there (running, finished, or queued elsewhere). Reads the broker's list."""
+    from worker.celery_app import EXTRACT, QUEUES
+
+    _check_id(job_id)
+    _, store = _context()
+    waiting = store.redis.lrange(QUEUES[EXTRACT], 0, -1)  # kombu pushes on the left, workers pop on the right
+    marker = job_id.encode()
+    for index, message in enumerate(waiting):
+        if marker in message:
+            return len(waiting) - 1 - index
+    return None

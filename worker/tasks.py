@@ -2,7 +2,8 @@
 -> finalize (queue cpu). Each task takes (job_id, attempt) and is idempotent: a redelivered extract reuses
 stored features, a batch lands once (HSETNX), the result is written once (SET NX).
 
-Progress (0..1): extract 0 -> 0.25, analyze -> 0.95 (finished batches plus fractions in flight), then 1.
+Progress (0..1): extract 0 -> its expected share of the time (pidcore.costs.extract_share; 0.25 when
+unknown), analyze -> 0.95 (finished batches plus fractions in flight), then 1.
 """
 
 from __future__ import annotations
@@ -125,6 +126,16 @@ def _load_features(job_id: str) -> dict | None:
             "knockout": feature_store.load(knockout) if knockout is not None else None}
 
 
+def _extract_end(request) -> float:
+    """Where extraction ends on the progress bar: its expected share of the wall time, by stage speeds."""
+    from pidcore.costs import extract_share
+
+    try:
+        return extract_share(request.to_dict(), None, default=EXTRACT_END) * ANALYZE_END
+    except Exception:  # noqa: BLE001 - progress is best effort
+        return EXTRACT_END
+
+
 def _features_for(request, reporter) -> dict:
     """Extract the request's features, or read them from an uploaded features file (model "features:<sha>")."""
     from pidcore.uploaded import is_features_model
@@ -142,7 +153,7 @@ def _extract(job_id: str, attempt: str) -> None:
     store, settings = _store(), _context()[0]
     job = _alive_job(job_id, attempt)
     request = _request(job)
-    reporter = _Reporter(job_id, attempt, "extract", 0.0, EXTRACT_END)
+    reporter = _Reporter(job_id, attempt, "extract", 0.0, _extract_end(request))
     features = _load_features(job_id)
     if features is None:
         _count_delivery(job_id, attempt, "extract")
@@ -188,7 +199,7 @@ def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int])
     job = _alive_job(job_id, attempt)
     field = f"{run}:{index}"
     total = int(job["total"])
-    reporter = _Reporter(job_id, attempt, "analyze", EXTRACT_END, ANALYZE_END)
+    reporter = _Reporter(job_id, attempt, "analyze", _extract_end(_request(job)), ANALYZE_END)
     value = _call(store.has_batch, job_id, field)
     if value is None:
         _count_delivery(job_id, attempt, field)

@@ -38,6 +38,9 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
             datasets = data.datasets(service)
         except data.DataError:
             datasets = []
+        from app.precheck import dataset_available
+
+        datasets = [{**d, "unavailable": dataset_available(d.get("name"))} for d in datasets]
         return build_layout(models, datasets, data.hosted(service), dict(DEFAULT_REQUEST))
 
     app.layout = layout

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app.ui import data, figures, wording
 from app.ui.layout import DEFAULT_LAYERS, edge_options, graph_config, help_mark, layer_marks, model_summary
+from pidcore import costs
 
 RECENT_KEPT = 20  # analyses remembered per browser for the Compare tab
 GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay", "comparison", "question-figure")
@@ -82,11 +84,56 @@ def build_request(model, dataset, tasks, n_questions, pooling, target, measure, 
             "bootstrap": bootstrap, "knockout": knockout, "seed": 0}
 
 
-def _progress_text(job: dict) -> str:
+STAGE_WORDS = {"queued": "waiting for a worker", "extract": "running the model over the questions",
+               "analyze": "estimating the decomposition per layer", "finalize": "assembling the result"}
+
+
+def _progress_text(job: dict, position: int | None = None, now: float | None = None) -> str:
+    """"Analysis <id>: <stage in words> (42 %), about 30 s left" (+ queue position while it waits)."""
+    import time
+
     stage = job.get("stage") or job.get("state")
-    percent = int(round(100 * float(job.get("progress") or 0.0)))
-    message = f" — {job['message']}" if job.get("message") else ""
-    return f"Analysis {job['id']} is {job['state']}: {stage} ({percent} %){message}"
+    progress = float(job.get("progress") or 0.0)
+    percent = int(round(100 * progress))
+    text = f"Analysis {job['id']}: {STAGE_WORDS.get(stage, stage)} ({percent} %)"
+    if job.get("state") == "queued" and position is not None:
+        text += f", {position} analysis{'es' if position != 1 else ''} ahead in the queue" if position else \
+            ", next in the queue"
+    elapsed = (now or time.time()) - float(job.get("created_at") or now or time.time())
+    if job.get("state") == "running" and progress >= 0.05 and elapsed > 0:
+        left = elapsed * (1 - progress) / progress
+        text += f", {costs.describe_seconds(left)} left"
+    if job.get("message"):
+        text += f" — {job['message']}"
+    return text
+
+
+FORM_FIELDS = {"n_questions": "n-questions", "dims": "dims", "bootstrap": "bootstrap", "tasks": "tasks",
+               "dataset": "dataset", "model": "model", "knockout": "knockout", "gaussianize": "gaussianize",
+               "measure": "measure", "target": "target", "language_pooling": "pooling"}
+FORM_ERROR_IDS = tuple(dict.fromkeys(FORM_FIELDS.values()))
+
+
+def form_field_of(message: str) -> str | None:
+    """The request field a message is about (app.precheck.field_of, and the form's own wording)."""
+    from app.precheck import field_of
+
+    lowered = message.lower()
+    for words, name in (("questions per task", "n_questions"), ("pca sizes", "dims"),
+                        ("bootstrap resamples", "bootstrap"), ("at least one task", "tasks")):
+        if lowered.startswith(words) or f" {words}" in lowered[:40]:
+            return name
+    return field_of(message)
+
+
+def plain_message(message: str) -> str:
+    """A service message in the form's words: API field names (n_questions, dims, ...) replaced by the
+    labels people see."""
+    from app.precheck import FIELD_LABELS
+
+    for name in sorted((n for n in FIELD_LABELS if "_" in n or n == "dims"), key=len, reverse=True):
+        message = re.sub(rf"\b{name}\b", FIELD_LABELS[name], message)
+    return message[:1].upper() + message[1:] if message else message
 
 
 def _number(value) -> str:
@@ -233,35 +280,59 @@ def register(app, service) -> None:
         return (num_layers - 1, layer_marks(num_layers), [0, num_layers - 1], edge_options(entry),
                 model_summary(entry) if entry else "")
 
+    form_states = (State("model", "value"), State("dataset", "value"), State("tasks", "value"),
+                   State("n-questions", "value"), State("pooling", "value"), State("target", "value"),
+                   State("measure", "value"), State("dim-vision", "value"), State("dim-language", "value"),
+                   State("dim-target", "value"), State("bootstrap", "value"), State("ko-edges", "value"),
+                   State("ko-layers", "value"), State("gaussianize", "value"))
+
     @app.callback(
         Output("analysis-id", "data"), Output("pending-id", "data"), Output("poll", "disabled"),
         Output("submit-status", "children"), Output("progress", "value"), Output("progress", "hidden"),
         Output("read-only", "data"), Output("tabs", "value"),
+        Output("submit", "disabled"), Output("cancel", "hidden"), Output("form-error", "data"),
         Input("url", "search"), Input("submit", "n_clicks"), Input("poll", "n_intervals"),
+        Input("cancel", "n_clicks"),
         State("pending-id", "data"), State("read-only", "data"), State("analysis-id", "data"),
-        State("tabs", "value"),
-        State("model", "value"), State("dataset", "value"), State("tasks", "value"),
-        State("n-questions", "value"), State("pooling", "value"), State("target", "value"),
-        State("measure", "value"), State("dim-vision", "value"), State("dim-language", "value"),
-        State("dim-target", "value"), State("bootstrap", "value"), State("ko-edges", "value"),
-        State("ko-layers", "value"), State("gaussianize", "value"), State("token", "value"),
+        State("tabs", "value"), *form_states, State("token", "value"),
     )
-    def control(search, _clicks, _ticks, pending, read_only, current, tab, model, dataset, tasks, n_questions,
-                pooling, target, measure, dim_v, dim_l, dim_t, bootstrap, edges, window, gaussianize, token):
+    def control(search, _clicks, _ticks, _cancels, pending, read_only, current, tab, *form):
+        """Open what the URL names, submit the form, follow the job, cancel it. While a job runs, Run is
+        disabled and Cancel shown; a refused request's message goes next to its field (form-error)."""
+        error = {"value": no_update}
+        answer = _control(search, pending, read_only, current, tab, form, error)
+        poll_disabled = answer[2]
+        running = (no_update, no_update) if poll_disabled is no_update else (not poll_disabled, bool(poll_disabled))
+        return (*answer, *running, error["value"])
+
+    def _control(search, pending, read_only, current, tab, form, error):
+        *fields, token = form
         trigger = ctx.triggered_id
         keep = no_update
         if trigger in (None, "url"):
             return _open_from_url(parse_location(search), current, pending, tab)
         if read_only:
             return keep, None, True, "This is a read-only shared view.", 0, True, keep, keep
+        if trigger == "cancel":
+            if not pending:
+                return keep, None, True, keep, 0, True, keep, keep
+            try:
+                data.delete(service, pending, token)
+            except data.DataError as exc:
+                return keep, keep, keep, html.Span(f"Cannot cancel: {exc}", className="error"), keep, keep, keep, \
+                    keep
+            return keep, None, True, f"Cancelled analysis {pending}; its work stops within seconds.", 0, True, \
+                keep, keep
         if trigger == "submit":
             try:
-                request = build_request(model, dataset, tasks, n_questions, pooling, target, measure,
-                                        [dim_v, dim_l, dim_t], bootstrap, edges, window, gaussianize)
+                request = build_request(*fields[:7], fields[7:10], *fields[10:])
                 job = data.submit(service, request, token)
             except (ValueError, data.DataError) as exc:
-                return keep, None, True, html.Span(f"Cannot start the analysis: {exc}", className="error"), 0, \
-                    True, keep, keep
+                field = getattr(exc, "field", None) or form_field_of(str(exc))
+                error["value"] = {"field": field, "message": plain_message(str(exc))}
+                return keep, None, True, html.Span(f"Cannot start the analysis: {plain_message(str(exc))}",
+                                                   className="error"), 0, True, keep, keep
+            error["value"] = {}
             return _follow(job)
         if not pending:
             return keep, None, True, keep, 0, True, keep, keep
@@ -271,6 +342,57 @@ def register(app, service) -> None:
             return keep, None, True, html.Span(f"Lost track of the analysis: {exc}", className="error"), 0, \
                 True, keep, keep
         return _follow(job)
+
+    @app.callback([Output(f"{name}-error", "children") for name in FORM_ERROR_IDS],
+                  Input("form-error", "data"), Input("form-check", "data"))
+    def field_errors(refused, checked):
+        """The message of a refused request (or of the live check) next to its field."""
+        chosen = refused if ctx.triggered_id == "form-error" else checked
+        where = FORM_FIELDS.get((chosen or {}).get("field"))
+        return [chosen["message"] if name == where else None for name in FORM_ERROR_IDS]
+
+    @app.callback(
+        Output("estimate", "children"), Output("form-check", "data"),
+        Input("model", "value"), Input("dataset", "value"), Input("tasks", "value"),
+        Input("n-questions", "value"), Input("pooling", "value"), Input("target", "value"),
+        Input("measure", "value"), Input("dim-vision", "value"), Input("dim-language", "value"),
+        Input("dim-target", "value"), Input("bootstrap", "value"), Input("ko-edges", "value"),
+        Input("ko-layers", "value"), Input("gaussianize", "value"), Input("tabs", "value"),
+    )
+    def estimate(*form):
+        """Before running: expected time (from measured stage speeds) and bias, or why it cannot run."""
+        *fields, tab = form
+        if tab != "new":
+            return no_update, no_update
+        try:
+            request = build_request(*fields[:7], fields[7:10], *fields[10:])
+        except ValueError as exc:
+            return None, {"field": form_field_of(str(exc)), "message": str(exc)}
+        refused = data.precheck(service, request)
+        if refused:
+            field, message = refused
+            return html.Span(f"This request cannot run: {plain_message(message)}", className="error"), \
+                {"field": field, "message": plain_message(message)}
+        cost = data.estimate(service, request)
+        if not cost:
+            return None, {}
+        bias = cost["bias_bits"]
+        parts = [html.B(f"Expected run time {costs.describe_seconds(cost['total_s'])}")]
+        if cost["total_s"] is not None:
+            parts.append(f" on this server's reference speed (running the model "
+                         f"{costs.describe_seconds(cost['extract_s'])}, the decomposition "
+                         f"{costs.describe_seconds(cost['analyze_s'])}; {cost['n_total']:,} questions x "
+                         f"{cost['runs']} run{'s' if cost['runs'] > 1 else ''})")
+        parts.append(f". Expected small-sample bias of the total: about {wording.fmt(bias, 2)} bits"
+                     + (" — more questions or smaller PCA sizes lower it." if bias >= 0.25 else "."))
+        return html.Span(parts, className="warn" if bias >= 0.25 else None), {}
+
+    @app.callback(Output("ko-window", "children"), Input("ko-layers", "value"), Input("ko-layers", "max"))
+    def window_text(window, top):
+        if not window or top is None:
+            return None
+        return f"Decoder layers {window[0]}-{window[1]} (the model has 0-{top}); on the plots they are layers " \
+               f"{window[0] + 1}-{window[1] + 1}, layer 0 being the embeddings."
 
     def _follow(job: dict, tab: str = "results", read_only=no_update, opened: bool = False):
         state = job.get("state")

@@ -10,7 +10,12 @@ from app.service import JobNotReady, ServiceUnavailable
 
 
 class DataError(Exception):
-    """A failure the page should say plainly (unknown id, not ready, service down, bad request)."""
+    """A failure the page should say plainly (unknown id, not ready, service down, bad request); `field`
+    names the request field a refused request is about, when it is known."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def _plain(exc: Exception) -> str:
@@ -29,7 +34,7 @@ def _guard(call, *args, **kwargs) -> Any:
     except PermissionError as exc:
         raise DataError(f"not allowed: {exc}") from exc
     except (KeyError, ValueError) as exc:
-        raise DataError(_plain(exc)) from exc
+        raise DataError(_plain(exc), field=getattr(exc, "field", None)) from exc
     except Exception as exc:  # noqa: BLE001 - e.g. Redis errors: shown in the page, never a traceback
         raise DataError(f"the service failed: {type(exc).__name__}: {exc}") from exc
 
@@ -133,3 +138,39 @@ def upload_features(service, contents: bytes, filename: str | None, token: str |
     """Check and store a features file (app/uploads.py): its summary and the `request` analysing it."""
     writer(service, token)
     return _guard(service.upload_features, contents, filename)
+
+
+def delete(service, analysis_id: str, token: str | None = None) -> bool:
+    """Delete (cancel, when it runs) an analysis; in hosted mode with the token that submitted it."""
+    return _guard(service.delete, analysis_id, token=writer(service, token))
+
+
+def queue_position(service, analysis_id: str) -> int | None:
+    """Extraction tasks ahead of this analysis in the queue, None when unknown or not waiting."""
+    finder = getattr(service, "queue_position", None)
+    try:
+        return finder(analysis_id) if finder else None
+    except Exception:  # noqa: BLE001 - a hint only
+        return None
+
+
+def estimate(service, request: dict) -> dict | None:
+    """Expected cost of a request (seconds per stage, bias in bits), None when the service cannot say."""
+    finder = getattr(service, "estimate", None)
+    try:
+        return finder(request) if finder else None
+    except Exception:  # noqa: BLE001 - a hint only
+        return None
+
+
+def precheck(service, request: dict) -> tuple[str | None, str] | None:
+    """(field, message) when the service would refuse `request` before queueing it, else None."""
+    try:
+        service.validate(request)
+    except ValueError as exc:
+        from app.precheck import field_of
+
+        return getattr(exc, "field", None) or field_of(str(exc)), str(exc)
+    except Exception:  # noqa: BLE001 - the submit says it
+        return None
+    return None

@@ -96,7 +96,8 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
     """The request form, filled with `defaults` (a whole request: app.service.DEFAULT_REQUEST)."""
     model_options = [{"label": model_label(m), "value": m["name"]} for m in models] or \
         [{"label": "demo", "value": "demo"}]
-    dataset_options = [{"label": d.get("name"), "value": d.get("name")} for d in datasets] or \
+    dataset_options = [{"label": d.get("name") + (" (not configured on this server)" if d.get("unavailable") else ""),
+                        "value": d.get("name")} for d in datasets] or \
         [{"label": "easy-vqa", "value": "easy-vqa"}]
     first_model = next((m for m in models if m["name"] == defaults["model"]), models[0] if models else {})
     num_layers = first_model.get("num_layers") or DEFAULT_LAYERS
@@ -113,31 +114,31 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
             _field("Model", html.Div([
                 dcc.Dropdown(id="model", options=model_options, value=first_model.get("name", "demo"), clearable=False),
                 html.Div(model_summary(first_model), id="model-info", className="hint")]), help_key="model"),
-            _field("Dataset", dcc.Dropdown(id="dataset", options=dataset_options,
+            _field("Dataset", dcc.Dropdown(id="dataset", persistence=True, persistence_type="session", options=dataset_options,
                                            value=defaults["dataset"], clearable=False), help_key="dataset"),
             _field("Task(s)", dcc.Dropdown(id="tasks", multi=True, options=task_options,
                                            value=defaults["tasks"]), help_key="tasks"),
-            _field("Questions per task", dcc.Input(id="n-questions", type="number", min=1, step=1,
+            _field("Questions per task", dcc.Input(id="n-questions", persistence=True, persistence_type="session", type="number", min=1, step=1,
                                                    value=defaults["n_questions"], className="input"),
                    help_key="n-questions"),
-            _field("Language pooling", dcc.RadioItems(id="pooling", inline=True, value=defaults[
+            _field("Language pooling", dcc.RadioItems(id="pooling", persistence=True, persistence_type="session", inline=True, value=defaults[
                 "language_pooling"], options=[{"label": " mean", "value": "mean"},
                                                       {"label": " last token", "value": "last"}]),
                    help_key="pooling"),
-            _field("Target Y", dcc.RadioItems(id="target", inline=True, value=defaults["target"],
+            _field("Target Y", dcc.RadioItems(id="target", persistence=True, persistence_type="session", inline=True, value=defaults["target"],
                                               options=[{"label": " answer log-probs", "value": "logprobs"},
                                                        {"label": " final hidden state", "value": "hidden"}]),
                    help_key="target"),
-            _field("Estimator", dcc.RadioItems(id="measure", inline=True, value=defaults["measure"],
+            _field("Estimator", dcc.RadioItems(id="measure", persistence=True, persistence_type="session", inline=True, value=defaults["measure"],
                                                options=[{"label": " BROJA", "value": "broja"},
                                                         {"label": " MMI", "value": "mmi"}]),
                    help_key="measure"),
             _field("PCA sizes (vision, language, target)", html.Div(className="dims", children=[
-                dcc.Input(id=f"dim-{name}", type="number", min=1, step=1, value=value, className="input small")
+                dcc.Input(id=f"dim-{name}", persistence=True, persistence_type="session", type="number", min=1, step=1, value=value, className="input small")
                 for name, value in zip(("vision", "language", "target"), defaults["dims"], strict=True)]),
                    help_key="dims"),
             _field("Gaussianization", html.Div([
-                dcc.Dropdown(id="gaussianize", value=defaults["gaussianize"], clearable=False, options=[
+                dcc.Dropdown(id="gaussianize", persistence=True, persistence_type="session", value=defaults["gaussianize"], clearable=False, options=[
                     {"label": "auto (copula, flows if they fit better)", "value": "auto"},
                     {"label": "copula (normal scores per coordinate)", "value": "copula"},
                     {"label": "joint flows (after the copula)", "value": "flow"},
@@ -145,20 +146,24 @@ def new_analysis_form(models: list[dict], datasets: list[dict], hosted: bool, de
                 html.Div("Invertible per-variable maps that make the data Gaussian before the closed-form PID; "
                          "auto picks by held-out likelihood.", className="hint")]), help_key="gaussianize"),
             _field("Bootstrap resamples (for confidence bands)", dcc.Input(
-                id="bootstrap", type="number", min=0, step=1, value=defaults["bootstrap"], className="input"),
+                id="bootstrap", persistence=True, persistence_type="session", type="number", min=0, step=1, value=defaults["bootstrap"], className="input"),
                    help_key="bootstrap"),
         ]),
         html.Fieldset(className="knockout", children=[
             html.Legend(["Attention knockout (optional) ", help_mark(OPTION_HELP["knockout"])]),
-            dcc.Checklist(id="ko-edges", inline=True, value=[], options=edge_options(first_model)),
+            dcc.Checklist(id="ko-edges", persistence=True, persistence_type="session", inline=True, value=[], options=edge_options(first_model)),
             html.Div("Decoder layers knocked out:", className="field-label"),
+            html.Div(id="knockout-error", className="field-error", role="alert"),
             dcc.RangeSlider(id="ko-layers", min=0, max=num_layers - 1, step=1,
                             value=[0, num_layers - 1], marks=layer_marks(num_layers),
-                            tooltip={"placement": "bottom", "always_visible": False}),
+                            tooltip={"placement": "bottom", "always_visible": False}, allow_direct_input=False),
+            html.Div(id="ko-window", className="hint"),
         ]),
         token_field,
+        html.Div(id="estimate", className="estimate", role="status"),
         html.Div(className="actions", children=[
             html.Button("Run analysis", id="submit", n_clicks=0, className="primary"),
+            html.Button("Cancel", id="cancel", n_clicks=0, hidden=True, className="cancel"),
         ]),
     ])
 
@@ -271,6 +276,8 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
         dcc.Store(id="analysis-id"),
         dcc.Store(id="recent-analyses", storage_type="local"),
         dcc.Store(id="pending-id"),
+        dcc.Store(id="form-error"),  # {field, message} of a refused submit
+        dcc.Store(id="form-check"),  # {field, message} of the live check of the form
         dcc.Store(id="read-only", data=False),
         html.Header(className="header", children=[
             html.H1("pidflow"),

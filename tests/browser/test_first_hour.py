@@ -95,3 +95,59 @@ def test_every_view_has_its_own_url(demo_server, tmp_path):
         wait_for_traces(page, "question-figure", "baseline:synergy")
         assert "image 3?" in page.locator(".question-card").inner_text()
         page.screenshot(path=str(ARTIFACTS / "first-02-question-link-1920.png"), full_page=False)
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    """Jobs take 60 s: long enough to see them run and cancel them."""
+    with running_server(run_s=60.0) as (url, service):
+        yield url, service
+
+
+def test_costs_are_known_before_running_and_impossible_requests_are_refused_at_their_field(slow_server, tmp_path):
+    url, _ = slow_server
+    with chromium(tmp_path / "profile") as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(url + "/")
+        page.get_by_role("button", name="Run analysis").wait_for(timeout=TIMEOUT_MS)
+        page.wait_for_selector("#estimate:has-text('Expected run time')", timeout=TIMEOUT_MS)
+        assert "bias of the total" in page.locator("#estimate").inner_text()
+
+        # too few questions for the PCA sizes: said next to the field, live and after Run; the form is kept
+        page.locator("#n-questions").fill("3")
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_selector("#n-questions-error:has-text('need at least 42 questions')", timeout=TIMEOUT_MS)
+        assert page.locator("#n-questions").input_value() == "3"
+        assert "Cannot start" in page.locator("#submit-status").inner_text()
+        # more questions than the task has: how many exist
+        page.locator("#n-questions").fill("1500")
+        page.wait_for_selector("#n-questions-error:has-text('1,280 test questions')", timeout=TIMEOUT_MS)
+        page.locator("#n-questions").fill("400")
+        page.locator("#dim-vision").fill("512")
+        page.wait_for_selector("#dims-error:has-text('at most 64')", timeout=TIMEOUT_MS)  # the server's bound
+        page.screenshot(path=str(ARTIFACTS / "first-03-refused-1366.png"), full_page=True)
+        page.locator("#dim-vision").fill("8")
+        page.wait_for_function("!document.querySelector('#dims-error').innerText", timeout=TIMEOUT_MS)
+
+
+def test_cancel_a_running_analysis(slow_server, tmp_path):
+    url, service = slow_server
+    with chromium(tmp_path / "profile", width=1920, height=1080) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.goto(url + "/")
+        page.get_by_role("button", name="Run analysis").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#bootstrap").fill("3")  # a request of its own
+        page.get_by_role("button", name="Run analysis").click()
+        page.wait_for_selector("#cancel:visible", timeout=TIMEOUT_MS)
+        assert page.get_by_role("button", name="Run analysis").is_disabled()  # one run at a time
+        page.wait_for_function("document.querySelector('#submit-status').innerText.includes('left')",
+                               timeout=TIMEOUT_MS)  # an estimate of the time left
+        job_id = query_of(page)["analysis"]  # the running job has its URL too
+        assert service.status(job_id)["state"] in ("queued", "running")
+        page.screenshot(path=str(ARTIFACTS / "first-04-running-1920.png"), full_page=False)
+        page.get_by_role("button", name="Cancel").click()
+        page.wait_for_selector("#submit-status:has-text('Cancelled')", timeout=TIMEOUT_MS)
+        assert page.get_by_role("button", name="Run analysis").is_enabled()
+        assert not page.locator("#cancel").is_visible()
+        with pytest.raises(KeyError):
+            service.status(job_id)
