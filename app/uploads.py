@@ -7,6 +7,8 @@ Errors: `UploadTooLarge` (HTTP 413), `ValueError` for a file or request that doe
 
 from __future__ import annotations
 
+import hashlib
+
 from worker.uploads import UploadStore
 
 PREFIX = "features:"
@@ -39,11 +41,16 @@ class FeatureUploads:
         if not data:
             raise ValueError("no file: send the features file's bytes as the body "
                              "(Content-Type: application/octet-stream)")
+        known = self.store.refresh(hashlib.sha256(data).hexdigest())  # the same bytes were checked before
+        if known is not None:
+            return {**known, "created": False}
         feature_set = read_features(data, filename=filename)
-        created = self.store.put(feature_set)
-        return {**feature_set.describe(), "created": created, "request": features_request(feature_set)}
+        summary = {**feature_set.describe(), "request": features_request(feature_set)}
+        created = self.store.put(feature_set, summary)
+        return {**summary, "created": created}
 
     def info(self, sha: str) -> dict:
+        """The stored summary of an uploaded file (with its `request`); KeyError when unknown."""
         info = self.store.info(sha) if isinstance(sha, str) and sha.isalnum() else None
         if info is None:
             raise KeyError(f"unknown features file {sha!r} (never uploaded, or older than PIDFLOW_UPLOAD_TTL_S)")

@@ -41,7 +41,7 @@ class FeaturesFileError(ValueError):
 
 @dataclass
 class FeatureSet:
-    """A checked features file: `features` (pidcore Features, float32 states), `images` (uint8 or None),
+    """A checked features file: `features` (pidcore Features; states float32, or float16 as in the file), `images` (uint8 or None),
     `sha256` of the file's bytes, its `format`, and `knockout`: the knocked-out run's Features, or None."""
 
     features: Features
@@ -164,7 +164,7 @@ def _read_pt(data: bytes) -> dict:
 def _numpy(tensor) -> np.ndarray:
     import torch
 
-    if tensor.dtype in (torch.bfloat16, torch.float16):
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
         tensor = tensor.float()
     return tensor.detach().cpu().numpy()
 
@@ -210,7 +210,8 @@ def _float_array(value: np.ndarray, name: str, ndim: int, problems: list[str]) -
         axes = "(layers, questions, hidden)" if ndim == 3 else "(questions, k)"
         problems.append(f"{name} must be {axes}, got shape {value.shape}")
         return None
-    value = value.astype(np.float32)
+    if value.dtype not in (np.float16, np.float32):  # float16 stays float16 (half the memory); the rest float32
+        value = value.astype(np.float32)
     bad = ~np.isfinite(value)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -481,4 +482,5 @@ def _as_array(value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor (bfloat16 included)
         value = value.detach().float().cpu().numpy()
     array = np.asarray(value)
-    return array.astype(np.float32) if array.dtype.kind == "f" and array.dtype != np.float32 else array
+    return array.astype(np.float32) if array.dtype.kind == "f" and array.dtype not in (np.float16, np.float32) \
+        else array

@@ -26,23 +26,29 @@ class UploadStore:
     def __init__(self, client, ttl_s: int = DEFAULT_TTL_S):
         self.redis, self.ttl_s = client, ttl_s
 
-    def put(self, feature_set) -> bool:
-        """Store a checked pidcore.featurefile.FeatureSet; False (TTL refreshed) when it was already here."""
+    def refresh(self, sha: str) -> dict | None:
+        """The stored summary of file `sha` with its expiry pushed back, or None when it is not here."""
+        pipe = self.redis.pipeline()
+        pipe.hget(PREFIX + sha, "info")
+        pipe.expire(PREFIX + sha, self.ttl_s)
+        pipe.expire(IMAGES_PREFIX + sha, self.ttl_s)
+        info, _, _ = pipe.execute()
+        return json.loads(info) if info is not None else None
+
+    def put(self, feature_set, summary: dict | None = None) -> bool:
+        """Store a checked pidcore.featurefile.FeatureSet and its JSON `summary` (default: describe());
+        False (expiry refreshed) when it was already here."""
         from pidcore.uploaded import features_bytes
 
         key, images_key = PREFIX + feature_set.sha256, IMAGES_PREFIX + feature_set.sha256
-        if self.redis.exists(key):
-            pipe = self.redis.pipeline()
-            pipe.expire(key, self.ttl_s)
-            pipe.expire(images_key, self.ttl_s)
-            pipe.execute()
+        if self.refresh(feature_set.sha256) is not None:
             return False
         pipe = self.redis.pipeline()
         if feature_set.images is not None:
             pipe.delete(images_key)
             pipe.hset(images_key, mapping={str(i): _png(image) for i, image in enumerate(feature_set.images)})
             pipe.expire(images_key, self.ttl_s)
-        pipe.hset(key, mapping={**features_bytes(feature_set), "info": json.dumps(feature_set.describe())})
+        pipe.hset(key, mapping={**features_bytes(feature_set), "info": json.dumps(summary or feature_set.describe())})
         pipe.expire(key, self.ttl_s)
         pipe.execute()
         return True

@@ -179,3 +179,14 @@ def test_knockout_errors():
         read_features(_npz(**base, **{**knocked, "knockout.language": np.zeros((3, 10, 4))}, meta=meta))
     with pytest.raises(FeaturesFileError, match="no knockout.vision"):
         read_features(_npz(**base, meta=meta))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".npz"])
+def test_float16_stays_float16(tmp_path, system, suffix):
+    vision, language, y = system
+    half = vision.astype(np.float16)
+    path = tmp_path / f"half{suffix}"
+    write_features(path, vision=half, language=language.astype(np.float16), target=y)
+    loaded = read_features(path).features
+    assert loaded.vision.dtype == np.float16 and loaded.target.dtype == np.float32
+    np.testing.assert_array_equal(loaded.vision, half)
