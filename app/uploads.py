@@ -66,7 +66,9 @@ class FeatureUploads:
             info = self.info(sha)
         except KeyError as exc:
             raise ValueError(f"{exc.args[0]}: upload it first (POST /api/v1/features)") from exc
-        check_request(AnalysisRequest.from_dict(dict(request)), info)
+        parsed = AnalysisRequest.from_dict(dict(request))
+        check_request(parsed, info)
+        _precheck(parsed, info)
 
     def num_layers(self, model: str) -> int | None:
         """Decoder layers of an uploaded file (its layers minus the embedding layer), None when unknown."""
@@ -85,3 +87,24 @@ class FeatureUploads:
         if png is None:
             raise KeyError(f"unknown image {image_id!r}")
         return png
+
+
+def _precheck(request, info: dict) -> None:
+    """As app.precheck for models: refuse PCA sizes beyond the file's dimensions, or too few of its questions
+    for them (each cross-fitting fold needs more questions than latent dimensions)."""
+    from app.precheck import Refused
+    from pidcore import costs
+    from pidcore.validation import rows_needed
+
+    dims = list(request.dims)
+    for index, (name, size) in enumerate((("vision", info["vision_dim"]), ("language", info["language_dim"]),
+                                          ("target", info["target_dim"]))):
+        if dims[index] > size:
+            raise Refused("dims", f"the file's {name} has {size} dimensions: its PCA size can be at most {size} "
+                                  f"(asked {dims[index]})")
+    total = sum(min(request.n_questions, info["tasks"][task]) for task in request.tasks)
+    needed = rows_needed(sum(dims), request.bootstrap) * costs.FOLDS
+    if total < needed and not request.correct_only:
+        raise Refused("dims", f"PCA sizes {' + '.join(map(str, dims))} = {sum(dims)} latent dimensions need at "
+                              f"least {needed} questions in all ({costs.FOLDS} folds of {needed // costs.FOLDS}); "
+                              f"the file gives {total}: lower the PCA sizes or add questions")

@@ -37,8 +37,9 @@ def features_sha(model: str) -> str:
 
 
 def features_request(feature_set: FeatureSet, **options) -> dict:
-    """The AnalysisRequest dict that analyses every question of the file; `options` may set measure, dims,
-    gaussianize, bootstrap, seed, correct_only, tasks and n_questions."""
+    """The AnalysisRequest dict that analyses every question of the file (default PCA sizes capped at the
+    file's dimensions); `options` may set measure, dims, gaussianize, bootstrap, seed, correct_only, tasks and
+    n_questions."""
     counts = feature_set.task_counts()
     unknown = sorted(set(options) - {*ANALYSIS_OPTIONS, "tasks", "n_questions"})
     if unknown:
@@ -48,6 +49,9 @@ def features_request(feature_set: FeatureSet, **options) -> dict:
                "tasks": sorted(counts), "split": SPLIT, "n_questions": max(counts.values()),
                "language_pooling": meta["language_pooling"], "target": meta["target"],
                "knockout": feature_set.describe()["knockout"]}
+    sizes = feature_set.describe()
+    request["dims"] = [min(d, sizes[name]) for d, name in zip(request["dims"], ("vision_dim", "language_dim",
+                                                                               "target_dim"), strict=True)]
     request.update({key: value for key, value in options.items() if value is not None})
     return AnalysisRequest.from_dict(request).to_dict()
 

@@ -117,6 +117,11 @@ def test_upload_errors(stack, features_file):
                                                      "split": "uploaded", "tasks": ["count"], "target": "hidden"},
                             headers=AUTH)
     assert wrong_task.status_code == 422 and "not in the file" in wrong_task.json()["detail"]
+    info = httpx.get(f"{api}/features/{sha}").json()
+    too_wide = httpx.post(f"{api}/analyses", json={**info["request"], "dims": [7, 2, 2]}, headers=AUTH)
+    assert too_wide.status_code == 422 and "vision has 6 dimensions" in too_wide.json()["detail"]
+    too_few = httpx.post(f"{api}/analyses", json={**info["request"], "n_questions": 5}, headers=AUTH)
+    assert too_few.status_code == 422 and "the file gives 10" in too_few.json()["detail"]
     assert httpx.get(f"{api}/features/{'1' * 64}").status_code == 404
 
 
