@@ -125,6 +125,49 @@ def _start_worker(index: int, verbose: bool, log_dir: Path) -> subprocess.Popen:
                                 preexec_fn=die_with_parent)
 
 
+class Supervisor:
+    """Keeps `pidflow serve`'s workers running: a daemon thread checks them every `poll_s` seconds and
+    restarts one that exited (killed, out of memory, crashed), waiting longer (up to a minute) each time
+    one dies within `quick_s` seconds of its start, so a worker that cannot start does not spin."""
+
+    def __init__(self, start, count: int, poll_s: float = 1.0, quick_s: float = 20.0):
+        self.start, self.poll_s, self.quick_s = start, poll_s, quick_s
+        self.children = [start(index) for index in range(count)]
+        self.started = [time.monotonic()] * count
+        self.restarts = [0] * count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pidflow-supervisor", daemon=True)
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        backoff = [0.0] * len(self.children)
+        while not self._stop.wait(self.poll_s):
+            for index, child in enumerate(self.children):
+                status = child.poll()
+                if status is None:
+                    continue
+                quick = time.monotonic() - self.started[index] < self.quick_s
+                backoff[index] = min(60.0, max(1.0, 2 * backoff[index])) if quick else 0.0
+                print(f"[pidflow] worker {index} exited (status {status}); restarting it"
+                      + (f" in {backoff[index]:.0f} s" if backoff[index] else ""), flush=True)
+                if backoff[index] and self._stop.wait(backoff[index]):
+                    return
+                self.children[index] = self.start(index)
+                self.started[index] = time.monotonic()
+                self.restarts[index] += 1
+
+    def __exit__(self, *exc) -> None:
+        """Stop supervising, then stop every worker (SIGTERM, then SIGKILL)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        for child in self.children:
+            stop_process(child)
+
+
 class _Server(uvicorn.Server):
     """uvicorn that stops on SIGINT/SIGTERM without re-raising the signal, so our cleanup runs."""
 
@@ -154,7 +197,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
     _check_port(host, port)
     signal.signal(signal.SIGTERM, _interrupt)  # before uvicorn runs: stop like Ctrl-C, cleaning up
     local_redis = None
-    children: list[subprocess.Popen] = []
+    supervisor = None
     try:
         if not os.environ.get("REDIS_URL"):
             folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -165,10 +208,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
         else:
             redis_line = f"{os.environ['REDIS_URL']} (from REDIS_URL)"
         log_dir = local_redis.directory.parent / "logs" if local_redis else Path(tempfile.gettempdir()) / "pidflow-logs"
-        for index in range(workers):
-            children.append(_start_worker(index, verbose, log_dir))
+        supervisor = Supervisor(lambda index: _start_worker(index, verbose, log_dir), workers).__enter__()
         workers_line = f"{workers} Celery worker(s), " + (
-            "logging here (--verbose)" if verbose else f"logs in {log_dir}/ (--verbose shows them here)")
+            "logging here (--verbose)" if verbose else f"logs in {log_dir}/ (--verbose shows them here)") + \
+            ", restarted if one dies"
 
         from app.server import create_app
 
@@ -183,8 +226,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
         server.run()
         return 0
     finally:
-        for child in children:
-            stop_process(child)
+        if supervisor is not None:
+            supervisor.__exit__(None, None, None)
         if local_redis is not None:
             local_redis.stop()
             os.environ.pop("REDIS_URL", None)

@@ -178,12 +178,18 @@ def _plugin(z: np.ndarray, groups: list, dims, measure: str) -> PID:
 
 
 def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str, rounds: int,
-           seed: int) -> np.ndarray:
-    """(rounds, 5) plug-in PIDs (bits, FIELDS order) of rows resampled within folds (pidcore.estimate)."""
+           seed: int, tick: Callable[[int], None] | None = None) -> np.ndarray:
+    """(rounds, 5) plug-in PIDs (bits, FIELDS order) of rows resampled within folds (pidcore.estimate);
+    ``tick(round)`` before each round (the caller's progress callback, which may raise to stop)."""
     out = np.empty((rounds, len(FIELDS)))
     for index, rows in enumerate(bootstrap_rows(fold_ids, rounds, seed)):
+        if tick is not None:
+            tick(index)
         sample, sample_folds = z[rows], fold_ids[rows]
-        pid = _plugin(sample, _groups(sample_folds, shared), dims, measure)
+        try:
+            pid = _plugin(sample, _groups(sample_folds, shared), dims, measure)
+        except ValueError:  # a resample repeats rows: it can be singular where the whole sample is not
+            pid = _plugin(_jitter(sample, seed + 15485863 + index), _groups(sample_folds, shared), dims, measure)
         out[index] = [getattr(pid, k) for k in FIELDS]
     return out
 
@@ -222,13 +228,18 @@ def _nondegenerate(z: np.ndarray, fold_ids: np.ndarray, seed: int, label: str) -
     warnings.warn(f"{label}: the latents are (almost) deterministic functions of one another; added noise of "
                   f"{DEGENERATE_JITTER:g} relative variance, so information is capped near "
                   f"{0.5 * np.log2(1 / DEGENERATE_JITTER):.0f} bits per such direction", RuntimeWarning, stacklevel=4)
-    rng = np.random.default_rng(seed + 104729)
+    return _jitter(z, seed + 104729)
+
+
+def _jitter(z: np.ndarray, seed: int) -> np.ndarray:
+    """``z`` plus seeded noise of DEGENERATE_JITTER relative variance per column."""
+    rng = np.random.default_rng(seed)
     return z + np.sqrt(DEGENERATE_JITTER) * z.std(axis=0) * rng.standard_normal(z.shape)
 
 
 def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int,
             label: str = "latents", shared: bool = False, estimator: str = "corrected",
-            gaussianization: str = "") -> PIDFlowResult:
+            gaussianization: str = "", tick: Callable[[int], None] | None = None) -> PIDFlowResult:
     if not np.all(np.isfinite(z)):
         raise ValueError("Gaussianization produced non-finite latents")
     z = _nondegenerate(z, fold_ids, seed, label)
@@ -243,7 +254,7 @@ def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: 
     pointwise = np.empty((len(z), 4))
     for rows, group_pid in zip(groups, chosen, strict=True):
         pointwise[rows] = _pointwise(z[rows], dims, measure, group_pid)
-    draws = _draws(z, fold_ids, shared, dims, measure, bootstrap, seed) if bootstrap > 0 else None
+    draws = _draws(z, fold_ids, shared, dims, measure, bootstrap, seed, tick) if bootstrap > 0 else None
     ci = intervals(pid, draws, estimator) if draws is not None else {}
     bias = {k: plugin.as_dict()[k] - pid.as_dict()[k] for k in FIELDS}
     return PIDFlowResult(pid=pid, ci=ci, pointwise=pointwise, dims=dims, n=len(z), latents=z, plugin=plugin,
@@ -275,7 +286,9 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
 
     Every layer's PCA runs first, then all flows are trained together (see pidcore.latents.crossfit), then the
     per-layer Gaussian PIDs; ``progress(fraction, message)`` reports all three stages (fraction 0..1, never
-    decreasing: PCA, then each finished batch of flows, then each layer's PID). ``gaussianize``: "auto"
+    decreasing: PCA, then each finished batch of flows, then each layer's PID, and at least every TICK_S
+    seconds inside bootstrap loops); an exception it raises stops the work (how a service cancels a
+    running analysis: pidcore knows nothing of it). ``gaussianize``: "auto"
     (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.latents."""
     dims = _check_dims(dims)
     gaussianize = check_mode(gaussianize)
@@ -299,6 +312,9 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
         return _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstrap, seed, options,
                           report)
 
+
+#: The progress callback is called at least this often (seconds) inside bootstrap loops.
+TICK_S = 0.2
 
 #: Warn when the expected upward bias of the plug-in total I(X1, X2; Y) reaches this many bits.
 SMALL_SAMPLE_BIAS_BITS = 0.25
@@ -356,13 +372,21 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstr
                        estimator)
     results = []
     for layer, (z1, z2) in enumerate(zip(zx[::2], zx[1::2], strict=True)):
-        report(pid_start + (1 - pid_start) * layer / len(checked), f"PID of layer {layer + 1}/{len(checked)}")
+        at = pid_start + (1 - pid_start) * layer / len(checked)
+        report(at, f"PID of layer {layer + 1}/{len(checked)}")
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
         mode = _describe(fitted.modes, groups[layer])
+
+        def tick(index: int, at=at, layer=layer, last=[0.0]) -> None:  # noqa: B006 - every long loop reports
+            now = time.monotonic()  # (at most every TICK_S), so a caller can stop it by raising
+            if now - last[0] >= TICK_S:
+                last[0] = now
+                report(at, f"PID of layer {layer + 1}/{len(checked)}: bootstrap round {index + 1}/{bootstrap}")
+
         results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
                                label=f"layer {layer}", shared=fitted.shared, estimator=estimator,
-                               gaussianization=mode))
+                               gaussianization=mode, tick=tick))
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
     return LayerwiseResult(layers=results, timings=timings)

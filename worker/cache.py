@@ -174,7 +174,8 @@ class JobStore:
 
     @staticmethod
     def keys(job_id: str) -> dict[str, str]:
-        return {kind: f"{PREFIX}{kind}:{job_id}" for kind in ("job", "features", "layers", "parts", "result")}
+        return {kind: f"{PREFIX}{kind}:{job_id}"
+                for kind in ("job", "features", "layers", "parts", "result", "running")}
 
     def _run(self, name: str, job_id: str, kinds: tuple[str, ...], *args):
         keys = self.keys(job_id)

@@ -2,6 +2,14 @@
 ping). Each ready worker refreshes `pidflow:worker:<name>` (expires after PIDFLOW_HEARTBEAT_TTL_S) from a
 daemon thread and lists `<name>` in the set `pidflow:workers`; a clean shutdown removes both, a killed
 worker's key expires. `live_workers(client)` counts the names whose key still exists (one round trip).
+
+The same beat renews the worker's **leases**: the broker keeps each delivered, unacknowledged message in
+kombu's `unacked_index` sorted set scored by its delivery time, and hands it to another worker once that
+score is older than the visibility timeout (PIDFLOW_VISIBILITY_TIMEOUT_S, 30 s by default). Every beat
+re-scores the messages this worker holds to "now", so a live worker's long task is never redelivered,
+while a killed worker's message comes back within the timeout plus a restore interval (about 40 s).
+Each task's `pidflow:running:<job>` hash names the worker of its tasks (field -> worker name), so a
+status can say that a job's worker is gone.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ import os
 import socket
 import threading
 import time
+from functools import lru_cache
 
 import redis
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_prerun, task_received, worker_ready, worker_shutdown
 
 from worker.cache import connect
 from worker.settings import WorkerSettings
@@ -22,6 +31,21 @@ from worker.settings import WorkerSettings
 log = logging.getLogger("pidflow.worker")
 KEY_PREFIX = "pidflow:worker:"
 INDEX = "pidflow:workers"
+UNACKED_INDEX = "unacked_index"  # kombu's Redis transport default (unacked_index_key)
+RUNNING_PREFIX = "pidflow:running:"
+
+# KEYS: kombu's unacked index. ARGV: now, delivery tags. Re-scores the tags still unacknowledged; returns
+# the tags no longer there (acknowledged or restored), so the caller stops renewing them.
+_RENEW = """
+local gone = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+  else table.insert(gone, ARGV[i]) end
+end
+return gone
+"""
+_held: set[str] = set()  # delivery tags of the messages this process received and has not seen acked
+_held_lock = threading.Lock()
 
 # KEYS: index. ARGV: key prefix. Counts members whose key exists and drops the others from the index.
 _COUNT = """
@@ -39,12 +63,14 @@ def live_workers(client: redis.Redis) -> int:
 
 
 class Heartbeat:
-    """Refreshes one worker's key every `ttl_s / 3` seconds from a daemon thread until `stop()`."""
+    """Refreshes one worker's key (and its leases) every min(`ttl_s` / 3, `interval_s`) seconds from a
+    daemon thread until `stop()`."""
 
-    def __init__(self, client: redis.Redis, name: str, ttl_s: float):
+    def __init__(self, client: redis.Redis, name: str, ttl_s: float, interval_s: float | None = None):
         if ttl_s <= 0:
             raise ValueError(f"heartbeat TTL must be positive, got {ttl_s}")
         self.client, self.name, self.ttl_s = client, name, ttl_s
+        self.interval_s = min(ttl_s / 3, interval_s or ttl_s)
         self.key = KEY_PREFIX + name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,11 +78,12 @@ class Heartbeat:
                                  "started_at": time.time()})
 
     def beat(self) -> None:
-        """Write the key (with its TTL) and the index entry together."""
+        """Write the key (with its TTL) and the index entry together, then renew the held leases."""
         pipe = self.client.pipeline(transaction=True)
         pipe.set(self.key, self._info, px=max(1, round(1000 * self.ttl_s)))
         pipe.sadd(INDEX, self.name)
         pipe.execute()
+        renew_leases(self.client)
 
     def _run(self) -> None:
         while True:
@@ -64,7 +91,7 @@ class Heartbeat:
                 self.beat()
             except redis.exceptions.RedisError as exc:  # Redis away: keep trying, the key expires meanwhile
                 log.warning("heartbeat of %s not written: %s", self.name, exc)
-            if self._stop.wait(self.ttl_s / 3):
+            if self._stop.wait(self.interval_s):
                 return
 
     def start(self) -> Heartbeat:
@@ -86,6 +113,89 @@ class Heartbeat:
             log.warning("heartbeat of %s not removed (it expires in %.0f s): %s", self.name, self.ttl_s, exc)
 
 
+def renew_leases(client: redis.Redis) -> int:
+    """Re-score this process's unacknowledged messages to now (one round trip); how many were renewed."""
+    with _held_lock:
+        tags = sorted(_held)
+    if not tags:
+        return 0
+    gone = [t.decode() if isinstance(t, bytes) else t for t in client.eval(_RENEW, 1, UNACKED_INDEX, time.time(), *tags)]
+    with _held_lock:
+        _held.difference_update(gone)
+    return len(tags) - len(gone)
+
+
+@lru_cache(maxsize=1)
+def _client() -> redis.Redis:
+    return connect(WorkerSettings.from_env())
+
+
+def worker_name() -> str:
+    return _current.name if _current is not None else f"{socket.gethostname()}:{os.getpid()}"
+
+
+@task_received.connect
+def _hold(request=None, **_) -> None:
+    """In the consumer (main) process: remember the delivery tag of each message it receives."""
+    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+    if tag:
+        with _held_lock:
+            _held.add(str(tag))
+
+
+def _running_field(task) -> tuple[str, str] | None:
+    args = list(getattr(task.request, "args", None) or [])
+    if len(args) < 2 or not isinstance(args[0], str):
+        return None
+    field = task.name.rsplit(".", 1)[-1] + ("" if len(args) < 4 else f":{args[2]}:{args[3]}")
+    return RUNNING_PREFIX + args[0], field
+
+
+@task_prerun.connect
+def _running(task=None, **_) -> None:
+    """Name this worker as the one running a job's task (what status reads when the worker is gone)."""
+    where = _running_field(task) if task is not None else None
+    if where is None:
+        return
+    try:
+        pipe = _client().pipeline()
+        pipe.hset(where[0], where[1], worker_name())
+        pipe.expire(where[0], WorkerSettings.from_env().work_ttl_s)
+        pipe.execute()
+    except redis.exceptions.RedisError as exc:
+        log.warning("could not record the running task: %s", exc)
+
+
+@task_postrun.connect
+def _finished(task=None, **_) -> None:
+    where = _running_field(task) if task is not None else None
+    if where is None:
+        return
+    try:
+        _client().hdel(*where)
+    except redis.exceptions.RedisError:
+        pass
+
+
+def lost_tasks(client: redis.Redis, job_id: str) -> list[tuple[str, str]]:
+    """(task, worker) of a job's tasks whose worker's heartbeat expired (killed, out of memory, lost)."""
+    running = {k.decode(): v.decode() for k, v in client.hgetall(RUNNING_PREFIX + job_id).items()}
+    if not running:
+        return []
+    names = sorted(set(running.values()))
+    pipe = client.pipeline()
+    for name in names:
+        pipe.exists(KEY_PREFIX + name)
+    alive = dict(zip(names, pipe.execute(), strict=True))
+    return [(task, name) for task, name in running.items() if not alive[name]]
+
+
+def lost_task_count(client: redis.Redis) -> int:
+    """Tasks, over all jobs, whose worker's heartbeat expired and that no worker has taken up again yet."""
+    return sum(len(lost_tasks(client, key.decode()[len(RUNNING_PREFIX):]))
+               for key in client.scan_iter(match=RUNNING_PREFIX + "*", count=500))
+
+
 _current: Heartbeat | None = None
 
 
@@ -95,7 +205,9 @@ def _start(sender=None, **_) -> None:
     global _current
     settings = WorkerSettings.from_env()
     name = f"{getattr(sender, 'hostname', None) or socket.gethostname()}:{os.getpid()}"
-    _current = Heartbeat(connect(settings), name, settings.heartbeat_ttl_s).start()
+    # beat often enough to renew leases well within the visibility timeout
+    _current = Heartbeat(connect(settings), name, settings.heartbeat_ttl_s,
+                         interval_s=settings.visibility_timeout_s / 4).start()
 
 
 @worker_shutdown.connect

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from worker.cache import JobStore, connect, job_id_for
+from worker.heartbeat import lost_tasks
 from worker.settings import WorkerSettings
 
 
@@ -103,6 +104,11 @@ def status(job_id: str) -> JobInfo:
     if raw is None:
         raise KeyError(f"unknown analysis {job_id!r}")
     idle = time.time() - float(raw["updated_at"])
+    if raw["state"] == "running":
+        lost = lost_tasks(store.redis, job_id)
+        if lost:
+            raw["message"] = (f"the worker of its {lost[0][0]} task ({lost[0][1]}) is gone (killed or out of memory); "
+                              f"the task goes back to the queue within about {settings.visibility_timeout_s + 10} s")
     if raw["state"] == "running" and idle > settings.stale_s:
         store.fail(job_id, raw["attempt"], f"no progress for {idle:.0f} s: its worker was lost and the task was "
                                            f"not redelivered; submit the request again to restart")

@@ -30,7 +30,7 @@ class WorkerSettings:
     """Everything the Celery app, the tasks and `worker.jobs` read; times in seconds."""
 
     redis_url: str = DEFAULT_REDIS_URL
-    visibility_timeout_s: int = 3600  # an unacknowledged task is redelivered after this long
+    visibility_timeout_s: int = 30  # an unacknowledged task not renewed by a live worker's beat is redelivered
     restore_interval_s: int = 10  # how often a worker looks for such tasks
     stale_s: int = 2 * 3600 + 600  # a queued/running job with no update for this long is failed
     layer_batch: int = 8  # layers per analyze task (each refits the target: fewer, larger batches on one worker)
@@ -41,6 +41,7 @@ class WorkerSettings:
     socket_timeout_s: float = 5.0
     preload: tuple[str, ...] = ("demo",)  # models a worker loads (and runs once) when it starts
     heartbeat_ttl_s: float = 15.0  # a worker's liveness key expires this long after its last beat
+    task_time_limit_s: int = 7200  # a task running longer fails its job (checked at every progress step)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> WorkerSettings:
@@ -50,7 +51,7 @@ class WorkerSettings:
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
             visibility_timeout_s=visibility,
             restore_interval_s=env_number(env, "PIDFLOW_RESTORE_INTERVAL_S", min(cls.restore_interval_s, visibility)),
-            stale_s=env_number(env, "PIDFLOW_STALE_S", 2 * visibility + 600),
+            stale_s=env_number(env, "PIDFLOW_STALE_S", max(cls.stale_s, 2 * visibility + 600)),
             layer_batch=env_number(env, "PIDFLOW_LAYER_BATCH", cls.layer_batch),
             result_ttl_s=env_number(env, "PIDFLOW_RESULT_TTL_S", cls.result_ttl_s),
             failed_ttl_s=env_number(env, "PIDFLOW_FAILED_TTL_S", cls.failed_ttl_s),
@@ -60,4 +61,5 @@ class WorkerSettings:
             preload=tuple(m.strip() for m in env.get("PIDFLOW_WORKER_PRELOAD", "demo").split(",")
                           if m.strip() and m.strip() != "0"),
             heartbeat_ttl_s=env_number(env, "PIDFLOW_HEARTBEAT_TTL_S", cls.heartbeat_ttl_s, float, 0.3),
+            task_time_limit_s=env_number(env, "PIDFLOW_TASK_TIME_LIMIT_S", cls.task_time_limit_s),
         )

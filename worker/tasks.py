@@ -65,14 +65,33 @@ def _request(job: dict):
     return AnalysisRequest.from_dict(json.loads(job["request"]))
 
 
+class TaskTimeLimit(Exception):
+    """A task ran longer than PIDFLOW_TASK_TIME_LIMIT_S (raised from its progress callback)."""
+
+
 class _Reporter:
-    """Progress callback that maps a step's fraction onto [start, end], at most every PROGRESS_EVERY_S."""
+    """Progress callback that maps a step's fraction onto [start, end], at most every PROGRESS_EVERY_S.
+    Every call also enforces the task's time limit (TaskTimeLimit), and every write finds out whether the
+    job still exists (JobGone stops the task: a delete cancels running work within about a second)."""
 
     def __init__(self, job_id: str, attempt: str, stage: str, start: float, end: float):
         self.job_id, self.attempt, self.stage, self.start, self.end = job_id, attempt, stage, start, end
         self._last = 0.0
+        self.limit_s = _context()[0].task_time_limit_s
+        self.deadline = time.monotonic() + self.limit_s
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TaskTimeLimit(f"the {self.stage} task ran longer than {self.limit_s} s "
+                                f"(PIDFLOW_TASK_TIME_LIMIT_S); ask for less work (questions, bootstrap, layers)")
+
+    def due(self) -> bool:
+        """Whether PROGRESS_EVERY_S passed since the last write (checks the time limit too)."""
+        self.check_time()
+        return time.monotonic() - self._last >= PROGRESS_EVERY_S
 
     def set(self, fraction: float, message: str, force: bool = False) -> None:
+        self.check_time()
         now = time.monotonic()
         if not force and now - self._last < PROGRESS_EVERY_S:
             return
@@ -209,6 +228,8 @@ def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int])
             raise RuntimeError(f"the {run} features of this job are missing from Redis (evicted?)")
 
         def on_batch(fraction: float, message: str) -> None:
+            if not reporter.due():  # the pipeline calls this often (every bootstrap round at most 0.2 s apart)
+                return
             try:
                 landed = store.part(job_id, attempt, field, fraction)
             except CONNECTION_ERRORS:

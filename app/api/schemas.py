@@ -84,6 +84,8 @@ class Health(BaseModel):
     ok: bool
     redis: bool
     workers: int | None = Field(description="live workers (Redis heartbeats, busy ones included); null when unknown")
+    lost_tasks: int | None = Field(None, description="tasks whose worker died (heartbeat expired) and that no worker "
+                                                     "has taken up again yet; null when unknown")
 
 
 class Message(BaseModel):

@@ -3,6 +3,7 @@ SIGTERM stops every child it started (no orphans)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -91,14 +92,15 @@ SMALL = {"n_questions": 30, "dims": [2, 2, 1], "gaussianize": False}
 
 
 @pytest.mark.slow
-def test_a_restart_of_serve_loses_no_job_result_or_queued_task(tmp_path):
-    """The attack of issue 12: stop `pidflow serve` and start it again on the same data folder. The
+def test_a_restart_of_serve_loses_no_job_result_or_queued_task_and_a_killed_worker_is_restarted(tmp_path):
+    """The attacks of issue 12: stop `pidflow serve` and start it again on the same data folder. The
     finished result, the accepted job that had no worker yet, and its queued task all survive; the
-    folder (append-only file) stays after exit; a second server on the same folder is refused."""
+    folder (append-only file) stays after exit; a second server on the same folder is refused. Then
+    kill -9 its worker: serve starts a new one and the next job runs."""
     import httpx
 
     data = tmp_path / "data"
-    env = {"PIDFLOW_DATA_DIR": str(data)}
+    env = {"PIDFLOW_DATA_DIR": str(data), "PIDFLOW_WORKER_PRELOAD": "0"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     first = spawn(port, workers=1, env=env, stdout=subprocess.PIPE)
@@ -121,15 +123,35 @@ def test_a_restart_of_serve_loses_no_job_result_or_queued_task(tmp_path):
         assert queued["state"] == "queued"
         assert httpx.get(f"{base}/api/v1/analyses/{done['id']}/result", timeout=10).json() == result
         stop_served(second)
-        third = spawn(port, workers=1, env=env)
+        third = spawn(port, workers=1, env=env, stdout=subprocess.PIPE)
         wait_healthy(base, third, workers=1, timeout_s=120)
         assert httpx.get(f"{base}/api/v1/analyses/{done['id']}/result", timeout=10).json() == result
         _wait_state(base, queued["id"], "succeeded")  # its task message survived in the append-only file
+        # kill -9 the worker: serve restarts it, and the next job runs
+        (worker,) = [c for c in children_of(third.pid) if alive(c) and "celery" in _cmdline(c)]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            restarted = [c for c in children_of(third.pid) if alive(c) and "celery" in _cmdline(c)]
+            health = httpx.get(f"{base}/api/v1/healthz", timeout=10).json()
+            if restarted and restarted != [worker] and health["workers"] == 1:
+                break
+            assert time.monotonic() < deadline, f"the killed worker was not restarted: {health}"
+            time.sleep(0.3)
+        _wait_state(base, _post(base, {**SMALL, "seed": 2})["id"], "succeeded")
         stop_served(third)
+        assert "worker 0 exited (status -9); restarting it" in third.stdout.read()
     finally:
         for proc in (first, locals().get("second"), locals().get("third")):
             if proc is not None:
                 stop_served(proc)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
 
 
 def _env_without_redis() -> dict:

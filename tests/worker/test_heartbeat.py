@@ -54,9 +54,9 @@ def test_healthz_counts_a_busy_worker_and_drops_a_killed_one_within_the_ttl(star
     def health() -> dict:
         return api.get("/api/v1/healthz").json()
 
-    assert health() == {"ok": False, "redis": True, "workers": 0}
+    assert health() == {"ok": False, "redis": True, "workers": 0, "lost_tasks": 0}
     worker = start_worker("busy", PIDFLOW_HEARTBEAT_TTL_S=str(TTL_S), PIDFLOW_LAYER_BATCH="8")
-    assert health() == {"ok": True, "redis": True, "workers": 1}
+    assert health() == {"ok": True, "redis": True, "workers": 1, "lost_tasks": 0}
     job = jobs.submit(BUSY)
     try:
         _wait(lambda: jobs.status(job.id).stage == "analyze", 90, "the analysis to start")

@@ -192,7 +192,10 @@ def test_worker_settings_from_env_read_numbers_and_name_bad_ones():
     settings = WorkerSettings.from_env({"PIDFLOW_VISIBILITY_TIMEOUT_S": "60", "PIDFLOW_REDIS_TIMEOUT_S": "0.5",
                                         "PIDFLOW_LAYER_BATCH": "", "PIDFLOW_WORKER_PRELOAD": "0"})
     assert settings.visibility_timeout_s == 60 and settings.restore_interval_s == 10
-    assert settings.stale_s == 2 * 60 + 600  # follows the visibility timeout
+    assert settings.stale_s == 7800  # at least 2 h 10 min: a running job's batches may wait in a long queue
+    assert WorkerSettings.from_env({"PIDFLOW_VISIBILITY_TIMEOUT_S": "4000"}).stale_s == 2 * 4000 + 600
+    defaults = WorkerSettings.from_env({})
+    assert (defaults.visibility_timeout_s, defaults.task_time_limit_s) == (30, 7200)  # leases renewed by beats
     assert settings.socket_timeout_s == 0.5 and settings.layer_batch == 8 and settings.preload == ()
     with pytest.raises(ValueError, match="PIDFLOW_LAYER_BATCH must be an integer, got '2.5'"):
         WorkerSettings.from_env({"PIDFLOW_LAYER_BATCH": "2.5"})
