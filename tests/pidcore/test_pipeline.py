@@ -77,7 +77,10 @@ def test_flow_determinism_and_layerwise_equals_per_layer():
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
     # 2 layers x 2 sources + the target, 2 folds each: 10 flows, reported while they train
     assert "normalizing flows 10/10 trained" in [message for _, message in calls]
-    assert [message for _, message in calls if message.startswith("PID")] == ["PID of layer 1/2", "PID of layer 2/2"]
+    layer_steps = [message for _, message in calls if message.startswith("PID") and "bootstrap" not in message]
+    assert layer_steps == ["PID of layer 1/2", "PID of layer 2/2"]
+    # the bootstrap loop reports too (at least every TICK_S), so a caller can stop it
+    assert "PID of layer 2/2: bootstrap round 1/200" in [message for _, message in calls]
     for layer, a in zip(layers.layers, (x1, x1 ** 3), strict=True):
         single = pid_flow(a, x2, y, dims=(2, 2, 1), seed=3, flow_options=FAST)
         assert single.pid == layer.pid
