@@ -692,10 +692,11 @@ def question_card(view: dict) -> html.Div:
 
     answers = [item for item in (outcome("baseline"), outcome("knockout")) if item is not None]
     return html.Div(className="question-card", children=[
-        html.Img(src=view.get("image_url"), alt=f"image {view.get('image_id')}", id="question-image"),
+        html.Img(src=view.get("image_url"), alt=f"image {view.get('image_id')}", id="question-image")
+        if view.get("image_url") else html.Div("(no image: the features file has none)", className="hint"),
         html.Div([
-            html.P(view.get("question"), className="question-text"),
-            html.P([html.B("Gold answer: "), str(view.get("answer"))]),
+            html.P(view.get("question") or "(no question text in the features file)", className="question-text"),
+            html.P([html.B("Gold answer: "), str(view.get("answer") or "(not given)")]),
             html.Ul(answers, className="answers"),
             html.P(f"{view.get('task')} · {view.get('qid')}", className="hint"),
         ]),

@@ -143,7 +143,11 @@ def test_cli_uploads_with_server(stack, features_file, tmp_path):
 def test_drop_a_features_file_in_the_dashboard(stack, tmp_path):
     vision, language, y = known_system(seed=9)
     path = tmp_path / "mine.safetensors"
-    sha = write_features(path, vision=vision, language=language, target=y, meta={"model": "my-vlm"})
+    yy, xx = np.mgrid[0:32, 0:32]
+    disc = ((yy - 16) ** 2 + (xx - 16) ** 2 < 100)[None, :, :, None] * np.array([200, 40, 40], dtype=np.uint8)
+    sha = write_features(path, vision=vision, language=language, target=y, meta={"model": "my-vlm"},
+                         images=np.repeat(disc.astype(np.uint8), N, axis=0), answers=["red"] * N,
+                         questions=[f"What colour is disc {i}?" for i in range(N)])
     os.makedirs(ARTIFACTS, exist_ok=True)
     with chromium(tmp_path / "profile") as context:
         page = context.pages[0] if context.pages else context.new_page()
@@ -170,10 +174,19 @@ def test_drop_a_features_file_in_the_dashboard(stack, tmp_path):
         np.testing.assert_allclose(traces["unique_vision"]["y"], [entry["unique_vision"] for entry in expected],
                                    rtol=1e-6)
         page.screenshot(path=os.path.join(ARTIFACTS, "byo-02-result.png"), full_page=True)
+        page.locator(".tab", has_text="Questions").first.click()
+        page.locator("#question-pick").click()
+        page.keyboard.type("disc 7?")
+        page.get_by_role("option").filter(has_text="What colour is disc 7?").first.click()
+        page.wait_for_function("() => { const img = document.querySelector('#question-image');"
+                               " return img && img.complete && img.naturalWidth === 32; }", timeout=20_000)
+        page.wait_for_function("document.querySelector('#question-view').innerText.includes('disc 7')",
+                               timeout=20_000)
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-03-question.png"), full_page=True)
         page.locator(".tab", has_text="New analysis").first.click()
         page.locator("#features-upload input[type=file]").set_input_files(
             {"name": "broken.npz", "mimeType": "application/octet-stream", "buffer": b"not a features file"})
         page.wait_for_function("document.querySelector('#features-summary').innerText.includes('Cannot analyse')",
                                timeout=30_000)
         assert "not a readable npz archive" in page.locator("#features-summary").inner_text()
-        page.screenshot(path=os.path.join(ARTIFACTS, "byo-03-error.png"), full_page=True)
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-04-error.png"), full_page=True)
