@@ -97,7 +97,7 @@ def detect_format(data: bytes, filename: str | None = None) -> str:
     if data[:4] == b"PK\x03\x04":
         try:
             names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except zipfile.BadZipFile as error:
+        except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError) as error:
             raise FeaturesFileError(f"not a features file: a broken zip archive ({error})") from error
         return "pt" if any(name.endswith("data.pkl") for name in names) else "npz"
     if len(data) > 9 and data[8:9] == b"{":
@@ -115,9 +115,9 @@ def _read_npz(data: bytes) -> dict:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             raw = {name: archive[name] for name in archive.files}
     except ValueError as error:
-        raise FeaturesFileError(f"npz: {error} (object arrays are not accepted: save strings as str arrays)") \
-            from error
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        hint = " (object arrays are not accepted: save strings as str arrays)" if "pickle" in str(error) else ""
+        raise FeaturesFileError(f"not a readable npz archive: {error}{hint}") from error
+    except Exception as error:  # noqa: BLE001 - a corrupt archive fails in many ways (zlib, zip, EOF, unicode)
         raise FeaturesFileError(f"not a readable npz archive: {error}") from error
     for name in ("meta", "answer_set", *STRINGS, KNOCKOUT + "predicted"):
         if name in raw and raw[name].dtype.kind in "US":
@@ -351,7 +351,11 @@ def _window_problems(spec, layers: int | None) -> list[str]:
 def _p_correct(raw: dict, name: str, n: int | None, problems: list[str]) -> np.ndarray | None:
     if name not in raw:
         return None
-    value = np.asarray(raw[name], dtype=float).reshape(-1)
+    try:
+        value = np.asarray(raw[name], dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        problems.append(f"{name} must hold numbers (probabilities)")
+        return None
     if n is not None and len(value) != n:
         problems.append(f"{name} has {len(value)} entries for {n} questions")
     elif not np.all((value >= 0) & (value <= 1)):

@@ -190,3 +190,24 @@ def test_float16_stays_float16(tmp_path, system, suffix):
     loaded = read_features(path).features
     assert loaded.vision.dtype == np.float16 and loaded.target.dtype == np.float32
     np.testing.assert_array_equal(loaded.vision, half)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pt"])
+def test_damaged_files_give_a_features_error(tmp_path, suffix):
+    """Truncated or corrupted files of every format: a FeaturesFileError (HTTP 422), nothing else."""
+    path = tmp_path / f"small{suffix}"
+    rng = np.random.default_rng(0)
+    write_features(path, vision=rng.normal(size=(3, 20, 4)), language=rng.normal(size=(3, 20, 4)),
+                   target=rng.normal(size=20), tasks=["a"] * 20, meta={"model": "m"})
+    data = path.read_bytes()
+    damaged = [data[:cut] for cut in np.linspace(0, len(data) - 1, 12).astype(int)]
+    for index in rng.integers(0, len(data), 24):
+        flipped = bytearray(data)
+        flipped[index] ^= 0xFF
+        damaged.append(bytes(flipped))
+    for blob in damaged:
+        for name in (None, path.name):
+            try:
+                read_features(blob, filename=name)
+            except FeaturesFileError:
+                pass
