@@ -99,6 +99,11 @@ def _fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(ids)
 
 
+def bootstrap_question_rows(n: int, rounds: int, seed: int, folds: int = 2) -> list[np.ndarray]:
+    """The resampled row indices behind ``layerwise(..., bootstrap=rounds, seed=seed, folds=folds)``'s draws."""
+    return list(bootstrap_rows(_fold_ids(n, folds, seed), rounds, seed))
+
+
 def _validate(x1, x2, y):
     arrays = [check_samples(v, name) for v, name in ((x1, "x1"), (x2, "x2"), (y, "y"))]
     lengths = {len(a) for a in arrays}

@@ -75,7 +75,8 @@ def tiny_model(tmp_path_factory):
 def test_whole_analysis_with_knockout(tiny_model, measure):
     request = AnalysisRequest.from_dict({
         "model": tiny_model, "tasks": ["color", "shape"], "n_questions": 12, "measure": measure,
-        "dims": [4, 4, 3], "gaussianize": False, "knockout": {"edges": ["image->question"], "layers": [2, 3]}})
+        "dims": [4, 4, 3], "gaussianize": False, "bootstrap": 0,
+        "knockout": {"edges": ["image->question"], "layers": [2, 3]}})
     seen = []
     result = run_analysis(request, progress=lambda fraction, message: seen.append(fraction))
     assert result["schema"] == "pidflow.result/1" and result["n_questions"] == 24
@@ -104,6 +105,29 @@ def test_whole_analysis_with_knockout(tiny_model, measure):
     assert again["runs"] == result["runs"], "deterministic for a seed"
 
 
+def test_knockout_deltas_before_the_window_are_exactly_zero_with_the_baseline_target(tiny_model):
+    """The knockout run is analysed against the baseline's Y by default: every pooled layer up to the window's
+    first decoder layer has the same PID in both runs (delta exactly 0, paired interval [0, 0], within noise);
+    with each run's own Y those layers move. Every effect metric has a paired interval holding its value."""
+    base = {"model": tiny_model, "tasks": ["color", "shape"], "n_questions": 40, "dims": [3, 3, 2],
+            "gaussianize": "copula", "bootstrap": 60, "knockout": {"edges": ["image->question"], "layers": [2, 3]}}
+    result = run_analysis(AnalysisRequest.from_dict(base))
+    effects = result["effects"]
+    for entry in effects["per_layer"][:3]:  # pooled layers 0-2: before decoder layer 2 acts
+        for term in ("redundancy", "unique_vision", "unique_language", "synergy", "total"):
+            assert entry[term] == 0.0 and entry["ci"][term] == [0.0, 0.0] and entry["within_noise"][term], term
+    assert any(entry["total"] != 0.0 for entry in effects["per_layer"][3:])
+    for name, (lo, hi) in effects["intervals"].items():
+        assert lo <= effects[name] <= hi, name
+    assert set(effects["intervals"]) >= {"trapped_unique_vision", "compensatory_synergy", "information_cost",
+                                         "answer_probability_change", "accuracy_change"}
+    assert "baseline's Y" in result["estimates"]["knockout_target"]
+    assert all("draws" not in entry for entry in result["runs"]["baseline"]["layers"])
+    own = run_analysis(AnalysisRequest.from_dict({**base, "knockout_target": "own"}))
+    assert any(entry["total"] != 0.0 for entry in own["effects"]["per_layer"][:3])
+    assert own["runs"]["baseline"]["layers"] == result["runs"]["baseline"]["layers"]
+
+
 def test_bad_task_and_window_are_clear(tiny_model):
     with pytest.raises(ValueError, match="unknown task"):
         run_analysis(AnalysisRequest.from_dict({"model": tiny_model, "tasks": ["size"], "n_questions": 4}))
@@ -129,7 +153,9 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
         ci = {"redundancy": (0.0, 0.2), "unique1": (0.1, 0.3), "unique2": (0.2, 0.4), "synergy": (0.3, 0.5),
               "total": (0.9, 1.1)}
         layer = types.SimpleNamespace(pid=pid, ci=ci, pointwise=np.tile([0.1, 0.2, 0.3, 0.4], (len(y), 1)),
-                                      gaussianization="copula")
+                                      gaussianization="copula", plugin=pid, estimator="corrected",
+                                      bias=dict.fromkeys(pid.as_dict(), 0.0), samples_per_covariance=len(y),
+                                      draws=None)
         return types.SimpleNamespace(layers=[layer] * len(x1_layers))
 
     monkeypatch.setitem(sys.modules, "pidcore.pipeline", types.SimpleNamespace(layerwise=fake_layerwise))
@@ -145,8 +171,8 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
     assert entries[0]["unique_vision"] == 0.2 and entries[0]["unique_language"] == 0.3
     assert entries[0]["ci"]["unique_vision"] == [0.1, 0.3] and entries[0]["ci"]["total"] == [0.9, 1.1]
     assert np.array(entries[1]["pointwise"]).shape == (n, 4) and entries[0]["gaussianization"] == "copula"
-    assert calls == [([(5, 6), (5, 6)], {"dims": (3, 3, 2), "gaussianize": "auto", "measure": "broja", "bootstrap": 10,
-                                          "seed": 4})], "one layerwise call for all layers"
+    assert calls == [([(5, 6), (5, 6)], {"dims": (3, 3, 2), "gaussianize": "auto", "measure": "broja",
+                                          "estimator": "corrected", "bootstrap": 10, "seed": 4})], "one layerwise call for all layers"
     with pytest.raises(ValueError, match="outside"):
         analyze_layers(features, request, layers=[3])
 
