@@ -28,7 +28,12 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
                              "held-out likelihood; none: PCA only; copula; flow (always the joint flows)")
     parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_const", const="none",
                         help="same as --gaussianize none")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULTS["bootstrap"])
+    parser.add_argument("--estimator", choices=["corrected", "plugin"], default=DEFAULTS["estimator"],
+                        help="corrected (default): bias-corrected parts; plugin: the uncorrected plug-in estimate")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULTS["bootstrap"],
+                        help=f"bootstrap rounds of the 95%% intervals (default {DEFAULTS['bootstrap']}; 0: none)")
+    parser.add_argument("--knockout-target", choices=["baseline", "own"], default=DEFAULTS["knockout_target"],
+                        help="the knockout run's target Y: the baseline's (default) or its own")
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument(
         "--knockout",
@@ -55,7 +60,9 @@ def _request_dict(args: argparse.Namespace) -> dict:
         "measure": args.measure,
         "dims": list(args.dims),
         "gaussianize": args.gaussianize,
+        "estimator": args.estimator,
         "bootstrap": args.bootstrap,
+        "knockout_target": args.knockout_target,
         "seed": args.seed,
         "knockout": None,
     }

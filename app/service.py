@@ -33,7 +33,8 @@ KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->las
 DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the dashboard opens with
     "model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "split": "test", "n_questions": 400,
     "correct_only": False, "language_pooling": "mean", "target": "logprobs", "measure": "broja",
-    "dims": [8, 8, 4], "gaussianize": "auto", "bootstrap": 0, "knockout": None, "seed": 0,
+    "dims": [8, 8, 4], "gaussianize": "auto", "estimator": "corrected", "bootstrap": 200, "knockout": None,
+    "knockout_target": "baseline", "seed": 0,
 }
 RATE_PREFIX = "pidflow:rate:"
 AUTH_FAIL_PREFIX = "pidflow:authfail:"

@@ -43,8 +43,18 @@ class AnalysisRequestBody(BaseModel):
                     "only), copula (per-coordinate normal scores, then PCA), flow (copula, PCA, then joint flows); "
                     "true/false of older clients mean auto/none")
     bootstrap: int = Field(DEFAULT_REQUEST["bootstrap"], ge=0,
-                           description="bootstrap rounds for intervals, 0 for none (at most PIDFLOW_MAX_BOOTSTRAP)")
+                           description="bootstrap rounds of the 95% intervals (paired between runs), 0 for none (at most "
+                                       "PIDFLOW_MAX_BOOTSTRAP)")
+    estimator: Literal["corrected", "plugin"] = Field(
+        DEFAULT_REQUEST["estimator"],
+        description="corrected (default): bias-corrected parts (exact Wishart correction of each mutual information, "
+                    "simulated correction of the union information); plugin: the uncorrected plug-in estimate, "
+                    "biased upward at small samples")
     knockout: KnockoutSpec | None = None
+    knockout_target: Literal["baseline", "own"] = Field(
+        DEFAULT_REQUEST["knockout_target"],
+        description="the target Y of the knockout run: the baseline's (default; layers before the window then have "
+                    "a delta of exactly 0) or the knockout run's own answer distribution")
     seed: int = Field(DEFAULT_REQUEST["seed"], ge=0, le=MAX_SEED)
 
 
