@@ -33,7 +33,7 @@ from pidcore.info import logdet_bias
 from pidcore.pid import PID, gaussian_pid
 
 __all__ = ["corrected_pid", "plugin_bias", "mi_bias", "bootstrap_rows", "basic_interval", "percentile_interval",
-           "CorrectedPID", "FIELDS", "ESTIMATORS"]
+           "CorrectedPID", "FIELDS", "ESTIMATORS", "resample_pid"]
 
 _LN2 = math.log(2.0)
 FIELDS = ("redundancy", "unique1", "unique2", "synergy", "total")
@@ -54,6 +54,21 @@ def plugin_bias(dims, n: int) -> float:
     """Exact expected upward bias (bits) of the plug-in total I(X1, X2; Y) from ``n`` Gaussian samples."""
     d1, d2, dy = dims
     return mi_bias(d1 + d2, dy, n)
+
+
+#: Relative ridge for a resampled covariance that is (almost) singular (a resample of few distinct rows of
+#: low-rank latents): the same 1e-6 relative variance that the pipeline adds to degenerate latents.
+RESAMPLE_RIDGE = 1e-6
+
+
+def resample_pid(cov: np.ndarray, dims, measure: str) -> tuple[PID, bool]:
+    """Plug-in PID (bits) of a resampled covariance and whether it had to be regularised: a singular resample
+    gets ``RESAMPLE_RIDGE`` times its variances added to the diagonal instead of failing."""
+    try:
+        return gaussian_pid(cov, dims, measure), False
+    except ValueError:
+        ridge = np.diag(np.diag(cov)) * RESAMPLE_RIDGE
+        return gaussian_pid(cov + ridge, dims, measure), True
 
 
 def _terms(pid: PID) -> np.ndarray:
@@ -123,7 +138,7 @@ def corrected_pid(cov, dims, n: int, measure: str = "broja", *, bias_draws: int 
     if bias_draws > 0:
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 5381])
         samples = wishart_covariances(matrix, n, int(bias_draws), rng)
-        union_bias = _union_bias(np.array([_terms(gaussian_pid(s, (d1, d2, dy), measure)) for s in samples]),
+        union_bias = _union_bias(np.array([_terms(resample_pid(s, (d1, d2, dy), measure)[0]) for s in samples]),
                                  np.array([i1, i2, i12, union]), np.array([b1, b2, b12]))
     corrected = _from_terms(i1 - b1, i2 - b2, i12 - b12, union - union_bias)
     bias = {k: plugin.as_dict()[k] - corrected.as_dict()[k] for k in FIELDS}

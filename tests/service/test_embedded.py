@@ -88,7 +88,7 @@ def _wait_state(base: str, job_id: str, state: str, timeout_s: float = 90) -> di
         time.sleep(0.3)
 
 
-SMALL = {"n_questions": 30, "dims": [2, 2, 1], "gaussianize": False}
+SMALL = {"n_questions": 30, "dims": [2, 2, 1], "gaussianize": False, "bootstrap": 0}
 
 
 @pytest.mark.slow

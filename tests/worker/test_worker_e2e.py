@@ -16,7 +16,7 @@ from worker import jobs
 from worker.revision import model_revision
 
 PARTS = ("redundancy", "unique_vision", "unique_language", "synergy")
-SMALL = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_questions": 60, "dims": [4, 4, 3],
+SMALL = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_questions": 80, "dims": [4, 4, 3],
          "gaussianize": False, "seed": 11}
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_demo_analysis_end_to_end(finished, redis_server, client):
     assert num_layers == 6 and document["model"]["revision"] == model_revision("demo")
     _check_run(document["runs"]["baseline"], num_layers)
     assert document["runs"]["knockout"] is None and document["request"]["seed"] == SMALL["seed"]
-    assert len(document["questions"]) == document["n_questions"] == len(document["pointwise"]["baseline"]) == 60
+    assert len(document["questions"]) == document["n_questions"] == len(document["pointwise"]["baseline"]) == 80
     assert all(len(per_question) == num_layers + 1 for per_question in document["pointwise"]["baseline"])
     assert document["timing"]["extract_s"] > 0
     job = client.hgetall(f"pidflow:job:{info.id}")
@@ -132,6 +132,6 @@ def test_batched_layers_equal_one_in_process_analysis(finished):
         for key in (*PARTS, "total"):
             assert ours[key] == pytest.approx(theirs[key], rel=1e-9, abs=1e-12)
     ours, theirs = np.array(document["pointwise"]["baseline"]), np.array(reference["pointwise"]["baseline"])
-    assert ours.shape == theirs.shape == (60, 7, 4)
+    assert ours.shape == theirs.shape == (80, 7, 4)
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
     assert document["questions"] == reference["questions"]
