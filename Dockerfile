@@ -18,6 +18,7 @@ COPY worker ./worker
 COPY app ./app
 COPY static ./static
 RUN pip install . && (python -m app.ui.plotly_bundle || echo "dashboard: using the full plotly.js bundle") \
+    && (python -m app.docs_assets || echo "API docs: linking the OpenAPI JSON") \
     && useradd --create-home --uid 1000 pidflow && mkdir -p /data/hf && chown pidflow /data/hf
 USER pidflow
 

@@ -12,9 +12,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.routing import Match, Mount
 
+from app.api import errors
 from app.api.conditional import CachedResultFastPath
 from app.api.routes import router
 from app.api.schemas import with_server_limits
+from app.docs_assets import add_docs_routes
 from app.service import AnalysisService, ServiceUnavailable
 from app.settings import Settings
 
@@ -99,12 +101,14 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
         "information quantities are in bits. In hosted mode (PIDFLOW_API_TOKENS set) writes need "
         "`Authorization: Bearer <token>`.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served from local assets by app.docs_assets (no CDN)
         redoc_url=None,
         lifespan=_lifespan,
     )
     app.state.service = service
     app.include_router(router)
+    add_docs_routes(app)
+    errors.install(app)
     _publish_limits(app, service)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
@@ -129,7 +133,8 @@ def _publish_limits(app: FastAPI, service: AnalysisService) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = with_server_limits(build(), service.limits(), service.settings.models)
+            app.openapi_schema = errors.unify_openapi(
+                with_server_limits(build(), service.limits(), service.settings.models))
         return app.openapi_schema
 
     app.openapi = openapi

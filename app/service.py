@@ -235,9 +235,13 @@ class AnalysisService:
         return self.cached_result(analysis_id).document
 
     def result_csv(self, analysis_id: str) -> str:
-        """One row per run x layer: the four parts and the total (bits), CI bounds when present."""
+        """One row per run x layer: analysis id, model, tasks, run, layer, the four parts and the total
+        (bits), CI bounds when present."""
         document = self._document(analysis_id)
-        columns = ["run", "layer", *PID_FIELDS, "total"]
+        request = document.get("request") or {}
+        model = (document.get("model") or {}).get("name") or request.get("model", "")
+        labels = [analysis_id, model, "+".join(request.get("tasks") or [])]
+        columns = ["analysis_id", "model", "tasks", "run", "layer", *PID_FIELDS, "total"]
         ci_fields = [*PID_FIELDS, "total"]
         has_ci = any(
             layer.get("ci") for run in document["runs"].values() if run for layer in run.get("layers", [])
@@ -251,7 +255,7 @@ class AnalysisService:
             if not run:
                 continue
             for layer in run["layers"]:
-                row = [run_name, layer["layer"], *(layer[name] for name in ci_fields)]
+                row = [*labels, run_name, layer["layer"], *(layer[name] for name in ci_fields)]
                 if has_ci:
                     ci = layer.get("ci") or {}
                     for name in ci_fields:

@@ -371,6 +371,8 @@ def assemble_result(request: AnalysisRequest, features: dict, layer_results: dic
         "questions": questions,
         "pointwise": {"baseline": pointwise(base_layers),
                       "knockout": pointwise(knock_layers) if knocked is not None else None},
+        "pointwise_axes": ["question", "layer", "term"],  # pointwise[run][question][layer][term], bits
+        "pointwise_terms": ["redundancy", "unique_vision", "unique_language", "synergy"],
         "timing": dict(timing or {}),
     }
 

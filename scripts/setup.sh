@@ -21,3 +21,5 @@ fi
 # plotly.js's cartesian bundle for the dashboard (a third of the full bundle: faster first view);
 # without it the dashboard uses plotly.py's full bundle
 .venv/bin/python -m app.ui.plotly_bundle || echo "[setup] going on without it"
+# Swagger UI and ReDoc for /api/v1/docs and /api/v1/redoc, served locally (no CDN)
+.venv/bin/python -m app.docs_assets || echo "[setup] going on without them"

@@ -10,7 +10,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.api.conditional import result_response
-from app.api.schemas import AnalysisPage, AnalysisRequestBody, Health, JobStatus, Message, ShareLink
+from app.api.errors import FieldError
+from app.api.schemas import (
+    AnalysisPage,
+    AnalysisRequestBody,
+    Health,
+    JobStatus,
+    Message,
+    ResultDocument,
+    ShareLink,
+)
 from app.api.security import require_reader, require_writer
 from app.service import AnalysisService, JobNotReady, QuotaExceeded
 from app.uploads import UploadTooLarge
@@ -47,7 +56,9 @@ def _mapped_errors():
             detail = f"analysis {job.get('id')} failed: {job.get('error') or 'no reason recorded'}"
         else:
             detail = f"analysis {job.get('id')} is {job.get('state')} ({job.get('stage') or 'waiting'}), no result yet"
-        raise HTTPException(409, detail=detail) from exc
+        # a job still running: ask again in a few seconds; a failed one will not change by waiting
+        retry = {} if job.get("state") == "failed" else {"Retry-After": "5"}
+        raise HTTPException(409, detail=detail, headers=retry or None) from exc
     except PermissionError as exc:
         raise HTTPException(403, detail=str(exc)) from exc
     except QuotaExceeded as exc:
@@ -55,7 +66,7 @@ def _mapped_errors():
     except UploadTooLarge as exc:
         raise HTTPException(413, detail=str(exc)) from exc
     except ValueError as exc:
-        raise HTTPException(422, detail=str(exc)) from exc
+        raise FieldError(422, detail=str(exc), field=getattr(exc, "field", None)) from exc
 
 
 def _with_links(job: dict, request: Request) -> dict:
@@ -91,7 +102,10 @@ def _result(service: AnalysisService, analysis_id: str, fmt: str, request: Reque
 
 
 ResultFormat = Annotated[Literal["json", "csv"], Query(alias="format")]
-RESULT_DOC = {200: {"content": {"application/json": {}, "text/csv": {}},
+RESULT_DOC = {200: {"model": ResultDocument,
+                    "content": {"text/csv": {"schema": {"type": "string", "description": "columns analysis_id, "
+                                                        "model, tasks, run, layer, the four parts, total (bits), "
+                                                        "CI bounds when present"}}},
                     "description": "the result document (pidflow.result/1), gzip-encoded when the client "
                                    "accepts it, with an ETag (304 for If-None-Match); or one CSV row per run x layer"},
               304: {"description": "If-None-Match names the result's ETag: unchanged"}}

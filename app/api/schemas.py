@@ -98,8 +98,61 @@ class Health(BaseModel):
                                                      "has taken up again yet; null when unknown")
 
 
+class ErrorItem(BaseModel):
+    field: str | None = Field(None, description="the request field it is about (dotted), when one is")
+    message: str
+
+
 class Message(BaseModel):
-    detail: str
+    """The shape of every error answer."""
+
+    detail: str = Field(description="what went wrong and, where it can, what to change")
+    errors: list[ErrorItem] | None = Field(None, description="one entry per problem, with its field")
+
+
+class LayerEntry(BaseModel):
+    """One layer of one run (bits)."""
+
+    model_config = ConfigDict(extra="allow")
+    layer: int = Field(description="0 = embeddings, l = after decoder layer l - 1")
+    redundancy: float
+    unique_vision: float
+    unique_language: float
+    synergy: float
+    total: float
+    ci: dict[str, list[float | None] | None] | None = Field(None, description="term -> [low, high] (bits)")
+    warnings: list[str] | None = None
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    layers: list[LayerEntry]
+    accuracy: float | None = None
+    mean_p_correct: float | None = None
+
+
+class Runs(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    baseline: RunResult
+    knockout: RunResult | None = None
+
+
+class ResultDocument(BaseModel):
+    """The result document, schema pidflow.result/1 (docs/architecture.md). `pointwise[run]` is indexed
+    [question][layer][term] in the order of `questions` and terms (redundancy, unique_vision,
+    unique_language, synergy), bits; `pointwise_axes` and `pointwise_terms` label it."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_: str = Field(alias="schema", description="pidflow.result/1")
+    request: dict
+    model: dict | None = None
+    n_questions: int | None = None
+    runs: Runs
+    effects: dict | None = None
+    questions: list[dict] | None = None
+    pointwise: dict[str, list[list[list[float | None]]] | None] | None = None
+    pointwise_axes: list[str] | None = None
+    pointwise_terms: list[str] | None = None
 
 
 def with_server_limits(document: dict, limits: dict, models: tuple[str, ...]) -> dict:
