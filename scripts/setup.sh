@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install pidflow with its pinned dependencies.
 # Usage: bash scripts/setup.sh [extras]   e.g. "test"
+# One install stamp (.venv/.pidflow-installed) lists the extras installed with the current pyproject.toml:
+# run.sh (no extras) and test.sh ("test") never reinstall each other's packages; pyproject.toml changes
+# reinstall once with every extra installed so far.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -9,14 +12,28 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=".venv/.pidflow-installed${extras:+-$extras}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] installing pidflow${extras:+[$extras]} (about a minute on a cold machine)"
+stamp=".venv/.pidflow-installed"
+installed=""
+fresh=0
+if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ]; then
+  installed="$(cat "$stamp")"
+  fresh=1
+fi
+needed=0
+[ "$fresh" = 1 ] || needed=1
+if [ -n "$extras" ] && ! printf '%s\n' "$installed" | tr ',' '\n' | grep -qx "$extras"; then
+  needed=1
+fi
+if [ "$needed" = 1 ]; then
+  # keep what was installed before (a pyproject.toml change reinstalls those extras too)
+  previous="$(cat "$stamp" 2>/dev/null || true)"
+  want="$(printf '%s\n%s\n' "$previous" "$extras" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd, - || true)"
+  echo "[setup] installing pidflow${want:+[$want]} (about a minute on a cold machine)"
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first, pinned, so no other package pulls a multi-GB CUDA build
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -e ".${want:+[$want]}"
+  printf '%s\n' "$want" > "$stamp"
 fi
 # plotly.js's cartesian bundle for the dashboard (a third of the full bundle: faster first view);
 # without it the dashboard uses plotly.py's full bundle
