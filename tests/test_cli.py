@@ -81,7 +81,8 @@ def run_cli(*args, env_token=None):
 
 def test_analyze_through_server_saves_the_result(hosted_server, tmp_path):
     out = tmp_path / "result.json"
-    proc = run_cli("analyze", "--server", hosted_server, "--n-questions", "20", "--dims", "2", "2", "1", "-o", str(out),
+    proc = run_cli("analyze", "--server", hosted_server, "--n-questions", "20", "--dims", "2", "2", "1", "--bootstrap", "0",
+                   "-o", str(out),
                    env_token="cli-token")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
