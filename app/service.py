@@ -317,9 +317,13 @@ class AnalysisService:
         return analysis_id
 
     # -- features files (app/uploads.py) ----------------------------------------------------------
-    def upload_features(self, data: bytes, filename: str | None = None) -> dict:
+    def upload_features(self, data: bytes, filename: str | None = None, token: str | None = None) -> dict:
         """Check and store a features file; its summary and the request that analyses it."""
-        return self._call(self.uploads.upload, data, filename)
+        return self._call(self.uploads.upload, data, filename, token)
+
+    def delete_features(self, features_id: str, token: str | None = None) -> bool:
+        """Remove an uploaded features file; hosted mode: only a token that uploaded it (PermissionError)."""
+        return self._call(self.uploads.delete, features_id, token)
 
     def features_info(self, features_id: str) -> dict:
         return self._call(self.uploads.info, features_id)

@@ -28,7 +28,7 @@ class FeatureUploads:
         self.settings = settings
         self.store = UploadStore(redis_client, settings.upload_ttl_s)
 
-    def upload(self, data: bytes, filename: str | None = None) -> dict:
+    def upload(self, data: bytes, filename: str | None = None, token: str | None = None) -> dict:
         """Check and store a features file: its summary (id, model, sizes, tasks), `created` (False when
         the same file was here already) and `request`, the AnalysisRequest that analyses all of it."""
         from pidcore.featurefile import read_features
@@ -41,13 +41,25 @@ class FeatureUploads:
         if not data:
             raise ValueError("no file: send the features file's bytes as the body "
                              "(Content-Type: application/octet-stream)")
-        known = self.store.refresh(hashlib.sha256(data).hexdigest())  # the same bytes were checked before
-        if known is not None:
-            return {**known, "created": False}
-        feature_set = read_features(data, filename=filename)
-        summary = {**feature_set.describe(), "request": features_request(feature_set)}
-        created = self.store.put(feature_set, summary)
-        return {**summary, "created": created}
+        sha = hashlib.sha256(data).hexdigest()
+        known = self.store.refresh(sha)  # the same bytes were checked before
+        if known is None:
+            feature_set = read_features(data, filename=filename)
+            known = {**feature_set.describe(), "request": features_request(feature_set)}
+            created = self.store.put(feature_set, known)
+        else:
+            created = False
+        if token:
+            self.store.add_owner(sha, _owner(token))
+        return {**known, "created": created}
+
+    def delete(self, sha: str, token: str | None = None) -> bool:
+        """Remove an uploaded file (analyses already finished keep their results). In hosted mode only a
+        token that uploaded it may (PermissionError); KeyError when unknown."""
+        self.info(sha)
+        if token is not None and _owner(token) not in self.store.owners(sha):
+            raise PermissionError("only a token that uploaded this features file may delete it")
+        return self.store.delete(sha)
 
     def info(self, sha: str) -> dict:
         """The stored summary of an uploaded file (with its `request`); KeyError when unknown."""
@@ -87,6 +99,10 @@ class FeatureUploads:
         if png is None:
             raise KeyError(f"unknown image {image_id!r}")
         return png
+
+
+def _owner(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
 def _precheck(request, info: dict) -> None:

@@ -2,7 +2,8 @@
 
 Keys (`<sha>` = sha256 of the uploaded file): `pidflow:upload:<sha>` (hash: `features` = the checked
 features as pidcore Features bytes, `knockout` = its knocked-out run if any, `info` = JSON summary), `pidflow:upload-images:<sha>` (hash: question
-index -> PNG bytes, when the file has images). Both expire after PIDFLOW_UPLOAD_TTL_S (30 days, as
+index -> PNG bytes, when the file has images), `pidflow:upload-owners:<sha>` (set of the uploaders' token
+hashes, hosted mode). They expire after PIDFLOW_UPLOAD_TTL_S (30 days, as
 results), refreshed when the same file is uploaded again.
 """
 
@@ -15,6 +16,7 @@ from worker.settings import DAY_S
 
 PREFIX = "pidflow:upload:"
 IMAGES_PREFIX = "pidflow:upload-images:"
+OWNERS_PREFIX = "pidflow:upload-owners:"
 DEFAULT_TTL_S = 30 * DAY_S
 
 
@@ -30,9 +32,9 @@ class UploadStore:
         """The stored summary of file `sha` with its expiry pushed back, or None when it is not here."""
         pipe = self.redis.pipeline()
         pipe.hget(PREFIX + sha, "info")
-        pipe.expire(PREFIX + sha, self.ttl_s)
-        pipe.expire(IMAGES_PREFIX + sha, self.ttl_s)
-        info, _, _ = pipe.execute()
+        for prefix in (PREFIX, IMAGES_PREFIX, OWNERS_PREFIX):
+            pipe.expire(prefix + sha, self.ttl_s)
+        info = pipe.execute()[0]
         return json.loads(info) if info is not None else None
 
     def put(self, feature_set, summary: dict | None = None) -> bool:
@@ -52,6 +54,19 @@ class UploadStore:
         pipe.expire(key, self.ttl_s)
         pipe.execute()
         return True
+
+    def add_owner(self, sha: str, owner: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.sadd(OWNERS_PREFIX + sha, owner)
+        pipe.expire(OWNERS_PREFIX + sha, self.ttl_s)
+        pipe.execute()
+
+    def owners(self, sha: str) -> set[str]:
+        return {o.decode() if isinstance(o, bytes) else o for o in self.redis.smembers(OWNERS_PREFIX + sha)}
+
+    def delete(self, sha: str) -> bool:
+        """Remove the file, its images and owners; False when it was not here."""
+        return bool(self.redis.delete(PREFIX + sha, IMAGES_PREFIX + sha, OWNERS_PREFIX + sha))
 
     def info(self, sha: str) -> dict | None:
         raw = self.redis.hget(PREFIX + sha, "info")

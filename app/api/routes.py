@@ -222,7 +222,7 @@ FEATURES_BODY = {"requestBody": {"required": True, "description": "the features 
 async def upload_features(request: Request, response: Response, token: Writer, filename: str | None = None):
     body = await request.body()
     with _mapped_errors():
-        info = await run_in_threadpool(_service(request).upload_features, body, filename)
+        info = await run_in_threadpool(_service(request).upload_features, body, filename, token)
     if not info["created"]:
         response.status_code = 200
     return info
@@ -232,6 +232,14 @@ async def upload_features(request: Request, response: Response, token: Writer, f
 def features_info(features_id: str, request: Request):
     with _mapped_errors():
         return _service(request).features_info(features_id)
+
+
+@router.delete("/features/{features_id}", responses={**WRITE_ERRORS, **ERRORS, 403: {"model": Message}},
+               summary="Remove an uploaded features file (finished analyses keep their results)")
+def delete_features(features_id: str, request: Request, token: Writer):
+    with _mapped_errors():
+        deleted = _service(request).delete_features(features_id, token=token)
+    return {"id": features_id, "deleted": deleted}
 
 
 @router.get("/images/{image_id}", responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}},

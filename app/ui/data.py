@@ -136,8 +136,7 @@ def demo_analysis(service) -> str | None:
 
 def upload_features(service, contents: bytes, filename: str | None, token: str | None = None) -> dict:
     """Check and store a features file (app/uploads.py): its summary and the `request` analysing it."""
-    writer(service, token)
-    return _guard(service.upload_features, contents, filename)
+    return _guard(service.upload_features, contents, filename, writer(service, token))
 
 
 def delete(service, analysis_id: str, token: str | None = None) -> bool:

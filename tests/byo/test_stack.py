@@ -23,6 +23,7 @@ from tests.pidcore.test_featurefile import N, known_system
 
 TOKEN = "byo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OTHER = "other-token"
 MAX_UPLOAD = 1_000_000
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
 OPTIONS = {"dims": [2, 2, 2], "gaussianize": False}
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def stack():
-    env = {"PIDFLOW_API_TOKENS": TOKEN, "PIDFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "PIDFLOW_WORKER_PRELOAD": "0"}
+    env = {"PIDFLOW_API_TOKENS": f"{TOKEN},{OTHER}", "PIDFLOW_MAX_UPLOAD_BYTES": str(MAX_UPLOAD), "PIDFLOW_WORKER_PRELOAD": "0"}
     with served(env=env) as url:
         yield url
 
@@ -136,6 +137,20 @@ def test_cli_uploads_with_server(stack, features_file, tmp_path):
     result = json.loads(out.read_text())
     assert result["runs"] == analyze_features(path, tasks=["shape"], **OPTIONS)["runs"]
     assert result["request"]["model"] == f"features:{sha}" and result["n_questions"] == N // 2
+
+
+def test_only_an_uploader_deletes_a_file(stack, tmp_path):
+    api = stack + "/api/v1"
+    vision, language, y = known_system(seed=11)
+    path = tmp_path / "gone.pt"
+    sha = write_features(path, vision=vision, language=language, target=y)
+    assert httpx.post(f"{api}/features", content=path.read_bytes(), headers=AUTH).status_code == 201
+    other = {"Authorization": f"Bearer {OTHER}"}
+    refused = httpx.delete(f"{api}/features/{sha}", headers=other)
+    assert refused.status_code == 403 and "uploaded" in refused.json()["detail"]
+    assert httpx.delete(f"{api}/features/{sha}", headers=AUTH).json() == {"id": sha, "deleted": True}
+    assert httpx.get(f"{api}/features/{sha}").status_code == 404
+    assert httpx.delete(f"{api}/features/{sha}", headers=AUTH).status_code == 404
 
 
 @pytest.mark.browser
