@@ -36,14 +36,15 @@ def roles_from_masks(image, question, attention_mask=None) -> BatchRoles:
     image, question = _batched(image).bool(), _batched(question).bool()
     if image.shape != question.shape:
         raise ValueError(f"image and question masks differ in shape: {tuple(image.shape)} vs {tuple(question.shape)}")
-    mask = torch.ones_like(image, dtype=torch.long) if attention_mask is None else _batched(attention_mask).long()
+    mask = torch.ones_like(image, dtype=torch.long) if attention_mask is None else \
+        _batched(attention_mask).long().to(image.device)
     if mask.shape != image.shape:
         raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, the role masks {tuple(image.shape)}")
     real = mask.bool()
     for name, role in (("image", image), ("question", question)):
         if not bool((role & real).any(dim=1).all()):
             raise ValueError(f"token roles: an item has no {name} positions")
-    positions = torch.arange(mask.shape[1]).expand_as(mask)
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     answer_index = torch.where(real, positions, -1).max(dim=1).values
     return BatchRoles(attention_mask=mask, image=image & real, question=question & real, answer_index=answer_index)
 
@@ -91,7 +92,7 @@ def answer_states(hidden, roles: BatchRoles, *, axes: str = "layer token hidden"
     """The state at the answer position in `layer` (default the last): (hidden,) or (batch, hidden) float32."""
     states, single = _canonical(hidden, axes)
     _check_roles(states, roles)
-    rows = torch.arange(states.shape[0])
+    rows = torch.arange(states.shape[0], device=states.device)
     picked = states[rows, layer, roles.answer_index.to(states.device)].float().cpu().numpy()
     return picked[0] if single else picked
 

@@ -67,6 +67,13 @@ def test_one_item_in_token_layer_hidden_order(adapter, mixed_items, cached):
                                    expected.target[row], rtol=1e-4, atol=1e-5)
 
 
+def test_public_names():
+    import pidcore
+
+    assert pidcore.pool_roles is pool_roles and pidcore.token_roles is token_roles
+    assert {"read_features", "write_features", "analyze_features", "answer_logprobs"} <= set(pidcore.__all__)
+
+
 def test_clear_errors(cached):
     _, roles, hidden, _, _ = cached
     with pytest.raises(ValueError, match="axes must name"):
