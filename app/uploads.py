@@ -11,8 +11,8 @@ import hashlib
 
 from worker.uploads import UploadStore
 
-PREFIX = "features:"
-IMAGE_PREFIX = "upload."
+PREFIX = "features:"  # pidcore.uploaded.PREFIX; not imported at start so that the API's import stays light
+IMAGE_PREFIX = "upload."  # image ids of a file's questions (pidcore.featurefile)
 
 
 class UploadTooLarge(ValueError):

@@ -44,12 +44,11 @@ def features_request(feature_set: FeatureSet, **options) -> dict:
     unknown = sorted(set(options) - {*ANALYSIS_OPTIONS, "tasks", "n_questions"})
     if unknown:
         raise ValueError(f"features analysis: unknown option(s) {unknown}")
-    meta = feature_set.features.meta
+    sizes = feature_set.describe()
     request = {**AnalysisRequest().to_dict(), "model": feature_set.model, "dataset": DATASET,
                "tasks": sorted(counts), "split": SPLIT, "n_questions": max(counts.values()),
-               "language_pooling": meta["language_pooling"], "target": meta["target"],
-               "knockout": feature_set.describe()["knockout"]}
-    sizes = feature_set.describe()
+               "language_pooling": sizes["language_pooling"], "target": sizes["target"],
+               "knockout": sizes["knockout"]}
     request["dims"] = [min(d, sizes[name]) for d, name in zip(request["dims"], ("vision_dim", "language_dim",
                                                                                "target_dim"), strict=True)]
     request.update({key: value for key, value in options.items() if value is not None})
