@@ -164,7 +164,11 @@ def effects_table(document: dict) -> html.Div:
     baseline, knockout = runs.get("baseline") or {}, runs.get("knockout") or {}
     if not knockout:
         return html.Div("No knockout in this analysis, so no knockout effects.", className="hint")
-    flat = _flatten(effects) if isinstance(effects, dict) else []
+    intervals = (effects or {}).get("intervals") or {}
+    descriptions = (effects or {}).get("descriptions") or {}
+    shown = {k: v for k, v in (effects or {}).items() if k not in ("intervals", "descriptions", "interval_note",
+                                                                   "per_layer")}
+    flat = _flatten(shown) if isinstance(effects, dict) else []
     headline = [(name, value) for name, value in flat if not isinstance(value, str)]
     rows = headline + [(name, value) for name, value in flat if isinstance(value, str)]  # layer lists last
     named = {_metric_name(name)[0] for name, _ in flat}
@@ -177,14 +181,21 @@ def effects_table(document: dict) -> html.Div:
     cells = []
     for key, value in rows:
         name, help_text = _metric_name(key)
+        help_text = descriptions.get(key, help_text)
         heading = [name, " ", help_mark(help_text)] if help_text else name
-        cells.append(html.Tr([html.Th(heading), html.Td(_number(value))]))
+        interval = intervals.get(key)
+        span = f"[{_number(interval[0])}, {_number(interval[1])}]" if interval else ""
+        noise = " within noise" if interval and interval[0] <= 0 <= interval[1] else ""
+        cells.append(html.Tr([html.Th(heading), html.Td(_number(value)), html.Td(span + noise, className="interval")]))
     window = wording.knockout_window(document)
+    note = (effects or {}).get("interval_note")
     return html.Div([
         html.H3("Knockout effects" + (f" ({window})" if window else "")),
-        html.Table(className="metrics", children=[html.Tbody(cells)]),
-        html.Div("Information quantities in bits; probability and accuracy changes are knockout - baseline.",
-                 className="hint"),
+        html.Table(className="metrics", children=[
+            html.Thead(html.Tr([html.Th("metric"), html.Th("value"), html.Th("95% interval" if intervals else "")])),
+            html.Tbody(cells)]),
+        html.Div("Information quantities in bits; probability and accuracy changes are knockout - baseline."
+                 + (f" Intervals: {note}." if note else " No intervals (bootstrap 0)."), className="hint"),
     ])
 
 

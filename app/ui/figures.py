@@ -187,16 +187,30 @@ def difference_figure(document: dict, subtitle: str | None = None) -> go.Figure:
     baseline = {layer["layer"] for layer in run_layers(document, "baseline")}
     x = [layer["layer"] for layer in knockout if layer["layer"] in baseline]
     fig = go.Figure()
+    per_layer = {entry["layer"]: entry for entry in ((document.get("effects") or {}).get("per_layer") or [])}
     for term in (*TERMS, "total"):
         colour = TERM_COLOURS.get(term, "#000000")
         values = difference_values(document, term)
+        bands = [(per_layer.get(layer) or {}).get("ci", {}).get(term) for layer in x]
+        if all(bands):  # paired intervals: the same resampled questions in both runs
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=[b[1] for b in bands] + [b[0] for b in bands][::-1],
+                                     fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0},
+                                     hoverinfo="skip", showlegend=False, meta=f"ci:{term}"))
+        noise = [bool((per_layer.get(layer) or {}).get("within_noise", {}).get(term)) for layer in x]
         fig.add_trace(go.Scatter(
             x=x, y=values, name=TERM_LABELS.get(term, "Total"), mode="lines+markers",
             line={"color": colour, "dash": "dot" if term == "total" else "solid"}, meta=term,
-            customdata=_labels(values, signed=True), hovertemplate="%{customdata} bits",
+            marker={"symbol": ["circle-open" if quiet else "circle" for quiet in noise], "size": 8},
+            customdata=[label + (" (within noise)" if quiet else "") for label, quiet in
+                        zip(_labels(values, signed=True), noise, strict=True)],
+            hovertemplate="layer %{x}: %{customdata} bits",
         ))
     fig.add_hline(y=0, line={"color": "#777", "width": 1})
     shade_window(fig, document)
+    if per_layer and any("within_noise" in entry for entry in per_layer.values()):
+        fig.add_annotation(text="bands: paired 95% intervals; open markers: within the noise", xref="paper",
+                           yref="paper", x=1, y=1.02, showarrow=False, xanchor="right", yanchor="bottom",
+                           font={"size": 11, "color": "#555"})
     return _layout(fig, "Knockout - baseline per layer", "change of information (bits)", subtitle)
 
 

@@ -73,7 +73,7 @@ def test_effects_table_lists_changes_and_metrics_in_plain_words():
     document = make_document({"tasks": ["color"], "knockout": {"edges": ["image->last"], "layers": [0, 1]}})
 
     def rows(doc):
-        table = callbacks.effects_table(doc).children[1].children[0].children
+        table = callbacks.effects_table(doc).children[1].children[1].children
         return [(row.children[0].children, row.children[1].children) for row in table]
 
     def name(heading):
