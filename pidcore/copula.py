@@ -29,18 +29,28 @@ def _empirical_log_density(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     points); test values outside the training range get the density of the edge piece."""
     n = len(train)
     m = max(2, int(round(np.sqrt(n) / 2)))
-    ordered = np.sort(train, axis=0)
+    ordered = np.sort(train.T, axis=1).T  # sorting contiguous rows is several times faster
     index = np.unique(np.r_[np.arange(0, n, m), n - 1])
     knots, levels = ordered[index], (index + 0.5) / n  # (K, d), (K,)
     widths = np.diff(knots, axis=0)
     scale = train.std(axis=0) + 1e-300
     widths = np.maximum(widths, 1e-6 * scale)
     density = np.diff(levels)[:, None] / widths  # (K - 1, d)
-    out = np.empty(test.shape)
-    for j in range(test.shape[1]):
-        piece = np.clip(np.searchsorted(knots[:, j], test[:, j], side="right") - 1, 0, len(index) - 2)
-        out[:, j] = np.log(density[piece, j])
-    return out
+    piece = np.clip(_count_at_most(knots, test) - 1, 0, len(index) - 2)
+    return np.log(np.take_along_axis(density, piece, axis=0))
+
+
+def _count_at_most(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per column, how many knots are <= each value (searchsorted(side="right") for all columns at once)."""
+    k = len(knots)
+    # knots first among equals; contiguous rows sort several times faster than columns
+    order = np.argsort(np.concatenate([knots, values]).T, axis=1, kind="stable").T
+    counts_sorted = np.cumsum(order < k, axis=0)
+    counts = np.empty(values.shape, dtype=int)
+    is_value = order >= k
+    columns = np.broadcast_to(np.arange(values.shape[1]), order.shape)
+    counts[order[is_value] - k, columns[is_value]] = counts_sorted[is_value]
+    return counts
 
 
 def _gaussian_log_density(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -48,12 +58,20 @@ def _gaussian_log_density(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return -0.5 * (_LOG_2PI + np.log(var) + (test - mean) ** 2 / var)
 
 
+#: copula_gain looks at this many columns at most (evenly spaced), which is plenty for the decision.
+GAIN_COLUMNS = 64
+
+
 def copula_gain(x: np.ndarray, fold_ids: np.ndarray) -> float:
     """Held-out gain (nats per sample and coordinate) of empirical over Gaussian marginals for the
-    columns of ``x``, cross-fitted over ``fold_ids``: > 0 when the coordinates are not Gaussian, so the
-    copula fits them better. Columns with many ties (fewer distinct values than half the rows) or
-    without spread are left out (their empirical density is not a density); 0.0 if none is left."""
-    distinct = np.array([len(np.unique(column)) for column in x.T])
+    columns of ``x`` (at most ``GAIN_COLUMNS`` of them, evenly spaced), cross-fitted over ``fold_ids``:
+    > 0 when the coordinates are not Gaussian, so the copula fits them better. Columns with many ties
+    (fewer distinct values than half the rows) or without spread are left out (their empirical density is
+    not a density); 0.0 if none is left."""
+    if x.shape[1] > GAIN_COLUMNS:
+        x = x[:, np.linspace(0, x.shape[1] - 1, GAIN_COLUMNS).round().astype(int)]
+    ordered = np.sort(x.T, axis=1)
+    distinct = 1 + np.count_nonzero(np.diff(ordered, axis=1) > 0, axis=1)
     keep = distinct >= len(x) / 2
     if not keep.any():
         return 0.0

@@ -24,11 +24,12 @@ from torch.nn import functional as F
 _LOG_2PI = math.log(2 * math.pi)
 _MIN_WIDTH = _MIN_HEIGHT = 1e-3
 _MIN_DERIVATIVE = 1e-3
-_BOUND = 4.0
+#: Floating-point type of the flows (float32: about twice as fast as float64 here, ample for likelihoods).
+DTYPE = torch.float32
 
 #: Options of ``fit_joint_flows`` (and so of ``flow_options`` in pidcore.pipeline).
 OPTIONS = ("n_layers", "num_bins", "max_epochs", "batch_size", "learning_rate", "validation", "patience",
-           "reductions", "objective", "threads")
+           "reductions", "objective", "optimizer", "threads")
 
 
 @dataclass(frozen=True)
@@ -85,18 +86,67 @@ def _spline(x, uw, uh, ud, us, bound):
 
 
 class _Stack:
-    """The flows of M variables of one dimension d, parameters stacked on a leading model axis."""
+    """The flows of M variables of one dimension d, parameters stacked on a leading model axis.
 
-    def __init__(self, m: int, d: int, layers: int, bins: int, bound: torch.Tensor):
+    ``x`` (M, N, d): the variables' values, used for the spline boxes (each layer's box covers its inputs
+    at the start, 5% wider). ``starts`` (M, N, d) or None: per model, values that are monotone functions of
+    its inputs coordinate by coordinate (NaN for models without one); the first spline then starts as
+    that map (e.g. back from normal scores to the raw coordinates) instead of the identity."""
+
+    def __init__(self, m: int, d: int, layers: int, bins: int, x: torch.Tensor, starts: torch.Tensor | None = None):
         identity_derivative = math.log(math.expm1(1 - _MIN_DERIVATIVE))
-        self.uw = torch.zeros(layers, m, d, bins, dtype=torch.float64)
-        self.uh = torch.zeros(layers, m, d, bins, dtype=torch.float64)
-        self.ud = torch.full((layers, m, d, bins + 1), identity_derivative, dtype=torch.float64)
-        self.us = torch.zeros(layers, m, d, dtype=torch.float64)
-        self.w = torch.eye(d, dtype=torch.float64).repeat(max(layers - 1, 0), m, 1, 1)
-        self.b = torch.zeros(max(layers - 1, 0), m, 1, d, dtype=torch.float64)
-        self.bound = bound  # (M, d): the spline boxes (fixed), from the data
+        self.uw = torch.zeros(layers, m, d, bins, dtype=DTYPE)
+        self.uh = torch.zeros(layers, m, d, bins, dtype=DTYPE)
+        self.ud = torch.full((layers, m, d, bins + 1), identity_derivative, dtype=DTYPE)
+        self.us = torch.zeros(layers, m, d, dtype=DTYPE)
+        self.w = torch.eye(d, dtype=DTYPE).repeat(max(layers - 1, 0), m, 1, 1)
+        self.b = torch.zeros(max(layers - 1, 0), m, 1, d, dtype=DTYPE)
         self.layers = layers
+        self.bound = torch.ones(max(layers, 1), m, d, dtype=DTYPE)
+        if layers == 0:
+            return
+        self.bound[0] = x.abs().amax(dim=1) * 1.05 + 1e-3
+        if starts is not None:
+            self._start(x, starts)
+        with torch.no_grad():
+            for layer in range(1, layers):
+                x = self._layer(x, layer - 1, self.params())[0]
+                x = torch.baddbmm(self.b[layer - 1], x, self.w[layer - 1].transpose(1, 2))
+                self.bound[layer] = x.abs().amax(dim=1) * 1.05 + 1e-3
+
+    def _start(self, x: torch.Tensor, starts: torch.Tensor) -> None:
+        """First spline through the monotone pairs (x, starts) of each model and coordinate that has them:
+        knots at quantiles of x (blended with uniform spacing), heights and slopes from the pairs."""
+        bins = self.uw.shape[-1]
+        for i in range(x.shape[0]):
+            if not torch.isfinite(starts[i]).all():
+                continue
+            for j in range(x.shape[2]):
+                xs, ts = np.sort(x[i, :, j].numpy()), np.sort(starts[i, :, j].numpy())
+                half = float(self.bound[0, i, j])
+                uniform = np.linspace(-half, half, bins + 1)
+                knots = 0.8 * np.quantile(xs, np.linspace(0, 1, bins + 1)) + 0.2 * uniform
+                knots[0], knots[-1] = -half, half
+                tail = max(2, len(xs) // 50)
+                slope_lo = (ts[tail] - ts[0]) / max(xs[tail] - xs[0], 1e-12)
+                slope_hi = (ts[-1] - ts[-1 - tail]) / max(xs[-1] - xs[-1 - tail], 1e-12)
+                y = np.interp(knots, xs, ts)
+                y[0] = ts[0] - (xs[0] - knots[0]) * slope_lo
+                y[-1] = ts[-1] + (knots[-1] - xs[-1]) * slope_hi
+                widths, heights = np.diff(knots), np.maximum(np.diff(y), 1e-6 * (y[-1] - y[0]))
+                span = heights.sum()
+                secant = heights / widths
+                deriv = np.r_[secant[0], 2 * secant[:-1] * secant[1:] / (secant[:-1] + secant[1:]), secant[-1]]
+                self.uw[0, i, j] = torch.as_tensor(np.log(np.maximum(widths / (2 * half) - _MIN_WIDTH, 1e-9)))
+                self.uh[0, i, j] = torch.as_tensor(np.log(np.maximum(heights / span - _MIN_HEIGHT, 1e-9)))
+                self.us[0, i, j] = math.log(span / (2 * half))
+                self.ud[0, i, j] = torch.as_tensor(np.log(np.expm1(np.maximum(deriv - _MIN_DERIVATIVE, 1e-9))))
+                if self.layers > 1:
+                    self.b[0, i, 0, j] = float(y[0] + span / 2)  # the spline's output is centred: shift it back
+
+    def _layer(self, x, layer: int, params):
+        uw, uh, ud, us, _, _ = params
+        return _spline(x, uw[layer], uh[layer], ud[layer], us[layer], self.bound[layer])
 
     def params(self) -> list:
         return [self.uw, self.uh, self.ud, self.us, self.w, self.b]
@@ -109,7 +159,7 @@ class _Stack:
             if layer > 0:
                 x = torch.baddbmm(b[layer - 1], x, w[layer - 1].transpose(1, 2))
                 logdet = logdet + torch.linalg.slogdet(w[layer - 1])[1][:, None]
-            x, logabs = _spline(x, uw[layer], uh[layer], ud[layer], us[layer], self.bound)
+            x, logabs = _spline(x, uw[layer], uh[layer], ud[layer], us[layer], self.bound[layer])
             logdet = logdet + logabs.sum(-1)
         return x, logdet
 
@@ -117,13 +167,15 @@ class _Stack:
 class _Model:
     """All variables' flows (stacked by dimension) and the groups scored / trained together."""
 
-    def __init__(self, dims: list[int], layers: int, bins: int, data: dict | None = None):
+    def __init__(self, dims: list[int], layers: int, bins: int, data: dict | None = None, starts: dict | None = None):
         self.by_dim: dict[int, list[int]] = {}
         for v, d in enumerate(dims):
             self.by_dim.setdefault(d, []).append(v)
-        bounds = {d: (data[d].abs().amax(dim=1) if data is not None else torch.ones(len(vs), d)) * 1.05 + 1e-3
-                  for d, vs in self.by_dim.items()}
-        self.stacks = {d: _Stack(len(vs), d, layers, bins, bounds[d]) for d, vs in self.by_dim.items()}
+        if data is None:
+            layers = 0
+        self.stacks = {d: _Stack(len(vs), d, layers, bins, None if data is None else data[d],
+                                 None if starts is None else starts.get(d))
+                       for d, vs in self.by_dim.items()}
 
     def params(self) -> list:
         return [p for stack in self.stacks.values() for p in stack.params()]
@@ -192,14 +244,14 @@ def _pairs(groups: list) -> list:
 
 
 def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, train_groups: list, options: dict,
-              seed: int):
+              seed: int, starts: dict | None = None):
     """Train on ``train_rows`` (seeded train / validation split, early stopping on the validation rows'
     held-out likelihood, best parameters kept, starting from the identity). Returns (model, epochs)."""
     generator = torch.Generator().manual_seed(seed)
     order = train_rows[torch.randperm(len(train_rows), generator=generator).numpy()]
     n_val = max(2, int(len(order) * options["validation"]))
     val, fit = torch.as_tensor(order[:n_val]), torch.as_tensor(order[n_val:])
-    model = _Model(dims, options["n_layers"], options["num_bins"], data)
+    model = _Model(dims, options["n_layers"], options["num_bins"], data, starts)
     params = [p.clone().requires_grad_() for p in model.params()]
 
     def score() -> float:
@@ -210,17 +262,31 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
     best, best_params, stale, epochs = score(), [p.detach().clone() for p in params], 0, 0
     if options["n_layers"] == 0 or options["max_epochs"] == 0:
         return model, 0
-    optimiser = torch.optim.Adam(params, lr=options["learning_rate"])
+    lbfgs = options["optimizer"] == "lbfgs"
+    if lbfgs:  # full batch, 10 quasi-Newton iterations per "epoch"
+        optimiser = torch.optim.LBFGS(params, lr=1.0, max_iter=10, history_size=20, line_search_fn="strong_wolfe")
+    else:
+        optimiser = torch.optim.Adam(params, lr=options["learning_rate"])
     batch = len(fit) if options["batch_size"] is None else min(int(options["batch_size"]), len(fit))
     rate, reductions = options["learning_rate"], 0
+
+    def closure():
+        optimiser.zero_grad()
+        loss = _profile_nll(*model.forward(data, fit, params), train_groups)
+        loss.backward()
+        return loss
+
     for _ in range(options["max_epochs"]):
-        for rows in fit[torch.randperm(len(fit), generator=generator)].split(batch):
-            if len(rows) < batch // 2:
-                continue
-            optimiser.zero_grad()
-            loss = _profile_nll(*model.forward(data, rows, params), train_groups)
-            loss.backward()
-            optimiser.step()
+        if lbfgs:
+            optimiser.step(closure)
+        else:
+            for rows in fit[torch.randperm(len(fit), generator=generator)].split(batch):
+                if len(rows) < batch // 2:
+                    continue
+                optimiser.zero_grad()
+                loss = _profile_nll(*model.forward(data, rows, params), train_groups)
+                loss.backward()
+                optimiser.step()
         epochs += 1
         current = score()
         if math.isfinite(current) and current > best + 1e-4 * len(groups):
@@ -230,6 +296,8 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
             if stale >= options["patience"]:  # plateau: halve the step from the best parameters, or stop
                 reductions += 1
                 if reductions > options["reductions"]:
+                    break
+                if lbfgs:
                     break
                 rate, stale = rate / 2, 0
                 with torch.no_grad():
@@ -243,9 +311,10 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
     return model, epochs
 
 
-def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_layers: int = 2, num_bins: int = 8,
-                    max_epochs: int = 100, batch_size: int | None = 256, learning_rate: float = 1e-2,
+def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_layers: int = 3, num_bins: int = 16,
+                    max_epochs: int = 50, batch_size: int | None = 256, learning_rate: float = 1e-2,
                     validation: float = 0.2, patience: int = 3, reductions: int = 3, objective: str = "pairs",
+                    optimizer: str = "lbfgs", starts: list | None = None,
                     threads: int | None = None, seed: int = 0, progress=None) -> JointFlowFit:
     """Cross-fitted joint flows of ``latents`` (one (n, k) array per variable, standardised).
 
@@ -266,11 +335,17 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
         raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
     options = {"n_layers": int(n_layers), "num_bins": int(num_bins), "max_epochs": int(max_epochs),
                "batch_size": batch_size, "learning_rate": learning_rate, "validation": validation,
-               "patience": int(patience), "reductions": int(reductions)}
+               "patience": int(patience), "reductions": int(reductions),
+               "optimizer": optimizer}
     dims = [z.shape[1] for z in latents]
     model_dims = _Model(dims, 0, 2).by_dim
-    data = {d: torch.as_tensor(np.stack([latents[v] for v in vs]), dtype=torch.float64)
+    data = {d: torch.as_tensor(np.stack([latents[v] for v in vs]), dtype=DTYPE)
             for d, vs in model_dims.items()}
+    start_data = None
+    if starts is not None and any(s is not None for s in starts):
+        start_data = {d: torch.as_tensor(np.stack([starts[v] if starts[v] is not None else np.full_like(latents[v], np.nan)
+                                                   for v in vs]), dtype=DTYPE)
+                      for d, vs in model_dims.items()}
     train_groups = _pairs(groups) if objective == "pairs" else groups
     folds = list(np.unique(fold_ids))
     threads = min(len(folds), 2 if threads is None else int(threads))
@@ -279,7 +354,7 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
     def fit(index: int):
         fold = folds[index]
         model, epochs = _fit_fold(data, dims, np.flatnonzero(fold_ids != fold), groups, train_groups, options,
-                                  seed + 7 * index)
+                                  seed + 7 * index, start_data)
         done[0] += 1
         if progress is not None:
             progress(done[0], len(folds))

@@ -8,7 +8,8 @@
   one shared target map), cross-fitted;
 - "auto": per variable "none" or "copula" by the held-out likelihood of its marginals, then the joint flows
   are kept only if they raise the held-out joint Gaussian log-likelihood of every layer's (X1, X2, Y) by more
-  than ``FLOW_MARGIN`` nats per sample (on average over layers).
+  than ``FLOW_MARGIN`` nats per sample (on average over layers); with many layers a probe on
+  ``PROBE_LAYERS`` of them decides first whether the flows are trained on all.
 
 PCA and the copula are unsupervised (each sees one variable only), so they are fitted on all rows: they
 cannot create dependence between variables, and every row's latents are in one coordinate system
@@ -37,6 +38,9 @@ COPULA_MARGIN = 0.0
 #: "auto" keeps the joint flows when they raise the held-out joint Gaussian log-likelihood per layer by more
 #: than this many nats per sample (below it, the pooled covariance of shared coordinates is worth more).
 FLOW_MARGIN = 0.02
+#: "auto" with more layers than this first trains the flows on this many evenly spaced layers (a probe) and
+#: trains them on every layer only if the probe's gain exceeds FLOW_MARGIN.
+PROBE_LAYERS = 4
 
 
 def check_mode(gaussianize) -> str:
@@ -96,10 +100,14 @@ def _standardise(z: np.ndarray) -> np.ndarray:
     return z / np.where(spread > 0, spread, 1.0)
 
 
-def _reduce(x: np.ndarray, dims: int, name: str, copula: bool) -> np.ndarray:
-    """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows."""
+def _reduce(x: np.ndarray, dims: int, name: str, copula: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; and, for
+    the copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows'
+    starting point: monotone in the latents coordinate by coordinate), else None."""
     data = normal_scores(x) if copula else x
-    return _standardise(_reducer(data, dims, name).transform(data))
+    reducer = _reducer(data, dims, name)
+    raw = _standardise(x) if copula and isinstance(reducer, _Centre) else None
+    return _standardise(reducer.transform(data)), raw
 
 
 def _flow_options(flow_options: dict) -> dict:
@@ -125,16 +133,16 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     options = _flow_options(flow_options) if mode in ("flow", "auto") else {}
     groups = [tuple(range(1, len(variables))) + (0,)] if groups is None else [tuple(g) for g in groups]
     start = time.perf_counter()
-    if mode == "none":
-        copula = [False] * len(variables)
-    elif mode in ("copula", "flow"):
-        copula = [True] * len(variables)
-    else:
-        copula = [copula_gain(x, fold_ids) > COPULA_MARGIN for x, *_ in variables]
+
+    def prepare(variable) -> tuple:
+        x, name, dims, _ = variable
+        copula = mode in ("copula", "flow") or (mode == "auto" and copula_gain(x, fold_ids) > COPULA_MARGIN)
+        return (*_reduce(x, dims, name, copula), copula)
+
     threads = options.get("threads") or 2
     with ThreadPoolExecutor(max_workers=threads) as pool:  # BLAS and sorting release the GIL
-        latents = list(pool.map(lambda item: _reduce(item[0][0], item[0][2], item[0][1], item[1]),
-                                zip(variables, copula, strict=True)))
+        reduced = list(pool.map(prepare, variables))
+    latents, starts, copula = ([r[i] for r in reduced] for i in range(3))
     timings["pca"] = timings.get("pca", 0.0) + time.perf_counter() - start
     report("pca", 1.0, f"PCA of {len(variables)} variables done")
     modes = ["copula" if c else "none" for c in copula]
@@ -150,7 +158,18 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
         report("flows", done / total, f"normalizing flows {count * done // total}/{count} trained")
 
     flows_done(0, 1)
-    fit = fit_joint_flows(latents, groups, fold_ids, seed=seed, progress=flows_done, **options)
+    if mode == "auto" and len(groups) > PROBE_LAYERS:
+        # a probe on a few evenly spaced layers first: the flows over all layers only when they pay off there
+        probe = [groups[i] for i in np.linspace(0, len(groups) - 1, PROBE_LAYERS).round().astype(int)]
+        used = sorted({v for g in probe for v in g})
+        index = {v: i for i, v in enumerate(used)}
+        trial = fit_joint_flows([latents[v] for v in used], [tuple(index[v] for v in g) for g in probe], fold_ids,
+                                seed=seed, starts=[starts[v] for v in used], **options)
+        if trial.gain <= FLOW_MARGIN:
+            timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
+            flows_done(1, 1)
+            return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=trial.gain)
+    fit = fit_joint_flows(latents, groups, fold_ids, seed=seed, progress=flows_done, starts=starts, **options)
     timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
     if mode == "flow" or fit.gain > FLOW_MARGIN:
         return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(variables), flow_gain=fit.gain)
