@@ -122,6 +122,8 @@ class LayerEntry(BaseModel):
     total: float
     ci: dict[str, list[float | None] | None] | None = Field(None, description="term -> [low, high] (bits)")
     warnings: list[str] | None = None
+    gaussianization: str | None = Field(None, description="the Gaussianization used: none, copula, flow, or per "
+                                                           "variable (e.g. 'x1 copula, x2 none, y copula')")
 
 
 class RunResult(BaseModel):
