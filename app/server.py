@@ -109,6 +109,9 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     app.include_router(router)
     add_docs_routes(app)
     errors.install(app)
+    from app.api.study_routes import router as study_router
+
+    app.include_router(study_router)  # /api/v1/studies and the study page /study/{id}
     _publish_limits(app, service)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)

@@ -35,6 +35,8 @@ def add_study_parser(sub) -> None:
     study.add_argument("--split", default=defaults.split)
     study.add_argument("--n-questions", type=int, default=defaults.n_questions, help="questions per task")
     study.add_argument("--correct-only", action="store_true", help="keep the questions the model answers correctly")
+    study.add_argument("--question-ids", metavar="FILE",
+                       help="question-id lists (e.g. Zhang et al.'s for GQA): JSON {task: [ids]} or lines 'task,id'")
     study.add_argument("--window", nargs=3, action="append", metavar=("EDGES", "FIRST", "LAST"), default=[],
                        help="a fixed knockout window, e.g. --window image->question,image->last 1 3 (repeatable)")
     study.add_argument("--no-seed-cut", dest="seed_cut", action="store_false",
@@ -83,7 +85,15 @@ def study_request(args: argparse.Namespace) -> dict:
             "seed_cut": args.seed_cut, "sweep": {"edges": args.sweep_edges, "k": args.sweep_k} if args.sweep else None,
             "recipes": args.recipes or ["pidflow", "seed"], "dims": list(args.dims),
             "seed_variance": args.seed_variance, "gaussianize": args.gaussianize, "bootstrap": args.bootstrap,
-            "seed": args.seed}
+            "seed": args.seed, "question_ids": _question_ids(args.question_ids)}
+
+
+def _question_ids(path):
+    if not path:
+        return None
+    from pidcore.study import read_question_ids
+
+    return read_question_ids(path)
 
 
 def plotly_js() -> str | None:
@@ -119,6 +129,9 @@ def headline_text(report: dict) -> str:
         lines.append(f"{row['model'][-14:]:<14} {row['task'][:14]:<14} {row['recipe']:<8} {row['n_questions']:>5} "
                      f"{' '.join(shares)} {row['total_bits']:6.3f} {row['unique_vision_peak_layer']:>8} "
                      f"{'–' if top is None else f'{100 * top:5.1f}%':>6}")
+    for part in report["parts"]:
+        listed = "" if part.get("n_listed") is None else f"{part['n_listed']} listed ids found, "
+        lines.append(f"{part['model']} · {part['task']}: {listed}{part['n_asked']} asked, {part['n_kept']} kept")
     for row in report["correlations"]:
         rs = ", ".join(f"{t} {row[t]:.3f}" if row[t] is not None else f"{t} –"
                        for t in ("redundancy", "unique_vision", "unique_language", "synergy"))

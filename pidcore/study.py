@@ -60,6 +60,7 @@ class StudyRequest:
     bootstrap: int = 0
     seed_variance: float = 0.95
     seed: int = 0
+    question_ids: dict | None = field(default=None, hash=False)  # task -> question ids (e.g. Zhang et al.'s)
 
     @classmethod
     def from_dict(cls, data: dict) -> StudyRequest:
@@ -75,6 +76,8 @@ class StudyRequest:
         for name in ("models", "tasks", "recipes"):
             values[name] = tuple(dict.fromkeys(values[name]))
         values["dims"] = tuple(values["dims"])
+        if values["question_ids"] is not None:
+            values["question_ids"] = {task: [str(q) for q in ids] for task, ids in values["question_ids"].items()}
         if isinstance(values["gaussianize"], bool):
             values["gaussianize"] = "auto" if values["gaussianize"] else "none"
         values["knockouts"] = tuple({"edges": list(dict.fromkeys(k["edges"])), "layers": list(k["layers"])}
@@ -142,9 +145,28 @@ def _problems(v: dict) -> list[str]:
         problems += _window_problems("sweep", v["sweep"], need_layers=False)
     if not isinstance(v["seed_cut"], bool):
         problems.append("seed_cut must be true or false")
+    ids = v["question_ids"]
+    if ids is not None and (not isinstance(ids, dict) or not all(
+            isinstance(task, str) and isinstance(values, list | tuple) and values
+            and all(isinstance(q, str | int) and not isinstance(q, bool) for q in values) for task, values in ids.items())):
+        problems.append("question_ids must be {task: [question ids, ...]} with a non-empty list per task")
+    elif ids is not None and _names(v["tasks"]):
+        missing = [task for task in ids if task not in v["tasks"]]
+        if missing:
+            problems.append(f"question_ids names task(s) not in tasks: {', '.join(missing)}")
     variance = v["seed_variance"]
     if isinstance(variance, bool) or not isinstance(variance, int | float) or not 0 < variance <= 1:
         problems.append(f"seed_variance must be a number in (0, 1] (got {variance!r})")
+    from pidcore.data import DATASETS
+
+    info = DATASETS.get(v["dataset"])
+    if info is not None and _names(v["tasks"]):
+        unknown = [task for task in v["tasks"] if task not in info.task_names]
+        if unknown:
+            problems.append(f"unknown task(s) {', '.join(map(repr, unknown))} for {v['dataset']}; valid tasks: "
+                            f"{', '.join(info.task_names)}")
+    elif isinstance(v["dataset"], str) and info is None:
+        problems.append(f"unknown dataset {v['dataset']!r}; valid datasets: {', '.join(DATASETS)}")
     # every field an analysis shares is checked by AnalysisRequest itself
     analysis = {name: v[name] for name in ("dataset", "split", "n_questions", "correct_only", "language_pooling",
                                            "target", "dims", "gaussianize", "bootstrap", "seed")}
@@ -252,13 +274,13 @@ def analysis_request(request: StudyRequest, model: str, task: str, recipe: str, 
 def extract_part(request: StudyRequest, model: str, task: str, progress=None, batch_size: int = 8) -> dict:
     """{"runs": [Run], "features": key -> Features, "model": describe(), "seed_dims": ...} for one
     (model, task): every distinct knockout extracted together with the baseline (prefix reuse)."""
-    from pidcore.data import answer_set, load_questions
+    from pidcore.data import answer_set
     from pidcore.extract import Knockout
     from pidcore.extract.multirun import extract_runs
 
     adapter = _adapter(model)
     runs = plan_runs(request, adapter.num_layers)
-    items = load_questions(request.dataset, [task], split=request.split, n=request.n_questions, seed=request.seed)
+    items, listed = study_questions(request, task)
     if len(items) < 2:
         raise ValueError(f"only {len(items)} question(s) found for {request.dataset} task {task!r}")
     knockouts = {key: None if spec is None else Knockout(**spec) for key, spec in unique_runs(runs).items()}
@@ -270,10 +292,52 @@ def extract_part(request: StudyRequest, model: str, task: str, progress=None, ba
         if len(keep) < 2:
             raise ValueError(f"correct_only: {model} answers only {len(keep)} of {len(items)} {task} questions correctly")
         features = {key: value.subset(keep) for key, value in features.items()}
-    part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": len(items)}
+    part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": len(items), "n_listed": listed}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance)
     return part
+
+
+def read_question_ids(path) -> dict[str, list[str]]:
+    """Question-id lists from a file: JSON {task: [ids]}, or text lines "task,id" / "task id" (# comments)."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    if text.lstrip().startswith("{"):
+        data = json.loads(text)
+        return {task: [str(q) for q in ids] for task, ids in data.items()}
+    lists: dict[str, list[str]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [part.strip() for part in line.replace(",", " ").split()]
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{number}: expected 'task,question_id', got {line!r}")
+        lists.setdefault(parts[0], []).append(parts[1])
+    if not lists:
+        raise ValueError(f"{path}: no question ids")
+    return lists
+
+
+def study_questions(request: StudyRequest, task: str) -> tuple[list, int | None]:
+    """The task's questions: n_questions sampled (seeded) from its id list when the request has one (ids
+    match with or without the dataset prefix, e.g. "201307251" or "gqa.201307251"), else from the task.
+    Returns (items, how many listed ids were found, or None without a list)."""
+    from pidcore.data import load_questions
+    from pidcore.data.sampling import sample
+
+    ids = (request.question_ids or {}).get(task)
+    if ids is None:
+        return load_questions(request.dataset, [task], split=request.split, n=request.n_questions,
+                              seed=request.seed), None
+    wanted = {str(q) for q in ids}
+    pool = [item for item in load_questions(request.dataset, [task], split=request.split, n=None)
+            if item.qid in wanted or item.qid.split(".", 1)[-1] in wanted]
+    if not pool:
+        raise ValueError(f"none of the {len(wanted)} listed question ids of task {task!r} is in "
+                         f"{request.dataset} {request.split}")
+    return sample(pool, request.n_questions, request.seed, f"{request.dataset}:{request.split}:{task}:list"), len(pool)
 
 
 def part_analyses(request: StudyRequest, model: str, task: str, part: dict) -> list[tuple[str, str, AnalysisRequest]]:
@@ -321,9 +385,33 @@ def _reporter(progress):
     return report, close
 
 
+def run_part(request: StudyRequest, model: str, task: str, progress=None) -> dict:
+    """One (model, task) of a study: its extraction and every recipe's analysis of every distinct run.
+    {"records": [...], "model": describe(), "extract_s", "analyze_s"}; progress(fraction, message)."""
+    say = progress or (lambda fraction, message: None)
+    say(0.0, "extracting")
+    start = time.perf_counter()
+    part = extract_part(request, model, task, progress=lambda fraction, message: say(0.3 * fraction,
+                                                                                      f"extract: {message}"))
+    extract_s = time.perf_counter() - start
+    analyses = part_analyses(request, model, task, part)
+    records, start = [], time.perf_counter()
+    for number, (recipe, key, analysis) in enumerate(analyses):
+        lo, hi = 0.3 + 0.7 * number / len(analyses), 0.3 + 0.7 * (number + 1) / len(analyses)
+
+        def step(fraction, message, lo=lo, hi=hi, label=f"{recipe} {key}"):
+            say(lo + (hi - lo) * fraction, f"{label}: {message}")
+        entries = analyze_layers(part["features"][key], analysis, progress=step)
+        records.append(analysis_record(model, task, recipe, key, analysis, part["features"][key], entries))
+    records.append(part_record(model, task, part))
+    say(1.0, "done")
+    return {"records": records, "model": part["model"], "extract_s": extract_s,
+            "analyze_s": time.perf_counter() - start}
+
+
 def run_study(request: StudyRequest | dict, progress=None) -> dict:
     """Everything in this process: per (model, task) one extraction of all runs, every recipe's analysis
-    of every distinct run, then the report (build_report). `progress`: see _reporter."""
+    of every distinct run (run_part), then the report (build_report). `progress`: see _reporter."""
     if isinstance(request, dict):
         request = StudyRequest.from_dict(request)
     report, close = _reporter(progress)
@@ -332,28 +420,13 @@ def run_study(request: StudyRequest | dict, progress=None) -> dict:
     timing = {"extract_s": 0.0, "analyze_s": 0.0}
     try:
         for index, (model, task) in enumerate(pairs):
-            label = f"{model} · {task}"
-
-            def say(fraction, message, index=index, label=label):
+            def say(fraction, message, index=index, label=f"{model} · {task}"):
                 report((index + min(max(fraction, 0.0), 1.0)) / len(pairs), label, fraction, message)
-
-            say(0.0, "extracting")
-            start = time.perf_counter()
-            part = extract_part(request, model, task,
-                                progress=lambda fraction, message, say=say: say(0.3 * fraction, f"extract: {message}"))
-            timing["extract_s"] += time.perf_counter() - start
-            models[model] = part["model"]
-            analyses = part_analyses(request, model, task, part)
-            start = time.perf_counter()
-            for number, (recipe, key, analysis) in enumerate(analyses):
-                lo = 0.3 + 0.7 * number / len(analyses)
-                hi = 0.3 + 0.7 * (number + 1) / len(analyses)
-                entries = analyze_layers(part["features"][key], analysis, progress=lambda f, m, lo=lo, hi=hi, say=say,
-                                         recipe=recipe, key=key: say(lo + (hi - lo) * f, f"{recipe} {key}: {m}"))
-                records.append(analysis_record(model, task, recipe, key, analysis, part["features"][key], entries))
-            timing["analyze_s"] += time.perf_counter() - start
-            records.append(part_record(model, task, part))
-            say(1.0, "done")
+            done = run_part(request, model, task, progress=say)
+            records += done["records"]
+            models[model] = done["model"]
+            timing["extract_s"] += done["extract_s"]
+            timing["analyze_s"] += done["analyze_s"]
     finally:
         close()
     timing = {key: round(value, 3) for key, value in timing.items()}
@@ -372,6 +445,7 @@ def part_record(model: str, task: str, part: dict) -> dict:
     """A JSON-ready record of one (model, task): its runs, questions asked and kept, seed dims."""
     return {"type": "part", "model": model, "task": task, "runs": [run.to_dict() for run in part["runs"]],
             "n_asked": part["n_asked"], "n_kept": int(part["features"]["baseline"].n),
+            "n_listed": part.get("n_listed"),
             "seed_dims": part.get("seed_dims"), "model_info": part["model"]}
 
 

@@ -103,6 +103,16 @@ def headline_table(report: dict) -> str:
                    "U_vision peak layer", "largest S share"], rows)
 
 
+def counts_table(report: dict) -> str:
+    """Questions per model x task: listed (an id list), asked, kept (correct only) and the accuracy."""
+    accuracy = {(row["model"], row["task"]): row["accuracy"] for row in report["headline"]}
+    rows = [[html.escape(part["model"]), html.escape(part["task"]),
+             "" if part.get("n_listed") is None else str(part["n_listed"]), str(part["n_asked"]),
+             str(part["n_kept"]), _number(accuracy.get((part["model"], part["task"])))]
+            for part in report["parts"]]
+    return _table(["model", "task", "listed ids found", "asked", "kept", "baseline accuracy (kept)"], rows)
+
+
 def correlation_table(report: dict) -> str:
     if not report["correlations"]:
         return "<p>One model only: no cross-model correlation.</p>"
@@ -124,15 +134,25 @@ def knockout_table(report: dict) -> str:
                    "compensatory S (bits)", "information cost (bits)", "Δp(answer) %", "Δaccuracy"], rows)
 
 
+def _buttons(links: dict | None) -> str:
+    if not links:
+        return ""
+    return "<p class='exports'>" + " ".join(f"<a class='button' href='{html.escape(url)}' download>{html.escape(label)}</a>"
+                                            for label, url in links.items()) + "</p>"
+
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}small{color:#666}
-h2{margin-top:32px}.note{color:#555;font-size:13px}"""
+h2{margin-top:32px}.note{color:#555;font-size:13px}
+a.button{display:inline-block;padding:6px 12px;border:1px solid #0072B2;border-radius:4px;color:#0072B2;
+text-decoration:none;margin-right:6px}a.button:hover{background:#0072B2;color:#fff}"""
 
 
-def to_html(report: dict, plotly_js: str | None = None) -> str:
+def to_html(report: dict, plotly_js: str | None = None, links: dict | None = None) -> str:
     """One self-contained page: headline table (recipes side by side), correlations, knockout effects,
-    small multiples per recipe and a sweep heatmap (term buttons) per model x task x recipe."""
+    small multiples per recipe and a sweep heatmap (term buttons) per model x task x recipe; `links`
+    (label -> URL) become export buttons at the top (the served study page)."""
     if plotly_js is None:
         from plotly.offline import get_plotlyjs
 
@@ -156,11 +176,12 @@ def to_html(report: dict, plotly_js: str | None = None) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pidflow study</title><style>{STYLE}</style>
 <script>{plotly_js}</script></head><body>
-<h1>pidflow study</h1><p>{summary}</p><ul>{recipes}</ul>
+<h1>pidflow study</h1>{_buttons(links)}<p>{summary}</p><ul>{recipes}</ul>
 <h2>Headline: shares of the last layer's information</h2>
 <p class="note">Shares are fractions of the last layer's total I(X_vision, X_language; Y); brackets: the terms'
 intervals divided by that total (when the analyses have intervals).</p>
 {headline_table(report)}
+<h2>Questions per model and task</h2>{counts_table(report)}
 <h2>Cross-model correlation of layer trajectories (Pearson r)</h2>{correlation_table(report)}
 <h2>Knockout effects (knockout − baseline)</h2>{knockout_table(report)}
 <h2>Figures</h2>{''.join(divs)}

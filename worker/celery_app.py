@@ -12,13 +12,14 @@ from celery import Celery
 from worker.settings import WorkerSettings
 
 EXTRACT, ANALYZE, FINALIZE = "pidflow.extract", "pidflow.analyze", "pidflow.finalize"
-QUEUES = {EXTRACT: "gpu", ANALYZE: "cpu", FINALIZE: "cpu"}
+QUEUES = {EXTRACT: "gpu", ANALYZE: "cpu", FINALIZE: "cpu",
+          "pidflow.study_part": "gpu", "pidflow.study_finalize": "cpu"}  # worker/study_tasks.py
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings.from_env()
-    celery = Celery("pidflow", broker=settings.redis_url, include=["worker.tasks", "worker.heartbeat"])
+    celery = Celery("pidflow", broker=settings.redis_url, include=["worker.tasks", "worker.heartbeat", "worker.study_tasks"])
     celery.conf.update(
         task_acks_late=True,  # a task is acknowledged when it ends: a killed worker's task is redelivered
         task_reject_on_worker_lost=True,

@@ -212,3 +212,30 @@ def test_exports_round_trip(two_model_study):
     assert page.count('class="plotly-graph-div"') == 2 + 4  # small multiples per recipe, heatmap per model x recipe
     assert "cdn" not in page.lower() and "<script src" not in page
     assert "U_vision peak layer" in page and "image-&gt;last@2-3" in page
+
+
+def test_question_id_lists_and_counts(tmp_path):
+    from pidcore.data import load_questions
+    from pidcore.study import read_question_ids, study_questions
+
+    pool = load_questions("easy-vqa", ["shape"], n=None)
+    listed = [item.qid for item in pool[:30]] + ["easy-vqa.test.999999"]  # one id not in the split
+    path = tmp_path / "ids.txt"
+    path.write_text("# task,question id\n" + "".join(f"shape,{q.split('.', 1)[1] if i % 2 else q}\n"
+                                                       for i, q in enumerate(listed)))
+    ids = read_question_ids(path)
+    assert list(ids) == ["shape"] and len(ids["shape"]) == 31
+    request = default_request(tasks=["shape"], n_questions=20, question_ids=ids, correct_only=True, recipes=["pidflow"],
+                              sweep=None, seed_cut=False, gaussianize="none", dims=[2, 2, 2])
+    items, found = study_questions(request, "shape")
+    assert found == 30 and len(items) == 20 and {item.qid for item in items} <= set(listed[:30])
+    with threads_one():
+        report = run_study(request)
+    part = report["parts"][0]
+    assert (part["n_listed"], part["n_asked"]) == (30, 20) and 14 <= part["n_kept"] <= 20
+    assert report["headline"][0]["n_questions"] == part["n_kept"]
+    with pytest.raises(ValueError, match="question_ids names task"):
+        default_request(tasks=["color"], question_ids={"shape": ["1"]})
+    (tmp_path / "bad.txt").write_text("shape\n")
+    with pytest.raises(ValueError, match="expected 'task,question_id'"):
+        read_question_ids(tmp_path / "bad.txt")

@@ -1,0 +1,118 @@
+"""/api/v1/studies (submit, status, report as JSON / CSV / HTML) and the study page /study/{id}.
+
+A study runs on the Celery workers (worker/studies.py); the page is the report's self-contained HTML
+(small multiples, sweep heatmaps, tables) with export buttons, or a progress page that refreshes itself.
+"""
+
+from __future__ import annotations
+
+import html
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+import redis
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from app.api.security import require_writer
+
+router = APIRouter()
+Writer = Annotated[str | None, Depends(require_writer)]
+EXAMPLE = {"models": ["demo"], "tasks": ["shape", "color"], "n_questions": 200,
+           "sweep": {"edges": ["image->question"], "k": 9}, "recipes": ["pidflow", "seed"]}
+
+
+@contextmanager
+def _mapped():
+    from worker.studies import StudyNotReady
+
+    try:
+        yield
+    except StudyNotReady as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    except KeyError as exc:
+        raise HTTPException(404, detail=str(exc.args[0]) if exc.args else "not found") from exc
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise HTTPException(503, detail=f"Redis is not reachable: {exc}") from exc
+
+
+def _links(info: dict) -> dict:
+    base = f"/api/v1/studies/{info['id']}"
+    return {**info, "status_url": base, "report_url": base + "/report", "page_url": f"/study/{info['id']}"}
+
+
+@router.post("/api/v1/studies", status_code=202, summary="Submit a study (models x tasks x runs x recipes)")
+def submit_study(request: Request, response: Response, token: Writer,
+                 body: Annotated[dict, Body(examples=[EXAMPLE])]):
+    from worker import studies
+
+    with _mapped():
+        info = studies.submit(body)
+    if info["state"] == "succeeded":
+        response.status_code = 200
+    response.headers["Location"] = f"/api/v1/studies/{info['id']}"
+    return _links(info)
+
+
+@router.get("/api/v1/studies/{study_id}", summary="State and progress of a study and of each part")
+def study_status(study_id: str):
+    from worker import studies
+
+    with _mapped():
+        return _links(studies.status(study_id))
+
+
+def _report(study_id: str) -> dict:
+    from worker import studies
+
+    with _mapped():
+        return studies.report(study_id)
+
+
+@router.get("/api/v1/studies/{study_id}/report", summary="The study's report: json, csv or html",
+            responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}}})
+def study_report(study_id: str, format: Literal["json", "csv", "html"] = "json"):  # noqa: A002 - query name
+    from pidcore.study_export import to_csv, to_html
+
+    document = _report(study_id)
+    if format == "csv":
+        return Response(to_csv(document), media_type="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="pidflow-study-{study_id}.csv"'})
+    if format == "html":
+        from app.study_cli import plotly_js
+
+        return HTMLResponse(to_html(document, plotly_js=plotly_js()), headers={
+            "Content-Disposition": f'attachment; filename="pidflow-study-{study_id}.html"'})
+    return JSONResponse(document, headers={"Content-Disposition": f'inline; filename="pidflow-study-{study_id}.json"'})
+
+
+def _progress_page(info: dict) -> str:
+    rows = "".join(f"<tr><td>{html.escape(p['model'])}</td><td>{html.escape(p['task'])}</td>"
+                   f"<td><progress max='1' value='{p['progress']}'></progress> {100 * p['progress']:.0f}%</td>"
+                   f"<td>{html.escape(p['message'] or '')}</td></tr>" for p in info["parts"])
+    error = f"<p class='error'>{html.escape(info['error'])}</p>" if info.get("error") else ""
+    refresh = "" if info["state"] == "failed" else "<meta http-equiv='refresh' content='2'>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{refresh}<title>pidflow study</title></head><body>"
+            f"<h1>pidflow study {info['id'][:8]}…</h1><p id='study-state'>{html.escape(info['state'])}: "
+            f"{100 * info['progress']:.0f}%</p>{error}<table><thead><tr><th>model</th><th>task</th><th>progress</th>"
+            f"<th>step</th></tr></thead><tbody>{rows}</tbody></table></body></html>")
+
+
+@router.get("/study/{study_id}", include_in_schema=False, response_class=HTMLResponse)
+def study_page(study_id: str):
+    """The report page with export buttons once ready; a self-refreshing progress page before."""
+    from pidcore.study_export import to_html
+    from worker import studies
+
+    with _mapped():
+        info = studies.status(study_id)
+    if info["state"] != "succeeded":
+        return HTMLResponse(_progress_page(info), status_code=200 if info["state"] != "failed" else 409)
+    from app.study_cli import plotly_js
+
+    base = f"/api/v1/studies/{study_id}/report"
+    links = {"Export JSON": f"{base}?format=json", "Export CSV": f"{base}?format=csv",
+             "Export HTML": f"{base}?format=html"}
+    return HTMLResponse(to_html(_report(study_id), plotly_js=plotly_js(), links=links))

@@ -1,0 +1,103 @@
+"""A study end to end through `pidflow serve` (private Redis, two real Celery workers sharing its parts):
+POST /api/v1/studies, per-part progress, the report checked against the single analysis it was built
+from, CSV/HTML exports, a clear 422; then the study page in a real Chromium (small multiples, sweep
+heatmap with term buttons, export buttons). Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.served import served, stack_available
+from tests.browser.stack import CHROMIUM, chromium
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed"),
+              pytest.mark.skipif(not stack_available(), reason="the job layer or the demo model is missing")]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+STUDY = {"models": ["demo"], "tasks": ["shape", "color"], "n_questions": 80, "gaussianize": "none",
+         "dims": [3, 3, 2], "seed_variance": 0.8, "sweep": {"edges": ["image->question"], "k": 3},
+         "recipes": ["pidflow", "seed"], "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def finished_study():
+    with served(workers=2) as root:
+        bad = httpx.post(f"{root}/api/v1/studies", json={**STUDY, "tasks": ["nope"]}, timeout=30)
+        submitted = httpx.post(f"{root}/api/v1/studies", json=STUDY, timeout=30)
+        assert submitted.status_code == 202, submitted.text
+        info = submitted.json()
+        seen, deadline = [], time.monotonic() + 300
+        while True:
+            status = httpx.get(f"{root}{info['status_url']}", timeout=10).json()
+            seen.append(status)
+            assert status["state"] != "failed", status["error"]
+            if status["state"] == "succeeded":
+                break
+            assert time.monotonic() < deadline, f"study did not finish: {status}"
+            time.sleep(0.3)
+        report = httpx.get(f"{root}{info['report_url']}", timeout=30).json()
+        exports = {fmt: httpx.get(f"{root}{info['report_url']}?format={fmt}", timeout=30) for fmt in ("csv", "html")}
+        yield root, info, bad, seen, report, exports
+
+
+def test_study_through_the_api_and_two_workers(finished_study):
+    from pidcore.analysis import AnalysisRequest, run_analysis
+    from pidcore.study import StudyRequest, analysis_request
+
+    _, info, bad, seen, report, exports = finished_study
+    assert bad.status_code == 422 and "unknown task(s) 'nope'" in bad.json()["detail"]
+    assert [(p["model"], p["task"]) for p in seen[-1]["parts"]] == [("demo", "shape"), ("demo", "color")]
+    overall = [s["progress"] for s in seen]
+    assert overall[-1] == 1.0 and any(0 < p < 1 for p in overall), "progress was visible while running"
+    assert any(0 < part["progress"] < 1 for s in seen for part in s["parts"]), "each part reports its progress"
+    assert len(report["headline"]) == 2 * 2
+    request = StudyRequest.from_dict(report["request"])
+    for row in report["headline"]:
+        part = next(p for p in report["parts"] if p["task"] == row["task"])
+        dims = (part.get("seed_dims") or {}).get("dims")
+        single = run_analysis(analysis_request(request, "demo", row["task"], row["recipe"], None, dims))
+        last = single["runs"]["baseline"]["layers"][-1]
+        assert isinstance(single, dict) and AnalysisRequest.from_dict(single["request"]).measure == row["measure"]
+        assert row["total_bits"] == pytest.approx(last["total"], abs=1e-9)
+        for term, share in row["shares"].items():
+            assert share == pytest.approx(last[term] / last["total"], abs=1e-9)
+    rows = list(csv.DictReader(io.StringIO(exports["csv"].text)))
+    assert exports["csv"].headers["content-type"].startswith("text/csv") and len(rows) > 100
+    assert exports["html"].text.count('class="plotly-graph-div"') == 2 + 4
+
+
+def test_study_page_in_a_browser(finished_study, tmp_path):
+    root, info, *_ = finished_study
+    ARTIFACTS.mkdir(exist_ok=True)
+    with chromium(tmp_path / "profile", width=1400, height=900) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{root}{info['page_url']}", timeout=90_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6 * 3",
+                               timeout=90_000)  # 1.5 MB of inline plotly.js on a busy 2-core machine
+        grids = page.evaluate("Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => el.data.length)")
+        assert grids[:2] == [4 * 2, 4 * 2], "small multiples: 4 terms x 2 tasks per recipe"
+        page.screenshot(path=str(ARTIFACTS / "study-01-page.png"), full_page=True)
+        heatmap = page.locator(".js-plotly-plot").nth(2)
+        heatmap.scroll_into_view_if_needed()
+        title = lambda: page.evaluate("document.querySelectorAll('.js-plotly-plot')[2].layout.title.text")  # noqa: E731
+        assert "ΔU_vision" in title()
+        heatmap.locator(".updatemenu-button").filter(has_text=re.compile(r"^S$")).first.click()
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot')[2].layout.title.text.includes('ΔS')")
+        heatmap.screenshot(path=str(ARTIFACTS / "study-02-sweep-heatmap-synergy.png"))
+        with page.expect_download() as download:
+            page.get_by_text("Export CSV").click()
+        saved = tmp_path / "study.csv"
+        download.value.save_as(saved)
+        assert saved.read_text().startswith("section,model,task,recipe,run,centre,layer,quantity,value,lo,hi")
+        assert errors == []

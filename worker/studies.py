@@ -1,0 +1,120 @@
+"""Studies on the Celery workers: submit / status / report (the door the API uses) and the Redis keys.
+
+A study fans out into one `pidflow.study_part` task per (model, task) on the gpu queue (extraction of all
+runs together, then every recipe's analyses; several workers share a study), and one
+`pidflow.study_finalize` (cpu) that builds the report once every part has landed. Tasks are acknowledged
+late, so a killed worker's part is redelivered; a part lands once (HSETNX) and the report is written once.
+
+Keys (`<id>` = study id): `pidflow:study:<id>` (hash: state, progress, message, error, request, total,
+attempt, created_at, updated_at, finalizing), `pidflow:study-parts:<id>` (hash "<i>" -> JSON records of
+part i), `pidflow:study-progress:<id>` (hash "<i>" -> "fraction|message"), `pidflow:study-report:<id>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import lru_cache
+
+from worker.cache import connect
+from worker.settings import WorkerSettings
+
+PREFIX = "pidflow:"
+STUDY_PART, STUDY_FINALIZE = "pidflow.study_part", "pidflow.study_finalize"
+
+
+def keys(study_id: str) -> dict[str, str]:
+    return {name: f"{PREFIX}{name}:{study_id}" for name in ("study", "study-parts", "study-progress", "study-report")}
+
+
+@lru_cache(maxsize=8)
+def _client_for(settings: WorkerSettings):
+    return connect(settings)
+
+
+def client():
+    return _client_for(WorkerSettings.from_env())
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check_id(study_id: str) -> None:
+    if not isinstance(study_id, str) or not study_id or not study_id.isalnum():
+        raise KeyError(f"unknown study {study_id!r}")
+
+
+def parts_of(request) -> list[tuple[str, str]]:
+    return [(model, task) for model in request.models for task in request.tasks]
+
+
+def submit(body: dict) -> dict:
+    """Validate (ValueError) and queue a study; the same request, model revisions and code version get the
+    same id (a finished one is served as is, a failed one restarts)."""
+    from pidcore import __version__
+    from pidcore.study import StudyRequest
+    from worker.celery_app import send
+    from worker.revision import model_revision
+
+    request = StudyRequest.from_dict(body)
+    revisions = [model_revision(model) for model in request.models]
+    study_id = hashlib.sha256("\n".join([request.content_hash(), *revisions, __version__]).encode()).hexdigest()[:32]
+    redis, names = client(), keys(study_id)
+    state = _text(redis.hget(names["study"], "state"))
+    if state is not None and state != "failed":
+        return status(study_id)
+    attempt = str(int(_text(redis.hget(names["study"], "attempt")) or 0) + 1)
+    now = str(time.time())
+    pipe = redis.pipeline()
+    pipe.delete(names["study-parts"], names["study-progress"], names["study-report"], names["study"])
+    pipe.hset(names["study"], mapping={"id": study_id, "state": "queued", "progress": "0", "message": "queued",
+                                       "error": "", "request": json.dumps(request.to_dict()), "attempt": attempt,
+                                       "total": str(len(parts_of(request))), "created_at": now, "updated_at": now})
+    pipe.execute()
+    settings = WorkerSettings.from_env()
+    for index, _ in enumerate(parts_of(request)):
+        send(STUDY_PART, [study_id, attempt, index], settings.redis_url)
+    return status(study_id)
+
+
+def status(study_id: str) -> dict:
+    """State, overall progress (0..1) and each part's progress; KeyError if unknown."""
+    _check_id(study_id)
+    redis, names = client(), keys(study_id)
+    raw = {_text(k): _text(v) for k, v in redis.hgetall(names["study"]).items()}
+    if not raw:
+        raise KeyError(f"unknown study {study_id!r}")
+    from pidcore.study import StudyRequest
+
+    request = StudyRequest.from_dict(json.loads(raw["request"]))
+    landed = {_text(k) for k in redis.hkeys(names["study-parts"])}
+    running = {_text(k): _text(v) for k, v in redis.hgetall(names["study-progress"]).items()}
+    parts = []
+    for index, (model, task) in enumerate(parts_of(request)):
+        fraction, message = (1.0, "done") if str(index) in landed else (0.0, "waiting for a worker")
+        if str(index) in running and str(index) not in landed:
+            value, _, message = running[str(index)].partition("|")
+            fraction = float(value)
+        parts.append({"model": model, "task": task, "progress": round(fraction, 4), "message": message})
+    overall = 1.0 if raw["state"] == "succeeded" else 0.99 * sum(p["progress"] for p in parts) / max(len(parts), 1)
+    return {"id": study_id, "state": raw["state"], "progress": round(overall, 4), "message": raw.get("message"),
+            "error": raw.get("error") or None, "parts": parts, "created_at": float(raw["created_at"]),
+            "updated_at": float(raw["updated_at"])}
+
+
+def report(study_id: str) -> dict:
+    """The report; KeyError if unknown, LookupError (with the status) while it is not ready."""
+    body = client().get(keys(study_id)["study-report"]) if study_id.isalnum() else None
+    if body is None:
+        info = status(study_id)
+        raise StudyNotReady(info)
+    return json.loads(body)
+
+
+class StudyNotReady(LookupError):
+    def __init__(self, info: dict):
+        detail = f": {info['error']}" if info.get("error") else ""
+        super().__init__(f"study {info['id']} is {info['state']}{detail}, no report yet")
+        self.info = info
