@@ -22,7 +22,7 @@ import numpy as np
 
 from pidcore import __version__
 from pidcore.analysis import AnalysisRequest, _adapter, _is_int, analyze_layers
-from pidcore.effects import knockout_effects
+from pidcore.effects import add_intervals, knockout_effects
 from pidcore.extract.edges import EDGES
 
 SCHEMA = "pidflow.study/1"
@@ -57,7 +57,9 @@ class StudyRequest:
     recipes: tuple[str, ...] = ("pidflow", "seed")
     dims: tuple[int, int, int] = (8, 8, 4)
     gaussianize: str = "auto"  # as AnalysisRequest: auto, none, copula, flow (true/false -> auto/none)
-    bootstrap: int = 0
+    estimator: str = AnalysisRequest.estimator  # corrected (bias-corrected parts) or plugin
+    bootstrap: int = AnalysisRequest.bootstrap  # rounds of the 95% intervals (0: none)
+    knockout_target: str = AnalysisRequest.knockout_target  # knockout runs analysed against the baseline's Y
     seed_variance: float = 0.95
     seed: int = 0
     question_ids: dict | None = field(default=None, hash=False)  # task -> question ids (e.g. Zhang et al.'s)
@@ -169,7 +171,8 @@ def _problems(v: dict) -> list[str]:
         problems.append(f"unknown dataset {v['dataset']!r}; valid datasets: {', '.join(DATASETS)}")
     # every field an analysis shares is checked by AnalysisRequest itself
     analysis = {name: v[name] for name in ("dataset", "split", "n_questions", "correct_only", "language_pooling",
-                                           "target", "dims", "gaussianize", "bootstrap", "seed")}
+                                           "target", "dims", "gaussianize", "bootstrap", "seed", "estimator",
+                                           "knockout_target")}
     analysis["tasks"] = list(v["tasks"]) if _names(v["tasks"]) else ["?"]
     try:
         AnalysisRequest.from_dict(analysis)
@@ -260,6 +263,7 @@ def analysis_request(request: StudyRequest, model: str, task: str, recipe: str, 
         model=model, dataset=request.dataset, tasks=(task,), split=request.split, n_questions=request.n_questions,
         correct_only=request.correct_only, language_pooling=request.language_pooling, target=request.target,
         measure="broja", dims=tuple(request.dims), gaussianize=request.gaussianize, bootstrap=request.bootstrap,
+        estimator=request.estimator, knockout_target=request.knockout_target,
         knockout=None if knockout is None else {"edges": list(knockout["edges"]), "layers": list(knockout["layers"])},
         seed=request.seed)
     if recipe == "seed":
@@ -292,6 +296,11 @@ def extract_part(request: StudyRequest, model: str, task: str, progress=None, ba
         if len(keep) < 2:
             raise ValueError(f"correct_only: {model} answers only {len(keep)} of {len(items)} {task} questions correctly")
         features = {key: value.subset(keep) for key, value in features.items()}
+    if request.knockout_target == "baseline":  # one Y for every run: deltas before a window are exactly 0
+        from pidcore.analysis import with_baseline_target
+
+        features = {key: value if key == "baseline" else with_baseline_target(value, features["baseline"])
+                    for key, value in features.items()}
     part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": len(items), "n_listed": listed}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance)
@@ -348,9 +357,11 @@ def part_analyses(request: StudyRequest, model: str, task: str, part: dict) -> l
 
 
 def run_record(features) -> dict:
-    """What the report keeps of a run's Features: counts, accuracy, mean p(correct)."""
+    """What the report keeps of a run's Features: counts, accuracy, mean p(correct) (and per question, for
+    the paired intervals of the answer metrics)."""
     return {"n_questions": int(features.n), "accuracy": float(features.accuracy),
-            "mean_p_correct": float(np.mean(features.p_correct))}
+            "mean_p_correct": float(np.mean(features.p_correct)),
+            "p_correct": [float(p) for p in features.p_correct], "correct": [bool(c) for c in features.correct]}
 
 
 def _strip(entries: list[dict]) -> list[dict]:
@@ -513,6 +524,8 @@ def correlations(trajectories: dict) -> list[dict]:
 def build_report(request: StudyRequest, records: list[dict], *, models: dict | None = None,
                  timing: dict | None = None) -> dict:
     """The pidflow.study/1 report from analysis and part records (run_study, or the workers' tasks)."""
+    from pidcore.pipeline import bootstrap_question_rows
+
     analyses = {(r["model"], r["task"], r["recipe"], r["key"]): r for r in records if r["type"] == "analysis"}
     parts = {(r["model"], r["task"]): r for r in records if r["type"] == "part"}
     rows, knockouts, series, trajectories = [], [], [], {}
@@ -529,18 +542,26 @@ def build_report(request: StudyRequest, records: list[dict], *, models: dict | N
                 series.append({"model": model, "task": task, "recipe": recipe, "run": run["name"],
                                "kind": run["kind"], "centre": run["centre"], "knockout": run["knockout"],
                                "n_questions": analysis["n_questions"], "accuracy": analysis["accuracy"],
-                               "mean_p_correct": analysis["mean_p_correct"], "layers": analysis["layers"]})
+                               "mean_p_correct": analysis["mean_p_correct"],
+                               "layers": [{k: v for k, v in layer.items() if k != "draws"} for layer in analysis["layers"]]})
                 if run["knockout"] is None:
                     continue
-                effects = knockout_effects(
-                    base["layers"], analysis["layers"], window=run["knockout"]["layers"],
-                    baseline_p_correct=[base["mean_p_correct"]], knockout_p_correct=[analysis["mean_p_correct"]],
-                    baseline_correct=[base["accuracy"]], knockout_correct=[analysis["accuracy"]])
+                answers = {"baseline_p_correct": np.array(base["p_correct"]),
+                           "knockout_p_correct": np.array(analysis["p_correct"]),
+                           "baseline_correct": np.array(base["correct"]), "knockout_correct": np.array(analysis["correct"])}
+                effects = knockout_effects(base["layers"], analysis["layers"], window=run["knockout"]["layers"],
+                                           **answers)
+                settings = analysis["analysis"]
+                resampled = (bootstrap_question_rows(base["n_questions"], settings["bootstrap"], settings["seed"])
+                             if settings["bootstrap"] else None)
+                effects = add_intervals(effects, base["layers"], analysis["layers"], estimator=settings["estimator"],
+                                        rows=resampled, **answers)  # paired intervals, as in a single analysis
                 knockouts.append({"model": model, "task": task, "recipe": recipe, "run": run["name"],
                                   "kind": run["kind"], "edges": run["knockout"]["edges"],
                                   "window": run["knockout"]["layers"], "centre": run["centre"],
                                   **{key: effects.get(key) for key in EFFECT_KEYS},
                                   "reached_layers": effects["reached_layers"], "late_layers": effects["late_layers"],
+                                  "intervals": effects.get("intervals"),
                                   "per_layer": effects["per_layer"]})
     return {
         "schema": SCHEMA,

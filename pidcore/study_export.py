@@ -48,7 +48,9 @@ def csv_rows(report: dict):
         key = {"model": row["model"], "task": row["task"], "recipe": row["recipe"], "run": row["run"],
                "centre": row["centre"]}
         for name in EFFECTS:
-            yield {"section": "knockout", **key, "quantity": name, "value": row.get(name)}
+            bounds = (row.get("intervals") or {}).get(name) or [None, None]
+            yield {"section": "knockout", **key, "quantity": name, "value": row.get(name), "lo": bounds[0],
+                   "hi": bounds[1]}
         for entry in row["per_layer"]:
             for term in DELTA_TERMS:
                 yield {"section": "knockout_delta", **key, "layer": entry["layer"], "quantity": f"delta_{term}",
@@ -121,13 +123,19 @@ def correlation_table(report: dict) -> str:
     return _table(["models", "task", "recipe", "r(R)", "r(U_vision)", "r(U_language)", "r(S)", "r(total)"], rows)
 
 
+def _with_interval(row: dict, name: str) -> str:
+    interval = (row.get("intervals") or {}).get(name)
+    text = _number(row.get(name))
+    return text + (f" <small>[{interval[0]:.3f}, {interval[1]:.3f}]</small>" if interval else "")
+
+
 def knockout_table(report: dict) -> str:
     if not report["knockouts"]:
         return "<p>No knockout runs in this study.</p>"
     rows = [[html.escape(k["model"]), html.escape(k["task"]), html.escape(k["recipe"]), html.escape(k["run"]),
              html.escape("+".join(k["edges"])), f"{k['window'][0]}–{k['window'][1]}",
              "" if k["centre"] is None else str(k["centre"]),
-             _number(k["trapped_unique_vision"]), _number(k["compensatory_synergy"]), _number(k["information_cost"]),
+             *(_with_interval(k, name) for name in ("trapped_unique_vision", "compensatory_synergy", "information_cost")),
              _number(k.get("answer_probability_change_pct"), 1), _number(k.get("accuracy_change"))]
             for k in report["knockouts"]]
     return _table(["model", "task", "recipe", "run", "edges", "window", "centre", "trapped U_v (bits)",

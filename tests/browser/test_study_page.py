@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 STUDY = {"models": ["demo"], "tasks": ["shape", "color"], "n_questions": 80, "gaussianize": "none",
          "dims": [3, 3, 2], "seed_variance": 0.8, "sweep": {"edges": ["image->question"], "k": 3},
-         "recipes": ["pidflow", "seed"], "seed": 2}
+         "recipes": ["pidflow", "seed"], "seed": 2, "bootstrap": 20}
 
 
 @pytest.fixture(scope="module")

@@ -172,6 +172,9 @@ def test_study_report_matches_the_single_analyses(two_model_study):
     sweep = next(k for k in report["knockouts"] if k["kind"] == "sweep" and k["centre"] == 4
                  and k["model"] == "demo" and k["recipe"] == "pidflow")
     assert sweep["window"] == [3, 5]
+    lo, hi = sweep["intervals"]["information_cost"]  # paired bootstrap interval (same questions in both runs)
+    assert lo <= sweep["information_cost"] <= hi or hi - lo > 0
+    assert all("draws" not in layer for series in report["series"] for layer in series["layers"])
     # identical models: every trajectory correlates perfectly
     assert {row["task"] for row in report["correlations"]} == {"shape"} and len(report["correlations"]) == 2
     for row in report["correlations"]:
@@ -226,7 +229,7 @@ def test_question_id_lists_and_counts(tmp_path):
     ids = read_question_ids(path)
     assert list(ids) == ["shape"] and len(ids["shape"]) == 31
     request = default_request(tasks=["shape"], n_questions=20, question_ids=ids, correct_only=True, recipes=["pidflow"],
-                              sweep=None, seed_cut=False, gaussianize="none", dims=[2, 2, 2])
+                              sweep=None, seed_cut=False, gaussianize="none", dims=[2, 2, 2], bootstrap=0)
     items, found = study_questions(request, "shape")
     assert found == 30 and len(items) == 20 and {item.qid for item in items} <= set(listed[:30])
     with threads_one():

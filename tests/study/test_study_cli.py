@@ -13,7 +13,8 @@ from app.cli import main
 def test_pidflow_study_writes_json_csv_html(tmp_path, capsys):
     out = tmp_path / "study"
     code = main(["study", "--task", "shape", "--n-questions", "60", "--no-gaussianize", "--dims", "2", "2", "2",
-                 "--no-sweep", "--window", "image->last", "2", "3", "--recipe", "pidflow", "-o", str(out)])
+                 "--no-sweep", "--window", "image->last", "2", "3", "--recipe", "pidflow", "--bootstrap", "0",
+                 "-o", str(out)])
     assert code == 0
     report = json.loads((out / "study.json").read_text())
     assert [run["name"] for run in report["parts"][0]["runs"]] == ["baseline", "image->last@2-3", "seed-cut"]
