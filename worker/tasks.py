@@ -169,7 +169,7 @@ def _features_for(request, reporter) -> dict:
 
 
 def _extract(job_id: str, attempt: str) -> None:
-    store, settings = _store(), _context()[0]
+    store = _store()
     job = _alive_job(job_id, attempt)
     request = _request(job)
     reporter = _Reporter(job_id, attempt, "extract", 0.0, _extract_end(request))
@@ -178,11 +178,79 @@ def _extract(job_id: str, attempt: str) -> None:
         _count_delivery(job_id, attempt, "extract")
         reporter(0.0, "extracting features", force=True)
         started = time.perf_counter()
+        if _queue_shards(job_id, attempt, request, reporter):
+            return  # the shard that completes the set merges them and plans the analysis
         features = _features_for(request, reporter)
         stored = {run: feature_store.save(job_id, run, item) for run, item in features.items() if item is not None}
         if _call(store.put, job_id, attempt, "features", stored) < 0:
             raise JobGone(job_id)
         _call(store.put, job_id, attempt, "job", {"extract_s": f"{time.perf_counter() - started:.3f}"})
+    _plan(job_id, attempt, features, reporter)
+
+
+def _queue_shards(job_id: str, attempt: str, request, reporter) -> bool:
+    """Queue one extract_shard per PIDFLOW_EXTRACT_SHARD questions (worker/shards.py); False when the
+    request is extracted whole."""
+    from worker import shards
+
+    size = shards.shard_size()
+    if not shards.shardable(request, size):
+        return False
+    bounds = shards.shard_bounds(len(shards.question_items(request)), size)
+    if len(bounds) < 2:
+        return False
+    if _call(_store().put, job_id, attempt, "job", {"shards": str(len(bounds)), "shards_started": time.time()},
+             nx=True) < 0:
+        raise JobGone(job_id)
+    reporter(0.0, f"extracting {len(bounds)} shards of up to {size} questions", force=True)
+    for index, (start, stop) in enumerate(bounds):
+        _send(shards.EXTRACT_SHARD, [job_id, attempt, index, start, stop])
+    return True
+
+
+def _extract_shard(job_id: str, attempt: str, index: int, start: int, stop: int) -> None:
+    from pidcore.analysis import with_baseline_target
+    from worker import shards
+
+    store = _store()
+    job = _alive_job(job_id, attempt)
+    request = _request(job)
+    total = int(job["shards"])
+    if _call(store.features, job_id, f"baseline:shard:{index}") is None:
+        _count_delivery(job_id, attempt, f"shard:{index}")
+        features = shards.extract_shard(request, start, stop)
+        stored = {f"{run}:shard:{index}": feature_store.save(job_id, f"{run}-shard{index}", item)
+                  for run, item in features.items() if item is not None}
+        if _call(store.put, job_id, attempt, "features", stored, nx=True) < 0:
+            raise JobGone(job_id)
+    names = {name.decode() for name in _call(store.redis.hkeys, store.keys(job_id)["features"])}
+    landed = sum(f"baseline:shard:{i}" in names for i in range(total))
+    reporter = _Reporter(job_id, attempt, "extract", 0.0, _extract_end(request))
+    reporter(landed / total, f"{landed}/{total} shards extracted", force=True)
+    if landed < total or _call(store.put, job_id, attempt, "job", {"merged_by": str(index)}, nx=True) <= 0:
+        return
+    runs = ["baseline"] + (["knockout"] if request.knockout else [])
+    features = {run: shards.merge([feature_store.load(_call(store.features, job_id, f"{run}:shard:{i}"))
+                                   for i in range(total)]) for run in runs}
+    if request.knockout and request.knockout_target == "baseline":
+        features["knockout"] = with_baseline_target(features["knockout"], features["baseline"])
+    stored = {run: feature_store.save(job_id, run, item) for run, item in features.items()}
+    if _call(store.put, job_id, attempt, "features", stored) < 0:
+        raise JobGone(job_id)
+    _call(store.put, job_id, attempt, "job",
+          {"extract_s": f"{time.time() - float(_alive_job(job_id, attempt)['shards_started']):.3f}"})
+    _plan(job_id, attempt, {**{"knockout": None}, **features}, reporter)
+
+
+@app.task(name="pidflow.extract_shard")
+def extract_shard(job_id: str, attempt: str, index: int, start: int, stop: int) -> None:
+    """Extract questions [start, stop) of a job (both runs); the last shard to land merges and plans."""
+    _guarded("extract", job_id, attempt, lambda: _extract_shard(job_id, attempt, index, start, stop))
+
+
+def _plan(job_id: str, attempt: str, features: dict, reporter) -> None:
+    """Fix the analysis plan once and queue one analyze task per (run, layer batch) not yet landed."""
+    store, settings = _store(), _context()[0]
     runs = [run for run in RUNS if features.get(run) is not None]
     num_layers = features["baseline"].num_layers
     step = settings.layer_batch

@@ -300,8 +300,36 @@ def _hub_revision(model: str) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=None) -> VLMAdapter:
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def _placement(device_map, quantization) -> dict:
+    """from_pretrained options for `device_map` (layers over several GPUs / CPU offload; needs accelerate)
+    and 8/4-bit `quantization` (needs bitsandbytes); ValueError naming the missing package."""
+    import importlib.util
+
+    options = {}
+    if device_map is not None:
+        if importlib.util.find_spec("accelerate") is None:
+            raise ValueError("device_map needs the accelerate package (pip install accelerate)")
+        options["device_map"] = device_map
+    if quantization is not None:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError(f"{quantization} quantization needs the bitsandbytes package (pip install bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        options["quantization_config"] = BitsAndBytesConfig(**{f"load_in_{quantization}": True})
+        options.setdefault("device_map", "auto")
+    return options
+
+
+def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=None, device_map=None,
+                 quantization=None) -> VLMAdapter:
     """Load "demo", a local folder or a Hugging Face id; bf16 on GPU and fp32 on CPU unless told.
+    `device_map` ("auto", or a layer -> device dict) spreads the layers over GPUs / CPU (accelerate);
+    `quantization` "8bit" / "4bit" loads quantised weights (bitsandbytes). Both optional.
 
     The family (model class, decoder, prompt template, ...) comes from the config's model_type."""
     import transformers
@@ -324,7 +352,10 @@ def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=Non
     options = {"dtype": dtype}
     if attn_implementation:
         options["attn_implementation"] = attn_implementation
-    network = model_class.from_pretrained(source, **options).to(device)
+    placement = _placement(device_map, quantization)
+    network = model_class.from_pretrained(source, **options, **placement)
+    if "device_map" not in placement:  # placed by accelerate otherwise: pooling and masks follow each layer
+        network = network.to(device)
     processor = load_processor(source, family)
     template = family.prompt
     if folder is not None:

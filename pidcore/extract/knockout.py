@@ -70,7 +70,7 @@ def knocked_mask(mask: torch.Tensor | None, roles: BatchRoles, blocked: torch.Te
         mask = mask[:, :1].clone()
     mask = mask.expand(blocked.shape[0], 1, *mask.shape[2:]).clone()
     q, k = mask.shape[-2:]
-    mask[:, 0][blocked[:, -q:, -k:]] = torch.finfo(mask.dtype).min
+    mask[:, 0][blocked[:, -q:, -k:].to(mask.device)] = torch.finfo(mask.dtype).min  # the layer's device
     return mask
 
 

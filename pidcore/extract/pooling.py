@@ -56,10 +56,12 @@ class PooledStates:
         self.vision_override = vision.to(torch.float32)
 
     def record(self, layer: int, hidden: torch.Tensor) -> None:
-        self.pooled[layer] = torch.bmm(self.weights.to(hidden.dtype), hidden).to(torch.float32)
+        weights = self.weights.to(device=hidden.device, dtype=hidden.dtype)  # layers may sit on other devices
+        self.pooled[layer] = torch.bmm(weights, hidden).to(device=self.weights.device, dtype=torch.float32)
         if layer == self.num_layers:
             rows = torch.arange(hidden.shape[0], device=hidden.device)
-            self.answer_state = hidden[rows, self.roles.answer_index].to(torch.float32)
+            self.answer_state = hidden[rows.to(hidden.device), self.roles.answer_index.to(hidden.device)].to(
+                device=self.weights.device, dtype=torch.float32)
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
         """vision, language as (L+1, b, h) float32 tensors."""

@@ -11,7 +11,7 @@ from tests.worker.conftest import WorkerProcess, wait_for_job
 from worker import jobs
 
 REQUEST = {"model": "demo", "dataset": "easy-vqa", "tasks": ["shape"], "n_questions": 60, "dims": [3, 3, 2],
-           "gaussianize": False, "seed": 5, "knockout": {"edges": ["image->question"], "layers": [1, 3]}}
+           "gaussianize": False, "bootstrap": 0, "seed": 5, "knockout": {"edges": ["image->question"], "layers": [1, 3]}}
 
 pytestmark = pytest.mark.slow
 

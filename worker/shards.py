@@ -1,0 +1,83 @@
+"""One run's questions split into shards that several GPU workers extract (PIDFLOW_EXTRACT_SHARD questions
+each, a multiple of the extraction batch), merged in question order — bit-equal to an unsharded run,
+because every shard starts at a batch boundary, so each batch holds the same questions as unsharded.
+
+The `extract` task queues one `pidflow.extract_shard` per shard and returns; each shard stores its
+features (baseline and knockout) under "<run>:shard:<i>" in the job's features hash (HSETNX); the shard
+that completes the set merges them into "baseline"/"knockout" and plans the analysis. A killed worker
+loses only its shard (acknowledged late, redelivered and extracted again); the others stay stored.
+Used when the request has no `correct_only` (which extracts the knockout run on the kept questions only)
+and its questions exceed one shard.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+EXTRACT_SHARD = "pidflow.extract_shard"
+BATCH = 8  # pidcore.extract.run.extract's default batch size: shards start at its multiples
+_PER_QUESTION = ("target", "qids", "tasks", "answers", "predicted", "p_correct", "correct", "questions", "image_ids")
+
+
+def shard_size(env: dict | None = None) -> int:
+    """PIDFLOW_EXTRACT_SHARD rounded up to a multiple of the batch size; 0 = no sharding."""
+    raw = (os.environ if env is None else env).get("PIDFLOW_EXTRACT_SHARD") or "0"
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ValueError(f"PIDFLOW_EXTRACT_SHARD must be an integer, got {raw!r}") from None
+    if size < 0:
+        raise ValueError(f"PIDFLOW_EXTRACT_SHARD must be >= 0, got {size}")
+    return BATCH * math.ceil(size / BATCH)
+
+
+def question_items(request):
+    from pidcore.data import load_questions
+
+    return load_questions(request.dataset, list(request.tasks), split=request.split, n=request.n_questions,
+                          seed=request.seed)
+
+
+def shard_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) of each shard of n questions."""
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def shardable(request, size: int) -> bool:
+    return size > 0 and not request.correct_only and not request.model.startswith("features:")
+
+
+def extract_shard(request, start: int, stop: int) -> dict:
+    """{"baseline": Features, "knockout": Features | None} of questions [start, stop): the same plain
+    extractions as pidcore.analysis.extract_features, on a slice that starts at a batch boundary."""
+    from pidcore.analysis import _adapter
+    from pidcore.data import answer_set
+    from pidcore.extract import Knockout, extract
+
+    items = question_items(request)[start:stop]
+    adapter = _adapter(request.model)
+    options = {"answers": answer_set(request.dataset), "language_pooling": request.language_pooling,
+               "target": request.target}
+    baseline = extract(adapter, items, **options)
+    knocked = None
+    if request.knockout:
+        knockout = Knockout(**request.knockout)
+        adapter.check_knockout(knockout)
+        knocked = extract(adapter, items, knockout=knockout, **options)
+    return {"baseline": baseline, "knockout": knocked}
+
+
+def merge(parts: list):
+    """Features of consecutive shards concatenated in question order (layers read one at a time)."""
+    from pidcore.extract.features import Features
+
+    first = parts[0]
+    vision = np.concatenate([np.stack([p.vision[layer] for layer in range(p.num_layers)]) for p in parts], axis=1)
+    language = np.concatenate([np.stack([p.language[layer] for layer in range(p.num_layers)]) for p in parts],
+                              axis=1)
+    per_question = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _PER_QUESTION}
+    return Features(vision=vision, language=language, answer_set=first.answer_set, meta=dict(first.meta),
+                    **per_question)
