@@ -288,6 +288,19 @@ class AnalysisService:
             view[run] = {**(outcome or {}), "layers": layers}
         return view
 
+    def attention(self, analysis_id: str, qid: str) -> dict:
+        """Attention of one question to its image patches per decoder layer, baseline and knockout (app.attention;
+        demo model only)."""
+        from app.attention import question_attention
+
+        return question_attention(self._document(analysis_id), analysis_id, qid)
+
+    def ask(self, image_bytes: bytes, question: str) -> dict:
+        """The demo model's answer to an uploaded image and question, with its attention maps."""
+        from app.attention import own_question
+
+        return own_question(image_bytes, question)
+
     def delete(self, analysis_id: str, token: str | None = None) -> bool:
         """Delete an analysis (hosted: only its owner may) with its share links; its job, result and running
         tasks go too once no other analysis points at the same job."""

@@ -125,6 +125,16 @@ def analysis_question(analysis_id: str, qid: str, request: Request):
         return _service(request).question(analysis_id, qid)
 
 
+@router.get("/analyses/{analysis_id}/questions/{qid}/attention", responses=ERRORS,
+            summary="Attention of one question to its image patches per decoder layer (demo model)")
+def analysis_question_attention(analysis_id: str, qid: str, request: Request):
+    """{grid: [rows, cols], heads, layers: [{decoder_layer, question, last, question_heads, last_heads}],
+    share, answer} for the baseline and (when the analysis has one) the knockout; maps are attention
+    probabilities from the question tokens (mean) and from the last position to each image patch."""
+    with _mapped_errors():
+        return _service(request).attention(analysis_id, qid)
+
+
 @router.delete("/analyses/{analysis_id}", responses={**WRITE_ERRORS, **ERRORS, 403: {"model": Message}},
                summary="Delete an analysis and its cached result")
 def delete_analysis(analysis_id: str, request: Request, token: Writer):

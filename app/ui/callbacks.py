@@ -262,6 +262,7 @@ def demo_story(document: dict) -> list:
 
 def register(app, service) -> None:
     """Attach every callback of the dashboard to `app`, reading through `service`."""
+    register_attention(app, service)
 
     @app.callback(
         Output("tasks", "options"), Output("tasks", "value"),
@@ -670,6 +671,65 @@ def register(app, service) -> None:
             return html.Div(f"Cannot show this question: {exc}", className="error"), \
                 figures.message_figure("No question to show.")
         return question_card(view), figures.question_figure(view)
+
+
+def register_attention(app, service) -> None:
+    """The question explorer's attention maps and the own-question box."""
+
+    @app.callback(
+        Output("attention-baseline", "figure"), Output("attention-knockout", "figure"),
+        Output("attention-knockout-block", "hidden"), Output("att-layer", "max"), Output("att-head", "options"),
+        Output("att-message", "children"),
+        Input("question-pick", "value"), Input("att-source", "value"), Input("att-layer", "value"),
+        Input("att-head", "value"), State("analysis-id", "data"),
+    )
+    def attention_view(qid, source, layer, head, analysis_id):
+        if not qid or not analysis_id:
+            empty = figures.message_figure("Pick a question to see where it looks in the image.")
+            return empty, empty, True, no_update, no_update, None
+        try:
+            maps = data.attention(service, analysis_id, qid)
+        except data.DataError as exc:
+            empty = figures.message_figure("No attention map for this question.")
+            return empty, empty, True, no_update, no_update, str(exc)
+        base = maps["baseline"]
+        top = len(base["layers"]) - 1
+        layer = min(int(layer or 0), top)
+        head_index = None if head in (None, "mean") else int(head)
+        runs = [base] + ([maps["knockout"]] if maps.get("knockout") else [])
+        z_max = max(max(map(max, figures.attention_grid(run, layer, source, head_index))) for run in runs) or None
+        figs = [figures.attention_figure(run, layer, source, head_index, maps.get("image_url"), title=name, z_max=z_max)
+                for run, name in zip(runs, ("Baseline", "Knockout"), strict=False)]
+        knockout_fig = figs[1] if len(figs) > 1 else figures.message_figure("No knockout in this analysis.")
+        options = [{"label": "mean over heads", "value": "mean"}] + [
+            {"label": f"head {h}", "value": str(h)} for h in range(base["heads"])]
+        answer = base.get("answer") or {}
+        said = f"The model answers {answer['predicted']!r} (p = {answer['p']:.2f}) without a knockout." \
+            if answer else None
+        return figs[0], knockout_fig, len(figs) == 1, top, options, said
+
+    @app.callback(
+        Output("own-answer", "children"), Output("own-attention", "figure"),
+        Input("own-ask", "n_clicks"), State("own-image", "contents"), State("own-text", "value"),
+        State("att-source", "value"), State("att-layer", "value"), prevent_initial_call=True,
+    )
+    def own_question(_clicks, contents, text, source, layer):
+        import base64
+
+        if not contents:
+            return html.Span("Drop an image first.", className="error"), no_update
+        try:
+            raw = base64.b64decode(contents.split(",", 1)[1])
+            answer = data.ask(service, raw, text)
+        except (IndexError, ValueError, data.DataError) as exc:
+            return html.Span(f"Cannot ask: {exc}", className="error"), no_update
+        maps = answer["baseline"]
+        layer = min(int(layer or 0), len(maps["layers"]) - 1)
+        said = maps.get("answer") or {}
+        top = sorted((said.get("probabilities") or {}).items(), key=lambda kv: -kv[1])[:3]
+        words = ", ".join(f"{a} {p:.2f}" for a, p in top)
+        return [html.B(f"The demo model answers {said.get('predicted')!r}"), f" (most likely: {words})."], \
+            figures.attention_figure(maps, layer, source, None, contents, title="Your image")
 
 
 def filter_questions(questions: list[dict], search: str | None, task: str | None, correctness: str) -> list[dict]:

@@ -173,3 +173,13 @@ def precheck(service, request: dict) -> tuple[str | None, str] | None:
     except Exception:  # noqa: BLE001 - the submit says it
         return None
     return None
+
+
+def attention(service, analysis_id: str, qid: str) -> dict:
+    """Attention maps of one question (baseline, knockout) to its image patches."""
+    return _guard(service.attention, analysis_id, qid)
+
+
+def ask(service, image_bytes: bytes, question: str) -> dict:
+    """The demo model's answer and attention maps for an uploaded image and question."""
+    return _guard(service.ask, image_bytes, question)

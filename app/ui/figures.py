@@ -359,3 +359,36 @@ def question_figure(view: dict, document: dict | None = None) -> go.Figure:
 def _rgba(hex_colour: str, alpha: float) -> str:
     red, green, blue = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({red},{green},{blue},{alpha})"
+
+
+def attention_grid(maps: dict, layer: int, source: str = "question", head: int | None = None) -> list[list[float]]:
+    """One attention map (rows x cols of probabilities): decoder layer `layer`, from the question tokens or
+    the last position, mean over heads or head `head`."""
+    entry = maps["layers"][layer]
+    return entry[source] if head is None else entry[f"{source}_heads"][head]
+
+
+def attention_figure(maps: dict | None, layer: int, source: str = "question", head: int | None = None,
+                     image_url: str | None = None, title: str = "", z_max: float | None = None) -> go.Figure:
+    """The attention map drawn over the image: one cell per image patch, the picture underneath."""
+    if not maps:
+        return message_figure("No attention map.")
+    grid = attention_grid(maps, layer, source, head)
+    rows, cols = len(grid), len(grid[0])
+    fig = go.Figure(go.Heatmap(
+        z=grid, colorscale="Viridis", opacity=0.6, zmin=0, zmax=z_max, meta=f"attention:{source}",
+        colorbar={"title": {"text": "attention"}, "thickness": 12},
+        hovertemplate="patch row %{y}, column %{x}: %{z:.3f}<extra></extra>"))
+    if image_url:
+        fig.add_layout_image(source=image_url, xref="x", yref="y", x=-0.5, y=-0.5, sizex=cols, sizey=rows,
+                             sizing="stretch", layer="below", opacity=1.0)
+    who = "question tokens" if source == "question" else "last position"
+    heads = "mean over heads" if head is None else f"head {head}"
+    share = sum(map(sum, grid))
+    fig.update_layout(title={"text": title or f"Attention from the {who}", "x": 0.01, "xanchor": "left",
+                             "subtitle": {"text": f"decoder layer {layer}, {heads}; {share:.0%} of it on the image",
+                                          "font": {"size": 12}}},
+                      template="plotly_white", height=360, margin={"l": 20, "r": 20, "t": 70, "b": 20})
+    fig.update_xaxes(visible=False, range=[-0.5, cols - 0.5], constrain="domain")
+    fig.update_yaxes(visible=False, range=[rows - 0.5, -0.5], scaleanchor="x", constrain="domain")
+    return fig

@@ -264,6 +264,50 @@ def questions_panel() -> html.Div:
         html.Div(id="question-count", className="hint"),
         html.Div(id="question-view", className="question-view"),
         graph("question-figure"),
+        html.P("Per-question (pointwise) terms: this question's contribution to each part, in bits. They are "
+               "noisy one by one and can be negative; their mean over the questions is the analysis's value.",
+               className="caption"),
+        attention_panel(),
+        own_question_panel(),
+    ])
+
+
+def attention_panel() -> html.Div:
+    """Where in the image: attention from the question tokens or the last position to the image patches."""
+    return html.Div(id="attention-panel", className="attention", children=[
+        html.H3(["Where in the image ", help_mark(
+            "Attention probabilities from the question's tokens (their mean) or from the last position to each "
+            "image patch, in one decoder layer; computed for the demo model")]),
+        html.Div(className="toolbar", children=[
+            dcc.RadioItems(id="att-source", inline=True, value="question", options=[
+                {"label": " from the question tokens", "value": "question"},
+                {"label": " from the last position", "value": "last"}]),
+            dcc.Dropdown(id="att-head", value="mean", clearable=False, className="att-head",
+                         options=[{"label": "mean over heads", "value": "mean"}]),
+        ]),
+        html.Div("Decoder layer:", className="field-label"),
+        dcc.Slider(id="att-layer", min=0, max=DEFAULT_LAYERS - 1, step=1, value=0, marks=None,
+                   tooltip={"placement": "bottom", "always_visible": True}),
+        html.Div(id="att-message", className="hint"),
+        html.Div(id="att-columns", className="two-columns", children=[
+            html.Div(graph("attention-baseline"), className="plot-block"),
+            html.Div(graph("attention-knockout"), id="attention-knockout-block", className="plot-block")]),
+    ])
+
+
+def own_question_panel() -> html.Div:
+    """Try your own image and question on the demo model."""
+    return html.Div(id="own-question", className="own-question", children=[
+        html.H3("Try your own image and question (demo model)"),
+        html.Div(className="compare-row", children=[
+            dcc.Upload(id="own-image", className="own-upload", accept="image/*", max_size=2_000_000,
+                       children=html.Div(["Drop an image here or ", html.A("choose one")])),
+            dcc.Input(id="own-text", type="text", className="input wide", debounce=False,
+                      placeholder="e.g. what color is the shape?"),
+            html.Button("Ask the demo model", id="own-ask", n_clicks=0),
+        ]),
+        html.Div(id="own-answer", role="status", className="own-answer"),
+        graph("own-attention"),
     ])
 
 

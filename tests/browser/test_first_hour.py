@@ -116,7 +116,8 @@ def test_costs_are_known_before_running_and_impossible_requests_are_refused_at_t
         # too few questions for the PCA sizes: said next to the field, live and after Run; the form is kept
         page.locator("#n-questions").fill("3")
         page.get_by_role("button", name="Run analysis").click()
-        page.wait_for_selector("#n-questions-error:has-text('need at least 42 questions')", timeout=TIMEOUT_MS)
+        page.wait_for_selector("#n-questions-error:has-text('questions in all')", timeout=TIMEOUT_MS)
+        assert "need at least" in page.locator("#n-questions-error").inner_text()
         assert page.locator("#n-questions").input_value() == "3"
         assert "Cannot start" in page.locator("#submit-status").inner_text()
         # more questions than the task has: how many exist
@@ -151,3 +152,39 @@ def test_cancel_a_running_analysis(slow_server, tmp_path):
         assert not page.locator("#cancel").is_visible()
         with pytest.raises(KeyError):
             service.status(job_id)
+
+
+def test_where_in_the_image_and_your_own_question(demo_server, tmp_path):
+    from pidcore.data import find_image
+
+    url, service, _ = demo_server
+    knockout = service.submit({**DEFAULT_REQUEST, "knockout": {"edges": ["image->question"], "layers": [2, 3]}})
+    with chromium(tmp_path / "profile", width=1920, height=1080) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{url}/?analysis={knockout['id']}&tab=questions&q=easy-vqa.test.3")
+        wait_for_traces(page, "attention-baseline", "attention:question")
+        wait_for_traces(page, "attention-knockout", "attention:question")
+        page.locator("#att-layer .rc-slider-handle, #att-layer [role=slider]").first.focus()
+        for _ in range(2):  # to decoder layer 2, inside the knockout window
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("document.querySelector('#attention-knockout .gtitle, #attention-knockout .g-gtitle')"
+                               "?.textContent.includes('decoder layer 2')", timeout=TIMEOUT_MS)
+        knocked = plot_data(page, "attention-knockout")
+        page.wait_for_function("""() => { const el = document.querySelector('#attention-knockout .js-plotly-plot');
+                                   return el && el.data[0].z.flat().every(v => Math.abs(v) < 1e-6); }""",
+                               timeout=TIMEOUT_MS)  # image->question blocked: the question tokens see no patch
+        base = page.evaluate("document.querySelector('#attention-baseline .js-plotly-plot').data[0].z.flat()")
+        assert len(base) == 16 and sum(base) > 0.01 and knocked
+        page.screenshot(path=str(ARTIFACTS / "first-05-attention-1920.png"), full_page=True)
+
+        # your own image and question
+        page.locator("#own-image input[type=file]").set_input_files(str(find_image("easy-vqa.test.3")))
+        page.locator("#own-text").fill("what color is the shape?")
+        page.get_by_role("button", name="Ask the demo model").click()
+        page.wait_for_selector("#own-answer:has-text('The demo model answers')", timeout=TIMEOUT_MS)
+        wait_for_traces(page, "own-attention", "attention:question")
+        page.locator("#own-attention").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "first-06-own-question-1920.png"), full_page=False)
+        assert not errors, errors
