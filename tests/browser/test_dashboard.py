@@ -80,8 +80,8 @@ def test_submit_knockout_question_and_share(server, artifacts, tmp_path):
 
         # fraction of total: the four areas stack to 1 at every layer
         page.locator("#mode").get_by_text("fraction of total").click()
-        page.wait_for_function("document.querySelector('#stacked-baseline .js-plotly-plot').data[1].y[0] > 0.7",
-                               timeout=TIMEOUT_MS)
+        page.wait_for_function("document.querySelector('#stacked-baseline .js-plotly-plot').data"
+                               ".find(t => t.meta === 'unique_vision').y[0] > 0.7", timeout=TIMEOUT_MS)
         stacked = [t["y"] for t in plot_data(page, "stacked-baseline") if t["meta"] in
                    ("redundancy", "unique_vision", "unique_language", "synergy")]
         assert [sum(column) for column in zip(*stacked, strict=True)] == pytest.approx([1.0] * (NUM_LAYERS + 1))

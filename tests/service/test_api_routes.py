@@ -48,12 +48,12 @@ def api(redis_url):
 
 
 def test_submit_then_cached_then_result(api):
-    first = api.post("/api/v1/analyses", json={"n_questions": 50})
+    first = api.post("/api/v1/analyses", json={"n_questions": 50, "bootstrap": 0})
     assert first.status_code == 202
     job = first.json()
     assert job["status_url"] == f"/api/v1/analyses/{job['id']}"
     assert first.headers["location"] == job["status_url"]
-    again = api.post("/api/v1/analyses", json={"n_questions": 50})
+    again = api.post("/api/v1/analyses", json={"n_questions": 50, "bootstrap": 0})
     assert again.status_code == 200 and again.json()["id"] == job["id"] and again.json()["cached"]
     status = api.get(job["status_url"]).json()
     assert status["state"] == "succeeded" and status["progress"] == 1.0
@@ -127,8 +127,8 @@ def test_delete_removes_the_result(api):
         ({"knockout": {"edges": ["sideways"], "layers": [0, 1]}}, "edges"),
         ({"measure": "banana"}, "measure"),
         ({"colour": "red"}, "colour"),
-        ({"n_questions": 13, "dims": [2, 2, 1]}, "job layer refuses n_questions=13"),
-        ({"n_questions": 13}, "need at least 42 questions in all"),  # refused up front, before the job layer
+        ({"n_questions": 13, "dims": [2, 2, 1], "bootstrap": 0}, "job layer refuses n_questions=13"),
+        ({"n_questions": 13, "bootstrap": 0}, "need at least 42 questions in all"),  # refused up front, before the job layer
         ({"n_questions": 500, "tasks": ["color"]}, None),
     ],
 )

@@ -15,7 +15,7 @@ import redis
 from tests.service.test_api_routes import make_client, redis_url  # noqa: F401 - fixture
 
 ALPHA, BETA = {"Authorization": "Bearer alpha"}, {"Authorization": "Bearer beta"}
-REQUEST = {"n_questions": 50, "seed": 3}
+REQUEST = {"n_questions": 50, "seed": 3, "bootstrap": 0}  # small enough for the up-front check
 
 
 @pytest.fixture
