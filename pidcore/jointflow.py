@@ -1,5 +1,6 @@
 """Flows trained for the PID's own need (Flow-PID objective): each variable gets its own invertible map,
-trained so that the pairs (X_k, Y) are jointly Gaussian under one shared target map.
+trained so that every layer's (X1, X2, Y) (or, as in the Flow-PID paper, the pairs (X_k, Y)) is jointly
+Gaussian under one shared target map.
 
 Per variable the flow is ``n_layers`` per-coordinate rational-quadratic splines (linear tails, bound 4)
 with a full invertible linear map between consecutive splines (spline, linear, spline for 2 layers), so
@@ -106,24 +107,60 @@ class _Stack:
         if layers == 0:
             return
         self.bound[0] = x.abs().amax(dim=1) * 1.05 + 1e-3
+        started = None
         if starts is not None:
-            self._start(x, starts)
+            started = torch.isfinite(starts).all(dim=2).all(dim=1)  # (M,) models with a start
+            self._fit_spline(0, x, starts, started)
         with torch.no_grad():
             for layer in range(1, layers):
                 x = self._layer(x, layer - 1, self.params())[0]
+                ica = layer == 1 and layers >= 3 and started is not None and bool(started.any())
+                if ica:
+                    self._unmix(x, started)
                 x = torch.baddbmm(self.b[layer - 1], x, self.w[layer - 1].transpose(1, 2))
                 self.bound[layer] = x.abs().amax(dim=1) * 1.05 + 1e-3
+                if ica:
+                    from pidcore.copula import normal_scores
 
-    def _start(self, x: torch.Tensor, starts: torch.Tensor) -> None:
-        """First spline through the monotone pairs (x, starts) of each model and coordinate that has them:
-        knots at quantiles of x (blended with uniform spacing), heights and slopes from the pairs."""
-        bins = self.uw.shape[-1]
-        for i in range(x.shape[0]):
-            if not torch.isfinite(starts[i]).all():
+                    scores = torch.full_like(x, float("nan"))
+                    for i in torch.nonzero(started).flatten().tolist():
+                        scores[i] = torch.as_tensor(normal_scores(x[i].double().numpy()), dtype=DTYPE)
+                    self._fit_spline(1, x, scores, started)
+                    # the remaining boxes from the started state (linear maps still the identity)
+                    for later in range(2, layers):
+                        x = self._layer(x, later - 1, self.params())[0]
+                        x = torch.baddbmm(self.b[later - 1], x, self.w[later - 1].transpose(1, 2))
+                        self.bound[later] = x.abs().amax(dim=1) * 1.05 + 1e-3
+                    break
+
+    def _unmix(self, h: torch.Tensor, started: torch.Tensor) -> None:
+        """First linear map of each started model: the FastICA unmixing (whitening included) of its
+        values ``h`` (M, N, d) after the first spline, so the start undoes a rotation after an
+        element-wise warp; its bias centres the components."""
+        import warnings
+
+        from sklearn.decomposition import FastICA
+
+        for i in torch.nonzero(started).flatten().tolist():
+            values = h[i].double().numpy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ica = FastICA(whiten="unit-variance", random_state=0, max_iter=400).fit(values)
+            unmixing = ica.components_
+            if not np.all(np.isfinite(unmixing)) or abs(np.linalg.slogdet(unmixing)[1]) > 50:
                 continue
+            self.w[0, i] = torch.as_tensor(unmixing, dtype=DTYPE)
+            self.b[0, i, 0] = torch.as_tensor(-ica.mean_ @ unmixing.T, dtype=DTYPE)
+
+    def _fit_spline(self, layer: int, x: torch.Tensor, targets: torch.Tensor, models: torch.Tensor) -> None:
+        """Spline ``layer`` of the ``models`` (bool (M,)) through the monotone pairs (x, targets) per coordinate:
+        knots at quantiles of x (blended with uniform spacing), heights and slopes from the pairs; the
+        following linear map's bias re-adds the offset the centred spline output drops."""
+        bins = self.uw.shape[-1]
+        for i in torch.nonzero(models).flatten().tolist():
             for j in range(x.shape[2]):
-                xs, ts = np.sort(x[i, :, j].numpy()), np.sort(starts[i, :, j].numpy())
-                half = float(self.bound[0, i, j])
+                xs, ts = np.sort(x[i, :, j].double().numpy()), np.sort(targets[i, :, j].double().numpy())
+                half = float(self.bound[layer, i, j])
                 uniform = np.linspace(-half, half, bins + 1)
                 knots = 0.8 * np.quantile(xs, np.linspace(0, 1, bins + 1)) + 0.2 * uniform
                 knots[0], knots[-1] = -half, half
@@ -137,12 +174,12 @@ class _Stack:
                 span = heights.sum()
                 secant = heights / widths
                 deriv = np.r_[secant[0], 2 * secant[:-1] * secant[1:] / (secant[:-1] + secant[1:]), secant[-1]]
-                self.uw[0, i, j] = torch.as_tensor(np.log(np.maximum(widths / (2 * half) - _MIN_WIDTH, 1e-9)))
-                self.uh[0, i, j] = torch.as_tensor(np.log(np.maximum(heights / span - _MIN_HEIGHT, 1e-9)))
-                self.us[0, i, j] = math.log(span / (2 * half))
-                self.ud[0, i, j] = torch.as_tensor(np.log(np.expm1(np.maximum(deriv - _MIN_DERIVATIVE, 1e-9))))
-                if self.layers > 1:
-                    self.b[0, i, 0, j] = float(y[0] + span / 2)  # the spline's output is centred: shift it back
+                self.uw[layer, i, j] = torch.as_tensor(np.log(np.maximum(widths / (2 * half) - _MIN_WIDTH, 1e-9)))
+                self.uh[layer, i, j] = torch.as_tensor(np.log(np.maximum(heights / span - _MIN_HEIGHT, 1e-9)))
+                self.us[layer, i, j] = math.log(span / (2 * half))
+                self.ud[layer, i, j] = torch.as_tensor(np.log(np.expm1(np.maximum(deriv - _MIN_DERIVATIVE, 1e-9))))
+                if layer < self.layers - 1:  # the spline's output is centred: the next bias shifts it back
+                    self.b[layer, i, 0, j] = float(y[0] + span / 2)
 
     def _layer(self, x, layer: int, params):
         uw, uh, ud, us, _, _ = params
@@ -313,14 +350,17 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
 
 def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_layers: int = 3, num_bins: int = 16,
                     max_epochs: int = 50, batch_size: int | None = 256, learning_rate: float = 1e-2,
-                    validation: float = 0.2, patience: int = 3, reductions: int = 3, objective: str = "pairs",
+                    validation: float = 0.2, patience: int = 3, reductions: int = 3, objective: str = "joint",
                     optimizer: str = "lbfgs", starts: list | None = None,
                     threads: int | None = None, seed: int = 0, progress=None) -> JointFlowFit:
     """Cross-fitted joint flows of ``latents`` (one (n, k) array per variable, standardised).
 
     ``groups``: tuples of variable indices (sources..., target) whose values must be jointly Gaussian
-    (one per layer: (x1, x2, y)); they score the fit. ``objective``: "pairs" (Flow-PID: every (source,
-    target) pair of a group Gaussian under the shared target map) or "joint" (each whole group).
+    (one per layer: (x1, x2, y)); they score the fit. ``objective``: "joint" (each whole group jointly
+    Gaussian, the target's map shared by all groups; measured better, docs/pipeline.md) or "pairs" (the
+    Flow-PID paper's: every (source, target) pair of a group). ``starts``: per variable None or values
+    monotone in its latents coordinate by coordinate (the raw coordinates of normal scores): its flow then
+    starts there, then FastICA unmixing, then normal scores of the components (with 3 or more layers).
     ``progress(done, total)`` after each fold. Deterministic for a ``seed``.
     """
     if objective not in ("pairs", "joint"):
