@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=400, help="questions per task")
     parser.add_argument("--k", type=int, default=9, help="sweep window (layers)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for extraction")
-    parser.add_argument("--no-gaussianize", dest="gaussianize", action="store_false")
+    parser.add_argument("--gaussianize", default="auto", choices=["auto", "none", "copula", "flow"])
     parser.add_argument("--no-reuse", dest="no_reuse", action="store_true",
                         help="(for comparison) extract every run with its own full forward passes")
     parser.add_argument("-o", "--output-dir", help="also write study.json/.csv/.html there")
