@@ -129,6 +129,7 @@ def test_delete_removes_the_result(api):
         ({"colour": "red"}, "colour"),
         ({"n_questions": 13, "dims": [2, 2, 1], "bootstrap": 0}, "job layer refuses n_questions=13"),
         ({"n_questions": 13, "bootstrap": 0}, "need at least 42 questions in all"),  # refused up front, before the job layer
+        ({"n_questions": 13}, "bootstrap resamples need at least 110 questions in all"),  # default 200 rounds
         ({"n_questions": 500, "tasks": ["color"]}, None),
     ],
 )
