@@ -15,6 +15,7 @@ are in nats per sample.
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 _LOG_2PI = math.log(2 * math.pi)
+_QUIET = threading.Lock()
 _MIN_WIDTH = _MIN_HEIGHT = 1e-3
 _MIN_DERIVATIVE = 1e-3
 #: Floating-point type of the flows (float32: about twice as fast as float64 here, ample for likelihoods).
@@ -143,8 +145,8 @@ class _Stack:
 
         for i in torch.nonzero(started).flatten().tolist():
             values = h[i].double().numpy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _QUIET, warnings.catch_warnings():  # the folds' threads: one warnings filter at a time
+                warnings.simplefilter("ignore")  # FastICA's convergence warnings: the start is only a guess
                 ica = FastICA(whiten="unit-variance", random_state=0, max_iter=400).fit(values)
             unmixing = ica.components_
             if not np.all(np.isfinite(unmixing)) or abs(np.linalg.slogdet(unmixing)[1]) > 50:
