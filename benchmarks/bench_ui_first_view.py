@@ -1,7 +1,7 @@
 """Dashboard first view of a cached result: seconds from navigation to the stacked plot drawn
-(plotly's SVG holds the four area traces) in headless Chromium. Goal: <= 2 s.
+(plotly's SVG holds the four area traces) in headless Chromium. Goal: <= 1.5 s on a fresh profile.
 
-    python benchmarks/bench_ui_first_view.py [--repeats 5] [--n-questions 400] [--width 1366 --height 768]
+    python benchmarks/bench_ui_first_view.py [--profiles 3] [--repeats 5] [--n-questions 400] [--width 1366 --height 768]
                                              [--full-plotly]
 
 Starts uvicorn with the API and the dashboard (real AnalysisService on a private Redis, the browser tests'
@@ -35,7 +35,8 @@ DRAWN = """() => { const el = document.querySelector('#stacked-baseline .js-plot
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="page loads per browser profile")
+    parser.add_argument("--profiles", type=int, default=1, help="fresh browser profiles (each: one cold visit)")
     parser.add_argument("--n-questions", type=int, default=400)
     parser.add_argument("--width", type=int, default=1366)
     parser.add_argument("--height", type=int, default=768)
@@ -49,28 +50,30 @@ def main() -> int:
     if args.full_plotly:
         plotly_bundle.installed_bundle = lambda *a, **k: None
     bundle = plotly_bundle.installed_bundle()
-    with running_server(run_s=0.0, n_questions=args.n_questions) as (url, service), \
-            tempfile.TemporaryDirectory() as profile:
+    cold, wall, in_page = [], [], []
+    with running_server(run_s=0.0, n_questions=args.n_questions) as (url, service):
         job = service.submit(dict(DEFAULT_REQUEST))
         service.result(job["id"])  # cached and decoded, as after `pidflow serve` warm-up
-        with chromium(Path(profile), args.width, args.height) as context:
-            wall, in_page = [], []
-            for _ in range(args.repeats):
-                page = context.new_page()
-                start = time.perf_counter()
-                page.goto(f"{url}/?analysis={job['id']}")
-                page.wait_for_function(DRAWN, timeout=30_000, polling="raf")
-                wall.append(time.perf_counter() - start)
-                in_page.append(page.evaluate("performance.now()") / 1000)
-                page.close()
+        for _ in range(args.profiles):
+            with tempfile.TemporaryDirectory() as profile, chromium(Path(profile), args.width, args.height) as context:
+                for repeat in range(args.repeats):
+                    page = context.new_page()
+                    start = time.perf_counter()
+                    page.goto(f"{url}/?analysis={job['id']}")
+                    page.wait_for_function(DRAWN, timeout=30_000, polling="raf")
+                    (cold if repeat == 0 else wall).append(time.perf_counter() - start)
+                    in_page.append(page.evaluate("performance.now()") / 1000)
+                    page.close()
     print(f"first view of a cached result ({args.n_questions} questions x 7 layers, "
-          f"{args.width}x{args.height}, {os.cpu_count()} cores), {args.repeats} page loads")
+          f"{args.width}x{args.height}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}), "
+          f"{args.profiles} fresh profile(s) x {args.repeats} page loads")
     print(f"  plotly.js               : {bundle.name if bundle else 'full bundle (plotly/package_data/plotly.min.js)'}")
-    print(f"  cold (first visit)      : {wall[0]:.2f} s")
-    print(f"  wall to plot drawn      : median {statistics.median(wall):.2f} s, "
-          f"min {min(wall):.2f} s, max {max(wall):.2f} s")
+    print(f"  cold (first visit)      : {', '.join(f'{t:.2f}' for t in cold)} s")
+    if wall:
+        print(f"  repeat visits           : median {statistics.median(wall):.2f} s, "
+              f"min {min(wall):.2f} s, max {max(wall):.2f} s")
     print(f"  page clock (navigation start -> drawn): median {statistics.median(in_page):.2f} s")
-    print(f"  goal <= 2 s: {'met' if max(wall) <= 2.0 else 'NOT met'}")
+    print(f"  goal <= 1.5 s for a first visit: {'met' if max(cold) <= 1.5 else 'NOT met'}")
     return 0
 
 

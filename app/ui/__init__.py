@@ -41,7 +41,8 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
         from app.precheck import dataset_available
 
         datasets = [{**d, "unavailable": dataset_available(d.get("name"))} for d in datasets]
-        return build_layout(models, datasets, data.hosted(service), dict(DEFAULT_REQUEST))
+        return build_layout(models, datasets, data.hosted(service), dict(DEFAULT_REQUEST),
+                            initial=callbacks.initial_view(service, _page_query()))
 
     app.layout = layout
     app.index_string = app.index_string.replace(
@@ -49,6 +50,20 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     callbacks.register(app, service)
     upload_callbacks.register(app, service)
     return app
+
+
+def _page_query() -> str:
+    """The query of the page whose layout is asked for: /_dash-layout is fetched by that page, so its
+    Referer is the page's address (same origin: the full URL)."""
+    try:
+        import flask
+
+        referrer = flask.request.referrer if flask.has_request_context() else None
+    except ImportError:
+        return ""
+    from urllib.parse import urlsplit
+
+    return urlsplit(referrer or "").query
 
 
 def _plotly_url(prefix: str) -> str | None:

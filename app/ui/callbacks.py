@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
@@ -356,7 +357,7 @@ def register(app, service) -> None:
         return _follow(job)
 
     @app.callback([Output(f"{name}-error", "children") for name in FORM_ERROR_IDS],
-                  Input("form-error", "data"), Input("form-check", "data"))
+                  Input("form-error", "data"), Input("form-check", "data"), prevent_initial_call=True)
     def field_errors(refused, checked):
         """The message of a refused request (or of the live check) next to its field."""
         chosen = refused if ctx.triggered_id == "form-error" else checked
@@ -458,9 +459,9 @@ def register(app, service) -> None:
     def write_url(analysis_id, pending, tab, question, search, read_only):
         """Keep the address bar on the view shown (a job being followed counts as its analysis), so reload,
         back and share work; a pushed URL reaches the `url` location too, where `control` sees no change."""
-        if ctx.triggered_id is None:
-            return no_update
         query = parse_location(search)
+        if ctx.triggered_id is None and (query or not analysis_id):
+            return no_update  # a deep link: the page is still opening what it names; "/": name what opened
         share = query.get("share") if read_only else None
         wanted = view_search(pending or analysis_id, tab, question, share)
         if not wanted or wanted == (search or ""):
@@ -503,43 +504,49 @@ def register(app, service) -> None:
             out["notes"] = "No analysis open yet: choose the settings under New analysis and press Run analysis."
             return out
         try:
-            document = data.result(service, analysis_id)
+            data.status(service, analysis_id)  # still there (a deleted analysis is not served from the cache)
+            rendered, label = _rendered(analysis_id, mode, fmt or "png")
         except data.DataError as exc:
             failed = figures.message_figure("No result to show.")
             out.update({f"figure:{g}": failed for g in main_graphs})
             out["message"] = f"Cannot show analysis {analysis_id}: {exc}"
             return out
+        return {**out, **rendered, "recent": remember(recent, analysis_id, label)}
+
+    @lru_cache(maxsize=32)
+    def _rendered(analysis_id: str, mode: str, fmt: str) -> tuple[dict, str]:
+        """The Results tab of a finished analysis (its result never changes under its id): built once per
+        (analysis, mode, format), so a reload or another browser gets it without rebuilding the figures."""
+        document = data.result(service, analysis_id)
         tasks = sorted({q.get("task") for q in document.get("questions") or [] if q.get("task")})
         has_knockout = bool(figures.run_layers(document, "knockout"))
         y_max = figures.shared_y_max(document)
         caption, method = wording.target_sentence(document), wording.method_note(document)
         runs = {"stacked-baseline": "baseline", "stacked-knockout": "knockout", "difference": "knockout - baseline"}
         subtitles = {g: wording.describe_export(document, analysis_id, run) for g, run in runs.items()}
-        out.update({
+        out = {
             "figure:stacked-baseline": figures.stacked_figure(document, "baseline", mode, y_max=y_max,
-                                                              subtitle=subtitles["stacked-baseline"]),
+                                                              subtitle=subtitles["stacked-baseline"]).to_plotly_json(),
             "figure:stacked-knockout": figures.stacked_figure(document, "knockout", mode, y_max=y_max,
                                                               title="Knockout: decomposition per layer",
-                                                              subtitle=subtitles["stacked-knockout"]),
-            "figure:difference": figures.difference_figure(document, subtitle=subtitles["difference"]),
-            **{f"config:{g}": graph_config(fmt or "png", wording.export_filename(document, analysis_id, g))
+                                                              subtitle=subtitles["stacked-knockout"]).to_plotly_json(),
+            "figure:difference": figures.difference_figure(document, subtitle=subtitles["difference"]).to_plotly_json(),
+            **{f"config:{g}": graph_config(fmt, wording.export_filename(document, analysis_id, g))
                for g in main_graphs},
             **{f"caption:{g}": caption for g in main_graphs},
             **{f"method:{g}": method for g in main_graphs},
             "effects": effects_table(document), "summary": _summary(document, analysis_id),
             "notes": layer_notes(document), "tasks": [{"label": t, "value": t} for t in tasks],
-            "recent": remember(recent, analysis_id,
-                               f"{figures.describe(document)} · {document.get('n_questions', '?')} q"),
             "columns": "two-columns" if has_knockout else "one-column",
             "knockout_hidden": not has_knockout, "difference_hidden": not has_knockout,
-        })
+        }
         try:
             is_demo = analysis_id == data.demo_analysis(service)
         except data.DataError:
             is_demo = False
         if is_demo:
             out.update({"story": demo_story(document), "story_hidden": False})
-        return out
+        return out, f"{figures.describe(document)} · {document.get('n_questions', '?')} q"
 
     # Callbacks of the Compare and Questions tabs run when their tab is open (not on every page load), so
     # the first view only pays for the Results tab.
@@ -558,6 +565,7 @@ def register(app, service) -> None:
     @app.callback(
         Output("comparison", "figure"), Output("correlations", "children"), Output("compare-message", "children"),
         Input("compare-button", "n_clicks"), Input("compare-id", "value"), Input("analysis-id", "data"),
+        prevent_initial_call=True,
     )
     def render_comparison(_clicks, other, analysis_id):
         hint = figures.message_figure("Pick or paste another analysis to overlay it on this one.")
@@ -659,7 +667,7 @@ def register(app, service) -> None:
 
     @app.callback(
         Output("question-view", "children"), Output("question-figure", "figure"),
-        Input("question-pick", "value"), State("analysis-id", "data"),
+        Input("question-pick", "value"), State("analysis-id", "data"), prevent_initial_call=True,
     )
     def question_view(qid, analysis_id):
         if not qid or not analysis_id:
@@ -673,6 +681,22 @@ def register(app, service) -> None:
         return question_card(view), figures.question_figure(view)
 
 
+def initial_view(service, search: str | None) -> dict:
+    """What the page can show at once, without a round trip: the finished analysis its URL names (or the
+    demo analysis for a bare "/") and the tab; {} for share links, running jobs and unknown ids (the
+    `control` callback opens those)."""
+    query = parse_location(search)
+    if "share" in query:
+        return {}
+    try:
+        analysis_id = query.get("analysis") or data.demo_analysis(service)
+        if not analysis_id or data.status(service, analysis_id).get("state") != "succeeded":
+            return {}
+    except data.DataError:
+        return {}
+    return {"analysis": analysis_id, "tab": wanted_tab(query)}
+
+
 def register_attention(app, service) -> None:
     """The question explorer's attention maps and the own-question box."""
 
@@ -681,7 +705,7 @@ def register_attention(app, service) -> None:
         Output("attention-knockout-block", "hidden"), Output("att-layer", "max"), Output("att-head", "options"),
         Output("att-message", "children"),
         Input("question-pick", "value"), Input("att-source", "value"), Input("att-layer", "value"),
-        Input("att-head", "value"), State("analysis-id", "data"),
+        Input("att-head", "value"), State("analysis-id", "data"), prevent_initial_call=True,
     )
     def attention_view(qid, source, layer, head, analysis_id):
         if not qid or not analysis_id:

@@ -262,7 +262,8 @@ def questions_panel() -> html.Div:
         ]),
         _field("Question", dcc.Dropdown(id="question-pick", placeholder="pick a question", optionHeight=40)),
         html.Div(id="question-count", className="hint"),
-        html.Div(id="question-view", className="question-view"),
+        html.Div(id="question-view", className="question-view",
+                 children=html.Div("Pick a question to see its image, answers and decomposition.", className="hint")),
         graph("question-figure"),
         html.P("Per-question (pointwise) terms: this question's contribution to each part, in bits. They are "
                "noisy one by one and can be negative; their mean over the questions is the analysis's value.",
@@ -311,13 +312,14 @@ def own_question_panel() -> html.Div:
     ])
 
 
-def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict) -> html.Div:
+def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict,
+                 initial: dict | None = None) -> html.Div:
     """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag, and the analyses
     this browser opened (recent-analyses, kept in the browser's local storage)."""
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),  # read: the view asked for (load, back, forward)
         dcc.Location(id="url-write", refresh="callback-nav"),  # written: the view shown (tells `url` too)
-        dcc.Store(id="analysis-id"),
+        dcc.Store(id="analysis-id", data=(initial or {}).get("analysis")),  # a finished analysis the URL names
         dcc.Store(id="recent-analyses", storage_type="local"),
         dcc.Store(id="pending-id"),
         dcc.Store(id="form-error"),  # {field, message} of a refused submit
@@ -335,7 +337,7 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
             html.Progress(id="progress", max=1, value=0, hidden=True),
             dcc.Interval(id="poll", interval=700, disabled=True),
         ]),
-        dcc.Tabs(id="tabs", value="new", className="tabs", children=[
+        dcc.Tabs(id="tabs", value=(initial or {}).get("tab", "new"), className="tabs", children=[
             dcc.Tab(label="New analysis", value="new", id="tab-new",
                     children=[new_analysis_form(models, datasets, hosted, defaults), features_upload_panel()]),
             dcc.Tab(label="Results", value="results", children=results_panel()),
