@@ -35,7 +35,8 @@ def worker_command(index: int, verbose: bool = False) -> list[str]:
         return shlex.split(custom.replace("{index}", str(index)))
     quiet = [] if verbose else ["--quiet"]
     return [sys.executable, "-m", "celery", *quiet, "-A", "worker.celery_app", "worker", "--pool=solo",
-            "-Q", "gpu,cpu", f"--loglevel={'INFO' if verbose else 'ERROR'}", "-n", f"pidflow{index}@%h"]
+            "-Q", "gpu,cpu", f"--loglevel={'INFO' if verbose else 'ERROR'}", "-n", f"pidflow{index}@%h",
+            "--without-mingle", "--without-gossip"]  # no broadcasts (nothing uses them; a full Redis refuses them)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -17,8 +17,9 @@ from app.api.conditional import CachedResultFastPath
 from app.api.routes import router
 from app.api.schemas import with_server_limits
 from app.docs_assets import add_docs_routes
-from app.service import AnalysisService, ServiceUnavailable
+from app.service import AnalysisService, ServiceUnavailable, StorageFull
 from app.settings import Settings
+from worker.messages import FULL_REDIS
 
 log = logging.getLogger(__name__)
 BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -65,6 +66,10 @@ class BodySizeLimit:
     async def _reject(self, send, max_bytes: int, what: str):
         response = JSONResponse({"detail": f"{what} larger than {max_bytes} bytes"}, status_code=413)
         await response({"type": "http"}, None, send)
+
+
+def _full(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"{FULL_REDIS}; reads still work"}, status_code=507, headers={"Retry-After": "60"})
 
 
 def _unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -114,6 +119,8 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     app.include_router(study_router)  # /api/v1/studies and the study page /study/{id}
     _publish_limits(app, service)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
+    app.add_exception_handler(StorageFull, _full)
+    app.add_exception_handler(redis.exceptions.OutOfMemoryError, _full)
     app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
     app.add_exception_handler(redis.exceptions.TimeoutError, _unavailable)
     app.add_middleware(CachedResultFastPath, service=service)  # inside CORS and the body limit

@@ -27,6 +27,7 @@ from app.registry import SHARE_HANDLE, Registry, token_key
 from app.result_cache import LRU, CachedResult
 from app.settings import Settings
 from app.uploads import FeatureUploads, is_features_model
+from worker.messages import FULL_REDIS, redact_paths
 
 PID_FIELDS = ("redundancy", "unique_vision", "unique_language", "synergy")
 KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last", "question->image")
@@ -69,6 +70,10 @@ class JobNotReady(Exception):
 
 class ServiceUnavailable(RuntimeError):
     """Redis, the broker or the workers cannot be reached."""
+
+
+class StorageFull(ServiceUnavailable):
+    """Redis refuses writes (maxmemory reached, noeviction): HTTP 507; reads still work."""
 
 
 class QuotaExceeded(Exception):
@@ -119,10 +124,14 @@ class AnalysisService:
         """Run a jobs/Redis call, turning connection failures into ServiceUnavailable."""
         try:
             return fn(*args)
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise StorageFull(FULL_REDIS) from exc
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise ServiceUnavailable(f"Redis is not reachable at {self.settings.redis_url}: {exc}") from exc
         except Exception as exc:
             if type(exc).__module__.startswith("kombu") and "OperationalError" in type(exc).__name__:
+                if "maxmemory" in str(exc):
+                    raise StorageFull(FULL_REDIS) from exc
                 raise ServiceUnavailable(f"the job broker is not reachable: {exc}") from exc
             raise
 
@@ -165,6 +174,9 @@ class AnalysisService:
         job = self._call(self.registry.job_of, analysis_id)
         info = job_to_dict(self._call(self.jobs.status, job))
         info["id"] = analysis_id
+        for key in ("error", "message"):
+            if info.get(key):
+                info[key] = redact_paths(info[key])
         return info
 
     def list_analyses(self, token: str | None, offset: int = 0, limit: int = 20) -> dict:

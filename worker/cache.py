@@ -122,12 +122,13 @@ redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 return 1
 """
 
-# KEYS: job, features, layers, parts. ARGV: attempt, error, now, ttl. 1 if marked failed.
+# KEYS: job, features, layers, parts. ARGV: attempt, error, now, ttl. 1 if marked failed. The intermediate
+# data goes first: when Redis is full (noeviction) that frees room for the small write of the error.
 _FAIL = _ALIVE + """
 if not alive(KEYS[1], ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[2], 'updated_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 return 1
 """
 

@@ -48,6 +48,65 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     return celery
 
 
+def _patient_with_a_full_redis() -> None:
+    """Keep a worker up while Redis is full (maxmemory, noeviction), instead of "Unrecoverable error":
+    - kombu's periodic restore of unacknowledged messages takes a lock with a Redis SET, which a full Redis
+      refuses: that round is skipped (the next one, PIDFLOW_RESTORE_INTERVAL_S later, tries again);
+    - a queue's size is read with LLENs in a MULTI transaction, and a full Redis refuses every command
+      queued in a transaction, reads included: they are read without one (the same numbers)."""
+    import logging
+    import time
+
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_visible
+    if getattr(original, "pidflow_patient", False):
+        return
+
+    def restore_visible(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except redis.exceptions.OutOfMemoryError:
+            logging.getLogger("pidflow.worker").error(
+                "Redis is full (maxmemory): unacknowledged messages not restored this round")
+            return None
+
+    restore_visible.pidflow_patient = True
+    kombu_redis.QoS.restore_visible = restore_visible
+
+    def _size(self, queue):
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            for pri in self.priority_steps:
+                pipe = pipe.llen(self._q_for_pri(queue, pri))
+            return sum(size for size in pipe.execute() if isinstance(size, int))
+
+    kombu_redis.Channel._size = _size
+
+    bind = kombu_redis.Channel._queue_bind
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        """Bind as kombu does, unless the binding is already there (the usual case: a write a full Redis
+        would refuse); a new binding waits for room, saying so every 10 s."""
+        member = self.sep.join([routing_key or "", pattern or "", queue or ""])
+        while True:
+            try:
+                with self.conn_or_acquire() as client:
+                    if queue not in self._expires and client.sismember(self.keyprefix_queue % (exchange,), member) \
+                            and client.sismember(self.keyprefix_binding_permanent % (exchange,), member):
+                        if self.typeof(exchange).type == "fanout":
+                            self._fanout_queues[queue] = (exchange, routing_key.replace("#", "*"))
+                        return None
+                return bind(self, exchange, routing_key, pattern, queue)
+            except (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError):
+                logging.getLogger("pidflow.worker").error(
+                    "Redis is full (maxmemory): cannot bind queue %s yet; retrying in 10 s", queue)
+                time.sleep(10)
+
+    kombu_redis.Channel._queue_bind = _queue_bind
+
+
+_patient_with_a_full_redis()
 app = create_app()
 celery_app = app
 

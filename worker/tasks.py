@@ -13,12 +13,14 @@ import logging
 import time
 from functools import lru_cache
 
+import redis
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError
 
 from worker import feature_store
 from worker.cache import CONNECTION_ERRORS, JobStore, connect, retrying
 from worker.celery_app import ANALYZE, EXTRACT, FINALIZE, app, send
+from worker.messages import FULL_REDIS, redact_paths
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("pidflow.worker")
@@ -118,9 +120,17 @@ def _guarded(stage: str, job_id: str, attempt: str, body) -> None:
         log.exception("job %s: Redis lost during %s", job_id, stage)
         error = f"lost the connection to Redis during {stage}: {exc}; submit the request again to restart"
         _call(_store().fail, job_id, attempt, error)  # raises (message redelivered) if Redis stays away
+    except redis.exceptions.OutOfMemoryError:
+        log.exception("job %s: Redis full during %s", job_id, stage)
+        error = (f"{stage} failed: {FULL_REDIS}; this job's data did not fit. Submit it again once there is "
+                 f"room, or ask for less (fewer questions or layers)")
+        try:  # the fail script drops the job's intermediate data first, so its small write fits
+            _store().fail(job_id, attempt, error)
+        except redis.exceptions.RedisError:
+            log.exception("job %s: could not record the failure either", job_id)
     except Exception as exc:  # noqa: BLE001 - any failure of the science becomes the job's readable error
         log.exception("job %s: %s failed", job_id, stage)
-        _call(_store().fail, job_id, attempt, f"{stage} failed: {type(exc).__name__}: {exc}")
+        _call(_store().fail, job_id, attempt, redact_paths(f"{stage} failed: {type(exc).__name__}: {exc}"))
 
 
 def _count_delivery(job_id: str, attempt: str, name: str) -> None:

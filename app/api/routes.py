@@ -23,6 +23,7 @@ from app.api.schemas import (
 from app.api.security import require_reader, require_writer
 from app.service import AnalysisService, JobNotReady, QuotaExceeded
 from app.uploads import UploadTooLarge
+from worker.messages import redact_paths
 
 router = APIRouter(prefix="/api/v1")
 ERRORS = {
@@ -49,11 +50,11 @@ def _mapped_errors():
     try:
         yield
     except KeyError as exc:
-        raise HTTPException(404, detail=str(exc.args[0]) if exc.args else "not found") from exc
+        raise HTTPException(404, detail=redact_paths(str(exc.args[0])) if exc.args else "not found") from exc
     except JobNotReady as exc:
         job = exc.job
         if job.get("state") == "failed":
-            detail = f"analysis {job.get('id')} failed: {job.get('error') or 'no reason recorded'}"
+            detail = redact_paths(f"analysis {job.get('id')} failed: {job.get('error') or 'no reason recorded'}")
         else:
             detail = f"analysis {job.get('id')} is {job.get('state')} ({job.get('stage') or 'waiting'}), no result yet"
         # a job still running: ask again in a few seconds; a failed one will not change by waiting
@@ -66,7 +67,7 @@ def _mapped_errors():
     except UploadTooLarge as exc:
         raise HTTPException(413, detail=str(exc)) from exc
     except ValueError as exc:
-        raise FieldError(422, detail=str(exc), field=getattr(exc, "field", None)) from exc
+        raise FieldError(422, detail=redact_paths(str(exc)), field=getattr(exc, "field", None)) from exc
 
 
 def _with_links(job: dict, request: Request) -> dict:
