@@ -144,7 +144,8 @@ def _publish_limits(app: FastAPI, service: AnalysisService) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             app.openapi_schema = errors.unify_openapi(
-                with_server_limits(build(), service.limits(), service.settings.models))
+                with_server_limits(build(), service.limits(), service.settings.models, service.datasets(),
+                                   service.deepest_layer()))
         return app.openapi_schema
 
     app.openapi = openapi

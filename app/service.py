@@ -500,6 +500,11 @@ class AnalysisService:
                 "bootstrap": (cfg.max_bootstrap, "PIDFLOW_MAX_BOOTSTRAP"),
                 "dims": (cfg.max_dim, "PIDFLOW_MAX_DIM")}
 
+    def deepest_layer(self) -> int | None:
+        """The deepest decoder-layer index of any configured model whose size is known here (None if none)."""
+        sizes = [info["num_layers"] for info in self.models() if info.get("num_layers")]
+        return max(sizes) - 1 if sizes else None
+
     def check_bounds(self, request: dict) -> None:
         """ValueError naming the field, its bound and the setting when a cost parameter is out of bounds."""
         limits = self.limits()

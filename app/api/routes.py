@@ -32,9 +32,11 @@ ERRORS = {
     503: {"model": Message, "description": "Redis or the job broker is not reachable"},
 }
 WRITE_ERRORS = {
+    400: {"model": Message, "description": "the body cannot be decoded (not UTF-8 or not JSON)"},
     401: {"model": Message, "description": "hosted mode: missing or unknown bearer token"},
     422: {"description": "invalid request"},
-    429: {"model": Message, "description": "rate limit reached (see Retry-After)"},
+    429: {"model": Message, "description": "rate limit or queued-work quota reached (see Retry-After)"},
+    507: {"model": Message, "description": "Redis is full (maxmemory): no new writes until there is room"},
 }
 Writer = Annotated[str | None, Depends(require_writer)]
 Reader = Annotated[str | None, Depends(require_reader)]
@@ -75,7 +77,9 @@ def _with_links(job: dict, request: Request) -> dict:
     return {**job, "status_url": base, "result_url": base + "/result"}
 
 
-@router.post("/analyses", response_model=JobStatus, status_code=202, responses={**WRITE_ERRORS, **ERRORS},
+@router.post("/analyses", response_model=JobStatus, status_code=202,
+             responses={200: {"model": JobStatus, "description": "the identical request's result is cached"},
+                        **WRITE_ERRORS, **ERRORS},
              summary="Submit an analysis (200 when its result is already cached)")
 def submit_analysis(body: AnalysisRequestBody, request: Request, response: Response, token: Writer):
     with _mapped_errors():

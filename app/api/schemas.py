@@ -157,15 +157,30 @@ class ResultDocument(BaseModel):
     pointwise_terms: list[str] | None = None
 
 
-def with_server_limits(document: dict, limits: dict, models: tuple[str, ...]) -> dict:
-    """The OpenAPI document with this server's configured bounds (`AnalysisService.limits()`) and models
-    written into the AnalysisRequestBody schema, so what it accepts is what it publishes."""
-    props = document.get("components", {}).get("schemas", {}).get("AnalysisRequestBody", {}).get("properties", {})
+def with_server_limits(document: dict, limits: dict, models: tuple[str, ...], datasets: list[dict] | None = None,
+                       max_layer: int | None = None) -> dict:
+    """The OpenAPI document with this server's configured bounds (`AnalysisService.limits()`), models,
+    datasets with their splits and tasks, and the deepest knockout layer written into the
+    AnalysisRequestBody schema, so what it accepts is what it publishes (rules across fields, such as a
+    task of the chosen dataset or enough questions for the dims, are stated in the 422 answer)."""
+    schemas = document.get("components", {}).get("schemas", {})
+    props = schemas.get("AnalysisRequestBody", {}).get("properties", {})
     if not props:
         return document
     props["n_questions"]["maximum"] = limits["n_questions"][0]
     props["bootstrap"]["maximum"] = limits["bootstrap"][0]
     props["dims"]["items"]["maximum"] = limits["dims"][0]
     props["tasks"]["maxItems"] = limits["tasks"][0]
-    props["model"]["enum"] = list(models)
+    configured = {key: value for key, value in props["model"].items() if key != "type"}
+    props["model"] = {**configured, "anyOf": [{"type": "string", "enum": list(models)},
+                                              {"type": "string", "pattern": "^features:[0-9a-f]{64}$",
+                                               "description": "an uploaded features file (POST /features)"}]}
+    if datasets:
+        props["dataset"]["enum"] = [entry["name"] for entry in datasets]
+        props["split"]["enum"] = sorted({split for entry in datasets for split in entry.get("splits") or []})
+        props["tasks"]["items"]["enum"] = sorted({task if isinstance(task, str) else task["name"]
+                                                  for entry in datasets for task in entry.get("tasks") or []})
+    layers = schemas.get("KnockoutSpec", {}).get("properties", {}).get("layers", {}).get("items")
+    if layers is not None and max_layer is not None:
+        layers["maximum"] = max_layer
     return document

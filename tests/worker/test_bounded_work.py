@@ -22,7 +22,7 @@ NO_PRELOAD = {"PIDFLOW_WORKER_PRELOAD": "0"}
 # One analyze task per run that stays inside its bootstrap loop for many seconds (~1 ms a round for the
 # 7 layers on the 2-core machine).
 BUSY = {"model": "demo", "tasks": ["color"], "n_questions": 200, "dims": [4, 4, 3], "gaussianize": False}
-SMALL = {"model": "demo", "tasks": ["color"], "n_questions": 40, "dims": [2, 2, 1], "gaussianize": False}
+SMALL = {"model": "demo", "tasks": ["color"], "n_questions": 40, "dims": [2, 2, 1], "gaussianize": False, "bootstrap": 0}
 
 
 def _in_analyze(client, job_id: str) -> bool:

@@ -18,7 +18,7 @@ from tests.worker.conftest import wait_for_job
 from worker.messages import redact_paths
 
 pytestmark = pytest.mark.slow
-JOB = {"model": "demo", "tasks": ["color"], "n_questions": 400, "dims": [2, 2, 1], "gaussianize": False}
+JOB = {"model": "demo", "tasks": ["color"], "n_questions": 400, "dims": [2, 2, 1], "gaussianize": False, "bootstrap": 0}
 
 
 def _fill(client, start: int = 0) -> int:
