@@ -137,15 +137,40 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     return app
 
 
+BODY_ERRORS = {
+    "400": "the body cannot be decoded (not UTF-8 or not JSON)",
+    "413": "the body is larger than PIDFLOW_MAX_BODY_BYTES",
+    "503": "Redis or the job broker is not reachable",
+    "507": "Redis is full (maxmemory): no new writes until there is room",
+}
+
+
+def _body_errors(document: dict) -> dict:
+    """Every operation that takes a body documents the answers any body route can give (BodySizeLimit,
+    the JSON decoder, a Redis that is away or full), and every one with an id in its path a 404,
+    whoever wrote the route."""
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                for status, description in BODY_ERRORS.items():
+                    responses.setdefault(status, {"description": description})
+            if "{" in path:  # an id in the path may name nothing
+                responses.setdefault("404", {"description": "unknown id"})
+    return document
+
+
 def _publish_limits(app: FastAPI, service: AnalysisService) -> None:
     """Serve the OpenAPI document with the configured bounds of the request schema (built once)."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = errors.unify_openapi(
+            app.openapi_schema = errors.unify_openapi(_body_errors(
                 with_server_limits(build(), service.limits(), service.settings.models, service.datasets(),
-                                   service.deepest_layer()))
+                                   service.deepest_layer())))
         return app.openapi_schema
 
     app.openapi = openapi

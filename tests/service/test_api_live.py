@@ -45,7 +45,7 @@ def test_demo_analysis_end_to_end_through_pidflow_serve():
     with served() as root:
         base = f"{root}/api/v1"
         request = {"model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "n_questions": 60,
-                   "dims": [4, 4, 3], "gaussianize": False, "seed": 3}
+                   "dims": [4, 4, 3], "gaussianize": False, "seed": 3, "bootstrap": 0}
         submitted = httpx.post(f"{base}/analyses", json=request, timeout=30)
         assert submitted.status_code == 202, submitted.text
         job = submitted.json()
