@@ -585,9 +585,13 @@ def register(app, service) -> None:
         return figures.comparison_figure(first, second), table, None
 
     @app.callback(Output("compare-recent", "options"), Input("recent-analyses", "data"),
-                  Input("analysis-id", "data"), Input("tabs", "value"))
-    def compare_choices(recent, analysis_id, tab):
-        return recent_options(recent, analysis_id) if tab == "compare" else no_update
+                  Input("analysis-id", "data"), Input("tabs", "value"), State("token", "value"))
+    def compare_choices(recent, analysis_id, tab, token):
+        """The analyses this browser opened that still exist, then the server's list (GET /analyses: in
+        hosted mode those of the token in the form), finished ones only."""
+        if tab != "compare":
+            return no_update
+        return recent_options(compare_candidates(service, recent, token), analysis_id)
 
     @app.callback(Output("compare-id", "value"), Input("compare-recent", "value"), prevent_initial_call=True)
     def pick_recent(analysis_id):
@@ -679,6 +683,29 @@ def register(app, service) -> None:
             return html.Div(f"Cannot show this question: {exc}", className="error"), \
                 figures.message_figure("No question to show.")
         return question_card(view), figures.question_figure(view)
+
+
+def compare_candidates(service, recent: list | None, token: str | None, limit: int = 50) -> list[dict]:
+    """[{id, label}] to compare with: this browser's recent analyses that still exist (deleted or expired
+    ones dropped), then finished analyses from the server's list."""
+    import time
+
+    kept = []
+    for entry in recent or []:
+        if not isinstance(entry, dict) or not entry.get("id"):
+            continue
+        try:
+            data.status(service, entry["id"])
+        except data.DataError:
+            continue
+        kept.append(entry)
+    known = {entry["id"] for entry in kept}
+    for item in data.analyses(service, token, limit):
+        if item.get("state") == "succeeded" and item.get("id") not in known:
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(item.get("created_at") or 0)))
+            kept.append({"id": item["id"], "label": f"on the server, {created}"})
+            known.add(item["id"])
+    return kept
 
 
 def initial_view(service, search: str | None) -> dict:

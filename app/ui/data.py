@@ -183,3 +183,14 @@ def attention(service, analysis_id: str, qid: str) -> dict:
 def ask(service, image_bytes: bytes, question: str) -> dict:
     """The demo model's answer and attention maps for an uploaded image and question."""
     return _guard(service.ask, image_bytes, question)
+
+
+def analyses(service, token: str | None = None, limit: int = 50) -> list[dict]:
+    """The server's list of analyses, newest first (hosted mode: the token's own; [] without a valid one)."""
+    lister = getattr(service, "list_analyses", None)
+    if lister is None:
+        return []
+    try:
+        return _guard(lister, check_token(service, token) if hosted(service) else None, 0, limit)["items"]
+    except DataError:
+        return []

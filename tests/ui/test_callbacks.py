@@ -134,3 +134,25 @@ def test_view_urls_round_trip():
     assert callbacks.view_search("abc", "results", None, share="tok") == "?share=tok&tab=results"  # no id in shares
     assert callbacks.wanted_tab({"tab": "compare"}) == "compare"
     assert callbacks.wanted_tab({"tab": "bogus"}) == "results" and callbacks.wanted_tab({}, "new") == "new"
+
+
+class ListingService:
+    """Analyses a, b, c exist on the server (c still running); d was deleted."""
+
+    settings = None
+
+    def status(self, analysis_id):
+        if analysis_id == "d":
+            raise KeyError("unknown analysis 'd'")
+        return {"id": analysis_id, "state": "running" if analysis_id == "c" else "succeeded"}
+
+    def list_analyses(self, token, offset=0, limit=20):
+        items = [{"id": i, "state": self.status(i)["state"], "created_at": 0} for i in ("c", "b", "a")]
+        return {"total": 3, "offset": offset, "limit": limit, "items": items[:limit]}
+
+
+def test_compare_offers_live_recent_analyses_then_the_servers_finished_ones():
+    recent = [{"id": "d", "label": "deleted"}, {"id": "a", "label": "mine"}, "junk"]
+    candidates = callbacks.compare_candidates(ListingService(), recent, token=None)
+    assert [c["id"] for c in candidates] == ["a", "b"]  # d is gone, c is not finished, a only once
+    assert candidates[0]["label"] == "mine" and candidates[1]["label"].startswith("on the server")
