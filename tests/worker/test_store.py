@@ -203,3 +203,20 @@ def test_worker_settings_from_env_read_numbers_and_name_bad_ones():
         WorkerSettings.from_env({"PIDFLOW_REDIS_TIMEOUT_S": "soon"})
     with pytest.raises(ValueError, match="PIDFLOW_HEARTBEAT_TTL_S must be >= 0.3, got 0.1"):
         WorkerSettings.from_env({"PIDFLOW_HEARTBEAT_TTL_S": "0.1"})
+
+
+def test_queue_position_counts_the_extractions_ahead(redis_server, client, monkeypatch):
+    """Kombu pushes on the left of the `gpu` list and workers pop on the right: what is to the right waits
+    ahead. A job whose task is not waiting there has no position."""
+    from worker.celery_app import EXTRACT, QUEUES
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    queue = QUEUES[EXTRACT]
+    client.delete(queue)
+    for job_id in ("first", "second", "third"):  # sent in this order
+        client.lpush(queue, json.dumps({"headers": {"argsrepr": f"['{job_id}', '1']"}, "body": "e30="}))
+    try:
+        assert [jobs.queue_position(job_id) for job_id in ("first", "second", "third")] == [0, 1, 2]
+        assert jobs.queue_position("elsewhere") is None
+    finally:
+        client.delete(queue)
