@@ -130,6 +130,12 @@ def add_intervals(effects: dict, baseline_layers, knockout_layers, *, estimator:
                 continue
             draws = np.array([change[r].mean() for r in rows])
             intervals[name] = list(basic_interval(effects[name], draws))
+            if name == "answer_probability_change" and effects.get("answer_probability_change_pct") is not None:
+                before_mean = np.array([np.asarray(before, dtype=float)[r].mean() for r in rows])
+                relative = 100.0 * draws / np.where(before_mean > 0, before_mean, np.nan)
+                if np.all(np.isfinite(relative)):
+                    intervals["answer_probability_change_pct"] = list(
+                        basic_interval(effects["answer_probability_change_pct"], relative))
     effects["intervals"] = intervals
     effects["interval_note"] = ("paired 95% bootstrap intervals: the same resampled questions in both runs; "
                                 "a delta whose interval contains 0 is within the estimator's noise")

@@ -120,7 +120,8 @@ def test_knockout_deltas_before_the_window_are_exactly_zero_with_the_baseline_ta
     for name, (lo, hi) in effects["intervals"].items():
         assert lo <= effects[name] <= hi, name
     assert set(effects["intervals"]) >= {"trapped_unique_vision", "compensatory_synergy", "information_cost",
-                                         "answer_probability_change", "accuracy_change"}
+                                         "answer_probability_change", "answer_probability_change_pct",
+                                         "accuracy_change"}
     assert "baseline's Y" in result["estimates"]["knockout_target"]
     assert all("draws" not in entry for entry in result["runs"]["baseline"]["layers"])
     own = run_analysis(AnalysisRequest.from_dict({**base, "knockout_target": "own"}))
