@@ -297,6 +297,23 @@ def _answer(features, index: int) -> dict:
     return {"predicted": predicted, "p_correct": p_correct if np.isfinite(p_correct) else None, "correct": correct}
 
 
+def reuse_identical_layers(baseline, knocked, base_layers: list, knock_layers: list) -> list:
+    """Knockout layer entries in which every layer whose inputs are bit-identical to the baseline's (same
+    vision and language states, same target Y: the layers before the knockout window when the knockout run
+    uses the baseline's Y) carries the baseline's entry, so its delta is exactly 0 whatever the
+    Gaussianization fitted on the other layers (the flows share one target map over all layers of a run)."""
+    if not np.array_equal(knocked.target, baseline.target):
+        return knock_layers
+    by_layer = {entry["layer"]: entry for entry in base_layers}
+    out = []
+    for entry in knock_layers:
+        layer = entry["layer"]
+        same = (layer in by_layer and np.array_equal(knocked.vision[layer], baseline.vision[layer])
+                and np.array_equal(knocked.language[layer], baseline.language[layer]))
+        out.append({**by_layer[layer], "reused_from_baseline": True} if same else entry)
+    return out
+
+
 def estimates_statement(request: AnalysisRequest) -> dict:
     """What the numbers of a result are and how good they are, in words (docs/estimators.md has the figures)."""
     corrected = request.estimator == "corrected"
@@ -326,6 +343,8 @@ def assemble_result(request: AnalysisRequest, features: dict, layer_results: dic
     """The pidflow.result/1 document from {"baseline", "knockout"} features and analyze_layers outputs."""
     baseline, knocked = features["baseline"], features.get("knockout")
     base_layers, knock_layers = layer_results["baseline"], layer_results.get("knockout")
+    if knocked is not None and knock_layers is not None:
+        knock_layers = reuse_identical_layers(baseline, knocked, base_layers, knock_layers)
     questions = []
     for index in range(baseline.n):
         question = {"qid": str(baseline.qids[index]), "task": str(baseline.tasks[index]),

@@ -110,7 +110,7 @@ def test_knockout_deltas_before_the_window_are_exactly_zero_with_the_baseline_ta
     first decoder layer has the same PID in both runs (delta exactly 0, paired interval [0, 0], within noise);
     with each run's own Y those layers move. Every effect metric has a paired interval holding its value."""
     base = {"model": tiny_model, "tasks": ["color", "shape"], "n_questions": 40, "dims": [3, 3, 2],
-            "gaussianize": "copula", "bootstrap": 60, "knockout": {"edges": ["image->question"], "layers": [2, 3]}}
+            "gaussianize": "flow", "bootstrap": 60, "knockout": {"edges": ["image->question"], "layers": [2, 3]}}
     result = run_analysis(AnalysisRequest.from_dict(base))
     effects = result["effects"]
     for entry in effects["per_layer"][:3]:  # pooled layers 0-2: before decoder layer 2 acts
