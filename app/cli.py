@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app.study_cli import add_study_parser
 
     add_study_parser(sub)
+    from app.fetch_model import add_fetch_parser
+
+    add_fetch_parser(sub)
     return parser
 
 

@@ -456,6 +456,9 @@ class AnalysisService:
         if not features and model not in self.settings.models:
             raise ValueError(f"unknown model {model!r}; configured models: {', '.join(self.settings.models)}")
         self.check_bounds(request)
+        if self.settings.hosted and not features and model != "demo" and self._describe_model(model)["num_layers"] is None:
+            raise ValueError(f"model {model!r} is not in this server's model cache, and a hosted server does not "
+                             f"download inside a task; an operator fetches it first: pidflow fetch-model {model}")
         if features:
             self._call(self.uploads.validate, request)
         else:
@@ -620,9 +623,15 @@ def _local_config(model: str) -> dict | None:
         if model == "demo":
             demo = importlib.import_module("pidcore.demo")
             return json.loads((Path(demo.demo_model_path()) / "config.json").read_text())
-        from transformers import AutoConfig
+        folder = Path(model).expanduser()
+        if folder.is_dir():
+            return json.loads((folder / "config.json").read_text())
+        # the cache file itself: transformers' local_files_only lookups still call the hub (user-agent
+        # registry), which hangs against a hub that accepts connections and never answers
+        from huggingface_hub import try_to_load_from_cache
 
-        return AutoConfig.from_pretrained(model, local_files_only=True).to_dict()
+        cached = try_to_load_from_cache(model, "config.json")
+        return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
     except Exception:  # noqa: BLE001 - unknown here; the worker validates against the real model
         return None
 
