@@ -82,7 +82,8 @@ def target_sentence(document: dict) -> str:
     request = (document or {}).get("request") or {}
     dims = request.get("dims") or []
     k = dims[2] if len(dims) == 3 else None
-    components = f"the first {k} principal components" if k else "principal components"
+    components = "the first principal component" if k == 1 else \
+        f"the first {k} principal components" if k else "principal components"
     if request.get("target", "logprobs") == "hidden":
         what = f"Y is {components} of the model's final hidden state at the answer position"
     else:

@@ -74,3 +74,7 @@ def test_comparison_is_small_multiples_per_term():
         axes[trace.meta.split(":")[1]].add(trace.xaxis)
     assert all(len(a) == 1 for a in axes.values()) and len({next(iter(a)) for a in axes.values()}) == 4
     assert [a.text for a in fig.layout.annotations] == [figures.TERM_LABELS[t] for t in figures.TERMS]
+
+
+def test_one_component_reads_in_the_singular():
+    assert "the first principal component of" in wording.target_sentence({"request": {"dims": [2, 2, 1]}})
