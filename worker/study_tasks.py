@@ -12,6 +12,7 @@ from worker.studies import STUDY_FINALIZE, STUDY_PART, client, keys, parts_of
 
 log = logging.getLogger("pidflow.worker")
 PROGRESS_EVERY_S = 0.25
+MAX_DELIVERIES = 4  # a part started this often (its worker lost each time) fails the study
 
 
 class StudyGone(Exception):
@@ -43,6 +44,10 @@ def _part(study_id: str, attempt: str, index: int) -> None:
     pairs = parts_of(request)
     model, task = pairs[index]
     if not redis.hexists(names["study-parts"], str(index)):
+        deliveries = redis.hincrby(names["study"], f"deliveries:{index}", 1)
+        if deliveries > MAX_DELIVERIES:
+            raise RuntimeError(f"part {model} · {task} was started {deliveries - 1} times and its worker was lost "
+                               f"each time (killed, or out of memory?)")
         last = [0.0]
 
         def progress(fraction: float, message: str) -> None:
