@@ -331,7 +331,7 @@ def estimates_statement(request: AnalysisRequest) -> dict:
         statement["intervals"] = (
             f"95% {'basic' if corrected else 'percentile'} bootstrap intervals from {request.bootstrap} resamplings of "
             "the questions; they cover sampling noise given the fitted PCA and Gaussianization (not the refitting "
-            "of those); coverage 0.92-0.98 on known Gaussian systems")
+            "of those); on known systems they held the truth in 0.87-1.00 of runs (mostly 0.90-0.97; docs/estimators.md)")
     if request.knockout:
         statement["knockout_target"] = (
             "knockout run analysed against the baseline's Y (layers before the window: delta exactly 0)"

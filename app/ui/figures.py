@@ -195,7 +195,7 @@ def difference_figure(document: dict, subtitle: str | None = None) -> go.Figure:
         if all(bands):  # paired intervals: the same resampled questions in both runs
             fig.add_trace(go.Scatter(x=x + x[::-1], y=[b[1] for b in bands] + [b[0] for b in bands][::-1],
                                      fill="toself", fillcolor=_rgba(colour, 0.15), line={"width": 0},
-                                     hoverinfo="skip", showlegend=False, meta=f"ci:{term}"))
+                                     mode="lines", hoverinfo="skip", showlegend=False, meta=f"ci:{term}"))
         noise = [bool((per_layer.get(layer) or {}).get("within_noise", {}).get(term)) for layer in x]
         fig.add_trace(go.Scatter(
             x=x, y=values, name=TERM_LABELS.get(term, "Total"), mode="lines+markers",

@@ -103,7 +103,7 @@ def method_note(document: dict) -> str | None:
             text = "Plug-in estimates, not bias-corrected: biased upward at small samples."
         if estimates.get("intervals"):
             text += (" Bands: 95% bootstrap intervals over the questions (sampling noise given the fitted PCA and "
-                     "Gaussianization; coverage 0.92-0.98 on known systems).")
+                     "Gaussianization; on known systems they held the truth in 87-100% of runs, mostly 90-97%).")
         else:
             text += " No intervals: bootstrap was 0."
         if estimates.get("knockout_target"):
