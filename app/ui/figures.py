@@ -140,11 +140,16 @@ def stacked_figure(document: dict, run: str = "baseline", mode: str = "bits", ti
     cumulative = [0.0] * len(layers)
     for term in TERMS:
         values = term_values(layers, term, mode)
-        cumulative = [c + v for c, v in zip(cumulative, values, strict=True)]
+        # a bias-corrected part whose truth is near 0 can come out slightly below 0: it is stacked as 0 (an
+        # area cannot be negative) and its hover gives the estimate
+        stacked = [max(v, 0.0) for v in values]
+        cumulative = [c + v for c, v in zip(cumulative, stacked, strict=True)]
+        labels = [label + (" (estimate below 0, drawn as 0)" if v < 0 else "")
+                  for label, v in zip(_labels(values), values, strict=True)]
         fig.add_trace(go.Scatter(
-            x=x, y=values, name=TERM_LABELS[term], stackgroup="pid", mode="lines+markers",
+            x=x, y=stacked, name=TERM_LABELS[term], stackgroup="pid", mode="lines+markers",
             line={"color": TERM_COLOURS[term], "width": 1.5}, fillcolor=_rgba(TERM_COLOURS[term], 0.55),
-            customdata=_labels(values), hovertemplate="%{customdata}" + (" bits" if mode == "bits" else ""),
+            customdata=labels, hovertemplate="%{customdata}" + (" bits" if mode == "bits" else ""),
             meta=term,
         ))
         bounds = _ci_bounds(layers, term, mode)

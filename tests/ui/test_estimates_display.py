@@ -54,3 +54,12 @@ def test_method_line_names_the_estimator_and_the_bands():
     assert line.startswith("Bias-corrected estimates") and "95% bootstrap intervals" in line
     document["estimates"] = {"estimator": "plugin", "intervals": None}
     assert "not bias-corrected" in wording.method_note(document) and "bootstrap was 0" in wording.method_note(document)
+
+
+def test_a_part_estimated_below_zero_is_stacked_as_zero_and_its_hover_says_so():
+    document = make_document({"tasks": ["color"]})
+    layer = document["runs"]["baseline"]["layers"][2]
+    layer["synergy"] = -0.01
+    fig = figures.stacked_figure(document, "baseline")
+    synergy = next(trace for trace in fig.data if trace.meta == "synergy")
+    assert synergy.y[2] == 0.0 and "below 0" in synergy.customdata[2] and "-0.010" in synergy.customdata[2]
