@@ -54,7 +54,10 @@ class Registry:
         new random one it owns (hosted); the job id itself in open mode."""
         now = time.time()
         if not self.hosted:
-            self.redis.zadd(OPEN_INDEX, {job_id: now}, nx=True)
+            pipe = self.redis.pipeline()
+            pipe.zadd(OPEN_INDEX, {job_id: now}, nx=True)
+            pipe.expire(OPEN_INDEX, self.ttl_s)  # entries of expired jobs are pruned when a page lists them
+            pipe.execute()
             return job_id
         tk = token_key(token) if token is not None else SERVER_OWNER  # the server's own (its demo)
         mine = f"{PREFIX}mine:{tk}:{job_id}"
