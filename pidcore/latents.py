@@ -119,6 +119,23 @@ def _flow_options(flow_options: dict) -> dict:
     return dict(flow_options)
 
 
+def _fit_or_none(fit, *args, mode: str, **kwargs):
+    """``fit(*args, **kwargs)``; in mode "auto" None (with a warning) when the joint flows cannot be fitted
+    (a singular covariance of some layer's latents, e.g. low-rank language states of a few question
+    templates): "auto" then keeps the copula, which it would never do worse than. Mode "flow" raises a
+    ValueError saying so."""
+    try:
+        return fit(*args, **kwargs)
+    except (RuntimeError, ValueError) as error:
+        reason = str(error).splitlines()[0][:200]
+        if mode != "auto":
+            raise ValueError(f"the joint flows could not be fitted ({reason}); use gaussianize='auto' or "
+                             "'copula'") from error
+        warnings.warn(f"joint flows could not be fitted ({reason}); kept the copula (gaussianize='auto')",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
 def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings: dict, report=None,
              groups: list | None = None, seed: int = 0) -> CrossFitted:
     """Latents (n, k) per variable (x, name, dims, seed) for the Gaussianization mode ``gaussianize``
@@ -163,14 +180,22 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
         probe = [groups[i] for i in np.linspace(0, len(groups) - 1, PROBE_LAYERS).round().astype(int)]
         used = sorted({v for g in probe for v in g})
         index = {v: i for i, v in enumerate(used)}
-        trial = fit_joint_flows([latents[v] for v in used], [tuple(index[v] for v in g) for g in probe], fold_ids,
-                                seed=seed, starts=[starts[v] for v in used], **options)
+        trial = _fit_or_none(fit_joint_flows, [latents[v] for v in used], [tuple(index[v] for v in g) for g in probe],
+                             fold_ids, mode=mode, seed=seed, starts=[starts[v] for v in used], **options)
+        if trial is None:
+            timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
+            flows_done(1, 1)
+            return CrossFitted(latents=latents, shared=True, modes=modes)
         if trial.gain <= FLOW_MARGIN:
             timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
             flows_done(1, 1)
             return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=trial.gain)
-    fit = fit_joint_flows(latents, groups, fold_ids, seed=seed, progress=flows_done, starts=starts, **options)
+    fit = _fit_or_none(fit_joint_flows, latents, groups, fold_ids, mode=mode, seed=seed, progress=flows_done,
+                       starts=starts, **options)
     timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
+    if fit is None:
+        flows_done(1, 1)
+        return CrossFitted(latents=latents, shared=True, modes=modes)
     if mode == "flow" or fit.gain > FLOW_MARGIN:
         return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(variables), flow_gain=fit.gain)
     return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=fit.gain)
