@@ -30,6 +30,9 @@ _MIN_DERIVATIVE = 1e-3
 #: Floating-point type of the flows (float32: about twice as fast as float64 here, ample for likelihoods).
 DTYPE = torch.float32
 
+#: A group whose covariance has an eigenvalue below this fraction of its largest is degenerate (no flows).
+DEGENERATE_RTOL = 1e-6
+
 #: Options of ``fit_joint_flows`` (and so of ``flow_options`` in pidcore.pipeline).
 OPTIONS = ("n_layers", "num_bins", "max_epochs", "batch_size", "learning_rate", "validation", "patience",
            "reductions", "objective", "optimizer", "threads")
@@ -233,6 +236,25 @@ class _Model:
         return z, logdet
 
 
+class FlowFailed(ValueError):
+    """The joint flows could not be trained on these latents (callers fall back to the copula / PCA latents)."""
+
+
+class DegenerateLatents(FlowFailed):
+    """Some group's covariance is singular even after a small ridge (e.g. a target with a few distinct values)."""
+
+
+def _cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """Cholesky factors of (G, D, D) covariances with a ridge of 1e-5 of their mean variance (float32 needs
+    one; it caps a deterministic direction near 8 bits); DegenerateLatents if that is not enough."""
+    scale = torch.diagonal(cov, dim1=1, dim2=2).mean(-1).clamp_min(1e-12)[:, None, None]
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
+    chol, info = torch.linalg.cholesky_ex(cov + 1e-5 * scale * eye)
+    if bool((info != 0).any()) or not bool(torch.isfinite(chol).all()):
+        raise DegenerateLatents("the latents of some layer are (almost) deterministic functions of one another")
+    return chol
+
+
 def _stack_groups(z: list, logdet: list, groups: list) -> list:
     """Groups of one total dimension stacked: [(zg (G, N, D), logdet sum (G, N))]."""
     by_size: dict[int, list] = {}
@@ -253,8 +275,7 @@ def _profile_nll(z: list, logdet: list, groups: list) -> torch.Tensor:
     for zg, ld in _stack_groups(z, logdet, groups):
         centred = zg - zg.mean(dim=1, keepdim=True)
         cov = centred.transpose(1, 2) @ centred / zg.shape[1]
-        eye = torch.eye(cov.shape[-1], dtype=cov.dtype)
-        chol = torch.linalg.cholesky(cov + 1e-9 * eye)
+        chol = _cholesky(cov)
         half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
         total = total + (half_logdet + 0.5 * zg.shape[2] * (1 + _LOG_2PI) - ld.mean(dim=1)).sum()
     return total
@@ -268,7 +289,7 @@ def _held_out_log_lik(train: tuple, test: tuple, groups: list) -> torch.Tensor:
         mean = ztr.mean(dim=1, keepdim=True)
         centred = ztr - mean
         cov = centred.transpose(1, 2) @ centred / ztr.shape[1]
-        chol = torch.linalg.cholesky(cov + 1e-9 * torch.eye(cov.shape[-1], dtype=cov.dtype))
+        chol = _cholesky(cov)
         sol = torch.linalg.solve_triangular(chol, (zte - mean).transpose(1, 2), upper=False)
         quad = (sol * sol).sum(1)
         half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1, keepdim=True)
@@ -295,8 +316,11 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
 
     def score() -> float:
         with torch.no_grad():
-            return float(_held_out_log_lik(model.forward(data, fit, params), model.forward(data, val, params),
-                                           groups).sum())
+            try:
+                return float(_held_out_log_lik(model.forward(data, fit, params), model.forward(data, val, params),
+                                               groups).sum())
+            except DegenerateLatents:
+                return -math.inf
 
     best, best_params, stale, epochs = score(), [p.detach().clone() for p in params], 0, 0
     if options["n_layers"] == 0 or options["max_epochs"] == 0:
@@ -316,16 +340,19 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
         return loss
 
     for _ in range(options["max_epochs"]):
-        if lbfgs:
-            optimiser.step(closure)
-        else:
-            for rows in fit[torch.randperm(len(fit), generator=generator)].split(batch):
-                if len(rows) < batch // 2:
-                    continue
-                optimiser.zero_grad()
-                loss = _profile_nll(*model.forward(data, rows, params), train_groups)
-                loss.backward()
-                optimiser.step()
+        try:
+            if lbfgs:
+                optimiser.step(closure)
+            else:
+                for rows in fit[torch.randperm(len(fit), generator=generator)].split(batch):
+                    if len(rows) < batch // 2:
+                        continue
+                    optimiser.zero_grad()
+                    loss = _profile_nll(*model.forward(data, rows, params), train_groups)
+                    loss.backward()
+                    optimiser.step()
+        except DegenerateLatents:  # a step made some layer singular: keep the best parameters so far
+            break
         epochs += 1
         current = score()
         if math.isfinite(current) and current > best + 1e-4 * len(groups):
@@ -379,6 +406,10 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
                "batch_size": batch_size, "learning_rate": learning_rate, "validation": validation,
                "patience": int(patience), "reductions": int(reductions),
                "optimizer": optimizer}
+    for g in groups:  # a deterministic direction makes the likelihood unbounded: nothing to learn from it
+        values = np.linalg.eigvalsh(np.cov(np.hstack([latents[v] for v in g]), rowvar=False))
+        if values[0] <= DEGENERATE_RTOL * values[-1]:
+            raise DegenerateLatents("the latents of some layer are (almost) deterministic functions of one another")
     dims = [z.shape[1] for z in latents]
     model_dims = _Model(dims, 0, 2).by_dim
     data = {d: torch.as_tensor(np.stack([latents[v] for v in vs]), dtype=DTYPE)
@@ -426,5 +457,5 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
     finally:
         torch.set_num_threads(previous)
     if not all(np.all(np.isfinite(z)) for z in out):
-        raise ValueError("the joint flows produced non-finite latents")
+        raise FlowFailed("the joint flows produced non-finite latents")
     return JointFlowFit(latents=out, gain=float(np.mean(gains)), epochs=[e for _, e in fitted])

@@ -119,23 +119,6 @@ def _flow_options(flow_options: dict) -> dict:
     return dict(flow_options)
 
 
-def _fit_or_none(fit, *args, mode: str, **kwargs):
-    """``fit(*args, **kwargs)``; in mode "auto" None (with a warning) when the joint flows cannot be fitted
-    (a singular covariance of some layer's latents, e.g. low-rank language states of a few question
-    templates): "auto" then keeps the copula, which it would never do worse than. Mode "flow" raises a
-    ValueError saying so."""
-    try:
-        return fit(*args, **kwargs)
-    except (RuntimeError, ValueError) as error:
-        reason = str(error).splitlines()[0][:200]
-        if mode != "auto":
-            raise ValueError(f"the joint flows could not be fitted ({reason}); use gaussianize='auto' or "
-                             "'copula'") from error
-        warnings.warn(f"joint flows could not be fitted ({reason}); kept the copula (gaussianize='auto')",
-                      RuntimeWarning, stacklevel=3)
-        return None
-
-
 def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings: dict, report=None,
              groups: list | None = None, seed: int = 0) -> CrossFitted:
     """Latents (n, k) per variable (x, name, dims, seed) for the Gaussianization mode ``gaussianize``
@@ -165,8 +148,6 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     modes = ["copula" if c else "none" for c in copula]
     if mode in ("none", "copula"):
         return CrossFitted(latents=latents, shared=True, modes=modes)
-    from pidcore.jointflow import fit_joint_flows
-
     start = time.perf_counter()
     folds = len(np.unique(fold_ids))
 
@@ -175,27 +156,37 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
         report("flows", done / total, f"normalizing flows {count * done // total}/{count} trained")
 
     flows_done(0, 1)
+    from pidcore.jointflow import FlowFailed
+
+    try:
+        return _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, flows_done)
+    except (FlowFailed, RuntimeError) as error:  # degenerate latents (a few question templates), non-finite output
+        reason = str(error).splitlines()[0][:200]
+        if mode != "auto":
+            raise ValueError(f"the joint flows could not be fitted ({reason}); use gaussianize='auto' or "
+                             "'copula'") from error
+        warnings.warn(f"joint flows could not be fitted ({reason}); kept the {', '.join(sorted(set(modes)))} "
+                      "latents (gaussianize='auto')", RuntimeWarning, stacklevel=3)
+        return CrossFitted(latents=latents, shared=True, modes=modes)
+    finally:
+        timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
+
+
+def _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, flows_done) -> CrossFitted:
+    """crossfit's flow stage: the probe (auto, many layers), the flows on all layers, and the choice."""
+    from pidcore.jointflow import fit_joint_flows
+
     if mode == "auto" and len(groups) > PROBE_LAYERS:
         # a probe on a few evenly spaced layers first: the flows over all layers only when they pay off there
         probe = [groups[i] for i in np.linspace(0, len(groups) - 1, PROBE_LAYERS).round().astype(int)]
         used = sorted({v for g in probe for v in g})
         index = {v: i for i, v in enumerate(used)}
-        trial = _fit_or_none(fit_joint_flows, [latents[v] for v in used], [tuple(index[v] for v in g) for g in probe],
-                             fold_ids, mode=mode, seed=seed, starts=[starts[v] for v in used], **options)
-        if trial is None:
-            timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
-            flows_done(1, 1)
-            return CrossFitted(latents=latents, shared=True, modes=modes)
+        trial = fit_joint_flows([latents[v] for v in used], [tuple(index[v] for v in g) for g in probe], fold_ids,
+                                seed=seed, starts=[starts[v] for v in used], **options)
         if trial.gain <= FLOW_MARGIN:
-            timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
             flows_done(1, 1)
             return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=trial.gain)
-    fit = _fit_or_none(fit_joint_flows, latents, groups, fold_ids, mode=mode, seed=seed, progress=flows_done,
-                       starts=starts, **options)
-    timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
-    if fit is None:
-        flows_done(1, 1)
-        return CrossFitted(latents=latents, shared=True, modes=modes)
+    fit = fit_joint_flows(latents, groups, fold_ids, seed=seed, progress=flows_done, starts=starts, **options)
     if mode == "flow" or fit.gain > FLOW_MARGIN:
-        return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(variables), flow_gain=fit.gain)
+        return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(latents), flow_gain=fit.gain)
     return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=fit.gain)

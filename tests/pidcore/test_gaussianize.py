@@ -197,3 +197,20 @@ def test_many_layers_probe_a_few_before_training_flows_on_all():
     assert [r.gaussianization for r in result.layers] == ["x1 none, x2 copula, y none"] * 6
     single = pid_flow(layers[3], x2 ** 3, y, dims=(2, 2, 1), flow_options={"max_epochs": 2})
     assert single.pid == result.layers[3].pid
+
+
+def test_flows_on_degenerate_latents_fall_back_with_a_warning():
+    """A target that is a function of five question templates, like a language source: the joint likelihood is
+    unbounded there, so the flows are not trained; auto keeps the PCA latents and says so, "flow" refuses
+    with the fix."""
+    rng = np.random.default_rng(11)
+    template = rng.integers(0, 5, size=400)
+    x2 = np.eye(5)[template] @ rng.normal(size=(5, 6))
+    y = np.eye(5)[template] @ rng.normal(size=(5, 2))
+    x1 = rng.normal(size=(400, 3))
+    with pytest.warns(RuntimeWarning, match="joint flows could not be fitted"):
+        result = pid_flow(x1, x2, y, dims=(3, 4, 2))
+    assert result.gaussianization == "none"
+    assert 10.0 < result.pid.unique2 < 25.0 and result.pid.unique1 < 0.05
+    with pytest.raises(ValueError, match="joint flows could not be fitted.*use gaussianize='auto' or 'copula'"):
+        pid_flow(x1, x2, y, dims=(3, 4, 2), gaussianize="flow")
