@@ -172,6 +172,11 @@ def extract_features(request: AnalysisRequest, progress=None) -> dict:
     knockout = Knockout(**request.knockout) if request.knockout else None
     if knockout:
         adapter.check_knockout(knockout)
+    from pidcore.validation import check_estimable  # before any model runs: dims and bootstrap against n
+
+    if not request.correct_only:  # (with correct_only the count is known only after the baseline run)
+        check_estimable(len(items), tuple(request.dims), tuple(request.dims), folds=2, bootstrap=request.bootstrap,
+                        seed=request.seed)
     steps = _Progress(progress)
     options = {"answers": answers, "language_pooling": request.language_pooling, "target": request.target}
     baseline = extract(adapter, items, progress=steps.part(0, 0.5 if knockout else 1).callback(), **options)

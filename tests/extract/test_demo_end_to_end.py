@@ -22,13 +22,13 @@ def _demo_present() -> bool:
 @pytest.mark.skipif(not _demo_present(), reason="demo model weights not committed yet")
 def test_pidflow_analyze_demo_with_knockout(tmp_path, capsys):
     output = tmp_path / "result.json"
-    code = main(["analyze", "--model", "demo", "--dataset", "easy-vqa", "--task", "color", "--n-questions", "100",
+    code = main(["analyze", "--model", "demo", "--dataset", "easy-vqa", "--task", "color", "--n-questions", "120",
                  "--no-gaussianize", "--knockout", "image->question", "--knockout-layers", "1", "3",
                  "-o", str(output)])
     assert code == 0
     result = json.loads(output.read_text())
     layers = result["model"]["num_layers"] + 1
-    assert result["n_questions"] == 100 and len(result["runs"]["baseline"]["layers"]) == layers
+    assert result["n_questions"] == 120 and len(result["runs"]["baseline"]["layers"]) == layers
     assert result["runs"]["baseline"]["accuracy"] >= 0.8
     assert result["effects"]["answer_probability_change"] < 0, "cutting image->question costs answer probability"
     printed = capsys.readouterr().out

@@ -95,7 +95,7 @@ def test_7b_shaped_feature_set_goes_through_files_with_bounded_memory(tmp_path):
 def test_demo_features_round_trip_through_files(tmp_path):
     from pidcore.analysis import AnalysisRequest, extract_features
 
-    features = extract_features(AnalysisRequest(n_questions=12))["baseline"]
+    features = extract_features(AnalysisRequest(n_questions=12, dims=(1, 1, 1), bootstrap=0))["baseline"]
     for dtype in ("float32", "float16"):
         settings = FeatureStoreSettings(directory=tmp_path / dtype, dtype=dtype)
         value = feature_store.save("job1", "baseline", features, settings)
