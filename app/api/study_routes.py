@@ -6,7 +6,9 @@ A study runs on the Celery workers (worker/studies.py); the page is the report's
 
 from __future__ import annotations
 
+import hashlib
 import html
+import secrets
 from contextlib import contextmanager
 from typing import Annotated, Literal
 
@@ -38,9 +40,44 @@ def _mapped():
         raise HTTPException(503, detail=f"Redis is not reachable: {exc}") from exc
 
 
-def _links(info: dict) -> dict:
-    base = f"/api/v1/studies/{info['id']}"
-    return {**info, "status_url": base, "report_url": base + "/report", "page_url": f"/study/{info['id']}"}
+#: Hosted mode: a study is read through a random handle (like analyses, app.registry), never its content id,
+#: which anyone who guesses the request could compute.
+HANDLE_PREFIX = "pidflow:study-handle:"
+OWNER_PREFIX = "pidflow:study-owner:"
+
+
+def _links(info: dict, shown_id: str | None = None) -> dict:
+    shown = shown_id or info["id"]
+    base = f"/api/v1/studies/{shown}"
+    return {**info, "id": shown, "status_url": base, "report_url": base + "/report", "page_url": f"/study/{shown}"}
+
+
+def _handle_for(request: Request, study_id: str, token: str | None) -> str | None:
+    """Hosted mode: the submitting token's random handle of the study (the same token gets the same one back);
+    None in open mode, where the content id is the study's address."""
+    service = request.app.state.service
+    if not service.settings.hosted or token is None:
+        return None
+    owner = OWNER_PREFIX + hashlib.sha256(f"{token}\0{study_id}".encode()).hexdigest()
+    ttl = int(service.settings.result_ttl_s)
+    existing = service.redis.get(owner)
+    if existing:
+        return existing.decode() if isinstance(existing, bytes) else existing
+    handle = "s" + secrets.token_hex(16)
+    service.redis.set(HANDLE_PREFIX + handle, study_id, ex=ttl)
+    service.redis.set(owner, handle, ex=ttl)
+    return handle
+
+
+def _resolve(request: Request, shown_id: str) -> str:
+    """The study id behind an address: in hosted mode only a handle resolves (a content id is 404)."""
+    service = request.app.state.service
+    if not service.settings.hosted:
+        return shown_id
+    study_id = service.redis.get(HANDLE_PREFIX + shown_id) if shown_id.isalnum() else None
+    if not study_id:
+        raise HTTPException(404, detail=f"unknown study {shown_id!r}")
+    return study_id.decode() if isinstance(study_id, bytes) else study_id
 
 
 @router.post("/api/v1/studies", status_code=202, summary="Submit a study (models x tasks x runs x recipes)")
@@ -50,33 +87,36 @@ def submit_study(request: Request, response: Response, token: Writer,
 
     with _mapped():
         info = studies.submit(body)
+    shown = _handle_for(request, info["id"], token)
     if info["state"] == "succeeded":
         response.status_code = 200
-    response.headers["Location"] = f"/api/v1/studies/{info['id']}"
-    return _links(info)
+    links = _links(info, shown)
+    response.headers["Location"] = links["status_url"]
+    return links
 
 
 @router.get("/api/v1/studies/{study_id}", summary="State and progress of a study and of each part")
-def study_status(study_id: str):
+def study_status(request: Request, study_id: str):
     from worker import studies
 
     with _mapped():
-        return _links(studies.status(study_id))
+        return _links(studies.status(_resolve(request, study_id)), study_id)
 
 
-def _report(study_id: str) -> dict:
+def _report(request: Request, study_id: str) -> dict:
     from worker import studies
 
     with _mapped():
-        return studies.report(study_id)
+        return studies.report(_resolve(request, study_id))
 
 
 @router.get("/api/v1/studies/{study_id}/report", summary="The study's report: json, csv or html",
             responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}}})
-def study_report(study_id: str, format: Literal["json", "csv", "html"] = "json"):  # noqa: A002 - query name
+def study_report(request: Request, study_id: str,
+                 format: Literal["json", "csv", "html"] = "json"):  # noqa: A002 - query name
     from pidcore.study_export import to_csv, to_html
 
-    document = _report(study_id)
+    document = _report(request, study_id)
     if format == "csv":
         return Response(to_csv(document), media_type="text/csv", headers={
             "Content-Disposition": f'attachment; filename="pidflow-study-{study_id}.csv"'})
@@ -101,13 +141,13 @@ def _progress_page(info: dict) -> str:
 
 
 @router.get("/study/{study_id}", include_in_schema=False, response_class=HTMLResponse)
-def study_page(study_id: str):
+def study_page(request: Request, study_id: str):
     """The report page with export buttons once ready; a self-refreshing progress page before."""
     from pidcore.study_export import to_html
     from worker import studies
 
     with _mapped():
-        info = studies.status(study_id)
+        info = _links(studies.status(_resolve(request, study_id)), study_id)
     if info["state"] != "succeeded":
         return HTMLResponse(_progress_page(info), status_code=200 if info["state"] != "failed" else 409)
     from app.study_cli import plotly_js
@@ -115,4 +155,4 @@ def study_page(study_id: str):
     base = f"/api/v1/studies/{study_id}/report"
     links = {"Export JSON": f"{base}?format=json", "Export CSV": f"{base}?format=csv",
              "Export HTML": f"{base}?format=html"}
-    return HTMLResponse(to_html(_report(study_id), plotly_js=plotly_js(), links=links))
+    return HTMLResponse(to_html(_report(request, study_id), plotly_js=plotly_js(), links=links))
