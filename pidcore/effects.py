@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pidcore.estimate import basic_interval, percentile_interval
+from pidcore.estimate import basic_interval, interval
 
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy", "total")
 
@@ -90,9 +90,7 @@ def _draws(layers) -> np.ndarray | None:
 
 
 def _interval(estimate: float, draws: np.ndarray, estimator: str) -> list[float]:
-    if estimator == "corrected":
-        return list(basic_interval(estimate, draws))
-    return list(percentile_interval(draws))
+    return list(interval(estimate, draws, estimator))
 
 
 def add_intervals(effects: dict, baseline_layers, knockout_layers, *, estimator: str = "corrected",

@@ -32,7 +32,7 @@ import numpy as np
 from pidcore.info import logdet_bias
 from pidcore.pid import PID, gaussian_pid
 
-__all__ = ["corrected_pid", "plugin_bias", "mi_bias", "bootstrap_rows", "basic_interval", "percentile_interval",
+__all__ = ["corrected_pid", "plugin_bias", "mi_bias", "bootstrap_rows", "basic_interval", "percentile_interval", "interval",
            "CorrectedPID", "FIELDS", "ESTIMATORS", "resample_pid"]
 
 _LN2 = math.log(2.0)
@@ -165,6 +165,14 @@ def basic_interval(estimate: float, draws: np.ndarray, level: float = 0.95) -> t
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(deviations, [tail, 100 - tail])
     return float(estimate - hi), float(estimate - lo)
+
+
+def interval(estimate: float, draws: np.ndarray, estimator: str, level: float = 0.95) -> tuple[float, float]:
+    """The interval (bits) that goes with an ``estimator``'s value: basic about a corrected estimate,
+    plain percentiles of the draws for the plug-in."""
+    if estimator == "corrected":
+        return basic_interval(estimate, draws, level)
+    return percentile_interval(draws, level)
 
 
 def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -20,10 +20,9 @@ from pidcore._covariance import check_positive_definite
 from pidcore.estimate import (
     ESTIMATORS,
     FIELDS,
-    basic_interval,
     bootstrap_rows,
     corrected_pid,
-    percentile_interval,
+    interval,
     plugin_bias,
 )
 from pidcore.latents import check_mode, crossfit
@@ -202,13 +201,8 @@ def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str
 def intervals(estimate: PID, draws: np.ndarray, estimator: str, level: float = 0.95) -> dict:
     """field -> (lo, hi) bits from bootstrap ``draws`` (rounds, 5): basic intervals about a corrected
     estimate, plain percentiles for the plug-in (pidcore.estimate)."""
-    out = {}
-    for column, name in enumerate(FIELDS):
-        if estimator == "corrected":
-            out[name] = basic_interval(getattr(estimate, name), draws[:, column], level)
-        else:
-            out[name] = percentile_interval(draws[:, column], level)
-    return out
+    return {name: interval(getattr(estimate, name), draws[:, column], estimator, level)
+            for column, name in enumerate(FIELDS)}
 
 
 #: Relative variance of the noise added to degenerate latents (caps MI near 0.5*log2(1/1e-6) = 10 bits

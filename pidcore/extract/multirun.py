@@ -21,7 +21,7 @@ from .families import FAMILIES
 from .features import Features
 from .knockout import Knockout
 from .pooling import PooledStates, pooling_hooks
-from .run import build_features
+from .run import build_features, check_extract_arguments
 
 #: model types whose image-token count depends on the image (any-resolution tiling)
 VARIABLE_IMAGE_TOKENS = frozenset(t for t, family in FAMILIES.items() if family.variable_image_tokens)
@@ -91,15 +91,9 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
     Each batch is encoded once; with `reuse` (and a baseline among the runs) a knocked-out forward replays
     the baseline's outputs of the layers before its window. `progress(fraction, message)`.
     """
-    items = list(items)
-    if not items:
-        raise ValueError("extract_runs needs at least one question")
+    items = check_extract_arguments(items, target, batch_size, "extract_runs")
     if not runs:
         raise ValueError("extract_runs needs at least one run")
-    if target not in ("logprobs", "hidden"):
-        raise ValueError(f"target must be 'logprobs' or 'hidden', got {target!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for knockout in runs.values():
         if knockout is not None:
             adapter.check_knockout(knockout)

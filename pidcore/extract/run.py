@@ -28,6 +28,18 @@ def _progress_callback(progress, total: int, label: str):
     return None, lambda done: progress(done / max(total, 1), f"{label}: {done}/{total} questions")
 
 
+def check_extract_arguments(items, target: str, batch_size: int, caller: str) -> list:
+    """``items`` as a list, or ValueError for no questions, an unknown target or a batch size below 1."""
+    items = list(items)
+    if not items:
+        raise ValueError(f"{caller} needs at least one question")
+    if target not in ("logprobs", "hidden"):
+        raise ValueError(f"target must be 'logprobs' or 'hidden', got {target!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return items
+
+
 def extract(adapter, items, *, answers, knockout: Knockout | None = None, language_pooling: str = "mean",
             target: str = "logprobs", batch_size: int = 8, progress=None) -> Features:
     """Pooled vision/language states per layer (L+1, n, h), target (n, k) and per-question answers.
@@ -35,13 +47,7 @@ def extract(adapter, items, *, answers, knockout: Knockout | None = None, langua
     target="logprobs": log-probabilities (nats) over the answer set at the answer position, from each
     answer's first token; target="hidden": the final-layer state at the answer position.
     """
-    items = list(items)
-    if not items:
-        raise ValueError("extract needs at least one question")
-    if target not in ("logprobs", "hidden"):
-        raise ValueError(f"target must be 'logprobs' or 'hidden', got {target!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = check_extract_arguments(items, target, batch_size, "extract")
     answers = list(answers)
     answer_ids = torch.tensor(adapter.answer_token_ids(answers), device=adapter.device)
     pooled = PooledStates(adapter.num_layers, language_pooling)

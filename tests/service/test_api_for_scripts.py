@@ -13,31 +13,13 @@ import redis
 from fastapi.testclient import TestClient
 
 import app.docs_assets as docs_assets
-import app.service as service_module
-from app.redis_local import LocalRedis
-from app.server import create_app
-from app.service import AnalysisService
-from app.settings import Settings
-from tests.service.fakejobs import NUM_LAYERS, FakeJobs
+from tests.service.fakejobs import NUM_LAYERS
+from tests.service.test_api_routes import _fake_model_size, make_client, redis_url  # noqa: F401 - fixtures
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    with LocalRedis() as server:
-        yield server.url
-
-
-@pytest.fixture(autouse=True)
-def _fake_model_size(monkeypatch):
-    monkeypatch.setattr(service_module, "_num_decoder_layers", lambda model: NUM_LAYERS)
-
-
-def client(redis_url: str, hold: bool = False) -> TestClient:
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    service = AnalysisService(Settings(redis_url=redis_url), jobs=FakeJobs(connection, hold=hold),
-                              redis_client=connection)
-    return TestClient(create_app(service=service, with_ui=False))
+def client(redis_url: str, hold: bool = False) -> TestClient:  # noqa: F811
+    redis.Redis.from_url(redis_url).flushdb()
+    return make_client(redis_url, hold=hold)
 
 
 @pytest.mark.parametrize("body, field, fragment", [
@@ -48,7 +30,7 @@ def client(redis_url: str, hold: bool = False) -> TestClient:
     ({"dataset": "gqa", "tasks": ["ChooseAttr"]}, "dataset", "PIDFLOW_GQA_ROOT"),
     ({"model": "gpt-2"}, "model", "unknown model"),
 ])
-def test_one_error_shape_with_the_field(redis_url, monkeypatch, body, field, fragment):
+def test_one_error_shape_with_the_field(redis_url, monkeypatch, body, field, fragment):  # noqa: F811
     monkeypatch.delenv("PIDFLOW_GQA_ROOT", raising=False)
     response = client(redis_url).post("/api/v1/analyses", json=body)
     assert response.status_code == 422
@@ -58,7 +40,7 @@ def test_one_error_shape_with_the_field(redis_url, monkeypatch, body, field, fra
     assert answer["errors"][0]["field"] == (None if field == "model" else field)  # model: the service says no field
 
 
-def test_not_ready_says_when_to_ask_again(redis_url):
+def test_not_ready_says_when_to_ask_again(redis_url):  # noqa: F811
     api = client(redis_url, hold=True)
     job = api.post("/api/v1/analyses", json={"n_questions": 50, "bootstrap": 0}).json()
     response = api.get(job["result_url"])
@@ -68,7 +50,7 @@ def test_not_ready_says_when_to_ask_again(redis_url):
     assert missing.status_code == 404 and isinstance(missing.json()["detail"], str)
 
 
-def test_csv_rows_say_which_analysis_model_and_task(redis_url):
+def test_csv_rows_say_which_analysis_model_and_task(redis_url):  # noqa: F811
     api = client(redis_url)
     job = api.post("/api/v1/analyses", json={"n_questions": 50, "bootstrap": 0, "tasks": ["color", "shape"]}).json()
     rows = list(csv.DictReader(io.StringIO(api.get(job["result_url"] + "?format=csv").text)))
@@ -77,7 +59,7 @@ def test_csv_rows_say_which_analysis_model_and_task(redis_url):
     assert [row["layer"] for row in rows if row["run"] == "baseline"] == [str(i) for i in range(NUM_LAYERS + 1)]
 
 
-def test_openapi_describes_the_result_and_every_error(redis_url):
+def test_openapi_describes_the_result_and_every_error(redis_url):  # noqa: F811
     document = client(redis_url).get("/api/v1/openapi.json").json()
     result = document["paths"]["/api/v1/analyses/{analysis_id}/result"]["get"]["responses"]["200"]["content"]
     assert result["application/json"]["schema"] == {"$ref": "#/components/schemas/ResultDocument"}
@@ -92,7 +74,7 @@ def test_openapi_describes_the_result_and_every_error(redis_url):
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
-def test_swagger_ui_and_redoc_come_from_this_server(redis_url, monkeypatch):
+def test_swagger_ui_and_redoc_come_from_this_server(redis_url, monkeypatch):  # noqa: F811
     if not docs_assets.installed():
         pytest.skip("static/vendor/apidocs is not installed (python -m app.docs_assets could not download it)")
     api = client(redis_url)
