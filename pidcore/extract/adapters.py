@@ -35,6 +35,9 @@ class VLMAdapter:
         if "{question}" not in prompt_template or placeholder not in prompt_template:
             raise ValueError(f"prompt template must contain {placeholder!r} and '{{question}}': {prompt_template!r}")
         self.model = model.eval()
+        for module in model.modules():  # a bidirectional encoder: sdpa must not infer a causal mask
+            if type(module).__name__ in self.family.bidirectional:
+                module.is_causal = False
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
@@ -70,11 +73,11 @@ class VLMAdapter:
     @property
     def image_token_id(self) -> int:
         """The id whose positions hold image features (or, for cross-attention models, the placeholder)."""
-        config = self.model.config
-        for name in ("image_token_id", "image_token_index"):
-            value = getattr(config, name, None)
-            if isinstance(value, int):
-                return value
+        for config in (self.model.config, getattr(self.model.config, "vision_config", None)):  # Phi-4: vision
+            for name in ("image_token_id", "image_token_index"):
+                value = getattr(config, name, None)
+                if isinstance(value, int):
+                    return value
         raise ValueError(f"{self.family.label}: the config names no image token id")
 
     @property

@@ -36,6 +36,7 @@ class Family:
     attention: str = "causal"  # "causal"; "prefix" (image + prompt attend bidirectionally); "cross"
     variable_image_tokens: bool = False  # the image-token count depends on the image's size (tiling, native res)
     processor: str = ""  # module:class of the processor when transformers' top-level name is unusable
+    bidirectional: tuple[str, ...] = ()  # vision attention classes transformers marks causal by mistake (see below)
     notes: str = ""  # what the adapter needed, for the docs and the model list
 
     @property
@@ -95,6 +96,13 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            "[INST][IMG]{question}" + SHORT_ANSWER + "[/INST]", image_token="[IMG]",
            processor="transformers.models.pixtral.processing_pixtral:PixtralProcessor",
            variable_image_tokens=True, notes="Pixtral-style rows: [IMG_BREAK] after each row and [IMG_END]; needs image_sizes"),
+    Family("phi4_multimodal", "Phi-4 multimodal", "Phi4MultimodalForCausalLM",
+           "<|user|><|image|>{question}" + SHORT_ANSWER + "<|end|><|assistant|>", image_token="<|image|>",
+           decoder="model", variable_image_tokens=True, bidirectional=("Phi4MultimodalVisionAttention",),
+           notes="decoder is the causal LM's own model (image features are written into its input embeddings); "
+                 "image token id in vision_config; its SigLIP vision attention is flagged causal in transformers 5.24 "
+                 "(sdpa then attends causally over unpadded crops, eager does not): pidflow clears the flag; HD crops + a global view with row separators; PIL image "
+                 "processor by pidflow (transformers has only a torchvision one)"),
     Family("mllama", "Llama 3.2 Vision (Mllama)", "MllamaForConditionalGeneration",
            "<|start_header_id|>user<|end_header_id|>\n\n<|image|>{question}" + SHORT_ANSWER
            + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
@@ -108,8 +116,6 @@ UNSUPPORTED = {
     "llama4": "in transformers 5.24 Llama4ForConditionalGeneration's forward fails on every call (it reads "
               "`image_outputs` from the language model's output, which has none) and its image processor exists "
               "only as a torchvision build, so pidflow's checks cannot run; it is not supported yet",
-    "phi4_multimodal": "Phi-4 multimodal's image processor exists only as a torchvision build in transformers "
-                       "5.24, so pidflow's checks cannot run here; it is not supported yet",
 }
 
 
@@ -166,10 +172,18 @@ def pixtral_without_torchvision() -> None:
     sys.modules[name] = image_processing_pil_pixtral
 
 
+def phi4_without_torchvision() -> None:
+    """Phi-4 multimodal's image processor exists only as a torchvision build; pidflow's PIL one stands in."""
+    from .phi4_images import register
+
+    register()
+
+
 def without_torchvision() -> None:
     """The stand-ins above, for processors whose image path needs no torchvision."""
     smolvlm_without_num2words()
     pixtral_without_torchvision()
+    phi4_without_torchvision()
 
 
 assert all(edge in EDGES for family in FAMILIES.values() for edge in family.edges)

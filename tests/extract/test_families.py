@@ -83,6 +83,12 @@ def _own_image_features(adapter, inputs):
     import inspect
 
     model = adapter.model.model
+    if not hasattr(model, "get_image_features"):  # Phi-4: the image embedding writes into the token embeddings
+        ids = inputs["input_ids"]
+        embedded = model.embed_tokens_extend.image_embed(
+            ids, model.embed_tokens(ids), image_pixel_values=inputs["image_pixel_values"],
+            image_sizes=inputs["image_sizes"], image_attention_mask=inputs["image_attention_mask"])
+        return embedded[ids == adapter.image_token_id]
     accepted = inspect.signature(model.get_image_features).parameters
     output = model.get_image_features(**{k: v for k, v in inputs.items() if k in accepted and k != "input_ids"})
     features = getattr(output, "pooler_output", output)

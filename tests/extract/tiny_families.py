@@ -392,6 +392,43 @@ def build_mllama(folder):
     return _save(folder, MllamaForConditionalGeneration, config, processor, prepare=open_gates)
 
 
+def build_phi4_multimodal(folder):
+    from transformers import (
+        Phi4MultimodalConfig,
+        Phi4MultimodalFeatureExtractor,
+        Phi4MultimodalForCausalLM,
+        Phi4MultimodalProcessor,
+    )
+
+    from pidcore.extract.phi4_images import Phi4MultimodalImageProcessorPil
+
+    tokenizer = tokenizer_for(_template("phi4_multimodal"), attributes={"image_token": "<|image|>",
+                                                                         "audio_token": "<|audio|>"},
+                              bos="<|endoftext|>")
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                original_max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0})
+    # 16-pixel crops of 2-pixel patches: 8 x 8 patches, 4 x 4 image tokens per crop (real: 448 / 14, 16 x 16)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=16,
+                  patch_size=2, crop_size=16, image_token_id=tokenizer.image_token_id)
+    audio = dict(hidden_size=32, intermediate_size=48, num_blocks=1, num_attention_heads=2, ext_pw_out_channel=32,
+                 depthwise_separable_out_channel=32, nemo_conv_channels=32, audio_token_id=tokenizer.audio_token_id)
+    config = Phi4MultimodalConfig(**text, vision_config=vision, audio_config=audio)
+    image_processor = Phi4MultimodalImageProcessorPil(size={"height": 16, "width": 16}, patch_size=2)
+    processor = Phi4MultimodalProcessor(image_processor=image_processor, audio_processor=Phi4MultimodalFeatureExtractor(),
+                                        tokenizer=tokenizer)
+
+    def random_separators(model):  # the row and global separators start at 0
+        with torch.no_grad():
+            embedding = model.model.embed_tokens_extend.image_embed
+            embedding.global_img_feature_extensor.normal_(0.0, 0.2)
+            embedding.sub_img_feature_extensor.normal_(0.0, 0.2)
+
+    return _save(folder, Phi4MultimodalForCausalLM, config, processor, prepare=random_separators)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -405,4 +442,5 @@ BUILDERS = {
     "mistral3": build_mistral3,
     "mllama": build_mllama,
     "qwen3_5": build_qwen3_5,
+    "phi4_multimodal": build_phi4_multimodal,
 }
