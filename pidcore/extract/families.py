@@ -113,9 +113,11 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
 
 
 UNSUPPORTED = {
-    "llama4": "in transformers 5.24 Llama4ForConditionalGeneration's forward fails on every call (it reads "
-              "`image_outputs` from the language model's output, which has none) and its image processor exists "
-              "only as a torchvision build, so pidflow's checks cannot run; it is not supported yet",
+    "llama4": "in transformers 5.24 Llama4ForConditionalGeneration.forward ends by reading `image_outputs` from "
+              "its language model's output (a MoeCausalLMOutputWithPast, which has no such field), so every call "
+              "raises AttributeError whatever the config (a correct tiny config runs up to that line); and its image "
+              "processor exists only as a torchvision build, for which pidflow has no PIL stand-in yet; it is not "
+              "supported yet",
 }
 
 
