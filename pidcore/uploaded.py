@@ -15,7 +15,6 @@ import time
 import numpy as np
 
 from pidcore.analysis import AnalysisRequest, analyze_layers, assemble_result
-from pidcore.extract.features import Features
 from pidcore.featurefile import FeatureSet, read_features
 
 PREFIX = "features:"
@@ -117,19 +116,3 @@ def analyze_features(source, request: dict | AnalysisRequest | None = None, *, p
             runs[name] = analyze_layers(features[name], request, progress=progress)
     timing = {"extract_s": 0.0, "analyze_s": round(time.perf_counter() - started, 3)}
     return assemble_result(request, features, runs, timing=timing)
-
-
-def features_bytes(feature_set: FeatureSet) -> dict[str, bytes]:
-    """The checked runs in pidflow's own archive (Features.to_bytes), as stored for a worker:
-    {"features": baseline, "knockout": knocked-out run (when the file has one)}."""
-    stored = {"features": feature_set.features.to_bytes()}
-    if feature_set.knockout is not None:
-        stored["knockout"] = feature_set.knockout.to_bytes()
-    return stored
-
-
-def stored_set(stored: dict[str, bytes], sha: str) -> FeatureSet:
-    """A FeatureSet from `features_bytes` output (no re-checking: it was checked at upload; no images)."""
-    knockout = stored.get("knockout")
-    return FeatureSet(features=Features.from_bytes(stored["features"]), images=None, sha256=sha, format="stored",
-                      knockout=Features.from_bytes(knockout) if knockout is not None else None)

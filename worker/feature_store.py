@@ -134,19 +134,28 @@ def check_capacity(model: str, questions: int, runs: int, settings: FeatureStore
 # -- reading and writing ---------------------------------------------------------------------------------
 
 class LayerStack:
-    """(layers, n, hidden) pooled states read one layer at a time from .npy files (as float32)."""
+    """(layers, n, hidden) pooled states read one layer at a time from .npy files (as float32).
+    `stack[:, rows]` is a stack of those questions only, still read layer by layer."""
 
-    def __init__(self, folder: Path, num_layers: int, n: int, hidden: int):
-        self.folder, self.shape = folder, (num_layers, n, hidden)
+    def __init__(self, folder: Path, num_layers: int, n: int, hidden: int, rows: np.ndarray | None = None):
+        self.folder, self.rows = folder, rows
+        self.shape = (num_layers, n if rows is None else len(rows), hidden)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, layer):
+        if isinstance(layer, tuple):  # [:, rows]: the questions `rows` of every layer
+            if len(layer) != 2 or layer[0] != slice(None):
+                raise IndexError("a LayerStack takes [layer], [layers] or [:, rows]")
+            rows = np.arange(self.shape[1])[layer[1]]
+            rows = rows if self.rows is None else self.rows[rows]
+            return LayerStack(self.folder, self.shape[0], 0, self.shape[2], rows=rows)
         if isinstance(layer, (int, np.integer)):
             if not 0 <= layer < self.shape[0]:
                 raise IndexError(f"layer {layer} outside 0..{self.shape[0] - 1}")
-            return np.load(self.folder / f"{int(layer):03d}.npy").astype(np.float32, copy=False)
+            states = np.load(self.folder / f"{int(layer):03d}.npy").astype(np.float32, copy=False)
+            return states if self.rows is None else states[self.rows]
         return np.stack([self[index] for index in range(self.shape[0])[layer]])
 
 
