@@ -42,7 +42,8 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
 
         datasets = [{**d, "unavailable": dataset_available(d.get("name"))} for d in datasets]
         return build_layout(models, datasets, data.hosted(service), dict(DEFAULT_REQUEST),
-                            initial=callbacks.initial_view(service, _page_query()))
+                            initial=callbacks.initial_view(service, _page_query()),
+                            upload_limit=data.upload_limit(service))
 
     app.layout = layout
     app.index_string = app.index_string.replace(

@@ -44,6 +44,12 @@ def hosted(service) -> bool:
     return bool(getattr(getattr(service, "settings", None), "hosted", False))
 
 
+def upload_limit(service) -> int | None:
+    """The most bytes a features file may have (PIDFLOW_MAX_UPLOAD_BYTES); None when not configured."""
+    limit = getattr(getattr(service, "settings", None), "max_upload_bytes", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+
 def _client_address() -> str | None:
     """The browser's address (the Dash request under a2wsgi), for throttling failed tokens per client."""
     try:

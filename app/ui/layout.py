@@ -172,17 +172,39 @@ DROPZONE_STYLE = {"border": "2px dashed #8a94a6", "borderRadius": "8px", "paddin
                   "cursor": "pointer"}
 
 
-def features_upload_panel() -> html.Div:
+def size_text(size: int) -> str:
+    """Bytes for people: 256 MiB, 977 KiB, 512 bytes (binary units, 3 significant digits)."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
+
+
+def too_large_template(limit: int) -> str:
+    """The drop zone's message for a file over `limit` bytes; static/upload-limit.js fills {name} and {size}
+    (the browser refuses such a file before reading it: dcc.Upload's max_size)."""
+    return (f"Cannot analyse {{name}}: it is {{size}}, more than this server accepts for a features file "
+            f"({size_text(limit)}, PIDFLOW_MAX_UPLOAD_BYTES). Select fewer questions or layers, or analyse it "
+            f"locally: pidflow analyze --features FILE.")
+
+
+def features_upload_panel(limit: int | None = None) -> html.Div:
     """Drop zone for a pooled-features file (bring your own activations); analysed with the estimator
-    settings of the form above (PCA sizes, estimator, Gaussianization, bootstrap)."""
+    settings of the form above (PCA sizes, estimator, Gaussianization, bootstrap). A file over `limit`
+    bytes is refused in the browser with a message saying the limit."""
+    upload = dcc.Upload(id="features-upload", multiple=False, style=DROPZONE_STYLE, className="dropzone",
+                        max_size=limit or -1,
+                        children=html.Div(["Drag and drop a features file here, or ", html.A("choose a file"),
+                                           *([f" (up to {size_text(limit)})"] if limit else [])]))
+    guarded = html.Div(upload, **({"data-max-bytes": str(limit), "data-too-large": too_large_template(limit),
+                                   "data-message": "features-summary"} if limit else {}))
     return html.Div(className="panel form", id="features-panel", children=[
         html.H2("Or analyse your own activations"),
         html.P(["A pooled-features file (npz, safetensors or .pt) with per-layer vision and language states and "
                 "the target, as written by pidcore.write_features from activations cached with nnsight, "
                 "TransformerLens or vLLM (docs/features-format.md). It is analysed with the PCA sizes, "
                 "estimator, Gaussianization and bootstrap set above."], className="hint"),
-        dcc.Upload(id="features-upload", multiple=False, style=DROPZONE_STYLE, className="dropzone",
-                   children=html.Div(["Drag and drop a features file here, or ", html.A("choose a file")])),
+        guarded,
         html.Div(id="features-summary", role="status", className="status"),
     ])
 
@@ -313,9 +335,10 @@ def own_question_panel() -> html.Div:
 
 
 def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict,
-                 initial: dict | None = None) -> html.Div:
+                 initial: dict | None = None, upload_limit: int | None = None) -> html.Div:
     """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag, and the analyses
-    this browser opened (recent-analyses, kept in the browser's local storage)."""
+    this browser opened (recent-analyses, kept in the browser's local storage). `upload_limit`: the most
+    bytes of a features file (PIDFLOW_MAX_UPLOAD_BYTES)."""
     return html.Div(className="page", children=[
         dcc.Location(id="url", refresh=False),  # read: the view asked for (load, back, forward)
         dcc.Location(id="url-write", refresh="callback-nav"),  # written: the view shown (tells `url` too)
@@ -339,7 +362,8 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
         ]),
         dcc.Tabs(id="tabs", value=(initial or {}).get("tab", "new"), className="tabs", children=[
             dcc.Tab(label="New analysis", value="new", id="tab-new",
-                    children=[new_analysis_form(models, datasets, hosted, defaults), features_upload_panel()]),
+                    children=[new_analysis_form(models, datasets, hosted, defaults),
+                              features_upload_panel(upload_limit)]),
             dcc.Tab(label="Results", value="results", children=results_panel()),
             dcc.Tab(label="Compare", value="compare", children=compare_panel()),
             dcc.Tab(label="Questions", value="questions", children=questions_panel()),

@@ -213,3 +213,11 @@ def test_drop_a_features_file_in_the_dashboard(stack, tmp_path):
                                timeout=30_000)
         assert "not a readable npz archive" in page.locator("#features-summary").inner_text()
         page.screenshot(path=os.path.join(ARTIFACTS, "byo-04-error.png"), full_page=True)
+        # far over the limit: refused in the browser (never read nor sent), with the limit in the message
+        page.locator("#features-upload input[type=file]").set_input_files(
+            {"name": "huge.npz", "mimeType": "application/octet-stream", "buffer": b"0" * (MAX_UPLOAD * 3 // 2)})
+        page.wait_for_function("document.querySelector('#features-summary').innerText.includes('huge.npz')",
+                               timeout=10_000)
+        assert "it is 1.43 MiB, more than this server accepts for a features file (977 KiB" in \
+            page.locator("#features-summary").inner_text()
+        page.screenshot(path=os.path.join(ARTIFACTS, "byo-05-too-large.png"), full_page=True)
