@@ -38,6 +38,11 @@ class VLMAdapter:
         for module in model.modules():  # a bidirectional encoder: sdpa must not infer a causal mask
             if type(module).__name__ in self.family.bidirectional:
                 module.is_causal = False
+        if self.family.model_fix:
+            import importlib
+
+            module_name, function = self.family.model_fix.split(":")
+            getattr(importlib.import_module(module_name), function)(model)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"

@@ -37,6 +37,7 @@ class Family:
     variable_image_tokens: bool = False  # the image-token count depends on the image's size (tiling, native res)
     processor: str = ""  # module:class of the processor when transformers' top-level name is unusable
     bidirectional: tuple[str, ...] = ()  # vision attention classes transformers marks causal by mistake (see below)
+    model_fix: str = ""  # module:function applied to the loaded model, for a transformers bug (see its docstring)
     notes: str = ""  # what the adapter needed, for the docs and the model list
 
     @property
@@ -103,6 +104,14 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
                  "image token id in vision_config; its SigLIP vision attention is flagged causal in transformers 5.24 "
                  "(sdpa then attends causally over unpadded crops, eager does not): pidflow clears the flag; HD crops + a global view with row separators; PIL image "
                  "processor by pidflow (transformers has only a torchvision one)"),
+    Family("llama4", "Llama 4", "Llama4ForConditionalGeneration",
+           "<|header_start|>user<|header_end|>\n\n<|image|>{question}" + SHORT_ANSWER
+           + "<|eot|><|header_start|>assistant<|header_end|>\n\n",
+           image_token="<|image|>", decoder="language_model.model", variable_image_tokens=True,
+           model_fix="pidcore.extract.llama4_images:fix_output",
+           notes="placeholder <|image|> expands to <|image_start|>, tiles of <|patch|> tokens with tile separators, "
+                 "<|image|> and the global tile's patches, <|image_end|>; image features at <|patch|>; "
+                 "PIL image processor by pidflow; forward's output bug shimmed (fix_output)"),
     Family("mllama", "Llama 3.2 Vision (Mllama)", "MllamaForConditionalGeneration",
            "<|start_header_id|>user<|end_header_id|>\n\n<|image|>{question}" + SHORT_ANSWER
            + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
@@ -112,12 +121,7 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
 )}
 
 
-UNSUPPORTED = {
-    "llama4": "in transformers 5.24 Llama4ForConditionalGeneration.forward ends by reading `image_outputs` from "
-              "its language model's output (a MoeCausalLMOutputWithPast, which has no such field), so every call "
-              "raises AttributeError whatever the config (a correct tiny config runs up to that line); and its image "
-              "processor exists only as a torchvision build, for which pidflow has no PIL stand-in yet; it is not "
-              "supported yet",
+UNSUPPORTED: dict[str, str] = {
 }
 
 
@@ -181,11 +185,19 @@ def phi4_without_torchvision() -> None:
     register()
 
 
+def llama4_without_torchvision() -> None:
+    """Llama 4's image processor exists only as a torchvision build; pidflow's PIL one stands in."""
+    from .llama4_images import register
+
+    register()
+
+
 def without_torchvision() -> None:
     """The stand-ins above, for processors whose image path needs no torchvision."""
     smolvlm_without_num2words()
     pixtral_without_torchvision()
     phi4_without_torchvision()
+    llama4_without_torchvision()
 
 
 assert all(edge in EDGES for family in FAMILIES.values() for edge in family.edges)

@@ -429,6 +429,32 @@ def build_phi4_multimodal(folder):
     return _save(folder, Phi4MultimodalForCausalLM, config, processor, prepare=random_separators)
 
 
+def build_llama4(folder):
+    from transformers import Llama4Config, Llama4ForConditionalGeneration, Llama4Processor
+
+    from pidcore.extract.llama4_images import Llama4ImageProcessorPil
+
+    specials = ["<|image|>", "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
+                "<|tile_y_separator|>"]
+    tokenizer = tokenizer_for(_template("llama4"), specials=specials, bos="<|begin_of_text|>")
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, intermediate_size_mlp=96,
+                num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                num_local_experts=2, num_experts_per_tok=1, interleave_moe_layer_step=2, max_position_embeddings=512,
+                attention_chunk_size=16, no_rope_layers=[1, 1, 0], pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    # 16-pixel tiles of 4-pixel patches, pixel shuffle 0.5: 4 image tokens per tile (the vision MLP's input
+    # is hidden / ratio^2 wide)
+    vision = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=4, vision_output_dim=64, projector_input_dim=64, projector_output_dim=64,
+                  pixel_shuffle_ratio=0.5)
+    config = Llama4Config(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                          image_token_index=tokenizer.convert_tokens_to_ids("<|patch|>"))
+    image_processor = Llama4ImageProcessorPil(size={"height": 16, "width": 16}, max_patches=4)
+    processor = Llama4Processor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                                pixel_shuffle_ratio=0.5)
+    return _save(folder, Llama4ForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -443,4 +469,5 @@ BUILDERS = {
     "mllama": build_mllama,
     "qwen3_5": build_qwen3_5,
     "phi4_multimodal": build_phi4_multimodal,
+    "llama4": build_llama4,
 }
