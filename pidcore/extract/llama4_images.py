@@ -132,7 +132,7 @@ def register() -> None:
     AutoImageProcessor.register(Llama4Config, exist_ok=True, image_processor_classes={
         "torchvision": None, "pil": Llama4ImageProcessorPil})
     # a saved folder names `Llama4ImageProcessor`: its backend table must offer the PIL class by name
-    IMAGE_PROCESSOR_MAPPING_NAMES["llama4"]["pil"] = Llama4ImageProcessorPil.__name__
+    IMAGE_PROCESSOR_MAPPING_NAMES.setdefault("llama4", {})["pil"] = Llama4ImageProcessorPil.__name__
 
 
 def fix_output(model) -> None:

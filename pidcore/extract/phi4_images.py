@@ -141,4 +141,4 @@ def register() -> None:
     AutoImageProcessor.register(Phi4MultimodalConfig, exist_ok=True, image_processor_classes={
         "torchvision": None, "pil": Phi4MultimodalImageProcessorPil})
     # a saved folder names `Phi4MultimodalImageProcessor`: its backend table must offer the PIL class by name
-    IMAGE_PROCESSOR_MAPPING_NAMES["phi4_multimodal"]["pil"] = Phi4MultimodalImageProcessorPil.__name__
+    IMAGE_PROCESSOR_MAPPING_NAMES.setdefault("phi4_multimodal", {})["pil"] = Phi4MultimodalImageProcessorPil.__name__
