@@ -23,6 +23,7 @@ from tests.pidcore.test_featurefile import N, known_system
 
 TOKEN = "byo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HTTP = httpx.Client(timeout=60)  # uploads and analyses are slow on a loaded 2-core machine: not 5 s
 OTHER = "other-token"
 MAX_UPLOAD = 1_000_000
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
@@ -57,10 +58,10 @@ def features_file(tmp_path_factory):
 def wait(url: str, job: dict, timeout_s: float = 120) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
-        status = httpx.get(url + job["status_url"], timeout=10).json()
+        status = HTTP.get(url + job["status_url"], timeout=10).json()
         assert status["state"] != "failed", status["error"]
         if status["state"] == "succeeded":
-            return httpx.get(url + job["result_url"], timeout=10).json()
+            return HTTP.get(url + job["result_url"], timeout=10).json()
         assert time.monotonic() < deadline, status
         time.sleep(0.2)
 
@@ -69,18 +70,18 @@ def test_upload_analyse_cache_share_and_images(stack, features_file):
     path, sha, images = features_file
     api = stack + "/api/v1"
     body = path.read_bytes()
-    assert httpx.post(f"{api}/features", content=body).status_code == 401  # hosted: writes need the token
-    uploaded = httpx.post(f"{api}/features", content=body, headers=AUTH, params={"filename": path.name})
+    assert HTTP.post(f"{api}/features", content=body).status_code == 401  # hosted: writes need the token
+    uploaded = HTTP.post(f"{api}/features", content=body, headers=AUTH, params={"filename": path.name})
     assert uploaded.status_code == 201, uploaded.text
     info = uploaded.json()
     assert info["id"] == sha and info["model"] == f"features:{sha}" and info["created"] is True
     assert info["tasks"] == {"color": N // 2, "shape": N // 2} and info["num_layers"] == 4 and info["images"]
-    again = httpx.post(f"{api}/features", content=body, headers=AUTH)
+    again = HTTP.post(f"{api}/features", content=body, headers=AUTH)
     assert again.status_code == 200 and again.json()["created"] is False
-    assert httpx.get(f"{api}/features/{sha}").json()["n_questions"] == N
+    assert HTTP.get(f"{api}/features/{sha}").json()["n_questions"] == N
 
     request = {**info["request"], **OPTIONS}
-    submitted = httpx.post(f"{api}/analyses", json=request, headers=AUTH)
+    submitted = HTTP.post(f"{api}/analyses", json=request, headers=AUTH)
     assert submitted.status_code == 202, submitted.text
     document = wait(stack, submitted.json())
     expected = analyze_features(path, **OPTIONS)
@@ -89,41 +90,41 @@ def test_upload_analyse_cache_share_and_images(stack, features_file):
     assert document["model"]["name"] == f"features:{sha}" and document["model"]["source_model"] == "toy-vlm"
     assert document["runs"]["baseline"]["accuracy"] == 0.5
 
-    cached = httpx.post(f"{api}/analyses", json=request, headers=AUTH)
+    cached = HTTP.post(f"{api}/analyses", json=request, headers=AUTH)
     assert cached.status_code == 200 and cached.json()["cached"] is True
-    share = httpx.post(f"{api}/analyses/{submitted.json()['id']}/share", headers=AUTH).json()
-    assert httpx.get(share["url"] + "/result").json()["runs"] == document["runs"]
+    share = HTTP.post(f"{api}/analyses/{submitted.json()['id']}/share", headers=AUTH).json()
+    assert HTTP.get(share["url"] + "/result").json()["runs"] == document["runs"]
 
     qid = document["questions"][5]["qid"]
-    view = httpx.get(f"{api}/analyses/{submitted.json()['id']}/questions/{qid}").json()
+    view = HTTP.get(f"{api}/analyses/{submitted.json()['id']}/questions/{qid}").json()
     assert view["question"] == "what is 5?" and view["baseline"]["correct"] is False
-    png = httpx.get(stack + view["image_url"])
+    png = HTTP.get(stack + view["image_url"])
     assert png.headers["content-type"] == "image/png"
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))), images[5])
 
 
 def test_upload_errors(stack, features_file):
     api = stack + "/api/v1"
-    too_big = httpx.post(f"{api}/features", content=b"x" * (MAX_UPLOAD + 1), headers=AUTH)
+    too_big = HTTP.post(f"{api}/features", content=b"x" * (MAX_UPLOAD + 1), headers=AUTH)
     assert too_big.status_code == 413 and "PIDFLOW_MAX_UPLOAD_BYTES" in too_big.json()["detail"]
     bad = io.BytesIO()
     np.savez(bad, vision=np.zeros((2, 5, 3)), language=np.zeros((2, 5, 3)), target=np.full(5, np.inf))
-    refused = httpx.post(f"{api}/features", content=bad.getvalue(), headers=AUTH)
+    refused = HTTP.post(f"{api}/features", content=bad.getvalue(), headers=AUTH)
     assert refused.status_code == 422 and "target has 5 NaN or infinite" in refused.json()["detail"]
-    unknown = httpx.post(f"{api}/analyses", json={"model": "features:" + "0" * 64, "dataset": "features",
+    unknown = HTTP.post(f"{api}/analyses", json={"model": "features:" + "0" * 64, "dataset": "features",
                                                   "split": "uploaded", "tasks": ["all"]}, headers=AUTH)
     assert unknown.status_code == 422 and "upload it first" in unknown.json()["detail"]
     sha = features_file[1]
-    wrong_task = httpx.post(f"{api}/analyses", json={"model": f"features:{sha}", "dataset": "features",
+    wrong_task = HTTP.post(f"{api}/analyses", json={"model": f"features:{sha}", "dataset": "features",
                                                      "split": "uploaded", "tasks": ["count"], "target": "hidden"},
                             headers=AUTH)
     assert wrong_task.status_code == 422 and "not in the file" in wrong_task.json()["detail"]
-    info = httpx.get(f"{api}/features/{sha}").json()
-    too_wide = httpx.post(f"{api}/analyses", json={**info["request"], "dims": [7, 2, 2]}, headers=AUTH)
+    info = HTTP.get(f"{api}/features/{sha}").json()
+    too_wide = HTTP.post(f"{api}/analyses", json={**info["request"], "dims": [7, 2, 2]}, headers=AUTH)
     assert too_wide.status_code == 422 and "vision has 6 dimensions" in too_wide.json()["detail"]
-    too_few = httpx.post(f"{api}/analyses", json={**info["request"], "n_questions": 5}, headers=AUTH)
+    too_few = HTTP.post(f"{api}/analyses", json={**info["request"], "n_questions": 5}, headers=AUTH)
     assert too_few.status_code == 422 and "the file gives 10" in too_few.json()["detail"]
-    assert httpx.get(f"{api}/features/{'1' * 64}").status_code == 404
+    assert HTTP.get(f"{api}/features/{'1' * 64}").status_code == 404
 
 
 def test_cli_uploads_with_server(stack, features_file, tmp_path):
@@ -144,13 +145,13 @@ def test_only_an_uploader_deletes_a_file(stack, tmp_path):
     vision, language, y = known_system(seed=11)
     path = tmp_path / "gone.pt"
     sha = write_features(path, vision=vision, language=language, target=y)
-    assert httpx.post(f"{api}/features", content=path.read_bytes(), headers=AUTH).status_code == 201
+    assert HTTP.post(f"{api}/features", content=path.read_bytes(), headers=AUTH).status_code == 201
     other = {"Authorization": f"Bearer {OTHER}"}
-    refused = httpx.delete(f"{api}/features/{sha}", headers=other)
+    refused = HTTP.delete(f"{api}/features/{sha}", headers=other)
     assert refused.status_code == 403 and "uploaded" in refused.json()["detail"]
-    assert httpx.delete(f"{api}/features/{sha}", headers=AUTH).json() == {"id": sha, "deleted": True}
-    assert httpx.get(f"{api}/features/{sha}").status_code == 404
-    assert httpx.delete(f"{api}/features/{sha}", headers=AUTH).status_code == 404
+    assert HTTP.delete(f"{api}/features/{sha}", headers=AUTH).json() == {"id": sha, "deleted": True}
+    assert HTTP.get(f"{api}/features/{sha}").status_code == 404
+    assert HTTP.delete(f"{api}/features/{sha}", headers=AUTH).status_code == 404
 
 
 @pytest.mark.browser
