@@ -32,9 +32,9 @@ def live_api():
 
 
 def test_200_concurrent_gets_of_a_cached_result(live_api):
-    job = httpx.post(f"{live_api}/api/v1/analyses", json={"seed": 7}).json()
+    job = httpx.post(f"{live_api}/api/v1/analyses", json={"seed": 7}, timeout=30).json()
     url = f"{live_api}{job['result_url']}"
-    expected = httpx.get(url).json()
+    expected = httpx.get(url, timeout=30).json()
     answers = get_concurrently(url, expected, n=200)
     assert answers == [(200, True)] * 200
 
