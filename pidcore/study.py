@@ -275,36 +275,60 @@ def analysis_request(request: StudyRequest, model: str, task: str, recipe: str, 
 
 # -- extraction and analysis of one (model, task) -------------------------------------------------------
 
-def extract_part(request: StudyRequest, model: str, task: str, progress=None, batch_size: int = 8) -> dict:
-    """{"runs": [Run], "features": key -> Features, "model": describe(), "seed_dims": ...} for one
-    (model, task): every distinct knockout extracted together with the baseline (prefix reuse)."""
+def part_questions(request: StudyRequest, task: str) -> list:
+    """The questions of one task of the study, in the order every run extracts them (see study_questions)."""
+    items, _ = study_questions(request, task)
+    if len(items) < 2:
+        raise ValueError(f"only {len(items)} question(s) found for {request.dataset} task {task!r}")
+    return items
+
+
+def extract_questions(request: StudyRequest, model: str, task: str, start: int = 0, stop: int | None = None,
+                      progress=None, batch_size: int = 8) -> dict:
+    """key -> Features of every distinct run of one (model, task) for its questions [start, stop), all runs
+    together (prefix reuse), before correct_only. A slice that starts at a multiple of `batch_size` holds
+    the same batches as the whole (bit-equal once merged, for models batched in question order)."""
     from pidcore.data import answer_set
     from pidcore.extract import Knockout
     from pidcore.extract.multirun import extract_runs
 
     adapter = _adapter(model)
     runs = plan_runs(request, adapter.num_layers)
-    items, listed = study_questions(request, task)
-    if len(items) < 2:
-        raise ValueError(f"only {len(items)} question(s) found for {request.dataset} task {task!r}")
+    items = part_questions(request, task)[start:stop]
     knockouts = {key: None if spec is None else Knockout(**spec) for key, spec in unique_runs(runs).items()}
-    features = extract_runs(adapter, items, answers=answer_set(request.dataset), runs=knockouts,
-                            language_pooling=request.language_pooling, target=request.target,
-                            batch_size=batch_size, progress=progress)
+    return extract_runs(adapter, items, answers=answer_set(request.dataset), runs=knockouts,
+                        language_pooling=request.language_pooling, target=request.target,
+                        batch_size=batch_size, progress=progress)
+
+
+def finish_part(request: StudyRequest, model: str, task: str, features: dict) -> dict:
+    """{"runs": [Run], "features": key -> Features, "model": describe(), "n_asked", "n_listed", "seed_dims"}
+    from the extracted features of all the part's questions (one extraction, or merged shards): the
+    correct_only selection (by the baseline's answers), one Y for every run, the seed recipe's dims."""
+    adapter = _adapter(model)
+    runs = plan_runs(request, adapter.num_layers)
+    n_asked = int(features["baseline"].n)
     if request.correct_only:
         keep = np.flatnonzero(features["baseline"].correct)
         if len(keep) < 2:
-            raise ValueError(f"correct_only: {model} answers only {len(keep)} of {len(items)} {task} questions correctly")
+            raise ValueError(f"correct_only: {model} answers only {len(keep)} of {n_asked} {task} questions correctly")
         features = {key: value.subset(keep) for key, value in features.items()}
     if request.knockout_target == "baseline":  # one Y for every run: deltas before a window are exactly 0
         from pidcore.analysis import with_baseline_target
 
         features = {key: value if key == "baseline" else with_baseline_target(value, features["baseline"])
                     for key, value in features.items()}
-    part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": len(items), "n_listed": listed}
+    part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": n_asked,
+            "n_listed": study_questions(request, task)[1]}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance)
     return part
+
+
+def extract_part(request: StudyRequest, model: str, task: str, progress=None, batch_size: int = 8) -> dict:
+    """finish_part of one extraction of all the (model, task)'s questions and runs (prefix reuse)."""
+    features = extract_questions(request, model, task, progress=progress, batch_size=batch_size)
+    return finish_part(request, model, task, features)
 
 
 def read_question_ids(path) -> dict[str, list[str]]:
@@ -405,19 +429,27 @@ def run_part(request: StudyRequest, model: str, task: str, progress=None) -> dic
     part = extract_part(request, model, task, progress=lambda fraction, message: say(0.3 * fraction,
                                                                                       f"extract: {message}"))
     extract_s = time.perf_counter() - start
+    done = analyse_part(request, model, task, part, progress=lambda fraction, message: say(0.3 + 0.7 * fraction,
+                                                                                            message))
+    say(1.0, "done")
+    return {**done, "extract_s": extract_s}
+
+
+def analyse_part(request: StudyRequest, model: str, task: str, part: dict, progress=None) -> dict:
+    """Every recipe's analysis of every distinct run of an extracted part (finish_part):
+    {"records": [...], "model": describe(), "analyze_s"}; progress(fraction, message)."""
+    say = progress or (lambda fraction, message: None)
     analyses = part_analyses(request, model, task, part)
     records, start = [], time.perf_counter()
     for number, (recipe, key, analysis) in enumerate(analyses):
-        lo, hi = 0.3 + 0.7 * number / len(analyses), 0.3 + 0.7 * (number + 1) / len(analyses)
+        lo, hi = number / len(analyses), (number + 1) / len(analyses)
 
         def step(fraction, message, lo=lo, hi=hi, label=f"{recipe} {key}"):
             say(lo + (hi - lo) * fraction, f"{label}: {message}")
         entries = analyze_layers(part["features"][key], analysis, progress=step)
         records.append(analysis_record(model, task, recipe, key, analysis, part["features"][key], entries))
     records.append(part_record(model, task, part))
-    say(1.0, "done")
-    return {"records": records, "model": part["model"], "extract_s": extract_s,
-            "analyze_s": time.perf_counter() - start}
+    return {"records": records, "model": part["model"], "analyze_s": time.perf_counter() - start}
 
 
 def run_study(request: StudyRequest | dict, progress=None) -> dict:

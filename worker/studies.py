@@ -2,12 +2,18 @@
 
 A study fans out into one `pidflow.study_part` task per (model, task) on the gpu queue (extraction of all
 runs together, then every recipe's analyses; several workers share a study), and one
-`pidflow.study_finalize` (cpu) that builds the report once every part has landed. Tasks are acknowledged
-late, so a killed worker's part is redelivered; a part lands once (HSETNX) and the report is written once.
+`pidflow.study_finalize` (cpu) that builds the report once every part has landed. With
+PIDFLOW_EXTRACT_SHARD (worker/shards.py) a part whose questions exceed one shard queues one
+`pidflow.study_shard` (gpu) per shard instead: each extracts every run of its questions and stores them
+(worker/feature_store.py); the shard that completes the set merges them in question order and runs the
+part's analyses. Tasks are acknowledged late, so a killed worker's part or shard is redelivered (the
+other shards stay stored); a part lands once (HSETNX) and the report is written once.
 
 Keys (`<id>` = study id): `pidflow:study:<id>` (hash: state, progress, message, error, request, total,
-attempt, created_at, updated_at, finalizing), `pidflow:study-parts:<id>` (hash "<i>" -> JSON records of
-part i), `pidflow:study-progress:<id>` (hash "<i>" -> "fraction|message"), `pidflow:study-report:<id>`.
+attempt, created_at, updated_at, finalizing, shards:<i>, merging:<i>), `pidflow:study-parts:<id>` (hash
+"<i>" -> JSON records of part i), `pidflow:study-progress:<id>` (hash "<i>" -> "fraction|message"),
+`pidflow:study-features:<id>` (hash "<i>:<shard>" -> JSON of a stored shard, "<i>:<shard>:<run number>"
+-> its features), `pidflow:study-report:<id>`.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from worker.cache import connect
 from worker.settings import WorkerSettings
 
 PREFIX = "pidflow:"
-STUDY_PART, STUDY_FINALIZE = "pidflow.study_part", "pidflow.study_finalize"
+STUDY_PART, STUDY_FINALIZE, STUDY_SHARD = "pidflow.study_part", "pidflow.study_finalize", "pidflow.study_shard"
 
 
 def keys(study_id: str) -> dict[str, str]:
-    return {name: f"{PREFIX}{name}:{study_id}" for name in ("study", "study-parts", "study-progress", "study-report")}
+    return {name: f"{PREFIX}{name}:{study_id}" for name in ("study", "study-parts", "study-progress", "study-features",
+                                                              "study-report")}
 
 
 @lru_cache(maxsize=8)
@@ -67,8 +74,11 @@ def submit(body: dict) -> dict:
         return status(study_id)
     attempt = str(int(_text(redis.hget(names["study"], "attempt")) or 0) + 1)
     now = str(time.time())
+    for index, _ in enumerate(parts_of(request)):  # shards a failed attempt left on the volume
+        remove_features(study_id, index)
     pipe = redis.pipeline()
-    pipe.delete(names["study-parts"], names["study-progress"], names["study-report"], names["study"])
+    pipe.delete(names["study-parts"], names["study-progress"], names["study-features"], names["study-report"],
+                names["study"])
     pipe.hset(names["study"], mapping={"id": study_id, "state": "queued", "progress": "0", "message": "queued",
                                        "error": "", "request": json.dumps(request.to_dict()), "attempt": attempt,
                                        "total": str(len(parts_of(request))), "created_at": now, "updated_at": now})
@@ -77,6 +87,22 @@ def submit(body: dict) -> dict:
     for index, _ in enumerate(parts_of(request)):
         send(STUDY_PART, [study_id, attempt, index], settings.redis_url)
     return status(study_id)
+
+
+def features_owner(study_id: str, index: int) -> str:
+    """The feature_store id of part `index`'s shards (alphanumeric: a folder name)."""
+    return f"{study_id}p{index}"
+
+
+def remove_features(study_id: str, index: int) -> None:
+    """Drop part `index`'s stored shards (Redis fields and files)."""
+    from worker import feature_store
+
+    redis, name = client(), keys(study_id)["study-features"]
+    fields = [f for f in redis.hkeys(name) if _text(f).split(":", 1)[0] == str(index)]
+    if fields:
+        redis.hdel(name, *fields)
+    feature_store.remove(features_owner(study_id, index))
 
 
 def status(study_id: str) -> dict:
