@@ -131,7 +131,8 @@ def headline_text(report: dict) -> str:
                      f"{'–' if top is None else f'{100 * top:5.1f}%':>6}")
     for part in report["parts"]:
         listed = "" if part.get("n_listed") is None else f"{part['n_listed']} listed ids found, "
-        lines.append(f"{part['model']} · {part['task']}: {listed}{part['n_asked']} asked, {part['n_kept']} kept")
+        lines.append(f"{part['model']} · {part['task']}: {listed}{part['n_asked']} asked, "
+                     f"{part.get('n_correct', '?')} answered correctly, {part['n_kept']} kept")
     for row in report["correlations"]:
         rs = ", ".join(f"{t} {row[t]:.3f}" if row[t] is not None else f"{t} –"
                        for t in ("redundancy", "unique_vision", "unique_language", "synergy"))

@@ -302,12 +302,13 @@ def extract_questions(request: StudyRequest, model: str, task: str, start: int =
 
 
 def finish_part(request: StudyRequest, model: str, task: str, features: dict) -> dict:
-    """{"runs": [Run], "features": key -> Features, "model": describe(), "n_asked", "n_listed", "seed_dims"}
+    """{"runs": [Run], "features": key -> Features, "model": describe(), "n_asked", "n_correct" (answered
+    correctly when asked, as pidcore.data.correct.count_correct counts), "n_listed", "seed_dims"}
     from the extracted features of all the part's questions (one extraction, or merged shards): the
     correct_only selection (by the baseline's answers), one Y for every run, the seed recipe's dims."""
     adapter = _adapter(model)
     runs = plan_runs(request, adapter.num_layers)
-    n_asked = int(features["baseline"].n)
+    n_asked, n_correct = int(features["baseline"].n), int(np.sum(features["baseline"].correct))
     if request.correct_only:
         keep = np.flatnonzero(features["baseline"].correct)
         if len(keep) < 2:
@@ -319,7 +320,7 @@ def finish_part(request: StudyRequest, model: str, task: str, features: dict) ->
         features = {key: value if key == "baseline" else with_baseline_target(value, features["baseline"])
                     for key, value in features.items()}
     part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": n_asked,
-            "n_listed": study_questions(request, task)[1]}
+            "n_correct": n_correct, "n_listed": study_questions(request, task)[1]}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance)
     return part
@@ -332,24 +333,64 @@ def extract_part(request: StudyRequest, model: str, task: str, progress=None, ba
 
 
 def read_question_ids(path) -> dict[str, list[str]]:
-    """Question-id lists from a file: JSON {task: [ids]}, or text lines "task,id" / "task id" (# comments)."""
+    """Question-id lists from a file: JSON {task: [ids]}; text lines "task,id" / "task id" (# comments);
+    a CSV with a question-id column (Zhang et al.'s published lists, e.g.
+    GQA_val_correct_question_with_choose_ChooseAttr.csv: the task is a "task" column, else the file name's
+    last "_" part); or a folder of such CSVs."""
     from pathlib import Path
 
-    text = Path(path).read_text()
+    path = Path(path)
+    if path.is_dir():
+        lists: dict[str, list[str]] = {}
+        for child in sorted(path.glob("*.csv")):
+            for task, ids in read_question_ids(child).items():
+                lists.setdefault(task, []).extend(ids)
+        if not lists:
+            raise ValueError(f"{path}: no question-id CSV files in this folder")
+        return lists
+    text = path.read_text(encoding="utf-8-sig")
     if text.lstrip().startswith("{"):
         data = json.loads(text)
         return {task: [str(q) for q in ids] for task, ids in data.items()}
-    lists: dict[str, list[str]] = {}
+    table = _id_table(path, text)
+    if table is not None:
+        return table
+    lists = {}
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         parts = [part.strip() for part in line.replace(",", " ").split()]
         if len(parts) != 2:
-            raise ValueError(f"{path}:{number}: expected 'task,question_id', got {line!r}")
+            raise ValueError(f"{path}: line {number}: expected 'task,question_id', got {line!r}")
         lists.setdefault(parts[0], []).append(parts[1])
     if not lists:
         raise ValueError(f"{path}: no question ids")
+    return lists
+
+
+def _id_table(path, text: str) -> dict[str, list[str]] | None:
+    """{task: ids} of a CSV whose header names a question-id column (None when the first line is no such
+    header)."""
+    import csv
+    import io
+
+    from pidcore.data.gqa import csv_task
+
+    header = next((line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    columns = {name.strip().lower().replace(" ", "_"): name for name in next(csv.reader([header]), [])}
+    id_column = next((columns[c] for c in ("question_id", "questionid", "qid", "qn_id") if c in columns), None)
+    if id_column is None:
+        return None
+    task_column = columns.get("task")
+    lists: dict[str, list[str]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        qid = (row.get(id_column) or "").strip()
+        if qid:
+            task = (row.get(task_column) or "").strip() if task_column else csv_task(path)
+            lists.setdefault(task, []).append(qid)
+    if not lists:
+        raise ValueError(f"{path}: a question-id column {id_column!r} but no ids")
     return lists
 
 
@@ -485,9 +526,11 @@ def analysis_record(model: str, task: str, recipe: str, key: str, analysis: Anal
 
 
 def part_record(model: str, task: str, part: dict) -> dict:
-    """A JSON-ready record of one (model, task): its runs, questions asked and kept, seed dims."""
+    """A JSON-ready record of one (model, task): its runs, questions asked, answered correctly and kept
+    (all asked, or the correct ones with correct_only), seed dims."""
     return {"type": "part", "model": model, "task": task, "runs": [run.to_dict() for run in part["runs"]],
-            "n_asked": part["n_asked"], "n_kept": int(part["features"]["baseline"].n),
+            "n_asked": part["n_asked"], "n_correct": part["n_correct"],
+            "n_kept": int(part["features"]["baseline"].n),
             "n_listed": part.get("n_listed"),
             "seed_dims": part.get("seed_dims"), "model_info": part["model"]}
 

@@ -23,7 +23,7 @@ def to_json(report: dict) -> str:
 
 
 def csv_rows(report: dict):
-    """Tidy rows (CSV_COLUMNS): headline quantities, cross-model correlations, knockout effects and every
+    """Tidy rows (CSV_COLUMNS): headline quantities, question counts, cross-model correlations, knockout effects and every
     layer value of every run (bits; shares are fractions; lo/hi = interval bounds when the report has them)."""
     for row in report["headline"]:
         key = {"model": row["model"], "task": row["task"], "recipe": row["recipe"], "run": "baseline",
@@ -40,6 +40,11 @@ def csv_rows(report: dict):
         yield {"section": "headline", **key, "layer": row["max_synergy_layer"], "quantity": "max_synergy_share",
                "value": row["max_synergy_share"]}
         yield {"section": "headline", **key, "layer": None, "quantity": "accuracy", "value": row["accuracy"]}
+    for part in report["parts"]:  # questions per model x task: listed, asked, answered correctly, kept
+        for name in ("n_listed", "n_asked", "n_correct", "n_kept"):
+            if part.get(name) is not None:
+                yield {"section": "questions", "model": part["model"], "task": part["task"], "quantity": name,
+                       "value": part[name]}
     for row in report["correlations"]:
         for term in DELTA_TERMS:
             yield {"section": "correlation", "model": " vs ".join(row["models"]), "task": row["task"],
@@ -106,13 +111,14 @@ def headline_table(report: dict) -> str:
 
 
 def counts_table(report: dict) -> str:
-    """Questions per model x task: listed (an id list), asked, kept (correct only) and the accuracy."""
+    """Questions per model x task: listed (an id list), asked, answered correctly, kept (all, or the correct
+    ones with correct_only) and the accuracy."""
     accuracy = {(row["model"], row["task"]): row["accuracy"] for row in report["headline"]}
     rows = [[html.escape(part["model"]), html.escape(part["task"]),
              "" if part.get("n_listed") is None else str(part["n_listed"]), str(part["n_asked"]),
-             str(part["n_kept"]), _number(accuracy.get((part["model"], part["task"])))]
+             str(part.get("n_correct", "")), str(part["n_kept"]), _number(accuracy.get((part["model"], part["task"])))]
             for part in report["parts"]]
-    return _table(["model", "task", "listed ids found", "asked", "kept", "baseline accuracy (kept)"], rows)
+    return _table(["model", "task", "listed ids found", "asked", "answered correctly", "kept", "baseline accuracy (kept)"], rows)
 
 
 def correlation_table(report: dict) -> str:

@@ -5,6 +5,12 @@ Layout under the GQA root (argument `root`, else the environment variable PIDFLO
   images/<imageId>.jpg               images (.jpg or .png)
   <Task>.csv  or  csv/<Task>.csv     optional per-task question lists (earlier knockout work);
                                      when present they take precedence over the JSON filter.
+                                     Zhang et al.'s file names are recognised as they are published:
+                                     [datasets/]GQA_val_correct_question_with_..._<Task>.csv
+                                     (the task is the name's last "_" part, as in their code).
+
+Only the questions a model answers correctly, and how many remain per task and model:
+`correct_questions` (pidcore.data.correct.count_correct on GQA).
 
 Task filters on the JSON `types` (structural + semantic type; `detailed` as a fallback):
   ChooseAttr   structural choose  + semantic attr   (detailed: chooseAttr, ...)
@@ -89,11 +95,19 @@ def question_json(root: Path, split: str) -> Path:
         f"no GQA question JSON for split {split!r}: expected {root / (split + '_balanced_questions.json')}")
 
 
+def csv_task(path: str | Path) -> str:
+    """The task a question-list CSV is for: its name ("ChooseAttr.csv"), or the last "_" part of it
+    (Zhang et al.'s "GQA_val_correct_question_with_choose_ChooseAttr.csv")."""
+    return Path(path).stem.rsplit("_", 1)[-1]
+
+
 def task_csv(root: Path, task: str) -> Path | None:
-    for folder in (root, root / "csv"):
+    """The task's question-list CSV under root, csv/ or datasets/ (an exact name first, then Zhang et al.'s)."""
+    for folder in (root, root / "csv", root / "datasets"):
         if folder.is_dir():
-            for path in sorted(folder.glob("*.csv")):
-                if path.stem.lower() == task.lower():
+            paths = sorted(folder.glob("*.csv"))
+            for path in [p for p in paths if p.stem.lower() == task.lower()] + paths:
+                if csv_task(path).lower() == task.lower():
                     return path
     return None
 
@@ -187,3 +201,13 @@ def answer_set(root: Path) -> list[str]:
     if not answers:
         raise FileNotFoundError(f"no GQA questions found under {root}")
     return sorted(answers)
+
+
+def correct_questions(model, tasks, *, split: str = "test", n: int | None = None, seed: int = 0,
+                      root: str | Path | None = None, question_ids: dict | None = None, batch_size: int = 8):
+    """GQA as the seed used it: (the questions `model` answers correctly, task -> CorrectCount with how
+    many were asked and how many remain). See pidcore.data.correct.count_correct for the arguments."""
+    from .correct import load_correct_questions
+
+    return load_correct_questions(model, NAME, tasks, split=split, n=n, seed=seed, root=root,
+                                  question_ids=question_ids, batch_size=batch_size)

@@ -1,5 +1,5 @@
-"""A study end to end through `pidflow serve` (private Redis, two real Celery workers sharing its parts):
-POST /api/v1/studies, per-part progress, the report checked against the single analysis it was built
+"""A study end to end through `pidflow serve` (private Redis, two real Celery workers sharing its parts and
+each part's question shards): POST /api/v1/studies, per-part progress, the report checked against the single analysis it was built
 from, CSV/HTML exports, a clear 422; then the study page in a real Chromium (small multiples, sweep
 heatmap with term buttons, export buttons). Screenshots go to tests/artifacts/."""
 
@@ -26,11 +26,12 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 STUDY = {"models": ["demo"], "tasks": ["shape", "color"], "n_questions": 100, "gaussianize": "none",
          "dims": [3, 3, 2], "seed_variance": 0.8, "sweep": {"edges": ["image->question"], "k": 3},
          "recipes": ["pidflow", "seed"], "seed": 2, "bootstrap": 20}
+SHARDS = {"PIDFLOW_EXTRACT_SHARD": "32"}  # each part's 100 questions in 4 shards that both workers take
 
 
 @pytest.fixture(scope="module")
 def finished_study():
-    with served(workers=2) as root:
+    with served(workers=2, env=SHARDS) as root:
         bad = httpx.post(f"{root}/api/v1/studies", json={**STUDY, "tasks": ["nope"]}, timeout=30)
         submitted = httpx.post(f"{root}/api/v1/studies", json=STUDY, timeout=30)
         assert submitted.status_code == 202, submitted.text
@@ -60,6 +61,11 @@ def test_study_through_the_api_and_two_workers(finished_study):
     assert overall[-1] == 1.0 and any(0 < p < 1 for p in overall), "progress was visible while running"
     assert any(0 < part["progress"] < 1 for s in seen for part in s["parts"]), "each part reports its progress"
     assert len(report["headline"]) == 2 * 2
+    shards = report["timing"]["shards"]
+    assert sorted((s["task"], *s["questions"]) for s in shards) == sorted(
+        (task, start, min(start + 32, 100)) for task in ("shape", "color") for start in range(0, 100, 32))
+    workers = {task: {s["worker"] for s in shards if s["task"] == task} for task in ("shape", "color")}
+    assert max(len(names) for names in workers.values()) == 2, f"no part's shards were shared: {workers}"
     request = StudyRequest.from_dict(report["request"])
     for row in report["headline"]:
         part = next(p for p in report["parts"] if p["task"] == row["task"])
