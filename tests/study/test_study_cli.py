@@ -23,11 +23,16 @@ def test_pidflow_study_writes_json_csv_html(tmp_path, capsys):
     assert sum(row["shares"].values()) == pytest.approx(1.0)
     with (out / "study.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["section"] for r in rows} == {"headline", "knockout", "knockout_delta", "layer"}
+    assert {r["section"] for r in rows} == {"headline", "questions", "knockout", "knockout_delta", "layer"}
+    counts = {r["quantity"]: int(r["value"]) for r in rows if r["section"] == "questions"}
+    part = report["parts"][0]
+    assert counts == {"n_asked": 60, "n_correct": part["n_correct"], "n_kept": 60}
+    assert part["n_correct"] == round(60 * row["accuracy"])
     page = (out / "study.html").read_text()
     assert page.count('class="plotly-graph-div"') == 1 and "Plotly" in page
     printed = capsys.readouterr().out
     assert "demo" in printed and "report written to" in printed and "U_v peak" in printed
+    assert f"demo · shape: 60 asked, {part['n_correct']} answered correctly, 60 kept" in printed
 
 
 def test_pidflow_study_bad_input_is_a_message(tmp_path, capsys):
