@@ -192,6 +192,31 @@ class AnalysisService:
                 total -= 1
         return {"total": max(total, 0), "offset": offset, "limit": limit, "items": items}
 
+    def list_studies(self, limit: int = 20) -> list[dict]:
+        """The studies on this server, newest first (worker.studies.recent); PermissionError on a hosted
+        server, where a study is read only through the handle its submitter got."""
+        if self.settings.hosted:
+            raise PermissionError("a hosted server does not list studies: open one by the id its submission "
+                                  "returned")
+        from worker import studies
+
+        return self._call(studies.recent, limit)
+
+    def study_status(self, shown_id: str) -> dict:
+        """A study's state and per-part progress under the id its submitter was given (hosted: a handle;
+        open: the study id); KeyError when unknown."""
+        from app.api.study_routes import HANDLE_PREFIX
+        from worker import studies
+
+        shown_id = (shown_id or "").strip()
+        study_id = shown_id
+        if self.settings.hosted:
+            found = self._call(self.redis.get, HANDLE_PREFIX + shown_id) if shown_id.isalnum() else None
+            if not found:
+                raise KeyError(f"unknown study {shown_id!r}")
+            study_id = found.decode() if isinstance(found, bytes) else found
+        return {**self._call(studies.status, study_id), "id": shown_id}
+
     def result(self, analysis_id: str) -> dict:
         """The result document; KeyError if unknown, JobNotReady while it runs."""
         return json.loads(self.result_json(analysis_id))

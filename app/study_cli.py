@@ -36,7 +36,8 @@ def add_study_parser(sub) -> None:
     study.add_argument("--n-questions", type=int, default=defaults.n_questions, help="questions per task")
     study.add_argument("--correct-only", action="store_true", help="keep the questions the model answers correctly")
     study.add_argument("--question-ids", metavar="FILE",
-                       help="question-id lists (e.g. Zhang et al.'s for GQA): JSON {task: [ids]} or lines 'task,id'")
+                       help="question-id lists (e.g. Zhang et al.'s for GQA): JSON {task: [ids]}, lines 'task,id', a CSV "
+                            "with a question_id column (Zhang et al.'s files, task from the name) or a folder of them")
     study.add_argument("--window", nargs=3, action="append", metavar=("EDGES", "FIRST", "LAST"), default=[],
                        help="a fixed knockout window, e.g. --window image->question,image->last 1 3 (repeatable)")
     study.add_argument("--no-seed-cut", dest="seed_cut", action="store_false",

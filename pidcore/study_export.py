@@ -155,6 +155,10 @@ def _buttons(links: dict | None) -> str:
                                             for label, url in links.items()) + "</p>"
 
 
+def _back(back: tuple[str, str] | None) -> str:
+    return "" if not back else f"<p class='back'><a href='{html.escape(back[1])}'>{html.escape(back[0])}</a></p>"
+
+
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}small{color:#666}
@@ -163,10 +167,12 @@ a.button{display:inline-block;padding:6px 12px;border:1px solid #0072B2;border-r
 text-decoration:none;margin-right:6px}a.button:hover{background:#0072B2;color:#fff}"""
 
 
-def to_html(report: dict, plotly_js: str | None = None, links: dict | None = None) -> str:
+def to_html(report: dict, plotly_js: str | None = None, links: dict | None = None,
+            back: tuple[str, str] | None = None) -> str:
     """One self-contained page: headline table (recipes side by side), correlations, knockout effects,
     small multiples per recipe and a sweep heatmap (term buttons) per model x task x recipe; `links`
-    (label -> URL) become export buttons at the top (the served study page)."""
+    (label -> URL) become export buttons at the top and `back` (label, URL) a link above the title (the
+    served study page)."""
     if plotly_js is None:
         from plotly.offline import get_plotlyjs
 
@@ -190,7 +196,7 @@ def to_html(report: dict, plotly_js: str | None = None, links: dict | None = Non
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pidflow study</title><style>{STYLE}</style>
 <script>{plotly_js}</script></head><body>
-<h1>pidflow study</h1>{_buttons(links)}<p>{summary}</p><ul>{recipes}</ul>
+{_back(back)}<h1>pidflow study</h1>{_buttons(links)}<p>{summary}</p><ul>{recipes}</ul>
 <h2>Headline: shares of the last layer's information</h2>
 <p class="note">Shares are fractions of the last layer's total I(X_vision, X_language; Y); brackets: the terms'
 intervals divided by that total (when the analyses have intervals).</p>

@@ -119,8 +119,9 @@ def status(study_id: str) -> dict:
     running = {_text(k): _text(v) for k, v in redis.hgetall(names["study-progress"]).items()}
     parts = []
     for index, (model, task) in enumerate(parts_of(request)):
-        fraction, message = (1.0, "done") if str(index) in landed else (0.0, "waiting for a worker")
-        if str(index) in running and str(index) not in landed:
+        done = str(index) in landed or raw["state"] == "succeeded"  # a finished study's parts are dropped
+        fraction, message = (1.0, "done") if done else (0.0, "waiting for a worker")
+        if str(index) in running and not done:
             value, _, message = running[str(index)].partition("|")
             fraction = float(value)
         parts.append({"model": model, "task": task, "progress": round(fraction, 4), "message": message})
@@ -128,6 +129,23 @@ def status(study_id: str) -> dict:
     return {"id": study_id, "state": raw["state"], "progress": round(overall, 4), "message": raw.get("message"),
             "error": raw.get("error") or None, "parts": parts, "created_at": float(raw["created_at"]),
             "updated_at": float(raw["updated_at"])}
+
+
+def recent(limit: int = 20) -> list[dict]:
+    """The studies on this Redis, newest first (at most `limit`): {id, state, progress, models, tasks,
+    created_at}. For an open server's listing (a hosted one reads studies only through handles)."""
+    redis, rows = client(), []
+    for key in redis.scan_iter(match=f"{PREFIX}study:*", count=500):
+        names = ("id", "state", "progress", "request", "created_at")
+        raw = dict(zip(names, (_text(value) for value in redis.hmget(key, *names)), strict=True))
+        if not raw.get("id") or not raw.get("request"):
+            continue
+        request = json.loads(raw["request"])
+        rows.append({"id": raw["id"], "state": raw["state"], "progress": float(raw["progress"] or 0),
+                     "models": request.get("models"), "tasks": request.get("tasks"),
+                     "created_at": float(raw["created_at"] or 0)})
+    rows.sort(key=lambda row: row["created_at"], reverse=True)
+    return rows[:limit]
 
 
 def report(study_id: str) -> dict:

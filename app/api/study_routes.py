@@ -95,6 +95,21 @@ def submit_study(request: Request, response: Response, token: Writer,
     return links
 
 
+@router.get("/api/v1/studies", summary="The studies on this server, newest first (open servers only)")
+def list_studies(request: Request, limit: int = 20):
+    """{"items": [{id, state, progress, models, tasks, created_at, page_url, ...}]}; 403 on a hosted server,
+    where each study is read through the handle its submitter got."""
+    service = request.app.state.service
+    if not 1 <= limit <= 200:
+        raise HTTPException(422, detail=f"limit must be in 1..200, got {limit}")
+    try:
+        rows = service.list_studies(limit)
+    except PermissionError as exc:
+        raise HTTPException(403, detail=str(exc)) from exc
+    with _mapped():
+        return {"items": [_links(row) for row in rows]}
+
+
 @router.get("/api/v1/studies/{study_id}", summary="State and progress of a study and of each part")
 def study_status(request: Request, study_id: str):
     from worker import studies
@@ -135,6 +150,7 @@ def _progress_page(info: dict) -> str:
     error = f"<p class='error'>{html.escape(info['error'])}</p>" if info.get("error") else ""
     refresh = "" if info["state"] == "failed" else "<meta http-equiv='refresh' content='2'>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{refresh}<title>pidflow study</title></head><body>"
+            f"<p><a href='/?tab=studies&amp;study={html.escape(info['id'])}'>← pidflow dashboard (Studies)</a></p>"
             f"<h1>pidflow study {info['id'][:8]}…</h1><p id='study-state'>{html.escape(info['state'])}: "
             f"{100 * info['progress']:.0f}%</p>{error}<table><thead><tr><th>model</th><th>task</th><th>progress</th>"
             f"<th>step</th></tr></thead><tbody>{rows}</tbody></table></body></html>")
@@ -155,4 +171,5 @@ def study_page(request: Request, study_id: str):
     base = f"/api/v1/studies/{study_id}/report"
     links = {"Export JSON": f"{base}?format=json", "Export CSV": f"{base}?format=csv",
              "Export HTML": f"{base}?format=html"}
-    return HTMLResponse(to_html(_report(request, study_id), plotly_js=plotly_js(), links=links))
+    back = ("← pidflow dashboard (Studies)", f"/?tab=studies&study={study_id}")
+    return HTMLResponse(to_html(_report(request, study_id), plotly_js=plotly_js(), links=links, back=back))

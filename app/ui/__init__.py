@@ -17,7 +17,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     import dash
 
     from app.service import DEFAULT_REQUEST
-    from app.ui import callbacks, data, upload_callbacks
+    from app.ui import callbacks, data, study_callbacks, upload_callbacks
     from app.ui.layout import build_layout
 
     plotly_url = _plotly_url(requests_pathname_prefix)
@@ -50,6 +50,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
         "{%css%}", _preload_links(requests_pathname_prefix, plotly_url) + "{%css%}")
     callbacks.register(app, service)
     upload_callbacks.register(app, service)
+    study_callbacks.register(app, service)
     return app
 
 

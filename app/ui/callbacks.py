@@ -17,7 +17,7 @@ GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay
 ACTIVE_STATES = ("queued", "running")
 
 
-TABS = ("new", "results", "compare", "questions")
+TABS = ("new", "results", "compare", "questions", "studies")
 VIEW_KEYS = ("share", "analysis", "tab", "q")  # what a view's URL holds, in this order
 
 
@@ -439,8 +439,8 @@ def register(app, service) -> None:
                 analysis_id = data.demo_analysis(service)
             except data.DataError:
                 analysis_id = None
-            if not analysis_id:
-                return keep, None, True, "", 0, True, False, "new"
+            if not analysis_id:  # nothing to show: the form, or the Studies tab a deep link asks for
+                return keep, None, True, "", 0, True, False, "studies" if query.get("tab") == "studies" else "new"
         want = wanted_tab(query)
         if analysis_id in (current, pending):
             return keep, keep, keep, keep, keep, keep, keep, want if want != tab else keep

@@ -200,3 +200,13 @@ def analyses(service, token: str | None = None, limit: int = 50) -> list[dict]:
         return _guard(lister, check_token(service, token) if hosted(service) else None, 0, limit)["items"]
     except DataError:
         return []
+
+
+def studies(service, limit: int = 20) -> list[dict]:
+    """The studies on this server, newest first (DataError on a hosted server: it lists none)."""
+    return _guard(service.list_studies, limit)
+
+
+def study_status(service, study_id: str) -> dict:
+    """A study's state and per-part progress (DataError when unknown)."""
+    return _guard(service.study_status, study_id)

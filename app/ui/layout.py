@@ -334,6 +334,31 @@ def own_question_panel() -> html.Div:
     ])
 
 
+def studies_panel(hosted: bool) -> html.Div:
+    """Studies (the seed paper's whole experiment as one request): open one by id or link, list the
+    server's (open servers), and go to its page (small multiples, sweep heatmap, exports)."""
+    listing = [html.H3("Studies on this server"),
+               html.Button("Refresh", id="study-refresh", n_clicks=0),
+               html.Div(id="study-list", className="study-list")]
+    if hosted:  # a hosted server lists none: each study is read through its submitter's handle
+        listing = [html.Div(id="study-list", hidden=True), html.Button(id="study-refresh", hidden=True)]
+    return html.Div(id="studies", className="panel", children=[
+        html.H2("Studies"),
+        html.P(["A study runs models x tasks x runs (the baseline, knockout windows, the image->question cut and a "
+                "sweep of windows centred on every layer) with pidflow's recipe and the seed's, as one request: ",
+                html.Code("pidflow study"), " or ", html.Code("POST /api/v1/studies"), " (docs/study.md). Its page "
+                "shows the headline table, small multiples per model x task, the knockout-sweep heatmap and "
+                "JSON / CSV / HTML exports."], className="hint"),
+        html.Div(className="compare-row", children=[
+            dcc.Input(id="study-id", type="text", placeholder="a study id or its page link", className="input wide",
+                      debounce=True),
+            html.Button("Open", id="study-open", n_clicks=0),
+        ]),
+        html.Div(id="study-view", role="status", className="study-view"),
+        *listing,
+    ])
+
+
 def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict,
                  initial: dict | None = None, upload_limit: int | None = None) -> html.Div:
     """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag, and the analyses
@@ -367,5 +392,6 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
             dcc.Tab(label="Results", value="results", children=results_panel()),
             dcc.Tab(label="Compare", value="compare", children=compare_panel()),
             dcc.Tab(label="Questions", value="questions", children=questions_panel()),
+            dcc.Tab(label="Studies", value="studies", children=studies_panel(hosted)),
         ]),
     ])

@@ -107,3 +107,29 @@ def test_study_page_in_a_browser(finished_study, tmp_path):
         download.value.save_as(saved)
         assert saved.read_text().startswith("section,model,task,recipe,run,centre,layer,quantity,value,lo,hi")
         assert errors == []
+
+
+def test_the_dashboard_lists_and_opens_the_study(finished_study, tmp_path):
+    """The dashboard's Studies tab: a deep link opens the study (state, parts, links), the server's list
+    links its page, and the page links back."""
+    root, info, *_ = finished_study
+    with chromium(tmp_path / "profile", width=1400, height=900) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{root}/?tab=studies&study={info['id']}", timeout=90_000)
+        view = page.locator("#study-view")
+        view.get_by_text("succeeded, 100%").wait_for(timeout=60_000)
+        rows = view.locator("tbody tr")
+        assert rows.count() == 2, "one row per part (demo x shape, demo x color)"
+        assert rows.all_inner_texts() == ["demo\tshape\t100%\tdone", "demo\tcolor\t100%\tdone"]
+        listed = page.locator("#study-list a")
+        listed.first.wait_for(timeout=30_000)
+        assert listed.first.get_attribute("href") == f"/study/{info['id']}"
+        page.screenshot(path=str(ARTIFACTS / "study-03-dashboard-tab.png"), full_page=True)
+        view.get_by_text("Open the study page").click()
+        page.wait_for_url(f"{root}/study/{info['id']}", timeout=30_000)
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=90_000)
+        page.get_by_text("← pidflow dashboard (Studies)").click()
+        page.locator("#study-view").get_by_text("succeeded, 100%").wait_for(timeout=60_000)
+        assert errors == []

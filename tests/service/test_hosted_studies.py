@@ -29,6 +29,8 @@ def test_a_guessed_study_id_reads_nothing_in_hosted_mode(redis_url, monkeypatch)
     other = api.post("/api/v1/studies", json=STUDY, headers=BETA).json()["id"]
     assert again == handle and other != handle  # the same token keeps its handle; another gets its own
     assert len(redis.Redis.from_url(redis_url).keys("pidflow:study:*")) == 1  # one computation
+    listing = api.get("/api/v1/studies", headers=ALPHA)
+    assert listing.status_code == 403 and "does not list studies" in listing.json()["detail"]
 
 
 def test_open_mode_addresses_studies_by_content_id(redis_url, monkeypatch):  # noqa: F811
@@ -38,3 +40,7 @@ def test_open_mode_addresses_studies_by_content_id(redis_url, monkeypatch):  # n
     study_id = api.post("/api/v1/studies", json=STUDY).json()["id"]
     assert redis.Redis.from_url(redis_url).exists(f"pidflow:study:{study_id}")
     assert api.get(f"/api/v1/studies/{study_id}").json()["state"] in ("queued", "running")
+    listed = api.get("/api/v1/studies").json()["items"]
+    assert [(row["id"], row["models"], row["tasks"], row["page_url"]) for row in listed] == [
+        (study_id, ["demo"], ["color"], f"/study/{study_id}")]
+    assert api.get("/api/v1/studies?limit=0").status_code == 422

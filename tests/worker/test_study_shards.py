@@ -48,6 +48,7 @@ def test_a_worker_killed_mid_shard_loses_only_its_shard_of_a_study(start_worker,
     start_worker("study-rescuer", **SHARDED)
     info = _wait(study_id, 180)
     assert info["state"] == "succeeded", info["error"]
+    assert [(part["progress"], part["message"]) for part in info["parts"]] == [(1.0, "done")]
     state = client.hgetall(f"pidflow:study:{study_id}")
     assert json.loads(state[b"shards:0"]) == [[0, 16], [16, 32], [32, 48]]
     assert state[b"deliveries:0:shard:0"] == b"1", "the finished shard was not extracted again"
