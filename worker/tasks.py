@@ -237,8 +237,12 @@ def _extract_shard(job_id: str, attempt: str, index: int, start: int, stop: int)
     landed = sum(f"baseline:shard:{i}" in names for i in range(total))
     reporter = _Reporter(job_id, attempt, "extract", 0.0, _extract_end(request))
     reporter(landed / total, f"{landed}/{total} shards extracted", force=True)
-    if landed < total or _call(store.put, job_id, attempt, "job", {"merged_by": str(index)}, nx=True) <= 0:
+    if landed < total:
         return
+    if _call(store.put, job_id, attempt, "job", {"merged_by": str(index)}, nx=True) < 0:
+        raise JobGone(job_id)
+    if _alive_job(job_id, attempt).get("merged_by") != str(index):
+        return  # another shard merges (this one's redelivery merges again if its worker is lost)
     runs = ["baseline"] + (["knockout"] if request.knockout else [])
     features = {run: shards.merge([feature_store.load(_call(store.features, job_id, f"{run}:shard:{i}"))
                                    for i in range(total)]) for run in runs}
