@@ -7,9 +7,10 @@ import json
 import logging
 import time
 
+from worker import feature_store
 from worker.celery_app import app, send
 from worker.settings import WorkerSettings
-from worker.studies import STUDY_FINALIZE, STUDY_PART, STUDY_SHARD, client, keys, parts_of
+from worker.studies import STUDY_FINALIZE, STUDY_PART, STUDY_SHARD, client, features_owner, keys, parts_of
 
 log = logging.getLogger("pidflow.worker")
 PROGRESS_EVERY_S = 0.25
@@ -120,8 +121,6 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
     """Extract every run of questions [start, stop) of part `index` and store them with their marker, in
     one HSET (a shard is stored whole or not at all)."""
     from pidcore.study import extract_questions
-    from worker import feature_store
-    from worker.studies import features_owner
 
     model, task = parts_of(request)[index]
     label = f"{model} · {task} shard {shard + 1}"
@@ -166,7 +165,7 @@ def _merge_and_analyse(study_id: str, attempt: str, index: int, request, shards_
     """Merge the part's shards in question order (worker/shards.merge), then finish and analyse it as an
     unsharded part (pidcore.study.finish_part, analyse_part) and land its records."""
     from pidcore.study import analyse_part, finish_part
-    from worker import feature_store, shards
+    from worker import shards
     from worker.studies import remove_features
 
     redis, names = client(), keys(study_id)
@@ -209,9 +208,13 @@ def _finalize(study_id: str, attempt: str) -> None:
         timing["shards"] = [{k: v for k, v in info.items() if k != "runs"} for info in sharded]
     document = build_report(request, records, models=models, timing=timing)
     if redis.set(names["study-report"], json.dumps(document, separators=(",", ":")), nx=True):
-        redis.hset(names["study"], mapping={"state": "succeeded", "progress": "1", "message": "done",
-                                            "updated_at": str(time.time())})
-        redis.delete(names["study-parts"], names["study-progress"], names["study-features"])
+        pipe = redis.pipeline(transaction=True)  # done and cleaned up at once: no reader sees one without the other
+        pipe.hset(names["study"], mapping={"state": "succeeded", "progress": "1", "message": "done",
+                                           "updated_at": str(time.time())})
+        pipe.delete(names["study-parts"], names["study-progress"], names["study-features"])
+        pipe.execute()
+        for index in range(len(parts_of(request))):  # files a late duplicate of a shard may have left
+            feature_store.remove(features_owner(study_id, index))
 
 
 def _guarded(stage: str, study_id: str, attempt: str, body) -> None:
