@@ -126,8 +126,12 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
     label = f"{model} · {task} shard {shard + 1}"
     _count_delivery(study_id, f"{index}:shard:{shard}", f"shard {shard} of part {model} · {task}")
     started = time.perf_counter()
-    total = len(json.loads(client().hget(keys(study_id)["study"], f"shards:{index}")))
-    say = _progress(study_id, attempt, index, label, 0.0, 0.3 / total)  # one shard's share of the extraction
+    names = keys(study_id)
+    total = len(json.loads(client().hget(names["study"], f"shards:{index}")))
+    landed = sum(value is not None for value in client().hmget(names["study-features"],
+                                                                [f"{index}:{number}" for number in range(total)]))
+    # one shard's share of the part's extraction (30% of its bar), after the shards already stored
+    say = _progress(study_id, attempt, index, label, 0.3 * landed / total, 0.3 * (landed + 1) / total)
     features = extract_questions(request, model, task, start, stop, progress=lambda f, m: say(f, f"extract: {m}"))
     owner, marker = features_owner(study_id, index), f"{index}:{shard}"
     values = {f"{marker}:{number}": feature_store.save(owner, f"s{shard}r{number}", item)
