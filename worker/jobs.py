@@ -126,6 +126,15 @@ def result(job_id: str) -> dict:
     return json.loads(body)
 
 
+def request(job_id: str) -> dict:
+    """The job's canonical AnalysisRequest dict (as submitted, defaults filled); KeyError if unknown."""
+    _check_id(job_id)
+    raw = _context()[1].get(job_id)
+    if raw is None or not raw.get("request"):
+        raise KeyError(f"unknown analysis {job_id!r}")
+    return json.loads(raw["request"])
+
+
 def delete(job_id: str) -> bool:
     """Delete the job, its result and its intermediate data; False if it did not exist. Tasks still in
     flight for it stop at their next step."""

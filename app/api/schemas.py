@@ -81,13 +81,26 @@ class ShareLink(BaseModel):
     expires_at: float = Field(description="epoch seconds; PIDFLOW_SHARE_TTL_S after creation")
 
 
+class ListedAnalysis(JobStatus):
+    """An analysis of `GET /analyses`: its status and what it asked for."""
+
+    created_at: float | None = Field(None, description="epoch seconds")
+    model: str | None = None
+    dataset: str | None = None
+    tasks: list[str] | None = None
+    n_questions: int | None = None
+    measure: str | None = None
+    target: str | None = None
+    knockout: dict | None = Field(None, description="{edges, layers} or null for a baseline-only analysis")
+
+
 class AnalysisPage(BaseModel):
-    """One page of `GET /analyses`, newest first."""
+    """One page of `GET /analyses`, newest first; with `q`, `total` counts the matches."""
 
     total: int
     offset: int
     limit: int
-    items: list[JobStatus]
+    items: list[ListedAnalysis]
 
 
 class Health(BaseModel):

@@ -1,6 +1,6 @@
 """The Dash dashboard: `create_dash_app(service)` builds it over an `AnalysisService`.
 
-Layout (layout.py), callbacks (callbacks.py), figure builders (figures.py) and service access (data.py)
+Layout (layout.py), callbacks (callbacks.py, upload_ and analyses_callbacks.py), figure builders (figures.py) and service access (data.py)
 are kept apart; styles come from the repository's static/ folder.
 """
 
@@ -17,7 +17,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     import dash
 
     from app.service import DEFAULT_REQUEST
-    from app.ui import callbacks, data, study_callbacks, upload_callbacks
+    from app.ui import analyses_callbacks, callbacks, data, study_callbacks, upload_callbacks
     from app.ui.layout import build_layout
 
     plotly_url = _plotly_url(requests_pathname_prefix)
@@ -51,6 +51,7 @@ def create_dash_app(service, requests_pathname_prefix: str = "/"):
     callbacks.register(app, service)
     upload_callbacks.register(app, service)
     study_callbacks.register(app, service)
+    analyses_callbacks.register(app, service)
     return app
 
 

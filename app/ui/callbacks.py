@@ -17,7 +17,7 @@ GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay
 ACTIVE_STATES = ("queued", "running")
 
 
-TABS = ("new", "results", "compare", "questions", "studies")
+TABS = ("new", "results", "compare", "questions", "studies", "analyses")
 VIEW_KEYS = ("share", "analysis", "tab", "q")  # what a view's URL holds, in this order
 
 
@@ -469,11 +469,12 @@ def register(app, service) -> None:
         return wanted
 
     @app.callback(
-        Output("tab-new", "style"), Output("share-box", "hidden"), Output("read-only-banner", "hidden"),
-        Input("read-only", "data"),
+        Output("tab-new", "style"), Output("tab-analyses", "style"), Output("share-box", "hidden"),
+        Output("read-only-banner", "hidden"), Input("read-only", "data"),
     )
     def read_only_view(read_only):
-        return ({"display": "none"} if read_only else {}), bool(read_only), not read_only
+        hidden = {"display": "none"} if read_only else {}
+        return hidden, hidden, bool(read_only), not read_only
 
     main_graphs = ("stacked-baseline", "stacked-knockout", "difference")
     result_outputs = {

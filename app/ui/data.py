@@ -73,7 +73,8 @@ def check_token(service, token: str | None) -> str | None:
     known = getattr(service.settings, "api_tokens", ())
     if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in known):
         _guard(service.auth_failed, client)
-        raise DataError("this server needs a valid API token to start analyses: enter it in the token field")
+        raise DataError("this server needs a valid API token to start, list or delete analyses: enter it in the "
+                        "token field under New analysis")
     return token
 
 
@@ -210,3 +211,18 @@ def studies(service, limit: int = 20) -> list[dict]:
 def study_status(service, study_id: str) -> dict:
     """A study's state and per-part progress (DataError when unknown)."""
     return _guard(service.study_status, study_id)
+
+
+def analyses_page(service, token: str | None, offset: int = 0, limit: int = 10, search: str | None = None) -> dict:
+    """A page of the server's analyses, newest first: {total, offset, limit, items} with each item's status
+    and request summary (app.analysis_list). Hosted mode: those of `token` (DataError without a valid one);
+    open mode: all."""
+    lister = getattr(service, "list_analyses", None)
+    if lister is None:
+        return {"total": 0, "offset": offset, "limit": limit, "items": []}
+    if hosted(service):
+        if not (token or "").strip():
+            raise DataError("this server lists the analyses of an API token: enter yours in the token field "
+                            "under New analysis")
+        token = check_token(service, token)
+    return _guard(lister, token if hosted(service) else None, max(0, int(offset)), limit, search or None)

@@ -359,6 +359,83 @@ def studies_panel(hosted: bool) -> html.Div:
     ])
 
 
+ANALYSES_PAGE = 10  # rows per page of the Analyses tab
+
+
+def analyses_panel(hosted: bool) -> html.Div:
+    """The server's list of analyses: search, table (filled by app/ui/analyses_callbacks.py), pager, and the
+    confirm dialog of Delete."""
+    whose = "The analyses started with the API token entered under New analysis (each token sees only its own)." \
+        if hosted else "Every analysis this server keeps, newest first (open mode: anyone may open or delete them)."
+    return html.Div(id="analyses", className="panel", children=[
+        html.H2("Analyses on this server"),
+        html.P(whose, className="hint"),
+        html.Div(className="compare-row", children=[
+            dcc.Input(id="analyses-search", type="search", className="input wide", debounce=True,
+                      placeholder="search: model, task, id or words such as knockout, mmi, failed, 2026-12-01"),
+            html.Button("Refresh", id="analyses-refresh", n_clicks=0),
+        ]),
+        html.Div(id="analyses-message", role="status", className="status"),
+        html.Div(id="analyses-table", className="analyses-table"),
+        html.Div(className="pager", children=[
+            html.Button("Previous", id="analyses-prev", n_clicks=0, disabled=True),
+            html.Span(id="analyses-range", className="hint"),
+            html.Button("Next", id="analyses-next", n_clicks=0, disabled=True),
+        ]),
+        dcc.Store(id="analyses-offset", data=0),
+        dcc.Store(id="analyses-total", data=0),
+        dcc.Store(id="analyses-changed", data=0),  # bumped by a delete: the table is read again
+        dcc.Store(id="analyses-delete-target"),
+        dcc.ConfirmDialog(id="analyses-confirm"),
+    ])
+
+
+def _knockout_text(knockout: dict | None) -> str:
+    if not knockout:
+        return "none"
+    layers = knockout.get("layers") or []
+    window = f" in layers {layers[0]}-{layers[1]}" if len(layers) == 2 else ""
+    return ", ".join(knockout.get("edges") or []) + window
+
+
+def _state_text(item: dict) -> str:
+    state = item.get("state") or "?"
+    if state in ("queued", "running"):
+        return f"{state} ({int(round(100 * float(item.get('progress') or 0)))} %)"
+    return state
+
+
+def analyses_table(items: list[dict]) -> html.Table | html.Div:
+    """One row per listed analysis: id, model, task(s), knockout, status, created (UTC), Re-open (a link to
+    its deep-link URL) and Delete (asks to confirm)."""
+    import time
+
+    if not items:
+        return html.Div("No analyses to list.", className="hint")
+    rows = []
+    for item in items:
+        aid = item["id"]
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(item["created_at"]))) \
+            if item.get("created_at") else ""
+        tasks = ", ".join(item.get("tasks") or []) or "?"
+        if item.get("n_questions"):
+            tasks += f" ({item['n_questions']} q)"
+        rows.append(html.Tr(className=f"analysis-row state-{item.get('state')}", children=[
+            html.Td(html.Code(aid[:12], title=aid), className="analysis-id"),
+            html.Td(item.get("model") or "?"), html.Td(tasks), html.Td(_knockout_text(item.get("knockout"))),
+            html.Td(_state_text(item), title=item.get("error") or item.get("message") or "", className="state"),
+            html.Td(created),
+            html.Td(className="row-actions", children=[
+                dcc.Link("Re-open", href=f"?analysis={aid}&tab=results", className="button reopen"),
+                html.Button("Delete", id={"type": "analysis-delete", "index": aid}, n_clicks=0,
+                            className="danger"),
+            ]),
+        ]))
+    head = html.Thead(html.Tr([html.Th(name) for name in
+                               ("id", "model", "task(s)", "knockout", "status", "created (UTC)", "")]))
+    return html.Table(className="metrics analyses", children=[head, html.Tbody(rows)])
+
+
 def build_layout(models: list[dict], datasets: list[dict], hosted: bool, defaults: dict,
                  initial: dict | None = None, upload_limit: int | None = None) -> html.Div:
     """The whole page. Stores: analysis-id (shown), pending-id (polled), read-only flag, and the analyses
@@ -393,5 +470,6 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
             dcc.Tab(label="Compare", value="compare", children=compare_panel()),
             dcc.Tab(label="Questions", value="questions", children=questions_panel()),
             dcc.Tab(label="Studies", value="studies", children=studies_panel(hosted)),
+            dcc.Tab(label="Analyses", value="analyses", id="tab-analyses", children=analyses_panel(hosted)),
         ]),
     ])

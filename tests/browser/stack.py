@@ -64,6 +64,12 @@ class TimedJobs:
         return make_document(request, num_layers=NUM_LAYERS, n_questions=self.n_questions,
                              with_ci=bool(request.get("bootstrap")))
 
+    def request(self, job_id: str) -> dict:
+        raw = self.redis.get(f"timedjobs:{job_id}")
+        if raw is None:
+            raise KeyError(f"unknown analysis {job_id!r}")
+        return json.loads(raw)["request"]
+
     def delete(self, job_id: str) -> bool:
         return bool(self.redis.delete(f"timedjobs:{job_id}"))
 

@@ -66,6 +66,7 @@ class FakeJobs:
             info = self.status(job_id)
             info.cached = info.state == "succeeded"
             return info
+        self.redis.set(f"fakejobs:request:{job_id}", json.dumps(request))
         now = time.time()
         info = JobInfo(job_id, "queued", "queued", 0.0, None, None, False, now, now)
         if request.get("seed") == FAILING_SEED:
@@ -89,5 +90,12 @@ class FakeJobs:
             raise JobNotReady(info.state)
         return json.loads(raw)
 
+    def request(self, job_id: str) -> dict:
+        raw = self.redis.get(f"fakejobs:request:{job_id}")
+        if raw is None:
+            raise KeyError(f"unknown analysis {job_id!r}")
+        return json.loads(raw)
+
     def delete(self, job_id: str) -> bool:
-        return bool(self.redis.delete(f"fakejobs:status:{job_id}", f"fakejobs:result:{job_id}"))
+        return bool(self.redis.delete(f"fakejobs:status:{job_id}", f"fakejobs:result:{job_id}",
+                                      f"fakejobs:request:{job_id}"))

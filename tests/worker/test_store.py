@@ -101,7 +101,7 @@ def test_submit_validates_and_unknown_ids_raise(redis_server):
         jobs.submit({"colour": "red"})
     with pytest.raises(ValueError, match="neither 'demo'"):
         jobs.submit({"model": "no-such-model"})
-    for call in (jobs.status, jobs.result):
+    for call in (jobs.status, jobs.result, jobs.request):
         with pytest.raises(KeyError):
             call("0" * 32)
         with pytest.raises(KeyError):
@@ -115,6 +115,8 @@ def test_a_queued_job_has_no_result_and_the_same_request_shares_its_id(redis_ser
     try:
         assert (first.state, first.stage, first.progress, first.cached) == ("queued", "queued", 0.0, False)
         assert jobs.submit(dict(request)).id == first.id
+        kept = jobs.request(first.id)  # the canonical request, defaults filled (what the list of analyses shows)
+        assert (kept["n_questions"], kept["seed"], kept["model"], kept["knockout"]) == (30, 990, "demo", None)
         assert jobs.submit({**request, "seed": 991}).id != first.id
         with pytest.raises(jobs.JobNotReady) as caught:
             jobs.result(first.id)
