@@ -152,9 +152,11 @@ def delete_analysis(analysis_id: str, request: Request, token: Writer):
             responses={401: WRITE_ERRORS[401], 503: ERRORS[503]},
             summary="A page of analyses, newest first: this token's in hosted mode, all in open mode")
 def list_analyses(request: Request, token: Reader, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-                  limit: Annotated[int, Query(ge=1, le=100)] = 20):
+                  limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                  q: Annotated[str | None, Query(max_length=200, description="words that must all appear in the "
+                                                 "id, state, model, dataset, tasks, options or date (UTC)")] = None):
     with _mapped_errors():
-        page = _service(request).list_analyses(token, offset=offset, limit=limit)
+        page = _service(request).list_analyses(token, offset=offset, limit=limit, search=q)
     return {**page, "items": [_with_links(job, request) for job in page["items"]]}
 
 

@@ -118,6 +118,10 @@ def test_each_token_lists_its_own_analyses_in_pages(api, redis_url):  # noqa: F8
     assert first["items"][0]["state"] == "succeeded" and first["items"][0]["result_url"].endswith("/result")
     assert [item["id"] for item in api.get("/api/v1/analyses", headers=BETA).json()["items"]] == [beta_id]
     assert api.get("/api/v1/analyses", params={"limit": 101}, headers=ALPHA).status_code == 422
+    assert first["items"][0]["model"] == "demo" and first["items"][0]["n_questions"] == 400  # what it asked for (the default)
+    found = api.get("/api/v1/analyses", params={"q": ids[2][:8]}, headers=ALPHA).json()  # a search: the matches
+    assert found["total"] == 1 and [item["id"] for item in found["items"]] == [ids[2]]
+    assert api.get("/api/v1/analyses", params={"q": ids[2][:8]}, headers=BETA).json()["total"] == 0
     # open mode: one list of everything, ids are the job ids
     open_api = make_client(redis_url)
     job = open_api.post("/api/v1/analyses", json={"seed": 77}).json()
