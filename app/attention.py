@@ -73,22 +73,33 @@ def question_attention(document: dict, analysis_id: str, qid: str) -> dict:
     return {"qid": qid, "question": entry["question"], "image_url": f"/api/v1/images/{entry['image_id']}", **maps}
 
 
-def own_question(image_bytes: bytes, question: str, dataset: str = "easy-vqa") -> dict:
-    """The demo model's answer to one uploaded image and typed question, with its attention maps."""
-    from PIL import Image, UnidentifiedImageError
-
-    from pidcore.attention import image_attention
-    from pidcore.data import answer_set
-
+def check_question(question: str | None) -> str:
+    """The typed question, stripped; ValueError when empty or longer than MAX_QUESTION_CHARS."""
     question = (question or "").strip()
     if not question:
         raise ValueError("type a question about the image")
     if len(question) > MAX_QUESTION_CHARS:
         raise ValueError(f"the question is {len(question)} characters long; at most {MAX_QUESTION_CHARS}")
+    return question
+
+
+def load_own_image(image_bytes: bytes):
+    """An uploaded image as RGB (PIL); ValueError when PIL cannot read it."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+        return Image.open(io.BytesIO(image_bytes)).convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError("that file is not an image PIL can read (PNG or JPEG)") from exc
+
+
+def own_question(image_bytes: bytes, question: str, dataset: str = "easy-vqa") -> dict:
+    """The demo model's answer to one uploaded image and typed question, with its attention maps."""
+    from pidcore.attention import image_attention
+    from pidcore.data import answer_set
+
+    question = check_question(question)
+    image = load_own_image(image_bytes)
     with _lock:
         return {"question": question,
                 "baseline": image_attention(_adapter("demo"), _Item(question, image), answers=answer_set(dataset))}

@@ -359,6 +359,19 @@ class AnalysisService:
 
         return own_question(image_bytes, question)
 
+    def own_terms(self, analysis_id: str, image_bytes: bytes, question: str) -> dict:
+        """The per-layer pointwise terms (bits) of an uploaded image and question placed among the questions
+        of a finished demo-model analysis (app/own_terms.py); KeyError when the analysis kept no features."""
+        from app.own_terms import own_terms
+
+        document = self._document(analysis_id)
+        reader = getattr(self.jobs, "probe_features", None)
+        kept = self._call(reader, self._call(self.registry.job_of, analysis_id)) if reader else None
+        if kept is None:
+            raise KeyError(f"analysis {analysis_id} kept no features to place a new question among (only "
+                           f"demo-model analyses finished by this version do, for as long as their result)")
+        return own_terms(document, kept, image_bytes, question)
+
     def delete(self, analysis_id: str, token: str | None = None) -> bool:
         """Delete an analysis (hosted: only its owner may) with its share links; its job, result and running
         tasks go too once no other analysis points at the same job."""

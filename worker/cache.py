@@ -176,7 +176,7 @@ class JobStore:
     @staticmethod
     def keys(job_id: str) -> dict[str, str]:
         return {kind: f"{PREFIX}{kind}:{job_id}"
-                for kind in ("job", "features", "layers", "parts", "result", "running")}
+                for kind in ("job", "features", "layers", "parts", "result", "running", "probe")}
 
     def _run(self, name: str, job_id: str, kinds: tuple[str, ...], *args):
         keys = self.keys(job_id)
@@ -255,3 +255,11 @@ class JobStore:
 
     def result(self, job_id: str) -> bytes | None:
         return self.redis.get(self.keys(job_id)["result"])
+
+    def keep_probe(self, job_id: str, features: bytes) -> None:
+        """Keep a finished job's baseline pooled features (npz bytes) as long as its result: the server
+        places a new question among them (app/own_terms.py). Deleted with the job."""
+        self.redis.set(self.keys(job_id)["probe"], features, ex=self.settings.result_ttl_s)
+
+    def probe(self, job_id: str) -> bytes | None:
+        return self.redis.get(self.keys(job_id)["probe"])

@@ -135,6 +135,12 @@ def request(job_id: str) -> dict:
     return json.loads(raw["request"])
 
 
+def probe_features(job_id: str) -> bytes | None:
+    """The baseline pooled features a finished demo-model job keeps (pidcore Features npz bytes), or None."""
+    _check_id(job_id)
+    return _context()[1].probe(job_id)
+
+
 def delete(job_id: str) -> bool:
     """Delete the job, its result and its intermediate data; False if it did not exist. Tasks still in
     flight for it stop at their next step."""

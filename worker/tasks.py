@@ -358,7 +358,29 @@ def _finalize(job_id: str, attempt: str) -> None:
     document = assemble_result(_request(job), features, layer_results, timing=timing)
     if _call(store.finish, job_id, attempt, json.dumps(document, separators=(",", ":"))) < 0:
         raise JobGone(job_id)
+    _keep_probe(store, job_id, _request(job), features["baseline"])
     feature_store.remove(job_id)
+
+
+PROBE_MODELS = ("demo",)  # whose pooled features are kept after the result (a few MB): the own-question box
+
+
+def _keep_probe(store: JobStore, job_id: str, request, features) -> None:
+    """Keep the baseline features of a demo-model analysis next to its result (best effort: a failure here
+    only means the own-question box cannot place a new question in this analysis)."""
+    if request.model not in PROBE_MODELS:
+        return
+    import dataclasses
+
+    import numpy as np
+
+    try:
+        dense = dataclasses.replace(features, **{name: np.stack([np.asarray(getattr(features, name)[layer])
+                                                                 for layer in range(features.num_layers)])
+                                                 for name in ("vision", "language")})
+        _call(store.keep_probe, job_id, dense.to_bytes())
+    except Exception:  # noqa: BLE001 - the result is written; this is an extra
+        log.warning("job %s: its features were not kept for the own-question box", job_id, exc_info=True)
 
 
 @app.task(name=FINALIZE)

@@ -783,6 +783,39 @@ def register_attention(app, service) -> None:
         return [html.B(f"The demo model answers {said.get('predicted')!r}"), f" (most likely: {words})."], \
             figures.attention_figure(maps, layer, source, None, contents, title="Your image")
 
+    @app.callback(
+        Output("own-terms", "figure"), Output("own-terms-block", "hidden"), Output("own-terms-note", "children"),
+        Input("own-ask", "n_clicks"), State("own-image", "contents"), State("own-text", "value"),
+        State("analysis-id", "data"), prevent_initial_call=True,
+    )
+    def own_terms(_clicks, contents, text, analysis_id):
+        """The same question placed among the open analysis's questions (demo-model analyses only)."""
+        import base64
+
+        hidden = figures.message_figure("No pointwise terms.")
+        if not contents or not analysis_id:
+            return hidden, True, None if contents else no_update
+        try:
+            document = data.result(service, analysis_id)
+            if (document.get("request") or {}).get("model") != "demo":
+                return hidden, True, "Open an analysis of the demo model to see your question's pointwise terms " \
+                    "against its questions."
+            terms = data.own_terms(service, analysis_id, base64.b64decode(contents.split(",", 1)[1]), text)
+        except (IndexError, ValueError, data.DataError) as exc:
+            return hidden, True, html.Span(f"No pointwise terms for your question: {exc}", className="error")
+        return figures.own_terms_figure(terms, document), False, own_terms_note(terms, document)
+
+
+def own_terms_note(terms: dict, document: dict) -> list:
+    """What the own-question plot shows, in words: how the question was placed and what that cost."""
+    shift = terms.get("refit_shift_bits")
+    text = (f"Your question placed among the {terms.get('n_questions', '?')} questions of this analysis: the "
+            "analysis's pipeline refitted with it as one more question (bootstrap off). Its pointwise terms "
+            "(bits) are drawn over the range of the analysis's own questions.")
+    if shift is not None:
+        text += f" Refitting with one more question moved their terms by at most {wording.fmt(shift, 2)} bits."
+    return [html.B(f"{figures.describe(document)}. "), text]
+
 
 def filter_questions(questions: list[dict], search: str | None, task: str | None, correctness: str) -> list[dict]:
     """Questions whose text or gold answer holds `search` (case-insensitive), of `task`, and whose baseline

@@ -192,6 +192,11 @@ def ask(service, image_bytes: bytes, question: str) -> dict:
     return _guard(service.ask, image_bytes, question)
 
 
+def own_terms(service, analysis_id: str, image_bytes: bytes, question: str) -> dict:
+    """An uploaded image and question placed among the analysis's questions: its pointwise terms per layer."""
+    return _guard(service.own_terms, analysis_id, image_bytes, question)
+
+
 def analyses(service, token: str | None = None, limit: int = 50) -> list[dict]:
     """The server's list of analyses, newest first (hosted mode: the token's own; [] without a valid one)."""
     lister = getattr(service, "list_analyses", None)

@@ -397,3 +397,41 @@ def attention_figure(maps: dict | None, layer: int, source: str = "question", he
     fig.update_xaxes(visible=False, range=[-0.5, cols - 0.5], constrain="domain")
     fig.update_yaxes(visible=False, range=[rows - 0.5, -0.5], scaleanchor="x", constrain="domain")
     return fig
+
+
+def own_terms_figure(terms: dict, document: dict) -> go.Figure:
+    """A new question's pointwise terms per layer (bits), one panel per part, over the analysis's own
+    questions: their 10-90 % range (band) and median (dotted)."""
+    import numpy as np
+
+    layers = (terms or {}).get("layers") or []
+    if not layers:
+        return message_figure("No pointwise terms for your question.")
+    stored = ((document or {}).get("pointwise") or {}).get("baseline")
+    fig = make_subplots(rows=1, cols=len(TERMS), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[TERM_LABELS[term] for term in TERMS])
+    x = [layer["layer"] for layer in layers]
+    for column, term in enumerate(TERMS, start=1):
+        if stored:
+            values = np.asarray(stored, dtype=float)[:, :len(x), column - 1]  # (questions, layers)
+            low, mid, high = (np.percentile(values, q, axis=0).tolist() for q in (10, 50, 90))
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=high + low[::-1], fill="toself", mode="lines", line={"width": 0},
+                                     fillcolor="rgba(120,120,130,0.18)", hoverinfo="skip", meta=f"band:{term}",
+                                     name="the analysis's questions (10-90 %)", legendgroup="band",
+                                     showlegend=column == 1), row=1, col=column)
+            fig.add_trace(go.Scatter(x=x, y=mid, mode="lines", line={"color": "#77777f", "dash": "dot"},
+                                     name="their median", legendgroup="median", showlegend=column == 1,
+                                     meta=f"median:{term}", customdata=_labels(mid, signed=True),
+                                     hovertemplate="median %{customdata} bits"), row=1, col=column)
+        mine = [float(layer[term]) for layer in layers]
+        fig.add_trace(go.Scatter(x=x, y=mine, mode="lines+markers", line={"color": TERM_COLOURS[term], "width": 3},
+                                 name="your question", legendgroup="own", showlegend=column == 1,
+                                 meta=f"own:{term}", customdata=_labels(mine, signed=True),
+                                 hovertemplate="yours %{customdata} bits"), row=1, col=column)
+    fig = _layout(fig, "Your question among the analysis's questions: pointwise terms per layer",
+                  "pointwise information (bits)")
+    fig.update_yaxes(title_text=None)
+    fig.update_yaxes(title_text="pointwise information (bits)", row=1, col=1)
+    fig.update_xaxes(title_text="layer", dtick=1 if len(x) <= 16 else None)
+    fig.update_layout(height=360, hovermode="x unified")
+    return fig

@@ -331,6 +331,9 @@ def own_question_panel() -> html.Div:
         ]),
         html.Div(id="own-answer", role="status", className="own-answer"),
         graph("own-attention"),
+        dcc.Loading(type="dot", children=[  # placing the question refits the pipeline: seconds
+            html.Div(id="own-terms-note", role="status", className="hint"),
+            html.Div(graph("own-terms"), id="own-terms-block", className="plot-block", hidden=True)]),
     ])
 
 

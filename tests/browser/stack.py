@@ -70,6 +70,21 @@ class TimedJobs:
             raise KeyError(f"unknown analysis {job_id!r}")
         return json.loads(raw)["request"]
 
+    def probe_features(self, job_id: str) -> bytes | None:
+        """Baseline pooled features of the demo model's shape for a finished job (synthetic: 60 questions)."""
+        import numpy as np
+
+        from pidcore.data import answer_set
+        from tests.ui.test_own_terms import synthetic
+
+        if self.status(job_id).state != "succeeded":
+            return None
+        features = synthetic(n=60, layers=NUM_LAYERS + 1, hidden=128)
+        answers = answer_set("easy-vqa")
+        noise = np.random.default_rng(1).normal(size=(60, len(answers))).astype(np.float32)
+        features.answer_set, features.target = np.array(answers), noise + features.target[:, :1]
+        return features.to_bytes()
+
     def delete(self, job_id: str) -> bool:
         return bool(self.redis.delete(f"timedjobs:{job_id}"))
 

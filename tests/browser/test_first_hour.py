@@ -158,7 +158,8 @@ def test_where_in_the_image_and_your_own_question(demo_server, tmp_path):
     from pidcore.data import find_image
 
     url, service, _ = demo_server
-    knockout = service.submit({**DEFAULT_REQUEST, "knockout": {"edges": ["image->question"], "layers": [2, 3]}})
+    knockout = service.submit({**DEFAULT_REQUEST, "knockout": {"edges": ["image->question"], "layers": [2, 3]},
+                               "gaussianize": "copula"})  # copula: placing the own question takes < 1 s
     with chromium(tmp_path / "profile", width=1920, height=1080) as context:
         page = context.pages[0] if context.pages else context.new_page()
         errors = []
@@ -185,6 +186,13 @@ def test_where_in_the_image_and_your_own_question(demo_server, tmp_path):
         page.get_by_role("button", name="Ask the demo model").click()
         page.wait_for_selector("#own-answer:has-text('The demo model answers')", timeout=TIMEOUT_MS)
         wait_for_traces(page, "own-attention", "attention:question")
+        page.wait_for_function(  # its pointwise terms among the analysis's questions (a refit: seconds, busy machine)
+            "document.querySelector('#own-terms .js-plotly-plot')?.data?.some(t => t.meta === 'own:synergy')",
+            timeout=90_000)
+        assert len(plot_data(page, "own-terms")[-1]["y"]) == NUM_LAYERS + 1
+        assert "placed among the 60 questions" in page.locator("#own-terms-note").inner_text()
         page.locator("#own-attention").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "first-06-own-question-1920.png"), full_page=False)
+        page.locator("#own-terms").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "first-07-own-terms-1920.png"), full_page=False)
         assert not errors, errors
