@@ -15,6 +15,7 @@ from pidcore import costs
 RECENT_KEPT = 20  # analyses remembered per browser for the Compare tab
 GRAPH_IDS = ("stacked-baseline", "stacked-knockout", "difference", "task-overlay", "comparison", "question-figure")
 ACTIVE_STATES = ("queued", "running")
+MAIN_GRAPHS = ("stacked-baseline", "stacked-knockout", "difference")  # the Results tab's plots
 
 
 TABS = ("new", "results", "compare", "questions", "studies", "analyses")
@@ -476,7 +477,7 @@ def register(app, service) -> None:
         hidden = {"display": "none"} if read_only else {}
         return hidden, hidden, bool(read_only), not read_only
 
-    main_graphs = ("stacked-baseline", "stacked-knockout", "difference")
+    main_graphs = MAIN_GRAPHS
     result_outputs = {
         **{f"figure:{g}": Output(g, "figure") for g in main_graphs},
         **{f"config:{g}": Output(g, "config") for g in main_graphs},
@@ -506,48 +507,13 @@ def register(app, service) -> None:
             return out
         try:
             data.status(service, analysis_id)  # still there (a deleted analysis is not served from the cache)
-            rendered, label = _rendered(analysis_id, mode, fmt or "png")
+            rendered, label = rendered_results(service, analysis_id, mode, fmt or "png")
         except data.DataError as exc:
             failed = figures.message_figure("No result to show.")
             out.update({f"figure:{g}": failed for g in main_graphs})
             out["message"] = f"Cannot show analysis {analysis_id}: {exc}"
             return out
         return {**out, **rendered, "recent": remember(recent, analysis_id, label)}
-
-    @lru_cache(maxsize=32)
-    def _rendered(analysis_id: str, mode: str, fmt: str) -> tuple[dict, str]:
-        """The Results tab of a finished analysis (its result never changes under its id): built once per
-        (analysis, mode, format), so a reload or another browser gets it without rebuilding the figures."""
-        document = data.result(service, analysis_id)
-        tasks = sorted({q.get("task") for q in document.get("questions") or [] if q.get("task")})
-        has_knockout = bool(figures.run_layers(document, "knockout"))
-        y_max = figures.shared_y_max(document)
-        caption, method = wording.target_sentence(document), wording.method_note(document)
-        runs = {"stacked-baseline": "baseline", "stacked-knockout": "knockout", "difference": "knockout - baseline"}
-        subtitles = {g: wording.describe_export(document, analysis_id, run) for g, run in runs.items()}
-        out = {
-            "figure:stacked-baseline": figures.stacked_figure(document, "baseline", mode, y_max=y_max,
-                                                              subtitle=subtitles["stacked-baseline"]).to_plotly_json(),
-            "figure:stacked-knockout": figures.stacked_figure(document, "knockout", mode, y_max=y_max,
-                                                              title="Knockout: decomposition per layer",
-                                                              subtitle=subtitles["stacked-knockout"]).to_plotly_json(),
-            "figure:difference": figures.difference_figure(document, subtitle=subtitles["difference"]).to_plotly_json(),
-            **{f"config:{g}": graph_config(fmt, wording.export_filename(document, analysis_id, g))
-               for g in main_graphs},
-            **{f"caption:{g}": caption for g in main_graphs},
-            **{f"method:{g}": method for g in main_graphs},
-            "effects": effects_table(document), "summary": _summary(document, analysis_id),
-            "notes": layer_notes(document), "tasks": [{"label": t, "value": t} for t in tasks],
-            "columns": "two-columns" if has_knockout else "one-column",
-            "knockout_hidden": not has_knockout, "difference_hidden": not has_knockout,
-        }
-        try:
-            is_demo = analysis_id == data.demo_analysis(service)
-        except data.DataError:
-            is_demo = False
-        if is_demo:
-            out.update({"story": demo_story(document), "story_hidden": False})
-        return out, f"{figures.describe(document)} · {document.get('n_questions', '?')} q"
 
     # Callbacks of the Compare and Questions tabs run when their tab is open (not on every page load), so
     # the first view only pays for the Results tab.
@@ -686,6 +652,44 @@ def register(app, service) -> None:
         return question_card(view), figures.question_figure(view)
 
 
+@lru_cache(maxsize=32)
+def rendered_results(service, analysis_id: str, mode: str = "bits", fmt: str = "png") -> tuple[dict, str]:
+    """The Results tab of a finished analysis ({output key of render_results: value}, and its label for the
+    recent list). Its result never changes under its id, so it is built once per (analysis, mode, format):
+    a reload or another browser gets it without rebuilding the figures, and the page's layout carries it
+    for the first view (no callback round trip before the plot)."""
+    document = data.result(service, analysis_id)
+    tasks = sorted({q.get("task") for q in document.get("questions") or [] if q.get("task")})
+    has_knockout = bool(figures.run_layers(document, "knockout"))
+    y_max = figures.shared_y_max(document)
+    caption, method = wording.target_sentence(document), wording.method_note(document)
+    runs = {"stacked-baseline": "baseline", "stacked-knockout": "knockout", "difference": "knockout - baseline"}
+    subtitles = {g: wording.describe_export(document, analysis_id, run) for g, run in runs.items()}
+    out = {
+        "figure:stacked-baseline": figures.stacked_figure(document, "baseline", mode, y_max=y_max,
+                                                          subtitle=subtitles["stacked-baseline"]).to_plotly_json(),
+        "figure:stacked-knockout": figures.stacked_figure(document, "knockout", mode, y_max=y_max,
+                                                          title="Knockout: decomposition per layer",
+                                                          subtitle=subtitles["stacked-knockout"]).to_plotly_json(),
+        "figure:difference": figures.difference_figure(document, subtitle=subtitles["difference"]).to_plotly_json(),
+        **{f"config:{g}": graph_config(fmt, wording.export_filename(document, analysis_id, g))
+           for g in MAIN_GRAPHS},
+        **{f"caption:{g}": caption for g in MAIN_GRAPHS},
+        **{f"method:{g}": method for g in MAIN_GRAPHS},
+        "effects": effects_table(document), "summary": _summary(document, analysis_id),
+        "notes": layer_notes(document), "tasks": [{"label": t, "value": t} for t in tasks],
+        "columns": "two-columns" if has_knockout else "one-column",
+        "knockout_hidden": not has_knockout, "difference_hidden": not has_knockout,
+    }
+    try:
+        is_demo = analysis_id == data.demo_analysis(service)
+    except data.DataError:
+        is_demo = False
+    if is_demo:
+        out.update({"story": demo_story(document), "story_hidden": False})
+    return out, f"{figures.describe(document)} · {document.get('n_questions', '?')} q"
+
+
 def compare_candidates(service, recent: list | None, token: str | None, limit: int = 50) -> list[dict]:
     """[{id, label}] to compare with: this browser's recent analyses that still exist (deleted or expired
     ones dropped), then finished analyses from the server's list."""
@@ -711,7 +715,7 @@ def compare_candidates(service, recent: list | None, token: str | None, limit: i
 
 def initial_view(service, search: str | None) -> dict:
     """What the page can show at once, without a round trip: the finished analysis its URL names (or the
-    demo analysis for a bare "/") and the tab; {} for share links, running jobs and unknown ids (the
+    demo analysis for a bare "/"), the tab and, for the Results tab, its rendering; {} for share links, running jobs and unknown ids (the
     `control` callback opens those)."""
     query = parse_location(search)
     if "share" in query:
@@ -722,7 +726,13 @@ def initial_view(service, search: str | None) -> dict:
             return {}
     except data.DataError:
         return {}
-    return {"analysis": analysis_id, "tab": wanted_tab(query)}
+    view = {"analysis": analysis_id, "tab": wanted_tab(query)}
+    if view["tab"] == "results":  # drawn from the layout itself: the first plot needs no callback
+        try:
+            view["results"] = rendered_results(service, analysis_id)[0]
+        except data.DataError:
+            pass
+    return view
 
 
 def register_attention(app, service) -> None:

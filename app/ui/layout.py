@@ -18,10 +18,10 @@ def graph_config(fmt: str = "png", filename: str = "pidflow") -> dict:
             "toImageButtonOptions": {"format": fmt, "filename": filename, "scale": 2 if fmt == "png" else 1}}
 
 
-def graph(graph_id: str) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, config=graph_config(filename=graph_id), className="plot",
-                     figure={"data": [], "layout": {"height": 50, "xaxis": {"visible": False},
-                                                   "yaxis": {"visible": False}}})
+def graph(graph_id: str, figure: dict | None = None, config: dict | None = None) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, config=config or graph_config(filename=graph_id), className="plot",
+                     figure=figure or {"data": [], "layout": {"height": 50, "xaxis": {"visible": False},
+                                                             "yaxis": {"visible": False}}})
 
 
 def layer_marks(num_layers: int) -> dict:
@@ -74,13 +74,14 @@ def edge_options(model: dict) -> list[dict]:
     return [{"label": f" {edge}", "value": edge, "disabled": edge not in supported} for edge in KNOCKOUT_EDGES]
 
 
-def plot_block(graph_id: str, hidden: bool = False) -> html.Div:
+def plot_block(graph_id: str, hidden: bool = False, shown: dict | None = None) -> html.Div:
     """A plot with the sentence under it (what Y is, what the unit is about) and room for the result's
-    one-line estimator note."""
+    one-line estimator note; `shown`: the Results tab already rendered (callbacks.rendered_results)."""
+    shown = shown or {}
     return html.Div(id=f"{graph_id}-block", className="plot-block", hidden=hidden, children=[
-        graph(graph_id),
-        html.P(id=f"{graph_id}-caption", className="caption"),
-        html.P(id=f"{graph_id}-method", className="caption method"),
+        graph(graph_id, shown.get(f"figure:{graph_id}"), shown.get(f"config:{graph_id}")),
+        html.P(shown.get(f"caption:{graph_id}"), id=f"{graph_id}-caption", className="caption"),
+        html.P(shown.get(f"method:{graph_id}"), id=f"{graph_id}-method", className="caption method"),
     ])
 
 
@@ -209,10 +210,13 @@ def features_upload_panel(limit: int | None = None) -> html.Div:
     ])
 
 
-def results_panel() -> html.Div:
+def results_panel(shown: dict | None = None) -> html.Div:
+    """The Results tab; `shown`: an analysis's tab already rendered (callbacks.rendered_results), so the
+    first view draws its plots without waiting for a callback."""
+    shown = shown or {}
     return html.Div(id="results", className="panel", children=[
         html.Div(className="results-head", children=[
-            html.Div([html.H2("Results"), html.Div(id="result-summary", className="summary")]),
+            html.Div([html.H2("Results"), html.Div(shown.get("summary"), id="result-summary", className="summary")]),
             html.Div(className="toolbar", children=[
                 help_mark(OPTION_HELP["mode"]),
                 dcc.RadioItems(id="mode", inline=True, value="bits",
@@ -226,14 +230,15 @@ def results_panel() -> html.Div:
                 dcc.Download(id="download"),
             ]),
         ]),
-        html.Div(id="demo-story", className="story", hidden=True),
+        html.Div(shown.get("story"), id="demo-story", className="story", hidden=shown.get("story_hidden", True)),
         html.Div(id="result-message", role="alert", className="message"),
-        html.Div(id="result-notes", className="notes"),
-        html.Div(id="run-columns", className="two-columns", children=[
-            plot_block("stacked-baseline"), plot_block("stacked-knockout")]),
-        plot_block("difference"),
+        html.Div(shown.get("notes"), id="result-notes", className="notes"),
+        html.Div(id="run-columns", className=shown.get("columns", "two-columns"), children=[
+            plot_block("stacked-baseline", shown=shown),
+            plot_block("stacked-knockout", shown.get("knockout_hidden", False), shown)]),
+        plot_block("difference", shown.get("difference_hidden", False), shown),
         glossary(),
-        html.Div(id="effects", className="effects"),
+        html.Div(shown.get("effects"), id="effects", className="effects"),
         html.Div(id="share-box", className="share", children=[
             html.H3("Share"),
             html.Button("Create read-only link", id="share-button", n_clicks=0),
@@ -469,7 +474,7 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
             dcc.Tab(label="New analysis", value="new", id="tab-new",
                     children=[new_analysis_form(models, datasets, hosted, defaults),
                               features_upload_panel(upload_limit)]),
-            dcc.Tab(label="Results", value="results", children=results_panel()),
+            dcc.Tab(label="Results", value="results", children=results_panel((initial or {}).get("results"))),
             dcc.Tab(label="Compare", value="compare", children=compare_panel()),
             dcc.Tab(label="Questions", value="questions", children=questions_panel()),
             dcc.Tab(label="Studies", value="studies", children=studies_panel(hosted)),
