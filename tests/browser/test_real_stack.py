@@ -68,6 +68,21 @@ def test_demo_analysis_in_the_browser(served_url, tmp_path):
         wait_for_traces(page, "question-figure", "baseline:synergy")
         page.screenshot(path=str(ARTIFACTS / "real-03-question.png"), full_page=True)
 
+        # an own image and question placed among this analysis's questions (the worker kept its features)
+        from pidcore.data import find_image
+
+        page.locator("#own-image input[type=file]").set_input_files(str(find_image("easy-vqa.test.3")))
+        page.locator("#own-text").fill("what color is the shape?")
+        page.get_by_role("button", name="Ask the demo model").click()
+        page.wait_for_function(
+            "document.querySelector('#own-terms .js-plotly-plot')?.data?.some(t => t.meta === 'own:synergy')",
+            timeout=ANALYSIS_TIMEOUT_MS)
+        note = page.locator("#own-terms-note").inner_text()
+        assert "placed among the 100 questions" in note and "moved their terms by at most" in note
+        assert len(plot_data(page, "own-terms")[-1]["y"]) == num_layers
+        page.locator("#own-terms").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "real-04-own-terms.png"), full_page=False)
+
         open_tab(page, "Results")
         page.get_by_role("button", name="Create read-only link").click()
         page.wait_for_function("document.querySelector('#share-link').value.includes('?share=')", timeout=20_000)
