@@ -80,6 +80,8 @@ def submit(request: dict) -> JobInfo:
     job_id = job_id_for(parsed.content_hash(), revision, __version__)
     settings, store = _context()
     outcome, attempt = store.create(job_id, json.dumps(parsed.to_dict(), sort_keys=True), revision)
+    if outcome == "existing":  # its result's time to live was refreshed: so is that of its kept features
+        store.redis.expire(store.keys(job_id)["probe"], settings.result_ttl_s)
     raw = store.get(job_id)
     if raw is None:  # deleted in between
         raise KeyError(f"unknown analysis {job_id!r}")

@@ -114,7 +114,10 @@ def test_a_queued_job_has_no_result_and_the_same_request_shares_its_id(redis_ser
     first = jobs.submit(request)
     try:
         assert (first.state, first.stage, first.progress, first.cached) == ("queued", "queued", 0.0, False)
+        probe = jobs._context()[1].keys(first.id)["probe"]
+        jobs._context()[1].redis.set(probe, b"kept features", ex=5)
         assert jobs.submit(dict(request)).id == first.id
+        assert jobs._context()[1].redis.ttl(probe) > 5  # resubmitting refreshes the kept features' TTL too
         kept = jobs.request(first.id)  # the canonical request, defaults filled (what the list of analyses shows)
         assert (kept["n_questions"], kept["seed"], kept["model"], kept["knockout"]) == (30, 990, "demo", None)
         assert jobs.submit({**request, "seed": 991}).id != first.id
