@@ -39,8 +39,9 @@ def register(app, service) -> None:
         Output("analyses-prev", "disabled"), Output("analyses-next", "disabled"), Output("analyses-total", "data"),
         Input("tabs", "value"), Input("analyses-offset", "data"), Input("analyses-search", "value"),
         Input("analyses-refresh", "n_clicks"), Input("analyses-changed", "data"), State("token", "value"),
+        State("analysis-id", "data"),
     )
-    def listing(tab, offset, search, _refresh, _changed, token):
+    def listing(tab, offset, search, _refresh, _changed, token, open_id):
         """The table, read only while the tab is open (the first view never pays for it)."""
         if tab != "analyses":
             return no_update, no_update, no_update, no_update, no_update
@@ -54,7 +55,11 @@ def register(app, service) -> None:
             page = data.analyses_page(service, token, offset, ANALYSES_PAGE, search)
         items, total = page["items"], page["total"]
         empty = "No analysis matches this search." if search else "No analyses on this server yet."
-        table = analyses_table(items) if items else html.Div(empty, className="hint")
+        try:
+            demo_id = data.demo_analysis(service)
+        except data.DataError:
+            demo_id = None
+        table = analyses_table(items, open_id, demo_id) if items else html.Div(empty, className="hint")
         return table, page_range(offset, len(items), total), offset == 0, offset + len(items) >= total, total
 
     @app.callback(

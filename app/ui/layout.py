@@ -413,9 +413,9 @@ def _state_text(item: dict) -> str:
     return state
 
 
-def analyses_table(items: list[dict]) -> html.Table | html.Div:
-    """One row per listed analysis: id, model, task(s), knockout, status, created (UTC), Re-open (a link to
-    its deep-link URL) and Delete (asks to confirm)."""
+def analyses_table(items: list[dict], open_id: str | None = None, demo_id: str | None = None) -> html.Table | html.Div:
+    """One row per listed analysis: id (marked when it is the one open or the demo), model, task(s), knockout,
+    status, created (UTC), Re-open (a link to its deep-link URL) and Delete (asks to confirm)."""
     import time
 
     if not items:
@@ -428,8 +428,11 @@ def analyses_table(items: list[dict]) -> html.Table | html.Div:
         tasks = ", ".join(item.get("tasks") or []) or "?"
         if item.get("n_questions"):
             tasks += f" ({item['n_questions']} q)"
-        rows.append(html.Tr(className=f"analysis-row state-{item.get('state')}", children=[
-            html.Td(html.Code(aid[:12], title=aid), className="analysis-id"),
+        marks = [html.Span(word, className="tag") for word, hit in (("open", aid == open_id), ("demo", aid == demo_id))
+                 if hit]
+        rows.append(html.Tr(className=f"analysis-row state-{item.get('state')}" + (" is-open" if aid == open_id else ""),
+                            children=[
+            html.Td([html.Code(aid[:12], title=aid), *marks], className="analysis-id"),
             html.Td(item.get("model") or "?"), html.Td(tasks), html.Td(_knockout_text(item.get("knockout"))),
             html.Td(_state_text(item), title=item.get("error") or item.get("message") or "", className="state"),
             html.Td(created),

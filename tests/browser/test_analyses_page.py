@@ -51,6 +51,7 @@ def test_list_search_page_reopen_and_delete(tmp_path):
             page.wait_for_selector("#analyses-range:has-text('11-12 of 12')", timeout=TIMEOUT_MS)
             wait_for_rows(page, 2)
             assert rows(page).last.locator("code").get_attribute("title") == demo  # the oldest, last
+            assert rows(page).last.locator(".tag").all_inner_texts() == ["open", "demo"]  # "/" opened the demo
 
             search = page.locator("#analyses-search")
             search.fill("knockout")
@@ -69,7 +70,8 @@ def test_list_search_page_reopen_and_delete(tmp_path):
             wait_for_query(page, analysis=shape, tab="results")
             page.wait_for_selector("#result-summary:has-text('shape')", timeout=TIMEOUT_MS)
 
-            open_tab(page, "Analyses")
+            open_tab(page, "Analyses")  # the search is kept; the analysis now open is marked
+            page.wait_for_selector(f"#analyses-table tr.is-open code[title='{shape}']", timeout=TIMEOUT_MS)
             search = page.locator("#analyses-search")
             search.fill("")
             search.press("Enter")

@@ -90,6 +90,9 @@ def test_table_rows_and_pager():
     reopen, delete = rows[0].children[6].children
     assert reopen.href == f"?analysis={'a' * 32}&tab=results" and delete.id == {"type": "analysis-delete",
                                                                                  "index": "a" * 32}
+    marked = layout.analyses_table(items, open_id="a" * 32, demo_id="b" * 32).children[1].children
+    assert [[tag.children for tag in row.children[0].children[1:]] for row in marked] == [["open"], ["demo"]]
+    assert "is-open" in marked[0].className and "is-open" not in marked[1].className
     assert analyses_callbacks.page_range(10, 2, 12) == "11-12 of 12 analyses"
     assert analyses_callbacks.page_range(0, 1, 1) == "1-1 of 1 analysis" and analyses_callbacks.page_range(0, 0, 0) == ""
     assert analyses_callbacks.next_offset("analyses-next", 0, 12) == 10
