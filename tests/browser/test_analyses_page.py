@@ -29,6 +29,14 @@ def wait_for_rows(page, count: int):
                            arg=count, timeout=TIMEOUT_MS)
 
 
+def settled(page):
+    """The table's callbacks answered (a search triggers the pager and the listing: the table can be drawn
+    twice, and a click on the first drawing would be lost)."""
+    page.wait_for_function("!document.querySelector('#analyses-table[data-dash-is-loading], "
+                           "#analyses-offset[data-dash-is-loading]')", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(300)
+
+
 def test_list_search_page_reopen_and_delete(tmp_path):
     with running_server(run_s=0.0) as (url, service):
         demo = service.submit(dict(DEFAULT_REQUEST))["id"]
@@ -64,6 +72,7 @@ def test_list_search_page_reopen_and_delete(tmp_path):
             search.press("Enter")
             page.wait_for_selector(f"#analyses-table code[title='{shape}']", timeout=TIMEOUT_MS)
             wait_for_rows(page, 1)
+            settled(page)
             page.screenshot(path=str(ARTIFACTS / "analyses-01-search-1366.png"), full_page=False)
 
             rows(page).first.get_by_role("link", name="Re-open").click()  # its deep link, in Results
@@ -76,6 +85,7 @@ def test_list_search_page_reopen_and_delete(tmp_path):
             search.fill("")
             search.press("Enter")
             wait_for_rows(page, 10)
+            settled(page)
             page.on("dialog", lambda dialog: dialog.accept())  # the confirm of Delete
             row = rows(page).filter(has=page.locator(f"code[title='{knockout}']"))
             row.get_by_role("button", name="Delete").click()
