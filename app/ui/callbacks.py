@@ -440,8 +440,8 @@ def register(app, service) -> None:
                 analysis_id = data.demo_analysis(service)
             except data.DataError:
                 analysis_id = None
-            if not analysis_id:  # nothing to show: the form, or the Studies tab a deep link asks for
-                return keep, None, True, "", 0, True, False, "studies" if query.get("tab") == "studies" else "new"
+            if not analysis_id:  # nothing to show: the form, or the Studies or Analyses tab a deep link asks for
+                return keep, None, True, "", 0, True, False, query["tab"] if query.get("tab") in ("studies", "analyses") else "new"
         want = wanted_tab(query)
         if analysis_id in (current, pending):
             return keep, keep, keep, keep, keep, keep, keep, want if want != tab else keep
