@@ -47,7 +47,16 @@ def wait_for_traces(page, graph_id: str, meta: str):
 
 
 def open_tab(page, label: str):
-    page.locator(".tab", has_text=label).first.click()
+    """Click a tab and make sure it stays open: a late callback (a submit's URL update) may switch tabs."""
+    selected = f"document.querySelector('.tab--selected')?.innerText.trim() === {label!r}"
+    for _ in range(5):
+        page.locator(".tab", has_text=label).first.click()
+        page.wait_for_timeout(300)
+        if page.evaluate(selected):
+            page.wait_for_timeout(700)
+            if page.evaluate(selected):
+                return
+    raise AssertionError(f"the {label} tab would not stay open")
 
 
 def pick(page, dropdown_id: str, text: str):
