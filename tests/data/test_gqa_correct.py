@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from pidcore import data
 from pidcore.data.correct import count_correct, format_counts
@@ -20,11 +19,8 @@ AS_GQA = {"color": ("ChooseAttr", "choose", "attr"), "shape": ("QueryAttr", "que
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

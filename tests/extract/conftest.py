@@ -20,12 +20,8 @@ QUESTIONS = ["what color is the shape ?", "what is the shape ?", "does the image
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; restore the setting for other test folders."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(threads)
 
 
 def _tokenizer(words=None):

@@ -25,11 +25,8 @@ from pidcore.study import (
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(threads)
 
 
 def test_sweep_windows_are_centred_and_clipped():
