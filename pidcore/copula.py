@@ -23,7 +23,7 @@ def normal_scores(x: np.ndarray) -> np.ndarray:
     return np.where(spread > 0, (scores - scores.mean(axis=0)) / np.where(spread > 0, spread, 1.0), 0.0)
 
 
-def _empirical_log_density(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+def empirical_log_density(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     """(n_test, d) log densities (nats) of ``test`` under a per-column piecewise-constant density through
     every m-th order statistic of ``train`` (m ~ sqrt(n_train) / 2, so each piece holds m training
     points); test values outside the training range get the density of the edge piece."""
@@ -79,5 +79,5 @@ def copula_gain(x: np.ndarray, fold_ids: np.ndarray) -> float:
     gains = []
     for fold in np.unique(fold_ids):
         train, test = x[fold_ids != fold], x[fold_ids == fold]
-        gains.append((_empirical_log_density(train, test) - _gaussian_log_density(train, test)).mean())
+        gains.append((empirical_log_density(train, test) - _gaussian_log_density(train, test)).mean())
     return float(np.mean(gains))

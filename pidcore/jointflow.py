@@ -298,6 +298,14 @@ def _held_out_log_lik(train: tuple, test: tuple, groups: list) -> torch.Tensor:
     return torch.cat(scores)
 
 
+def _baseline(latents: list, baseline: tuple | None) -> tuple[list, list]:
+    """Per variable: the baseline's latents and per-row log-Jacobians (zeros: the inputs themselves), tensors."""
+    values, jacobians = baseline if baseline is not None else (latents, [None] * len(latents))
+    z = [torch.as_tensor(v, dtype=DTYPE) for v in values]
+    return z, [torch.zeros(len(v), dtype=DTYPE) if j is None else torch.as_tensor(j, dtype=DTYPE)
+               for v, j in zip(z, jacobians, strict=True)]
+
+
 def _pairs(groups: list) -> list:
     """(source, target) pairs of scoring groups (sources..., target): the Flow-PID objective."""
     return list(dict.fromkeys((v, g[-1]) for g in groups for v in g[:-1]))
@@ -380,7 +388,7 @@ def _fit_fold(data: dict, dims: list, train_rows: np.ndarray, groups: list, trai
 def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_layers: int = 3, num_bins: int = 16,
                     max_epochs: int = 50, batch_size: int | None = 256, learning_rate: float = 1e-2,
                     validation: float = 0.2, patience: int = 3, reductions: int = 3, objective: str = "joint",
-                    optimizer: str = "lbfgs", starts: list | None = None,
+                    optimizer: str = "lbfgs", starts: list | None = None, baseline: tuple | None = None,
                     threads: int | None = None, seed: int = 0, progress=None) -> JointFlowFit:
     """Cross-fitted joint flows of ``latents`` (one (n, k) array per variable, standardised).
 
@@ -390,6 +398,9 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
     Flow-PID paper's: every (source, target) pair of a group). ``starts``: per variable None or values
     monotone in its latents coordinate by coordinate (the raw coordinates of normal scores): its flow then
     starts there, then FastICA unmixing, then normal scores of the components (with 3 or more layers).
+    ``baseline``: (latents, log_jacobians) the flows compete with, when they differ from ``latents`` (the
+    flows' inputs): per variable (n, k) latents and None or (n,) held-out log|d baseline / d input| (nats)
+    per row, so that ``gain`` compares both models' densities of the same inputs. Default: the inputs.
     ``progress(done, total)`` after each fold. Deterministic for a ``seed``.
     """
     if objective not in ("pairs", "joint"):
@@ -444,7 +455,7 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
         out = [np.empty_like(z) for z in latents]
         gains = []
         with torch.no_grad():
-            identity = _Model(dims, 0, 2)
+            base_z, base_jacobian = _baseline(latents, baseline)
             for fold, (model, _) in zip(folds, fitted, strict=True):
                 train = torch.as_tensor(np.flatnonzero(fold_ids != fold))
                 test = torch.as_tensor(np.flatnonzero(fold_ids == fold))
@@ -452,7 +463,8 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
                 for v, values in enumerate(z):
                     out[v][test.numpy()] = values.numpy()
                 flowed = _held_out_log_lik(model.forward(data, train), model.forward(data, test), groups)
-                base = _held_out_log_lik(identity.forward(data, train), identity.forward(data, test), groups)
+                base = _held_out_log_lik(([b[train] for b in base_z], [j[train] for j in base_jacobian]),
+                                         ([b[test] for b in base_z], [j[test] for j in base_jacobian]), groups)
                 gains.append(float((flowed - base).mean()))
     finally:
         torch.set_num_threads(previous)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore.copula import copula_gain, normal_scores
+from pidcore.copula import empirical_log_density, copula_gain, normal_scores
 from pidcore.reduce import PCAReducer
 
 MODES = ("auto", "none", "copula", "flow")
@@ -172,21 +172,46 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
         timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
 
 
+def _copula_log_jacobian(raw: np.ndarray, scores: np.ndarray, fold_ids: np.ndarray) -> np.ndarray:
+    """(n,) per-row log|d scores / d raw| (nats) of the copula map of one variable, held out: each fold's
+    marginal densities are fitted on the other folds (copula.empirical_log_density)."""
+    out = np.empty(len(raw))
+    for fold in np.unique(fold_ids):
+        train, test = fold_ids != fold, fold_ids == fold
+        log_density = empirical_log_density(raw[train], raw[test]).sum(axis=1)
+        out[test] = log_density - (-0.5 * (np.log(2 * np.pi) + scores[test] ** 2)).sum(axis=1)
+    return out
+
+
 def _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, flows_done) -> CrossFitted:
-    """crossfit's flow stage: the probe (auto, many layers), the flows on all layers, and the choice."""
+    """crossfit's flow stage: the probe (auto, many layers), the flows on all layers, and the choice.
+
+    A copula variable that is only centred enters the flows as its standardised raw coordinates (the flow
+    starts there: unmixing, then normal scores), not as its normal scores: a spline cannot map the normal
+    scores back exactly, and its error, once mixed by the unmixing, is not undone later (docs/pipeline.md).
+    The flows then compete with the copula latents plus the copula map's held-out log-Jacobian."""
     from pidcore.jointflow import fit_joint_flows
+
+    inputs = [latents[v] if starts[v] is None else starts[v] for v in range(len(latents))]
+    jacobians = [None if starts[v] is None else _copula_log_jacobian(starts[v], latents[v], fold_ids)
+                 for v in range(len(latents))]
+
+    def fit_on(used, fit_groups, **extra):
+        return fit_joint_flows([inputs[v] for v in used], fit_groups, fold_ids, seed=seed,
+                               starts=[starts[v] for v in used],
+                               baseline=([latents[v] for v in used], [jacobians[v] for v in used]),
+                               **extra, **options)
 
     if mode == "auto" and len(groups) > PROBE_LAYERS:
         # a probe on a few evenly spaced layers first: the flows over all layers only when they pay off there
         probe = [groups[i] for i in np.linspace(0, len(groups) - 1, PROBE_LAYERS).round().astype(int)]
         used = sorted({v for g in probe for v in g})
         index = {v: i for i, v in enumerate(used)}
-        trial = fit_joint_flows([latents[v] for v in used], [tuple(index[v] for v in g) for g in probe], fold_ids,
-                                seed=seed, starts=[starts[v] for v in used], **options)
+        trial = fit_on(used, [tuple(index[v] for v in g) for g in probe])
         if trial.gain <= FLOW_MARGIN:
             flows_done(1, 1)
             return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=trial.gain)
-    fit = fit_joint_flows(latents, groups, fold_ids, seed=seed, progress=flows_done, starts=starts, **options)
+    fit = fit_on(range(len(latents)), groups, progress=flows_done)
     if mode == "flow" or fit.gain > FLOW_MARGIN:
         return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(latents), flow_gain=fit.gain)
     return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=fit.gain)
