@@ -91,6 +91,25 @@ def _spline(x, uw, uh, ud, us, bound):
     return y, logabs
 
 
+def unmixing_score(x: np.ndarray, unmixing: np.ndarray) -> float:
+    """Held-out log-likelihood (nats per sample) of ``x`` (n, d) under "s = x unmixing^T, then a Gaussian
+    copula": log|det unmixing| + the empirical log-densities of the components (fitted on the even rows,
+    evaluated on the odd ones) + the Gaussian copula's log-density of their normal scores. It does not
+    depend on the scale of each component; it is higher the closer the components are to an element-wise
+    warp of a Gaussian."""
+    from pidcore.copula import empirical_log_density, normal_scores
+
+    s = x @ unmixing.T
+    marginal = empirical_log_density(s[::2], s[1::2]).sum(axis=1).mean()
+    z = normal_scores(s)[1::2]
+    corr = np.atleast_2d(np.corrcoef(normal_scores(s)[::2], rowvar=False))
+    sign, logdet = np.linalg.slogdet(corr)
+    if sign <= 0:
+        return -math.inf
+    quad = np.einsum("ij,ij->i", z @ (np.linalg.inv(corr) - np.eye(len(corr))), z).mean()
+    return float(np.linalg.slogdet(unmixing)[1] + marginal - 0.5 * logdet - 0.5 * quad)
+
+
 class _Stack:
     """The flows of M variables of one dimension d, parameters stacked on a leading model axis.
 
@@ -139,9 +158,11 @@ class _Stack:
                     break
 
     def _unmix(self, h: torch.Tensor, started: torch.Tensor) -> None:
-        """First linear map of each started model: the FastICA unmixing (whitening included) of its
-        values ``h`` (M, N, d) after the first spline, so the start undoes a rotation after an
-        element-wise warp; its bias centres the components."""
+        """First linear map of each started model: the identity or the FastICA unmixing (whitening
+        included) of its values ``h`` (M, N, d) after the first spline, whichever gives the higher held-out
+        likelihood under "linear map, then a Gaussian copula" (``unmixing_score``), so the start undoes a
+        rotation after an element-wise warp and leaves an element-wise warp alone; its bias centres the
+        components."""
         import warnings
 
         from sklearn.decomposition import FastICA
@@ -153,6 +174,8 @@ class _Stack:
                 ica = FastICA(whiten="unit-variance", random_state=0, max_iter=400).fit(values)
             unmixing = ica.components_
             if not np.all(np.isfinite(unmixing)) or abs(np.linalg.slogdet(unmixing)[1]) > 50:
+                continue
+            if unmixing_score(values, unmixing) <= unmixing_score(values, np.eye(len(unmixing))):
                 continue
             self.w[0, i] = torch.as_tensor(unmixing, dtype=DTYPE)
             self.b[0, i, 0] = torch.as_tensor(-ica.mean_ @ unmixing.T, dtype=DTYPE)
@@ -182,7 +205,9 @@ class _Stack:
                 self.uw[layer, i, j] = torch.as_tensor(np.log(np.maximum(widths / (2 * half) - _MIN_WIDTH, 1e-9)))
                 self.uh[layer, i, j] = torch.as_tensor(np.log(np.maximum(heights / span - _MIN_HEIGHT, 1e-9)))
                 self.us[layer, i, j] = math.log(span / (2 * half))
-                self.ud[layer, i, j] = torch.as_tensor(np.log(np.expm1(np.maximum(deriv - _MIN_DERIVATIVE, 1e-9))))
+                excess = np.maximum(deriv - _MIN_DERIVATIVE, 1e-9)  # softplus^-1, without overflow
+                self.ud[layer, i, j] = torch.as_tensor(np.where(excess > 30, excess,
+                                                                np.log(np.expm1(np.minimum(excess, 30)))))
                 if layer < self.layers - 1:  # the spline's output is centred: the next bias shifts it back
                     self.b[layer, i, 0, j] = float(y[0] + span / 2)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore.copula import empirical_log_density, copula_gain, normal_scores
+from pidcore.copula import copula_gain, empirical_log_density, normal_scores
 from pidcore.reduce import PCAReducer
 
 MODES = ("auto", "none", "copula", "flow")
