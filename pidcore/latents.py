@@ -8,7 +8,8 @@
   one shared target map), cross-fitted;
 - "auto": per variable "none" or "copula" by the held-out likelihood of its marginals, then the joint flows
   are kept only if they raise the held-out joint Gaussian log-likelihood of every layer's (X1, X2, Y) by more
-  than ``FLOW_MARGIN`` nats per sample (on average over layers); with many layers a probe on
+  than ``FLOW_MARGIN`` nats per sample (on average over layers; plus ``RAW_MARGIN`` per coordinate that
+  enters the flows in raw coordinates); with many layers a probe on
   ``PROBE_LAYERS`` of them decides first whether the flows are trained on all.
 
 PCA and the copula are unsupervised (each sees one variable only), so they are fitted on all rows: they
@@ -38,6 +39,11 @@ COPULA_MARGIN = 0.0
 #: "auto" keeps the joint flows when they raise the held-out joint Gaussian log-likelihood per layer by more
 #: than this many nats per sample (below it, the pooled covariance of shared coordinates is worth more).
 FLOW_MARGIN = 0.02
+#: ... plus this many nats per sample for every coordinate per layer that enters the flows in raw coordinates
+#: (centred copula variables): the copula side's held-out log-Jacobian comes from the piecewise-constant
+#: empirical densities, whose held-out log-likelihood is 0.015-0.06 nats per coordinate below the true density
+#: at 1,000-8,000 training rows (Gaussian, x^3, cbrt, exp, sinh marginals; docs/pipeline.md).
+RAW_MARGIN = 0.05
 #: "auto" with more layers than this first trains the flows on this many evenly spaced layers (a probe) and
 #: trains them on every layer only if the probe's gain exceeds FLOW_MARGIN.
 PROBE_LAYERS = 4
@@ -196,6 +202,9 @@ def _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, f
     jacobians = [None if starts[v] is None else _copula_log_jacobian(starts[v], latents[v], fold_ids)
                  for v in range(len(latents))]
 
+    raw = [0 if starts[v] is None else latents[v].shape[1] for v in range(len(latents))]
+    margin = FLOW_MARGIN + RAW_MARGIN * float(np.mean([sum(raw[v] for v in g) for g in groups]))
+
     def fit_on(used, fit_groups, **extra):
         return fit_joint_flows([inputs[v] for v in used], fit_groups, fold_ids, seed=seed,
                                starts=[starts[v] for v in used],
@@ -208,10 +217,10 @@ def _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, f
         used = sorted({v for g in probe for v in g})
         index = {v: i for i, v in enumerate(used)}
         trial = fit_on(used, [tuple(index[v] for v in g) for g in probe])
-        if trial.gain <= FLOW_MARGIN:
+        if trial.gain <= margin:
             flows_done(1, 1)
             return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=trial.gain)
     fit = fit_on(range(len(latents)), groups, progress=flows_done)
-    if mode == "flow" or fit.gain > FLOW_MARGIN:
+    if mode == "flow" or fit.gain > margin:
         return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(latents), flow_gain=fit.gain)
     return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=fit.gain)
