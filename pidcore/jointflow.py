@@ -110,6 +110,24 @@ def unmixing_score(x: np.ndarray, unmixing: np.ndarray) -> float:
     return float(np.linalg.slogdet(unmixing)[1] + marginal - 0.5 * logdet - 0.5 * quad)
 
 
+def ica_unmixing(x: np.ndarray) -> np.ndarray | None:
+    """The FastICA unmixing (whitening included, (d, d)) of ``x`` (n, d) when it scores higher than no
+    unmixing under ``unmixing_score`` (the coordinates look like a linear mix of an element-wise warp of a
+    Gaussian), else None (also when FastICA fails)."""
+    import warnings
+
+    from sklearn.decomposition import FastICA
+
+    with _QUIET, warnings.catch_warnings():  # the folds' threads: one warnings filter at a time
+        warnings.simplefilter("ignore")  # FastICA's convergence warnings: the start is only a guess
+        unmixing = FastICA(whiten="unit-variance", random_state=0, max_iter=400).fit(x).components_
+    if not np.all(np.isfinite(unmixing)) or abs(np.linalg.slogdet(unmixing)[1]) > 50:
+        return None
+    if unmixing_score(x, unmixing) <= unmixing_score(x, np.eye(len(unmixing))):
+        return None
+    return unmixing
+
+
 class _Stack:
     """The flows of M variables of one dimension d, parameters stacked on a leading model axis.
 
@@ -163,22 +181,13 @@ class _Stack:
         likelihood under "linear map, then a Gaussian copula" (``unmixing_score``), so the start undoes a
         rotation after an element-wise warp and leaves an element-wise warp alone; its bias centres the
         components."""
-        import warnings
-
-        from sklearn.decomposition import FastICA
-
         for i in torch.nonzero(started).flatten().tolist():
             values = h[i].double().numpy()
-            with _QUIET, warnings.catch_warnings():  # the folds' threads: one warnings filter at a time
-                warnings.simplefilter("ignore")  # FastICA's convergence warnings: the start is only a guess
-                ica = FastICA(whiten="unit-variance", random_state=0, max_iter=400).fit(values)
-            unmixing = ica.components_
-            if not np.all(np.isfinite(unmixing)) or abs(np.linalg.slogdet(unmixing)[1]) > 50:
-                continue
-            if unmixing_score(values, unmixing) <= unmixing_score(values, np.eye(len(unmixing))):
+            unmixing = ica_unmixing(values)
+            if unmixing is None:
                 continue
             self.w[0, i] = torch.as_tensor(unmixing, dtype=DTYPE)
-            self.b[0, i, 0] = torch.as_tensor(-ica.mean_ @ unmixing.T, dtype=DTYPE)
+            self.b[0, i, 0] = torch.as_tensor(-values.mean(axis=0) @ unmixing.T, dtype=DTYPE)
 
     def _fit_spline(self, layer: int, x: torch.Tensor, targets: torch.Tensor, models: torch.Tensor) -> None:
         """Spline ``layer`` of the ``models`` (bool (M,)) through the monotone pairs (x, targets) per coordinate:

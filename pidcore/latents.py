@@ -192,12 +192,17 @@ def _copula_log_jacobian(raw: np.ndarray, scores: np.ndarray, fold_ids: np.ndarr
 def _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, flows_done) -> CrossFitted:
     """crossfit's flow stage: the probe (auto, many layers), the flows on all layers, and the choice.
 
-    A copula variable that is only centred enters the flows as its standardised raw coordinates (the flow
-    starts there: unmixing, then normal scores), not as its normal scores: a spline cannot map the normal
+    A copula variable that is only centred and looks mixed (``jointflow.ica_unmixing``) enters the flows as
+    its standardised raw coordinates (the flow starts there: unmixing, then normal scores), not as its normal
+    scores: a spline cannot map the normal
     scores back exactly, and its error, once mixed by the unmixing, is not undone later (docs/pipeline.md).
     The flows then compete with the copula latents plus the copula map's held-out log-Jacobian."""
-    from pidcore.jointflow import fit_joint_flows
+    from pidcore.jointflow import fit_joint_flows, ica_unmixing
 
+    if options.get("n_layers", 3) < 3:  # no room for the start (spline, unmixing, spline): copula inputs
+        starts = [None] * len(latents)
+    # only a variable that looks mixed takes the raw route; an element-wise warp starts at its copula latents
+    starts = [None if raw is None or ica_unmixing(raw) is None else raw for raw in starts]
     inputs = [latents[v] if starts[v] is None else starts[v] for v in range(len(latents))]
     jacobians = [None if starts[v] is None else _copula_log_jacobian(starts[v], latents[v], fold_ids)
                  for v in range(len(latents))]
