@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import importlib
 import io
 import json
@@ -222,6 +223,32 @@ class AnalysisService:
         from worker import studies
 
         return self._call(studies.recent, limit)
+
+    def submit_study(self, body: dict, token: str | None = None) -> dict:
+        """Validate (ValueError listing every problem) and queue a study (worker.studies.submit); the status
+        under the id its submitter sees: hosted, the token's random handle (the same token gets the same one
+        back); open, the study id. The token's write was counted by the caller (API or dashboard)."""
+        from worker import studies
+
+        info = self._call(studies.submit, body)
+        return {**info, "id": self._call(self._study_handle, info["id"], token) or info["id"]}
+
+    def _study_handle(self, study_id: str, token: str | None) -> str | None:
+        """Hosted mode: the submitting token's handle of the study (a content id could be guessed from the
+        request); None in open mode, where the study id is its address."""
+        from app.api.study_routes import HANDLE_PREFIX, OWNER_PREFIX
+
+        if not self.settings.hosted or token is None:
+            return None
+        owner = OWNER_PREFIX + hashlib.sha256(f"{token}\0{study_id}".encode()).hexdigest()
+        ttl = int(self.settings.result_ttl_s)
+        existing = self.redis.get(owner)
+        if existing:
+            return existing.decode() if isinstance(existing, bytes) else existing
+        handle = "s" + secrets.token_hex(16)
+        self.redis.set(HANDLE_PREFIX + handle, study_id, ex=ttl)
+        self.redis.set(owner, handle, ex=ttl)
+        return handle
 
     def study_status(self, shown_id: str) -> dict:
         """A study's state and per-part progress under the id its submitter was given (hosted: a handle;

@@ -6,9 +6,7 @@ A study runs on the Celery workers (worker/studies.py); the page is the report's
 
 from __future__ import annotations
 
-import hashlib
 import html
-import secrets
 from contextlib import contextmanager
 from typing import Annotated, Literal
 
@@ -52,23 +50,6 @@ def _links(info: dict, shown_id: str | None = None) -> dict:
     return {**info, "id": shown, "status_url": base, "report_url": base + "/report", "page_url": f"/study/{shown}"}
 
 
-def _handle_for(request: Request, study_id: str, token: str | None) -> str | None:
-    """Hosted mode: the submitting token's random handle of the study (the same token gets the same one back);
-    None in open mode, where the content id is the study's address."""
-    service = request.app.state.service
-    if not service.settings.hosted or token is None:
-        return None
-    owner = OWNER_PREFIX + hashlib.sha256(f"{token}\0{study_id}".encode()).hexdigest()
-    ttl = int(service.settings.result_ttl_s)
-    existing = service.redis.get(owner)
-    if existing:
-        return existing.decode() if isinstance(existing, bytes) else existing
-    handle = "s" + secrets.token_hex(16)
-    service.redis.set(HANDLE_PREFIX + handle, study_id, ex=ttl)
-    service.redis.set(owner, handle, ex=ttl)
-    return handle
-
-
 def _resolve(request: Request, shown_id: str) -> str:
     """The study id behind an address: in hosted mode only a handle resolves (a content id is 404)."""
     service = request.app.state.service
@@ -83,14 +64,11 @@ def _resolve(request: Request, shown_id: str) -> str:
 @router.post("/api/v1/studies", status_code=202, summary="Submit a study (models x tasks x runs x recipes)")
 def submit_study(request: Request, response: Response, token: Writer,
                  body: Annotated[dict, Body(examples=[EXAMPLE])]):
-    from worker import studies
-
-    with _mapped():
-        info = studies.submit(body)
-    shown = _handle_for(request, info["id"], token)
+    with _mapped():  # the dashboard's Studies form submits through the same service call
+        info = request.app.state.service.submit_study(body, token)
     if info["state"] == "succeeded":
         response.status_code = 200
-    links = _links(info, shown)
+    links = _links(info)
     response.headers["Location"] = links["status_url"]
     return links
 

@@ -231,3 +231,9 @@ def analyses_page(service, token: str | None, offset: int = 0, limit: int = 10, 
                             "under New analysis")
         token = check_token(service, token)
     return _guard(lister, token if hosted(service) else None, max(0, int(offset)), limit, search or None)
+
+
+def submit_study(service, request: dict, token: str | None = None) -> dict:
+    """Start a study (the service call POST /api/v1/studies makes, with its validation): its status under the
+    id to open it by (hosted: the token's handle); the write counts against the token's rate limit."""
+    return _guard(service.submit_study, request, token=writer(service, token))

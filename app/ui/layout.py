@@ -342,9 +342,103 @@ def own_question_panel() -> html.Div:
     ])
 
 
-def studies_panel(hosted: bool) -> html.Div:
-    """Studies (the seed paper's whole experiment as one request): open one by id or link, list the
-    server's (open servers), and go to its page (small multiples, sweep heatmap, exports)."""
+#: The Studies form's fields whose refusals show next to them (study-<name>-error); runs: the cut, the
+#: sweep and the fixed windows together.
+STUDY_FORM_FIELDS = ("models", "dataset", "tasks", "runs", "recipes", "n-questions", "dims", "gaussianize",
+                     "bootstrap")
+RECIPE_CHOICES = {"both": ("pidflow", "seed"), "pidflow": ("pidflow",), "seed": ("seed",)}
+
+
+def _study_field(label: str, control, name: str, hint: str | None = None) -> html.Div:
+    children = [html.Label(label, className="field-label"), control,
+                html.Div(id=f"study-{name}-error", className="field-error", role="alert")]
+    if hint:
+        children.append(html.Div(hint, className="hint"))
+    return html.Div(children, className="field")
+
+
+def task_choices(dataset: dict | None) -> list[dict]:
+    """The Studies form's task options: "all" then the dataset's tasks."""
+    names = [t if isinstance(t, str) else t.get("name") for t in (dataset or {}).get("tasks", [])]
+    return [{"label": "all tasks", "value": "all"}, *({"label": name, "value": name} for name in names)]
+
+
+def study_form(models: list[dict], datasets: list[dict], hosted: bool) -> html.Div:
+    """Start a study: models x tasks x runs x recipes, filled with the API's defaults (pidcore.study)."""
+    from pidcore.study import StudyRequest
+
+    defaults = StudyRequest()
+    model_options = [{"label": model_label(m), "value": m["name"]} for m in models] or \
+        [{"label": "demo", "value": "demo"}]
+    names = [option["value"] for option in model_options]
+    chosen = [m for m in defaults.models if m in names] or names[:1]
+    dataset = next((d for d in datasets if d.get("name") == defaults.dataset), {})
+    dataset_options = [{"label": d.get("name") + (" (not configured on this server)" if d.get("unavailable") else ""),
+                        "value": d.get("name")} for d in datasets] or [{"label": defaults.dataset,
+                                                                          "value": defaults.dataset}]
+    sweep = defaults.sweep or {"edges": ["image->question"], "k": 9}
+    recipe = next(name for name, recipes in RECIPE_CHOICES.items() if recipes == tuple(defaults.recipes))
+    token = _study_field("API token", dcc.Input(id="study-token", type="password", className="input",
+                                                placeholder="required on this server"), "token",
+                         "This server is hosted: starting a study needs an API token.") if hosted else \
+        html.Div(dcc.Input(id="study-token", type="hidden", value=""), hidden=True)
+    return html.Div(className="panel form study-form", children=[
+        html.H3("Start a study"),
+        html.Div(className="form-grid", children=[
+            _study_field("Models", dcc.Dropdown(id="study-models", multi=True, options=model_options, value=chosen),
+                         "models"),
+            _study_field("Dataset", dcc.Dropdown(id="study-dataset", options=dataset_options, value=defaults.dataset,
+                                                 clearable=False), "dataset"),
+            _study_field("Tasks", dcc.Dropdown(id="study-tasks", multi=True, options=task_choices(dataset),
+                                               value=list(defaults.tasks)), "tasks", "\"all tasks\": every task of the dataset"),
+            _study_field("Recipes", dcc.RadioItems(id="study-recipes", inline=True, value=recipe, options=[
+                {"label": " pidflow's default", "value": "pidflow"},
+                {"label": " the seed's (PCA 95%, MMI)", "value": "seed"},
+                {"label": " both, side by side", "value": "both"}]), "recipes"),
+            _study_field("Questions per task", dcc.Input(id="study-n-questions", type="number", min=1, step=1,
+                                                         value=defaults.n_questions, className="input"), "n-questions"),
+            _study_field("PCA sizes (vision, language, target)", html.Div(className="dims", children=[
+                dcc.Input(id=f"study-dim-{name}", type="number", min=1, step=1, value=value, className="input small")
+                for name, value in zip(("vision", "language", "target"), defaults.dims, strict=True)]), "dims"),
+            _study_field("Gaussianization", dcc.Dropdown(id="study-gaussianize", value=defaults.gaussianize,
+                                                         clearable=False, options=[
+                {"label": "auto (copula, flows if they fit better)", "value": "auto"},
+                {"label": "copula (normal scores per coordinate)", "value": "copula"},
+                {"label": "joint flows (after the copula)", "value": "flow"},
+                {"label": "none (PCA only)", "value": "none"}]), "gaussianize"),
+            _study_field("Bootstrap resamples", dcc.Input(id="study-bootstrap", type="number", min=0, step=1,
+                                                          value=defaults.bootstrap, className="input"), "bootstrap"),
+        ]),
+        html.Fieldset(className="knockout study-runs", children=[
+            html.Legend("Runs: the baseline always, and"),
+            dcc.Checklist(id="study-seed-cut", value=["on"] if defaults.seed_cut else [], options=[
+                {"label": " the seed's image->question cut (every decoder layer)", "value": "on"}]),
+            html.Div(className="compare-row", children=[
+                dcc.Checklist(id="study-sweep", value=["on"] if defaults.sweep else [], inline=True, options=[
+                    {"label": " a sweep of k-layer windows centred on every layer, k =", "value": "on"}]),
+                dcc.Input(id="study-sweep-k", type="number", min=1, step=1, value=sweep["k"], className="input small"),
+            ]),
+            html.Div(className="compare-row", children=[
+                html.Label("Fixed windows (decoder layers):", className="field-label"),
+                dcc.Input(id="study-windows", type="text", placeholder="optional, e.g. 0-4, 10-14",
+                          className="input", value=""),
+            ]),
+            html.Div("Edges cut by the sweep and the fixed windows:", className="field-label"),
+            dcc.Checklist(id="study-edges", inline=True, value=list(sweep["edges"]),
+                          options=[{"label": f" {edge}", "value": edge} for edge in KNOCKOUT_EDGES]),
+            html.Div(id="study-runs-error", className="field-error", role="alert"),
+        ]),
+        token,
+        html.Div(className="actions", children=[html.Button("Start study", id="study-submit", n_clicks=0,
+                                                            className="primary")]),
+        html.Div(id="study-start-status", role="status", className="status"),
+    ])
+
+
+def studies_panel(hosted: bool, models: list[dict] | None = None, datasets: list[dict] | None = None) -> html.Div:
+    """Studies (the seed paper's whole experiment as one request): start one (models x tasks x runs x
+    recipes), open one by id or link, list the server's (open servers), and go to its page (small
+    multiples, sweep heatmap, exports)."""
     listing = [html.H3("Studies on this server"),
                html.Button("Refresh", id="study-refresh", n_clicks=0),
                html.Div(id="study-list", className="study-list")]
@@ -353,10 +447,15 @@ def studies_panel(hosted: bool) -> html.Div:
     return html.Div(id="studies", className="panel", children=[
         html.H2("Studies"),
         html.P(["A study runs models x tasks x runs (the baseline, knockout windows, the image->question cut and a "
-                "sweep of windows centred on every layer) with pidflow's recipe and the seed's, as one request: ",
-                html.Code("pidflow study"), " or ", html.Code("POST /api/v1/studies"), " (docs/study.md). Its page "
-                "shows the headline table, small multiples per model x task, the knockout-sweep heatmap and "
-                "JSON / CSV / HTML exports."], className="hint"),
+                "sweep of windows centred on every layer) with pidflow's recipe and the seed's, as one request: "
+                "this form, ", html.Code("pidflow study"), " or ", html.Code("POST /api/v1/studies"),
+                " (docs/study.md). Its page shows the headline table, small multiples per model x task, the "
+                "knockout-sweep heatmap and JSON / CSV / HTML exports."], className="hint"),
+        dcc.Store(id="study-form-error"),  # [{field, message}, ...] of a refused start
+        dcc.Store(id="study-started"),  # the id (hosted: handle) of the study the form started
+        dcc.Interval(id="study-poll", interval=1000, disabled=True),  # follows the open study until it ends
+        study_form(models or [], datasets or [], hosted),
+        html.H3("Open a study"),
         html.Div(className="compare-row", children=[
             dcc.Input(id="study-id", type="text", placeholder="a study id or its page link", className="input wide",
                       debounce=True),
@@ -480,7 +579,7 @@ def build_layout(models: list[dict], datasets: list[dict], hosted: bool, default
             dcc.Tab(label="Results", value="results", children=results_panel((initial or {}).get("results"))),
             dcc.Tab(label="Compare", value="compare", children=compare_panel()),
             dcc.Tab(label="Questions", value="questions", children=questions_panel()),
-            dcc.Tab(label="Studies", value="studies", children=studies_panel(hosted)),
+            dcc.Tab(label="Studies", value="studies", children=studies_panel(hosted, models, datasets)),
             dcc.Tab(label="Analyses", value="analyses", id="tab-analyses", children=analyses_panel(hosted)),
         ]),
     ])
