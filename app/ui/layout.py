@@ -382,7 +382,7 @@ def study_form(models: list[dict], datasets: list[dict], hosted: bool) -> html.D
                                                 placeholder="required on this server"), "token",
                          "This server is hosted: starting a study needs an API token.") if hosted else \
         html.Div(dcc.Input(id="study-token", type="hidden", value=""), hidden=True)
-    return html.Div(className="panel form study-form", children=[
+    return html.Div(className="study-form", children=[
         html.H3("Start a study"),
         html.Div(className="form-grid", children=[
             _study_field("Models", dcc.Dropdown(id="study-models", multi=True, options=model_options, value=chosen),

@@ -155,8 +155,9 @@ def deep_link(study_id: str, analysis_id: str | None = None) -> str:
 
 def register(app, service) -> None:
     @app.callback(Output("study-list", "children"), Input("tabs", "value"), Input("study-refresh", "n_clicks"),
-                  Input("study-started", "data"))
-    def listing(tab, _clicks, _started):
+                  Input("study-started", "data"), Input("study-poll", "disabled"))
+    def listing(tab, _clicks, _started, _followed_ended):
+        """The server's studies (again when the form starts one and when the study followed ends)."""
         if tab != "studies" or data.hosted(service):
             return no_update
         try:

@@ -133,3 +133,44 @@ def test_the_dashboard_lists_and_opens_the_study(finished_study, tmp_path):
         page.get_by_text("← pidflow dashboard (Studies)").click()
         page.locator("#study-view").get_by_text("succeeded, 100%").wait_for(timeout=60_000)
         assert errors == []
+
+
+def test_the_dashboard_starts_a_tiny_study_from_the_form(finished_study, tmp_path):
+    """The Studies tab's form: a refusal shown next to its field, then a tiny study (demo model, one task,
+    baseline + the seed's cut, pidflow's recipe) started, followed to the end and put in the address."""
+    root, *_ = finished_study
+    with chromium(tmp_path / "profile", width=1366, height=768) as context:
+        page = context.pages[0] if context.pages else context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{root}/?tab=studies", timeout=90_000)
+        page.locator("#study-n-questions").fill("0")
+        page.get_by_role("button", name="Start study").click()
+        page.locator("#study-n-questions-error").get_by_text("Questions per task must be an integer >= 1").wait_for(
+            timeout=30_000)
+        assert "Cannot start the study" in page.locator("#study-start-status").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "study-04-form-refused-1366x768.png"))
+        page.locator("#study-n-questions").fill("60")
+        for name, value in (("vision", "2"), ("language", "2"), ("target", "2")):
+            page.locator(f"#study-dim-{name}").fill(value)
+        page.locator("#study-bootstrap").fill("10")
+        page.locator("#study-gaussianize").click()
+        page.get_by_role("option").filter(has_text="none (PCA only)").first.click()
+        page.locator("#study-recipes label", has_text="pidflow's default").click()
+        page.locator("#study-sweep input").uncheck()
+        page.get_by_role("button", name="Start study").click()
+        view = page.locator("#study-view")
+        view.get_by_text("succeeded, 100%").wait_for(timeout=120_000)
+        assert page.locator("#study-n-questions-error").inner_text() == ""
+        assert view.locator("tbody tr").all_inner_texts() == ["demo\tcolor\t100%\tdone"]
+        study_id = page.locator("#study-id").input_value()
+        assert re.fullmatch(r"[0-9a-f]{32}", study_id) and page.url.endswith(f"/?tab=studies&study={study_id}")
+        status = httpx.get(f"{root}/api/v1/studies/{study_id}", timeout=10).json()
+        assert status["state"] == "succeeded" and [p["task"] for p in status["parts"]] == ["color"]
+        report = httpx.get(f"{root}/api/v1/studies/{study_id}/report", timeout=30).json()
+        assert report["request"]["n_questions"] == 60 and report["request"]["recipes"] == ["pidflow"]
+        assert report["request"]["sweep"] is None and report["request"]["seed_cut"] is True
+        page.screenshot(path=str(ARTIFACTS / "study-05-form-started-1366x768.png"))
+        page.set_viewport_size({"width": 1920, "height": 1080})
+        page.screenshot(path=str(ARTIFACTS / "study-06-form-started-1920x1080.png"), full_page=True)
+        assert errors == []

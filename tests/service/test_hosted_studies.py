@@ -44,3 +44,23 @@ def test_open_mode_addresses_studies_by_content_id(redis_url, monkeypatch):  # n
     assert [(row["id"], row["models"], row["tasks"], row["page_url"]) for row in listed] == [
         (study_id, ["demo"], ["color"], f"/study/{study_id}")]
     assert api.get("/api/v1/studies?limit=0").status_code == 422
+
+
+def test_the_dashboard_form_starts_a_study_as_the_api_does_in_hosted_mode(redis_url, monkeypatch):  # noqa: F811
+    """The Studies form's path (app.ui.data.submit_study): a valid token needed, each start counted against
+    its rate limit, and the same handle the API gives that token."""
+    import pytest
+
+    from app.ui import data
+
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    api = make_client(redis_url, api_tokens=("alpha",), rate_limit_per_minute=2)
+    service = api.app.state.service
+    with pytest.raises(data.DataError, match="needs a valid API token"):
+        data.submit_study(service, STUDY, "wrong")
+    shown = data.submit_study(service, STUDY, "alpha")
+    assert shown["id"].startswith("s") and data.study_status(service, shown["id"])["id"] == shown["id"]
+    assert api.post("/api/v1/studies", json=STUDY, headers=ALPHA).json()["id"] == shown["id"]
+    with pytest.raises(data.DataError, match="rate limit of 2 writes per minute"):
+        data.submit_study(service, STUDY, "alpha")
