@@ -172,6 +172,7 @@ def test_the_dashboard_starts_a_tiny_study_from_the_form(finished_study, tmp_pat
         assert report["request"]["sweep"] is None and report["request"]["seed_cut"] is True
         listed = page.locator("#study-list tr", has_text=study_id[:12])
         listed.get_by_text("succeeded 100%").wait_for(timeout=30_000)  # the list follows the study's end
+        view.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "study-05-form-started-1366x768.png"))
         page.set_viewport_size({"width": 1920, "height": 1080})
         page.screenshot(path=str(ARTIFACTS / "study-06-form-started-1920x1080.png"), full_page=True)
