@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from typing import Annotated, Literal
 
 import redis
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from app.api.schemas import Message
 from app.api.security import require_writer
 
 router = APIRouter()
@@ -73,13 +74,12 @@ def submit_study(request: Request, response: Response, token: Writer,
     return links
 
 
-@router.get("/api/v1/studies", summary="The studies on this server, newest first (open servers only)")
-def list_studies(request: Request, limit: int = 20):
+@router.get("/api/v1/studies", summary="The studies on this server, newest first (open servers only)",
+            responses={403: {"model": Message, "description": "hosted mode: studies are not listed"}})
+def list_studies(request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 20):
     """{"items": [{id, state, progress, models, tasks, created_at, page_url, ...}]}; 403 on a hosted server,
     where each study is read through the handle its submitter got."""
     service = request.app.state.service
-    if not 1 <= limit <= 200:
-        raise HTTPException(422, detail=f"limit must be in 1..200, got {limit}")
     try:
         rows = service.list_studies(limit)
     except PermissionError as exc:

@@ -42,7 +42,9 @@ def _lose_worker(*args, **kwargs):
 
 def test_an_analysis_merger_lost_after_claiming_is_redone(sent, client, monkeypatch):
     job = jobs.submit(dict(REQUEST))
-    attempt = client.hget(f"pidflow:job:{job.id}", "attempt").decode()
+    raw = {k.decode(): v.decode() for k, v in client.hgetall(f"pidflow:job:{job.id}").items() if k != b"request"}
+    assert raw.get("state") == "queued" and not job.cached, f"a fresh job was expected, found {raw}"
+    attempt = raw["attempt"]
     tasks._extract(job.id, attempt)
     bounds = [args[2:] for name, args in sent if name == "pidflow.extract_shard"]
     assert bounds == [[0, 0, 16], [1, 16, 32], [2, 32, 48]]
