@@ -28,9 +28,11 @@ def parse_location(search: str | None) -> dict:
     return {key: values[0] for key, values in query.items() if values and values[0]}
 
 
-def view_search(analysis_id: str | None, tab: str | None, question: str | None, share: str | None = None) -> str:
-    """The URL query of a view (`?analysis=..&tab=..&q=..`; a shared view keeps `share=` instead of the id);
-    "" when no analysis is open. The inverse of `parse_location`."""
+def view_search(analysis_id: str | None, tab: str | None, question: str | None, share: str | None = None,
+                study: str | None = None) -> str:
+    """The URL query of a view (`?analysis=..&tab=..&q=..`; a shared view keeps `share=` instead of the id;
+    the Studies tab keeps the study it shows, `study=`); "" when no analysis is open. The inverse of
+    `parse_location`."""
     if not (analysis_id or share):
         return ""
     parts = {"share": share} if share else {"analysis": analysis_id}
@@ -38,6 +40,8 @@ def view_search(analysis_id: str | None, tab: str | None, question: str | None, 
         parts["tab"] = tab
     if question and tab == "questions":
         parts["q"] = question
+    if study and tab == "studies":
+        parts["study"] = study
     return "?" + urlencode(parts)
 
 
@@ -464,7 +468,7 @@ def register(app, service) -> None:
         if ctx.triggered_id is None and (query or not analysis_id):
             return no_update  # a deep link: the page is still opening what it names; "/": name what opened
         share = query.get("share") if read_only else None
-        wanted = view_search(pending or analysis_id, tab, question, share)
+        wanted = view_search(pending or analysis_id, tab, question, share, study=query.get("study"))
         if not wanted or wanted == (search or ""):
             return no_update
         return wanted

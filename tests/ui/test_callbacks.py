@@ -132,6 +132,10 @@ def test_view_urls_round_trip():
     assert callbacks.parse_location(search) == {"analysis": "abc", "tab": "questions", "q": "easy-vqa.test.3"}
     assert callbacks.view_search("abc", "results", "easy-vqa.test.3") == "?analysis=abc&tab=results"  # q: questions only
     assert callbacks.view_search("abc", "results", None, share="tok") == "?share=tok&tab=results"  # no id in shares
+    studies = callbacks.view_search("abc", "studies", None, study="s1")  # the Studies tab keeps its study
+    assert studies == "?analysis=abc&tab=studies&study=s1"
+    assert callbacks.parse_location(studies)["study"] == "s1"
+    assert callbacks.view_search("abc", "results", None, study="s1") == "?analysis=abc&tab=results"
     assert callbacks.wanted_tab({"tab": "compare"}) == "compare"
     assert callbacks.wanted_tab({"tab": "bogus"}) == "results" and callbacks.wanted_tab({}, "new") == "new"
 
