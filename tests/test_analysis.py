@@ -11,7 +11,7 @@ from pidcore.analysis import AnalysisRequest, analyze_layers, extract_features, 
 from pidcore.effects import knockout_effects, last_third
 from pidcore.report import format_layer_table
 
-from .extract.conftest import one_thread  # noqa: F401  (autouse: one torch thread in these tests)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread for the tiny models
 
 
 def test_request_defaults_round_trip_and_hash():
