@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import lru_cache
 
 import redis
 from celery.signals import worker_process_init
 from kombu.exceptions import OperationalError
 
-from worker import feature_store
-from worker.cache import CONNECTION_ERRORS, JobStore, connect, retrying
+from worker import feature_store, jobs
+from worker.cache import CONNECTION_ERRORS, JobStore, retrying
 from worker.celery_app import ANALYZE, EXTRACT, FINALIZE, app, send
 from worker.messages import FULL_REDIS, redact_paths
 from worker.settings import WorkerSettings
@@ -35,10 +34,9 @@ class JobGone(Exception):
     """The job was deleted, restarted or already finished: the task stops quietly."""
 
 
-@lru_cache(maxsize=1)
 def _context() -> tuple[WorkerSettings, JobStore]:
-    settings = WorkerSettings.from_env()
-    return settings, JobStore(connect(settings), settings)
+    """The settings and the job store of the Redis the environment names now (jobs' cache, one per Redis)."""
+    return jobs._context()
 
 
 def _store() -> JobStore:
