@@ -116,7 +116,7 @@ class Registry:
             self.redis.zrem(OPEN_INDEX, aid)
             return job, True
         tk = _text(self.redis.hget(f"{PREFIX}analysis:{aid}", "owner"))
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=False)  # no MULTI: a full Redis must still take deletes
         pipe.delete(f"{PREFIX}analysis:{aid}", f"{PREFIX}shares:{aid}", f"{PREFIX}mine:{tk}:{job}")
         pipe.zrem(f"{PREFIX}index:{tk}", aid)
         pipe.srem(f"{PREFIX}active:{tk}", aid)

@@ -28,7 +28,7 @@ from app.registry import SHARE_HANDLE, Registry, token_key
 from app.result_cache import LRU, CachedResult
 from app.settings import Settings
 from app.uploads import FeatureUploads, is_features_model
-from worker.messages import FULL_REDIS, redact_paths
+from worker.messages import FULL_REDIS, is_full_redis, redact_paths
 
 PID_FIELDS = ("redundancy", "unique_vision", "unique_language", "synergy")
 KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last", "question->image")
@@ -125,8 +125,10 @@ class AnalysisService:
         """Run a jobs/Redis call, turning connection failures into ServiceUnavailable."""
         try:
             return fn(*args)
-        except redis.exceptions.OutOfMemoryError as exc:
-            raise StorageFull(FULL_REDIS) from exc
+        except redis.exceptions.ResponseError as exc:  # a full Redis, also inside a script (Redis 7)
+            if is_full_redis(exc):
+                raise StorageFull(FULL_REDIS) from exc
+            raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise ServiceUnavailable(f"Redis is not reachable at {self.settings.redis_url}: {exc}") from exc
         except Exception as exc:

@@ -17,6 +17,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from worker.messages import is_full_redis
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("pidflow.worker")
@@ -180,7 +181,15 @@ class JobStore:
 
     def _run(self, name: str, job_id: str, kinds: tuple[str, ...], *args):
         keys = self.keys(job_id)
-        return self._scripts[name](keys=[keys[kind] for kind in kinds], args=[str(a) for a in args])
+        return self._script(name, [keys[kind] for kind in kinds], [str(a) for a in args])
+
+    def _script(self, name: str, keys: list[str], args: list):
+        try:
+            return self._scripts[name](keys=keys, args=args)
+        except redis.exceptions.ResponseError as exc:  # refused inside the script (Redis 7): say "full"
+            if is_full_redis(exc):
+                raise redis.exceptions.OutOfMemoryError(str(exc)) from exc
+            raise
 
     # -- job hash --------------------------------------------------------------------------------
     def create(self, job_id: str, request_json: str, revision: str) -> tuple[str, str]:
@@ -206,20 +215,30 @@ class JobStore:
         """HSET (HSETNX with nx) fields into the job's `kind` hash; new field count, -1 if not alive."""
         pairs = [item for pair in fields.items() for item in pair]  # values may be bytes: not through _run's str()
         keys = self.keys(job_id)
-        return self._scripts["put"](keys=[keys["job"], keys[kind]],
-                                    args=[attempt, self.settings.work_ttl_s, "1" if nx else "0", *pairs])
+        return self._script("put", [keys["job"], keys[kind]],
+                            [attempt, self.settings.work_ttl_s, "1" if nx else "0", *pairs])
 
     def count(self, job_id: str, attempt: str, name: str) -> int:
         """Increment the job's counter field `name` (e.g. deliveries of a task); -1 if not alive."""
         return int(self._run("count", job_id, ("job", "job"), attempt, name))
 
     def fail(self, job_id: str, attempt: str, error: str) -> bool:
+        """Mark the job failed with `error` and drop its intermediate data; False if not alive."""
         return bool(self._run("fail", job_id, ("job", "features", "layers", "parts"), attempt, error, time.time(),
                               self.settings.failed_ttl_s))
 
+    def drop_work(self, job_id: str, attempt: str) -> None:
+        """Delete the intermediate data (features, layers, parts) of this attempt of the job with plain
+        DELs, which a full Redis still accepts (a script's writes are refused all through it when Redis
+        was full as it started, even after its own DEL)."""
+        raw = self.get(job_id)
+        if raw is not None and raw.get("attempt") == attempt:
+            keys = self.keys(job_id)
+            self.redis.delete(keys["features"], keys["layers"], keys["parts"])
+
     def delete(self, job_id: str) -> bool:
         keys = list(self.keys(job_id).values())
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=False)  # no MULTI: a full Redis refuses every command in one
         pipe.exists(keys[0])
         pipe.delete(*keys)
         existed, _ = pipe.execute()

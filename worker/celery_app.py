@@ -60,6 +60,8 @@ def _patient_with_a_full_redis() -> None:
     import redis
     from kombu.transport import redis as kombu_redis
 
+    from worker.messages import is_full_redis
+
     original = kombu_redis.QoS.restore_visible
     if getattr(original, "pidflow_patient", False):
         return
@@ -67,7 +69,9 @@ def _patient_with_a_full_redis() -> None:
     def restore_visible(self, *args, **kwargs):
         try:
             return original(self, *args, **kwargs)
-        except redis.exceptions.OutOfMemoryError:
+        except redis.exceptions.ResponseError as exc:  # OutOfMemoryError is one
+            if not is_full_redis(exc):
+                raise
             logging.getLogger("pidflow.worker").error(
                 "Redis is full (maxmemory): unacknowledged messages not restored this round")
             return None
@@ -98,7 +102,9 @@ def _patient_with_a_full_redis() -> None:
                             self._fanout_queues[queue] = (exchange, routing_key.replace("#", "*"))
                         return None
                 return bind(self, exchange, routing_key, pattern, queue)
-            except (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError):
+            except redis.exceptions.ResponseError as exc:  # OutOfMemoryError and ExecAbortError are ones
+                if not (is_full_redis(exc) or isinstance(exc, redis.exceptions.ExecAbortError)):
+                    raise
                 logging.getLogger("pidflow.worker").error(
                     "Redis is full (maxmemory): cannot bind queue %s yet; retrying in 10 s", queue)
                 time.sleep(10)

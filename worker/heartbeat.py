@@ -183,7 +183,7 @@ def lost_tasks(client: redis.Redis, job_id: str) -> list[tuple[str, str]]:
     if not running:
         return []
     names = sorted(set(running.values()))
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # reads only; a full Redis refuses all of a MULTI
     for name in names:
         pipe.exists(KEY_PREFIX + name)
     alive = dict(zip(names, pipe.execute(), strict=True))

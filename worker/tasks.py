@@ -122,7 +122,8 @@ def _guarded(stage: str, job_id: str, attempt: str, body) -> None:
         log.exception("job %s: Redis full during %s", job_id, stage)
         error = (f"{stage} failed: {FULL_REDIS}; this job's data did not fit. Submit it again once there is "
                  f"room, or ask for less (fewer questions or layers)")
-        try:  # the fail script drops the job's intermediate data first, so its small write fits
+        try:  # its intermediate data goes first, so that the fail script's small write fits
+            _store().drop_work(job_id, attempt)
             _store().fail(job_id, attempt, error)
         except redis.exceptions.RedisError:
             log.exception("job %s: could not record the failure either", job_id)

@@ -40,7 +40,7 @@ class UploadStore:
 
     def refresh(self, sha: str) -> dict | None:
         """The stored summary of file `sha` with its expiry pushed back, or None when it is not here."""
-        pipe = self.redis.pipeline()
+        pipe = self.redis.pipeline(transaction=False)  # a read and EXPIREs, which a full Redis still takes
         pipe.hget(PREFIX + sha, "info")
         for prefix in (PREFIX, IMAGES_PREFIX, OWNERS_PREFIX):
             pipe.expire(prefix + sha, self.ttl_s)

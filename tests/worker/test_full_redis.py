@@ -81,6 +81,44 @@ def test_a_full_redis_gives_clear_answers_and_states(full_redis, start_worker):
     assert late.process.poll() is None, late.log()[-2000:]
 
 
+def test_a_full_redis_still_answers_reads_and_takes_deletes_and_failures(full_redis):
+    """Under a full Redis: a running job's status (its lost-task check reads through a pipeline: inside a
+    MULTI a full Redis refuses even reads), a refused write inside a Lua script (Redis 7: ResponseError)
+    seen as "full", a job failed though Redis was full before its fail script ran, and a delete that frees
+    memory."""
+    from worker import jobs
+    from worker.cache import JobStore
+    from worker.heartbeat import RUNNING_PREFIX
+    from worker.settings import WorkerSettings
+
+    client = redis.Redis.from_url(full_redis.url)
+    api = TestClient(create_app(service=AnalysisService(Settings(redis_url=full_redis.url)), with_ui=False))
+    store = JobStore(client, WorkerSettings.from_env())
+    running, doomed = (api.post("/api/v1/analyses", json={**JOB, "seed": seed}).json()["id"] for seed in (1, 2))
+    for job_id in (running, doomed):
+        client.hset(f"pidflow:job:{job_id}", mapping={"state": "running", "stage": "extract"})
+        client.hset(f"pidflow:features:{job_id}", "baseline", b"x" * 200_000)
+        client.hset(RUNNING_PREFIX + job_id, "extract", "gone-worker@host:1")  # no heartbeat: a lost task
+    _fill(client)
+
+    status = api.get(f"/api/v1/analyses/{running}")
+    assert status.status_code == 200 and status.json()["state"] == "running", status.text
+    assert "is gone" in status.json()["message"]
+    attempt = store.get(doomed)["attempt"]
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        store.progress(doomed, attempt, "extract", 0.5, "half")
+    store.drop_work(doomed, attempt)
+    assert store.fail(doomed, attempt, "too big") and jobs.status(doomed).state == "failed"
+    assert not client.exists(f"pidflow:features:{doomed}")
+
+    _fill(client)
+    before = client.info("memory")["used_memory"]
+    deleted = api.delete(f"/api/v1/analyses/{running}")
+    assert deleted.status_code in (200, 204), deleted.text
+    assert api.get(f"/api/v1/analyses/{running}").status_code == 404
+    assert client.info("memory")["used_memory"] < before - 100_000  # its features went with it
+
+
 def test_a_worker_started_on_a_redis_full_from_the_start_waits_instead_of_exiting(tmp_path, monkeypatch):
     """No queue bindings yet and no room for them: before, the worker exited at once ("Unrecoverable
     error: OutOfMemoryError"); now it stays up, says why, and binds once there is room."""
