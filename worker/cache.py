@@ -229,8 +229,7 @@ class JobStore:
 
     def drop_work(self, job_id: str, attempt: str) -> None:
         """Delete the intermediate data (features, layers, parts) of this attempt of the job with plain
-        DELs, which a full Redis still accepts (a script's writes are refused all through it when Redis
-        was full as it started, even after its own DEL)."""
+        DELs, which a full Redis always accepts: room for the fail script's writes on any Redis version."""
         raw = self.get(job_id)
         if raw is not None and raw.get("attempt") == attempt:
             keys = self.keys(job_id)

@@ -81,11 +81,17 @@ def test_a_full_redis_gives_clear_answers_and_states(full_redis, start_worker):
     assert late.process.poll() is None, late.log()[-2000:]
 
 
+def _full_now(client, margin: int = 50_000) -> None:
+    """Make Redis full whatever its client buffers do next: maxmemory `margin` bytes under what it uses."""
+    client.config_set("maxmemory", client.info("memory")["used_memory"] - margin)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        client.set("probe", b"x")
+
+
 def test_a_full_redis_still_answers_reads_and_takes_deletes_and_failures(full_redis):
     """Under a full Redis: a running job's status (its lost-task check reads through a pipeline: inside a
     MULTI a full Redis refuses even reads), a refused write inside a Lua script (Redis 7: ResponseError)
-    seen as "full", a job failed though Redis was full before its fail script ran, and a delete that frees
-    memory."""
+    seen as "full", a job failed (its data dropped first) and a delete that frees memory."""
     from worker import jobs
     from worker.cache import JobStore
     from worker.heartbeat import RUNNING_PREFIX
@@ -99,7 +105,7 @@ def test_a_full_redis_still_answers_reads_and_takes_deletes_and_failures(full_re
         client.hset(f"pidflow:job:{job_id}", mapping={"state": "running", "stage": "extract"})
         client.hset(f"pidflow:features:{job_id}", "baseline", b"x" * 200_000)
         client.hset(RUNNING_PREFIX + job_id, "extract", "gone-worker@host:1")  # no heartbeat: a lost task
-    _fill(client)
+    _full_now(client)
 
     status = api.get(f"/api/v1/analyses/{running}")
     assert status.status_code == 200 and status.json()["state"] == "running", status.text
@@ -111,7 +117,7 @@ def test_a_full_redis_still_answers_reads_and_takes_deletes_and_failures(full_re
     assert store.fail(doomed, attempt, "too big") and jobs.status(doomed).state == "failed"
     assert not client.exists(f"pidflow:features:{doomed}")
 
-    _fill(client)
+    _full_now(client)
     before = client.info("memory")["used_memory"]
     deleted = api.delete(f"/api/v1/analyses/{running}")
     assert deleted.status_code in (200, 204), deleted.text
