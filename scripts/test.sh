@@ -10,4 +10,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v a
     || echo "[test] could not install chromium: browser tests will be skipped"
 fi
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q "$@"
+# Two test processes (pytest-xdist), a test file each at a time: most tests wait on servers, workers and
+# browsers, so two keep both cores busy. PIDFLOW_TEST_PROCESSES=0 runs everything in this process.
+exec .venv/bin/python -m pytest -q -n "${PIDFLOW_TEST_PROCESSES:-2}" --dist loadfile "$@"
