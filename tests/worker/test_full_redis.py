@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 JOB = {"model": "demo", "tasks": ["color"], "n_questions": 200, "dims": [2, 2, 1], "gaussianize": False, "bootstrap": 0}
 
 
-def _fill(client, start: int = 0) -> int:
-    """Write 10 kB values, then smaller ones, until Redis refuses even 10 bytes; the next free index."""
-    index = start
+def _fill(client) -> int:
+    """Write 10 kB values, then smaller ones, until Redis refuses even 10 bytes; how many were written."""
+    index = 0
     for size in (10_000, 1000, 100, 10):
         while True:
             try:
@@ -32,6 +32,13 @@ def _fill(client, start: int = 0) -> int:
                 break
             index += 1
     return index
+
+
+def _full_now(client, margin: int = 50_000) -> None:
+    """Make Redis full whatever its client buffers do next: maxmemory `margin` bytes under what it uses."""
+    client.config_set("maxmemory", client.info("memory")["used_memory"] - margin)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        client.set("probe", b"x")
 
 
 @pytest.fixture
@@ -50,7 +57,7 @@ def test_a_full_redis_gives_clear_answers_and_states(full_redis, start_worker):
     assert wait_for_job(__import__("worker.jobs", fromlist=["jobs"]), done["id"], timeout_s=90)[0].state == "succeeded"
     result = api.get(done["result_url"]).json()
 
-    junk = _fill(client)
+    _fill(client)
     client.delete(*[f"junk:{i}" for i in range(15)])  # ~150 kB of room: a job fits, its ~0.4 MB of features do not
     job = api.post("/api/v1/analyses", json=JOB)
     assert job.status_code == 202, job.text
@@ -68,7 +75,7 @@ def test_a_full_redis_gives_clear_answers_and_states(full_redis, start_worker):
     refused = []
     for call in (lambda: api.post("/api/v1/analyses", json={**JOB, "seed": 5}),
                  lambda: api.post(f"/api/v1/analyses/{done['id']}/share")):
-        junk = _fill(client, junk)  # full to the last byte before each write
+        _full_now(client)  # full before each write, whatever client buffers free meanwhile
         refused.append(call())
     for answer in refused:
         assert answer.status_code == 507, answer.text
@@ -79,13 +86,6 @@ def test_a_full_redis_gives_clear_answers_and_states(full_redis, start_worker):
     late = start_worker("full-b", REDIS_URL=full_redis.url, PIDFLOW_WORKER_PRELOAD="0")
     time.sleep(3)
     assert late.process.poll() is None, late.log()[-2000:]
-
-
-def _full_now(client, margin: int = 50_000) -> None:
-    """Make Redis full whatever its client buffers do next: maxmemory `margin` bytes under what it uses."""
-    client.config_set("maxmemory", client.info("memory")["used_memory"] - margin)
-    with pytest.raises(redis.exceptions.OutOfMemoryError):
-        client.set("probe", b"x")
 
 
 def test_a_full_redis_still_answers_reads_and_takes_deletes_and_failures(full_redis):

@@ -33,13 +33,19 @@ def test_a_worker_killed_mid_shard_loses_only_its_shard(start_worker, client):
     job = jobs.submit(REQUEST)
     features = f"pidflow:features:{job.id}"
 
-    def mid_shard() -> bool:  # one shard stored, the next one delivered and not acknowledged
-        return (client.hexists(features, "baseline:shard:0")
-                and [name for name, _ in _unacked_tasks(client)] == ["pidflow.extract_shard"])
+    def shards_in_flight() -> list[list]:
+        return [args for name, args in _unacked_tasks(client) if name == "pidflow.extract_shard"]
 
-    _until(mid_shard, 120, "a shard stored and the next in flight", poll_s=0.01)
+    def mid_shard() -> bool:  # one shard stored, another one delivered and not acknowledged
+        return client.hexists(features, "baseline:shard:0") and len(shards_in_flight()) == 1
+
+    try:
+        _until(mid_shard, 180, "a shard stored and the next in flight", poll_s=0.01)
+    except AssertionError as exc:  # say what was there instead
+        raise AssertionError(f"{exc}; stored: {sorted(client.hkeys(features))}, unacked: "
+                             f"{_unacked_tasks(client)}, job: {client.hgetall(f'pidflow:job:{job.id}')}") from None
     doomed.kill()
-    (_, _, index, _, _), = [args for _, args in _unacked_tasks(client)]
+    (_, _, index, _, _), = shards_in_flight()
     landed_before_kill = client.hexists(features, f"baseline:shard:{index}")
     # a message can be delivered (prefetched) before its body starts and counts itself
     started_before_kill = client.hexists(f"pidflow:job:{job.id}", f"deliveries:shard:{index}")
