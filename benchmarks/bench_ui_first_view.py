@@ -6,7 +6,8 @@
 
 Starts uvicorn with the API and the dashboard (real AnalysisService on a private Redis, the browser tests'
 stand-in job layer whose result has the demo's size: N questions x 7 layers), submits the demo request
-once so it is cached, then opens /?analysis=<id> in a fresh page per repeat. The first repeat is also
+once so it is cached, asks for the first page once as `pidflow serve` does when its demo analysis is
+ready (app.embedded.warm_first_page), then opens /?analysis=<id> in a fresh page per repeat. The first repeat is also
 the browser's first visit (cold HTTP cache, no compiled-code cache). Browser, server and Redis share this
 machine's cores. The page uses the cartesian plotly.js bundle from static/vendor/ when set-up installed it
 (python -m app.ui.plotly_bundle); --full-plotly measures plotly.py's full bundle instead.
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.embedded import warm_first_page  # noqa: E402
 from app.service import DEFAULT_REQUEST  # noqa: E402
 from app.ui import plotly_bundle  # noqa: E402
 from tests.browser.stack import CHROMIUM, chromium, running_server  # noqa: E402
@@ -53,7 +55,7 @@ def main() -> int:
     cold, wall, in_page = [], [], []
     with running_server(run_s=0.0, n_questions=args.n_questions) as (url, service):
         job = service.submit(dict(DEFAULT_REQUEST))
-        service.result(job["id"])  # cached and decoded, as after `pidflow serve` warm-up
+        warm_first_page(url, f"{url}/?analysis={job['id']}")  # as `pidflow serve` does when its demo is ready
         for _ in range(args.profiles):
             with tempfile.TemporaryDirectory() as profile, chromium(Path(profile), args.width, args.height) as context:
                 for repeat in range(args.repeats):

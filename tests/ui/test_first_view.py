@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from app.embedded import _warm_page
+from app.embedded import warm_first_page
 from app.service import DEFAULT_REQUEST
 from app.ui import callbacks
 from tests.browser.stack import running_server
@@ -23,9 +23,9 @@ def test_the_layout_carries_the_results_of_the_analysis_it_opens():
         assert "results" not in callbacks.initial_view(service, f"?analysis={demo}&tab=questions")
 
         callbacks.rendered_results.cache_clear()
-        _warm_page(url, f"{url}/?analysis={demo}")  # as `pidflow serve` does once the demo is ready
+        warm_first_page(url, f"{url}/?analysis={demo}")  # as `pidflow serve` does once the demo is ready
         assert callbacks.rendered_results.cache_info().currsize == 1
         layout = httpx.get(f"{url}/_dash-layout", headers={"Referer": f"{url}/"}).text
         assert '"meta":"unique_vision"' in layout.replace(" ", "")  # the plot's data is in the layout itself
         assert callbacks.rendered_results.cache_info().hits >= 1
-        _warm_page("http://127.0.0.1:9", "")  # nothing listening: a warm-up never fails the server
+        warm_first_page("http://127.0.0.1:9", "")  # nothing listening: a warm-up never fails the server
