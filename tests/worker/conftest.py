@@ -48,7 +48,8 @@ class WorkerProcess:
         self.name, self.log_path, self.env = name, log_path, env
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 120) -> WorkerProcess:
+    def start(self, timeout_s: float = 120, ready: tuple[str, ...] = (" ready.",)) -> WorkerProcess:
+        """Start it and wait until its log shows one of `ready` (by default Celery's " ready." line)."""
         command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
                    "-Q", "gpu,cpu", "--loglevel=INFO", "-n", f"{self.name}@%h", "--without-mingle",
                    "--without-gossip"]
@@ -56,7 +57,7 @@ class WorkerProcess:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout_s
-        while f"{self.name}@" not in self.log() or " ready." not in self.log():
+        while f"{self.name}@" not in self.log() or not any(line in self.log() for line in ready):
             assert self.process.poll() is None, f"worker {self.name} exited:\n{self.log()[-3000:]}"
             assert time.monotonic() < deadline, f"worker {self.name} not ready:\n{self.log()[-3000:]}"
             time.sleep(0.2)
@@ -80,16 +81,30 @@ class WorkerProcess:
                 self.kill()
 
 
+def purge_broker(url: str) -> None:
+    """Drop the queued and unacknowledged task messages earlier tests left in the session's Redis (a
+    stopped or killed worker's tasks go back to the queue): the next test's workers would take them first."""
+    client = redis.Redis.from_url(url)
+    try:
+        stale = [key for pattern in ("gpu*", "cpu*", "unacked*") for key in client.scan_iter(match=pattern)]
+        if stale:
+            client.delete(*stale)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def start_worker(redis_server, tmp_path):
-    """start_worker(name, **env) -> a ready WorkerProcess; every one started is stopped at teardown."""
+    """start_worker(name, ready=(" ready.",), **env) -> a ready WorkerProcess; every one started is stopped
+    at teardown. The broker starts empty: no task of an earlier test is waiting for these workers."""
+    purge_broker(redis_server.url)
     started: list[WorkerProcess] = []
 
-    def start(name: str, **extra_env: str) -> WorkerProcess:
+    def start(name: str, ready: tuple[str, ...] = (" ready.",), **extra_env: str) -> WorkerProcess:
         env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", **extra_env}
         worker = WorkerProcess(name, tmp_path / f"{name}.log", env)
         started.append(worker)
-        return worker.start()
+        return worker.start(ready=ready)
 
     yield start
     for worker in started:

@@ -11,7 +11,7 @@ import pytest
 
 from app.served import in_thread
 from tests.load import get_concurrently
-from tests.worker.conftest import WorkerProcess, wait_for_job
+from tests.worker.conftest import WorkerProcess, purge_broker, wait_for_job
 from worker import jobs
 from worker.revision import model_revision
 
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def worker(redis_server, tmp_path_factory):
+    purge_broker(redis_server.url)
     env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", "PIDFLOW_LAYER_BATCH": "3"}
     process = WorkerProcess("e2e", tmp_path_factory.mktemp("logs") / "e2e.log", env)
     try:
