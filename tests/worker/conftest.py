@@ -83,10 +83,12 @@ class WorkerProcess:
 
 def purge_broker(url: str) -> None:
     """Drop the queued and unacknowledged task messages earlier tests left in the session's Redis (a
-    stopped or killed worker's tasks go back to the queue): the next test's workers would take them first."""
+    stopped or killed worker's tasks go back to the queue): the next test's workers would take them first.
+    Their jobs' running-task entries go too, so /healthz counts only this test's lost tasks."""
     client = redis.Redis.from_url(url)
     try:
-        stale = [key for pattern in ("gpu*", "cpu*", "unacked*") for key in client.scan_iter(match=pattern)]
+        patterns = ("gpu*", "cpu*", "unacked*", "pidflow:running:*")
+        stale = [key for pattern in patterns for key in client.scan_iter(match=pattern)]
         if stale:
             client.delete(*stale)
     finally:
