@@ -229,7 +229,8 @@ class JobStore:
 
     def drop_work(self, job_id: str, attempt: str) -> None:
         """Delete the intermediate data (features, layers, parts) of this attempt of the job with plain
-        DELs, which a full Redis always accepts: room for the fail script's writes on any Redis version."""
+        DELs, which a full Redis always accepts, so that the fail script after it finds room for its small
+        write without relying on how a Redis version treats writes inside a script begun while full."""
         raw = self.get(job_id)
         if raw is not None and raw.get("attempt") == attempt:
             keys = self.keys(job_id)
