@@ -11,6 +11,7 @@ import hashlib
 
 from worker.uploads import UploadStore
 
+DECODED_PER_UPLOAD_BYTE = 2  # a file's arrays may decode to at most twice PIDFLOW_MAX_UPLOAD_BYTES
 PREFIX = "features:"  # pidcore.uploaded.PREFIX; not imported at start so that the API's import stays light
 IMAGE_PREFIX = "upload."  # image ids of a file's questions (pidcore.featurefile)
 
@@ -44,7 +45,7 @@ class FeatureUploads:
         sha = hashlib.sha256(data).hexdigest()
         known = self.store.refresh(sha)  # the same bytes were checked before
         if known is None:
-            feature_set = read_features(data, filename=filename)
+            feature_set = read_features(data, filename=filename, max_bytes=DECODED_PER_UPLOAD_BYTE * limit)
             known = {**feature_set.describe(), "request": features_request(feature_set)}
             created = self.store.put(feature_set, known)
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 import struct
 import zipfile
@@ -32,6 +33,8 @@ KNOCKOUT = "knockout."  # prefix of a knocked-out run's arrays: knockout.vision,
 KNOCKOUT_KEYS = ("vision", "language", "target", "predicted", "p_correct")
 TARGET_KINDS = ("logprobs", "hidden")
 MIN_QUESTIONS = 2
+MAX_MEMBERS = 4096  # zip members of an npz or a torch archive: a file with more is refused before it is parsed
+MAX_NPY_HEADER = 10_000  # bytes of an .npy header (numpy's own default)
 _LAYER_KEY = re.compile(r"^((?:knockout\.)?(?:vision|language))[./_](\d+)$")
 
 
@@ -72,8 +75,12 @@ class FeatureSet:
 
 # -- reading ----------------------------------------------------------------------------------------------
 
-def read_features(source, *, filename: str | None = None) -> FeatureSet:
-    """Read and check a features file from a path or its bytes; FeaturesFileError naming every problem."""
+def read_features(source, *, filename: str | None = None, max_bytes: int | None = None) -> FeatureSet:
+    """Read and check a features file from a path or its bytes; FeaturesFileError naming every problem.
+
+    `max_bytes` bounds what the file's arrays decode to: the sizes every format declares (zip members,
+    .npy headers, safetensors headers, torch archive members) are added up and checked against it before
+    anything is inflated. None: no bound (a local file of your own)."""
     if isinstance(source, str | Path):
         path = Path(source).expanduser()
         if not path.is_file():
@@ -84,7 +91,8 @@ def read_features(source, *, filename: str | None = None) -> FeatureSet:
     else:
         raise TypeError(f"read_features takes a path or bytes, got {type(source).__name__}")
     kind = detect_format(data, filename)
-    raw = {"npz": _read_npz, "safetensors": _read_safetensors, "pt": _read_pt}[kind](data)
+    reader = {"npz": _read_npz, "safetensors": _read_safetensors, "pt": _read_pt}[kind]
+    raw = reader(data, _Budget(max_bytes))
     sha = hashlib.sha256(data).hexdigest()
     features, images, knockout = _check(raw, sha)
     return FeatureSet(features=features, images=images, sha256=sha, format=kind, knockout=knockout)
@@ -95,10 +103,7 @@ def detect_format(data: bytes, filename: str | None = None) -> str:
     if filename and Path(filename).suffix.lower() in SUFFIXES:
         return SUFFIXES[Path(filename).suffix.lower()]
     if data[:4] == b"PK\x03\x04":
-        try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError) as error:
-            raise FeaturesFileError(f"not a features file: a broken zip archive ({error})") from error
+        names = _zip_archive(data, "not a features file").namelist()
         return "pt" if any(name.endswith("data.pkl") for name in names) else "npz"
     if len(data) > 9 and data[8:9] == b"{":
         return "safetensors"
@@ -108,15 +113,49 @@ def detect_format(data: bytes, filename: str | None = None) -> str:
                             f"(name it *.npz, *.safetensors or *.pt){f'; got {filename!r}' if filename else ''}")
 
 
-def _read_npz(data: bytes) -> dict:
+class _Budget:
+    """Adds up the bytes a file's arrays declare; FeaturesFileError once they pass `max_bytes`."""
+
+    def __init__(self, max_bytes: int | None):
+        self.max_bytes, self.used = max_bytes, 0
+
+    def take(self, nbytes: int, what: str) -> None:
+        self.used += int(nbytes)
+        if self.max_bytes is not None and self.used > self.max_bytes:
+            raise FeaturesFileError(
+                f"features file too large once decoded: {what} declares {int(nbytes):,} bytes ({self.used:,} in "
+                f"all so far), over this reader's bound of {self.max_bytes:,} bytes; nothing was inflated "
+                f"(a compressed file may decode to at most that: send fewer layers or questions)")
+
+
+def _zip_archive(data: bytes, what: str) -> zipfile.ZipFile:
+    """The zip archive in `data`, its member count checked (end record) before its directory is parsed."""
+    stream = io.BytesIO(data)
+    try:
+        end = zipfile._EndRecData(stream)  # noqa: SLF001 - the end record, read before the whole directory
+        if end is None:
+            raise zipfile.BadZipFile("no end of central directory record")
+        if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_MEMBERS:  # noqa: SLF001
+            raise FeaturesFileError(f"{what}: a zip archive of {end[zipfile._ECD_ENTRIES_TOTAL]:,} members; "  # noqa: SLF001
+                                    f"at most {MAX_MEMBERS} are read")
+        return zipfile.ZipFile(stream)
+    except FeaturesFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a broken directory fails in many ways (struct, unicode, EOF)
+        raise FeaturesFileError(f"{what}: a broken zip archive ({error})") from error
+
+
+def _read_npz(data: bytes, budget: _Budget) -> dict:
     if data[:2] != b"PK":
         raise FeaturesFileError("not a readable npz archive: it is not a zip file (write it with numpy.savez)")
+    archive = _zip_archive(data, "not a readable npz archive")
+    members = archive.infolist()
+    for info in members:  # every declared size, before any member is inflated
+        budget.take(info.file_size, f"npz member {info.filename!r}")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            raw = {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        hint = " (object arrays are not accepted: save strings as str arrays)" if "pickle" in str(error) else ""
-        raise FeaturesFileError(f"not a readable npz archive: {error}{hint}") from error
+        raw = {info.filename.removesuffix(".npy"): _npy_member(archive, info) for info in members}
+    except FeaturesFileError:
+        raise
     except Exception as error:  # noqa: BLE001 - a corrupt archive fails in many ways (zlib, zip, EOF, unicode)
         raise FeaturesFileError(f"not a readable npz archive: {error}") from error
     for name in ("meta", "answer_set", *STRINGS, KNOCKOUT + "predicted"):
@@ -127,13 +166,38 @@ def _read_npz(data: bytes) -> dict:
     return raw
 
 
-def _read_safetensors(data: bytes) -> dict:
+def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy member, its header checked against the member's declared size before its data is read."""
+    from numpy.lib import format as npy
+
+    with archive.open(info) as member:
+        version = npy.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise FeaturesFileError(f"npz member {info.filename!r}: .npy format version {version} is not read "
+                                    f"(write it with numpy.savez)")
+        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = header(member, max_header_size=MAX_NPY_HEADER)
+        if dtype.hasobject:
+            raise FeaturesFileError(f"npz member {info.filename!r} holds an object array: object arrays are not "
+                                    f"accepted (nothing is unpickled; save strings as str arrays)")
+        declared, held = math.prod(shape) * dtype.itemsize, info.file_size - member.tell()
+        if declared != held:
+            raise FeaturesFileError(f"npz member {info.filename!r}: its .npy header declares {shape} {dtype} "
+                                    f"({declared:,} bytes) but the member holds {held:,}")
+        member.seek(0)
+        return npy.read_array(member, allow_pickle=False, max_header_size=MAX_NPY_HEADER)
+
+
+def _read_safetensors(data: bytes, budget: _Budget) -> dict:
     from safetensors.torch import load
 
     try:
         (size,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8:8 + size])
+        _take_safetensors(header, budget)
         tensors = load(data)
+    except FeaturesFileError:
+        raise
     except Exception as error:  # noqa: BLE001 - any parse failure is a bad file
         raise FeaturesFileError(f"not a readable safetensors file: {error}") from error
     raw = {name: _numpy(value) for name, value in tensors.items()}
@@ -142,9 +206,20 @@ def _read_safetensors(data: bytes) -> dict:
     return raw
 
 
-def _read_pt(data: bytes) -> dict:
+def _take_safetensors(header: dict, budget: _Budget) -> None:
+    """The header's declared tensor sizes (bfloat16 twice: it is read as float32)."""
+    for name, entry in header.items():
+        if name == "__metadata__" or not isinstance(entry, dict):
+            continue
+        start, end = entry.get("data_offsets") or (0, 0)
+        if isinstance(start, int) and isinstance(end, int):
+            budget.take((end - start) * (2 if entry.get("dtype") == "BF16" else 1), f"safetensors tensor {name!r}")
+
+
+def _read_pt(data: bytes, budget: _Budget) -> dict:
     import torch
 
+    _take_torch_archive(data, budget)
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
@@ -159,6 +234,18 @@ def _read_pt(data: bytes) -> dict:
             value = torch.stack(list(value))
         raw[str(name)] = _numpy(value) if isinstance(value, torch.Tensor) else value
     return raw
+
+
+def _take_torch_archive(data: bytes, budget: _Budget) -> None:
+    """torch.save's zip format with stored (uncompressed) members only, so nothing inflates; their sizes."""
+    if data[:4] != b"PK\x03\x04":
+        raise FeaturesFileError("a .pt features file must be in torch's zip format (torch.save, torch 1.6 or "
+                                "later); the legacy format is not read")
+    for info in _zip_archive(data, "not a readable torch file").infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise FeaturesFileError(f"not a readable torch file: member {info.filename!r} is compressed "
+                                    f"(torch.save stores its members uncompressed)")
+        budget.take(info.file_size, f"torch archive member {info.filename!r}")
 
 
 def _numpy(tensor) -> np.ndarray:
