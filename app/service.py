@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from app.keys import HANDLE_PREFIX, OWNER_PREFIX
 from app.registry import SHARE_HANDLE, Registry, token_key
 from app.result_cache import LRU, CachedResult
 from app.settings import Settings
@@ -238,8 +239,6 @@ class AnalysisService:
     def _study_handle(self, study_id: str, token: str | None) -> str | None:
         """Hosted mode: the submitting token's handle of the study (a content id could be guessed from the
         request); None in open mode, where the study id is its address."""
-        from app.api.study_routes import HANDLE_PREFIX, OWNER_PREFIX
-
         if not self.settings.hosted or token is None:
             return None
         owner = OWNER_PREFIX + hashlib.sha256(f"{token}\0{study_id}".encode()).hexdigest()
@@ -255,7 +254,6 @@ class AnalysisService:
     def study_status(self, shown_id: str) -> dict:
         """A study's state and per-part progress under the id its submitter was given (hosted: a handle;
         open: the study id); KeyError when unknown."""
-        from app.api.study_routes import HANDLE_PREFIX
         from worker import studies
 
         shown_id = (shown_id or "").strip()

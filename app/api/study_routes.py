@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.api.schemas import Message
 from app.api.security import require_writer
+from app.keys import HANDLE_PREFIX
 
 router = APIRouter()
 Writer = Annotated[str | None, Depends(require_writer)]
@@ -37,12 +38,6 @@ def _mapped():
         raise HTTPException(422, detail=str(exc)) from exc
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise HTTPException(503, detail=f"Redis is not reachable: {exc}") from exc
-
-
-#: Hosted mode: a study is read through a random handle (like analyses, app.registry), never its content id,
-#: which anyone who guesses the request could compute.
-HANDLE_PREFIX = "pidflow:study-handle:"
-OWNER_PREFIX = "pidflow:study-owner:"
 
 
 def _links(info: dict, shown_id: str | None = None) -> dict:
