@@ -134,7 +134,31 @@ def _layer_table(result: dict) -> str:
     return format_layer_table(result)
 
 
+#: what `pidflow serve` imports beyond the library (`pip install pidflow` has none of them)
+SERVER_MODULES = ("fastapi", "starlette", "uvicorn", "a2wsgi", "dash", "celery")
+
+
+def _missing_server_modules() -> list[str]:
+    import importlib.util
+
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ImportError:
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    missing = _missing_server_modules()
+    if missing:
+        print(f"pidflow serve: the dashboard and service need the \"server\" extra ({', '.join(missing)} "
+              "not installed): pip install \"pidflow[server]\" (in a checkout: bash scripts/setup.sh)",
+              file=sys.stderr)
+        return 2
     from app.embedded import serve
 
     return serve(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir,

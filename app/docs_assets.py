@@ -1,7 +1,8 @@
-"""Swagger UI and ReDoc for /api/v1/docs and /api/v1/redoc, served from this server (no CDN), installed at
-set-up from the npm registry like the dashboard's plotly.js bundle (sha512-checked, pinned versions, into
-static/vendor/apidocs/). `python -m app.docs_assets` installs them; without them the docs pages say how to
-get them and link the OpenAPI JSON instead of staying blank."""
+"""Swagger UI and ReDoc for /api/v1/docs and /api/v1/redoc, served from this server (no CDN, never
+downloaded by the server). They come from the npm registry (sha512-checked, pinned versions) with their
+licences: into the wheel's package data when it is built (setup.py: app/ui/static/vendor/apidocs/), and
+into a checkout's static/vendor/apidocs/ at set-up (`python -m app.docs_assets`, run by scripts/setup.sh).
+Without them the docs pages say how to get them and link the OpenAPI JSON instead of staying blank."""
 
 from __future__ import annotations
 
@@ -9,20 +10,30 @@ import io
 import sys
 import tarfile
 from pathlib import Path
-
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from typing import TYPE_CHECKING
 
 from app.ui import STATIC_DIR, VENDOR_SUBDIR
 
+if TYPE_CHECKING:  # fastapi is imported where routes are added: setup.py vendors these files without it
+    from fastapi import FastAPI
+
 ASSET_DIR = STATIC_DIR / VENDOR_SUBDIR / "apidocs"
+SWAGGER, REDOC = ("swagger-ui-dist", "5.35.0"), ("redoc", "2.5.0")
 #: file name here -> (npm package, version, member of its tarball)
 ASSETS = {
-    "swagger-ui-bundle.js": ("swagger-ui-dist", "5.35.0", "package/swagger-ui-bundle.js"),
-    "swagger-ui.css": ("swagger-ui-dist", "5.35.0", "package/swagger-ui.css"),
-    "favicon-32x32.png": ("swagger-ui-dist", "5.35.0", "package/favicon-32x32.png"),
-    "redoc.standalone.js": ("redoc", "2.5.0", "package/bundles/redoc.standalone.js"),
+    "swagger-ui-bundle.js": (*SWAGGER, "package/swagger-ui-bundle.js"),
+    "swagger-ui.css": (*SWAGGER, "package/swagger-ui.css"),
+    "favicon-32x32.png": (*SWAGGER, "package/favicon-32x32.png"),
+    "redoc.standalone.js": (*REDOC, "package/bundles/redoc.standalone.js"),
+}
+#: their licences and notices (Apache-2.0 with its NOTICE, MIT, and those of what the bundles bundle),
+#: written beside them and shipped with them; not served
+LICENSES = {
+    "swagger-ui-dist.LICENSE": (*SWAGGER, "package/LICENSE"),
+    "swagger-ui-dist.NOTICE": (*SWAGGER, "package/NOTICE"),
+    "swagger-ui-bundle.js.LICENSE.txt": (*SWAGGER, "package/swagger-ui-bundle.js.LICENSE.txt"),
+    "redoc.LICENSE": (*REDOC, "package/LICENSE"),
+    "redoc.standalone.js.LICENSE.txt": (*REDOC, "package/bundles/redoc.standalone.js.LICENSE.txt"),
 }
 ASSET_PATH = "/api/v1/docs-assets"
 MEDIA = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
@@ -42,7 +53,7 @@ def install(asset_dir: Path | None = None, registry: str | None = None, timeout:
     directory = Path(asset_dir or ASSET_DIR)
     registry = registry or registry_url()
     tarballs: dict[tuple[str, str], bytes] = {}
-    for name, (package, version, member) in ASSETS.items():
+    for name, (package, version, member) in {**ASSETS, **LICENSES}.items():
         target = directory / name
         if target.is_file():
             continue
@@ -70,7 +81,9 @@ def install(asset_dir: Path | None = None, registry: str | None = None, timeout:
     return directory
 
 
-def _missing_page(kind: str, openapi_url: str) -> HTMLResponse:
+def _missing_page(kind: str, openapi_url: str):
+    from fastapi.responses import HTMLResponse
+
     return HTMLResponse(
         f"<!doctype html><title>pidflow API</title><h1>pidflow API</h1><p>The {kind} files are not installed on "
         "this server (set-up downloads them from the npm registry: <code>python -m app.docs_assets</code>). "
@@ -80,6 +93,8 @@ def _missing_page(kind: str, openapi_url: str) -> HTMLResponse:
 
 def add_docs_routes(app: FastAPI, openapi_url: str = "/api/v1/openapi.json") -> None:
     """GET /api/v1/docs (Swagger UI), /api/v1/redoc (ReDoc) and their assets, all from this server."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import FileResponse, HTMLResponse
 
     @app.get("/api/v1/docs", include_in_schema=False)
     def swagger_ui():

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install pidflow with its pinned dependencies.
+# Create .venv (if missing) and install pidflow with the dashboard and service (the "server" extra) at the
+# exact versions it is tested with (constraints.txt; pyproject.toml declares ranges).
 # Usage: bash scripts/setup.sh [extras]   e.g. "test"
-# One install stamp (.venv/.pidflow-installed) lists the extras installed with the current pyproject.toml:
-# run.sh (no extras) and test.sh ("test") never reinstall each other's packages; pyproject.toml changes
-# reinstall once with every extra installed so far.
+# One install stamp (.venv/.pidflow-installed) lists the extras installed with the current pyproject.toml
+# and constraints.txt: run.sh (no extras) and test.sh ("test") never reinstall each other's packages; a change
+# of either file reinstalls once with every extra installed so far.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -15,7 +16,7 @@ fi
 stamp=".venv/.pidflow-installed"
 installed=""
 fresh=0
-if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ]; then
+if [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && [ ! constraints.txt -nt "$stamp" ]; then
   installed="$(cat "$stamp")"
   fresh=1
 fi
@@ -27,12 +28,14 @@ fi
 if [ "$needed" = 1 ]; then
   # keep what was installed before (a pyproject.toml change reinstalls those extras too)
   previous="$(cat "$stamp" 2>/dev/null || true)"
-  want="$(printf '%s\n%s\n' "$previous" "$extras" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd, - || true)"
-  echo "[setup] installing pidflow${want:+[$want]} (about a minute on a cold machine)"
+  want="$(printf '%s\nserver\n%s\n' "$previous" "$extras" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd, - || true)"
+  pins=()
+  [ -f constraints.txt ] && pins=(-c constraints.txt)
+  echo "[setup] installing pidflow[$want] (about a minute on a cold machine)"
   .venv/bin/python -m pip install -q --upgrade pip
-  # torch first, pinned, so no other package pulls a multi-GB CUDA build
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".${want:+[$want]}"
+  # torch first, at the tested version, so no other package pulls a multi-GB CUDA build
+  .venv/bin/python -m pip install -q "$(grep -m1 '^torch==' constraints.txt 2>/dev/null || echo 'torch==2.13.0')"
+  .venv/bin/python -m pip install -q -e ".[$want]" "${pins[@]}"
   printf '%s\n' "$want" > "$stamp"
 fi
 # plotly.js's cartesian bundle for the dashboard (a third of the full bundle: faster first view);

@@ -1,5 +1,6 @@
-"""scripts/setup.sh keeps one install stamp: the run command (no extras) and the test command ("test")
-never reinstall each other's packages; a pyproject.toml change reinstalls once, keeping the extras."""
+"""scripts/setup.sh keeps one install stamp: the run command (no extras: the "server" extra) and the test
+command ("test") never reinstall each other's packages; a pyproject.toml or constraints.txt change reinstalls
+once, keeping the extras; both install at the versions of constraints.txt."""
 
 from __future__ import annotations
 
@@ -33,10 +34,25 @@ def test_run_and_test_commands_share_one_install(tmp_path):
     python.write_text(FAKE_PYTHON)
     python.chmod(0o755)
 
-    assert setup(tmp_path, "test") == ["-m pip install -q -e .[test]"]  # the test command first
+    (tmp_path / "constraints.txt").write_text("torch==2.13.0\n")
+    pinned = "-m pip install -q -e .[server,test] -c constraints.txt"
+    assert setup(tmp_path, "test") == [pinned]  # the test command first
     assert setup(tmp_path) == []  # then the run command: nothing reinstalled
     assert setup(tmp_path, "test") == []
-    earlier = (tmp_path / "pyproject.toml").stat().st_mtime - 5
-    os.utime(tmp_path / ".venv" / ".pidflow-installed", (earlier, earlier))  # pyproject.toml changed since
-    assert setup(tmp_path) == ["-m pip install -q -e .[test]"]  # once, keeping the test extras
-    assert setup(tmp_path, "test") == [] and setup(tmp_path) == []
+    stamp = tmp_path / ".venv" / ".pidflow-installed"
+    for changed in ("pyproject.toml", "constraints.txt"):
+        earlier = (tmp_path / changed).stat().st_mtime - 5
+        os.utime(stamp, (earlier, earlier))  # pyproject.toml, then constraints.txt, changed since
+        assert setup(tmp_path) == [pinned]  # once, keeping the test extras
+        assert setup(tmp_path, "test") == [] and setup(tmp_path) == []
+
+
+def test_the_run_command_alone_installs_the_server_extra(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup.sh", tmp_path / "scripts" / "setup.sh")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    assert setup(tmp_path) == ["-m pip install -q -e .[server]"]  # no constraints.txt here: no -c

@@ -1,15 +1,31 @@
 """The Dash dashboard: `create_dash_app(service)` builds it over an `AnalysisService`.
 
 Layout (layout.py), callbacks (callbacks.py, upload_ and analyses_callbacks.py), figure builders (figures.py) and service access (data.py)
-are kept apart; styles come from the repository's static/ folder.
+are kept apart; styles and scripts come from `STATIC_DIR` (see `static_dir`).
 """
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
-VENDOR_SUBDIR = "vendor"  # static/vendor/: downloaded at set-up (app/ui/plotly_bundle.py), not in git
+VENDOR_SUBDIR = "vendor"  # plotly.js and the API docs UI (app/ui/plotly_bundle.py, app/docs_assets.py)
+
+
+def static_dir() -> Path:
+    """The folder the dashboard's CSS, scripts and vendored files are served from.
+
+    An installed wheel carries them as package data (app/ui/static/, copied there from the repository's
+    top-level static/ and vendored when the wheel is built: setup.py), found with importlib.resources; a
+    checkout (or an editable install) has no app/ui/static/ and serves the repository's static/ itself.
+    """
+    packaged = resources.files(__name__) / "static"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "static"
+
+
+STATIC_DIR = static_dir()
 
 
 def create_dash_app(service, requests_pathname_prefix: str = "/"):

@@ -1,11 +1,15 @@
-"""plotly.js's cartesian bundle for the dashboard, installed at set-up from the npm registry.
+"""plotly.js's cartesian bundle for the dashboard: vendored into the wheel when it is built, installed at
+set-up into a checkout, from the npm registry; the server itself never downloads it.
 
 Every figure the dashboard draws is a cartesian scatter/area trace, so it needs only plotly.js's
 "cartesian" partial bundle (about 1.5 MB) instead of the full one that plotly.py ships (about 4.8 MB).
 Parsing and initialising the full bundle is most of a cold browser's first view. The bundle is not kept in
 the repository: `python -m app.ui.plotly_bundle` downloads the release that matches plotly.py's own
-plotly.js version, checks the registry's sha512 integrity, and writes it to static/vendor/. Without it the
-dashboard falls back to plotly.py's full bundle and works the same, only slower to start.
+plotly.js version, checks the registry's sha512 integrity, and writes it with plotly.js's licence to
+static/vendor/ (a checkout's set-up: scripts/setup.sh); building the wheel (setup.py) puts the release of
+`PLOTLYJS_VERSION`, the one plotly.py of constraints.txt ships, into the wheel's package data
+(app/ui/static/vendor/). Without a bundle matching the installed plotly.py the dashboard falls back to
+plotly.py's full bundle and works the same, only slower to start.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from app.ui import STATIC_DIR, VENDOR_SUBDIR
 
 PACKAGE = "plotly.js-cartesian-dist-min"
 FILE_IN_TARBALL = "package/plotly-cartesian.min.js"
+LICENSE_IN_TARBALL = "package/LICENSE"
+LICENSE_NAME = "plotly.js.LICENSE"  # plotly.js's MIT licence, written beside the bundle
+#: the plotly.js release that plotly.py of constraints.txt ships (a test keeps them equal): the one a wheel carries
+PLOTLYJS_VERSION = "4.1.1"
 DEFAULT_REGISTRY = "https://registry.npmjs.org/"
 VENDOR_DIR = STATIC_DIR / VENDOR_SUBDIR
 
@@ -62,7 +70,8 @@ def install(vendor_dir: Path | None = None, version: str | None = None, registry
     version = version or plotlyjs_version()
     vendor_dir = Path(vendor_dir or VENDOR_DIR)
     target = vendor_dir / bundle_name(version)
-    if target.is_file():
+    licence = vendor_dir / LICENSE_NAME
+    if target.is_file() and licence.is_file():
         return target
     registry = registry or registry_url()
     try:
@@ -72,11 +81,11 @@ def install(vendor_dir: Path | None = None, version: str | None = None, registry
         raise BundleError(f"{PACKAGE}@{version}: the registry's answer has no dist.tarball/integrity") from exc
     tarball = _get(tarball_url, timeout)
     _check_integrity(tarball, integrity)
-    script = _extract(tarball)
     vendor_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    partial.write_bytes(script)
-    partial.replace(target)
+    for path, member in ((target, FILE_IN_TARBALL), (licence, LICENSE_IN_TARBALL)):
+        partial = path.with_name(path.name + ".part")
+        partial.write_bytes(_extract(tarball, member))
+        partial.replace(path)
     return target
 
 
@@ -97,15 +106,15 @@ def _check_integrity(data: bytes, integrity: str) -> None:
         raise BundleError(f"{PACKAGE}: the downloaded tarball does not match the registry's sha512 integrity")
 
 
-def _extract(tarball: bytes) -> bytes:
+def _extract(tarball: bytes, name: str = FILE_IN_TARBALL) -> bytes:
     try:
         with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as archive:
-            member = archive.extractfile(FILE_IN_TARBALL)
+            member = archive.extractfile(name)
             if member is None:
-                raise KeyError(FILE_IN_TARBALL)
+                raise KeyError(name)
             return member.read()
     except (KeyError, tarfile.TarError) as exc:
-        raise BundleError(f"{PACKAGE}: the tarball has no {FILE_IN_TARBALL}") from exc
+        raise BundleError(f"{PACKAGE}: the tarball has no {name}") from exc
 
 
 def main() -> int:

@@ -36,7 +36,8 @@ def sri(data: bytes) -> str:
 @pytest.fixture
 def registry():
     """A local registry serving PACKAGE@9.9.9; `state` sets the tarball and integrity, counts requests."""
-    state = {"tarball": tarball({"package/plotly-cartesian.min.js": SCRIPT}), "integrity": None, "requests": []}
+    state = {"tarball": tarball({"package/plotly-cartesian.min.js": SCRIPT, "package/LICENSE": b"MIT"}),
+             "integrity": None, "requests": []}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
@@ -69,6 +70,7 @@ def registry():
 def test_install_writes_the_verified_script_once(registry, tmp_path):
     path = install(tmp_path, version="9.9.9", registry=registry["url"])
     assert path == tmp_path / bundle_name("9.9.9") and path.read_bytes() == SCRIPT
+    assert (tmp_path / plotly_bundle.LICENSE_NAME).read_bytes() == b"MIT"  # the licence travels with it
     assert installed_bundle(tmp_path, version="9.9.9") == path
     assert installed_bundle(tmp_path, version="9.9.8") is None  # another plotly.js version: not used
     requests = len(registry["requests"])
