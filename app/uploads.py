@@ -31,7 +31,8 @@ class FeatureUploads:
 
     def upload(self, data: bytes, filename: str | None = None, token: str | None = None) -> dict:
         """Check and store a features file: its summary (id, model, sizes, tasks), `created` (False when
-        the same file was here already) and `request`, the AnalysisRequest that analyses all of it."""
+        the same file was here already with its files) and `request`, the AnalysisRequest that analyses all
+        of it."""
         from pidcore.featurefile import read_features
         from pidcore.uploaded import features_request
 
@@ -44,7 +45,7 @@ class FeatureUploads:
                              "(Content-Type: application/octet-stream)")
         sha = hashlib.sha256(data).hexdigest()
         known = self.store.refresh(sha)  # the same bytes were checked before
-        if known is None:
+        if known is None or self.store.files_missing(sha):  # new, or its files were lost: (re)write them
             feature_set = read_features(data, filename=filename, max_bytes=DECODED_PER_UPLOAD_BYTE * limit)
             known = {**feature_set.describe(), "request": features_request(feature_set)}
             created = self.store.put(feature_set, known)

@@ -205,6 +205,35 @@ def save(job_id: str, run: str, features, settings: FeatureStoreSettings | None 
     return REF_PREFIX + json.dumps(ref).encode()
 
 
+def reference(folder: Path) -> bytes:
+    """What `save` puts in Redis for a run folder RunWriter finished (e.g. after the folder was moved)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ref = {"path": str(folder), **{key: manifest[key] for key in ("layers", "n", "hidden", "dtype")}}
+    return REF_PREFIX + json.dumps(ref).encode()
+
+
+def run_complete(folder: Path) -> bool:
+    """Whether a run folder holds everything its manifest names (answers, each layer of both sources)."""
+    try:
+        layers = json.loads((folder / "manifest.json").read_text())["layers"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    names = {f"{layer:03d}.npy" for layer in range(layers)}
+    return (folder / "answers.npz").is_file() and all(
+        (folder / source).is_dir() and names <= {p.name for p in (folder / source).iterdir()}
+        for source in ("vision", "language"))
+
+
+def present(value: bytes) -> bool:
+    """Whether what `save` returned can still be loaded: npz bytes always, a reference while its files last."""
+    if not value.startswith(REF_PREFIX):
+        return True
+    try:
+        return run_complete(Path(json.loads(value[len(REF_PREFIX):])["path"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def load(value: bytes):
     """Features from what `save` put in Redis; layers of file-backed features are read on access."""
     from pidcore.extract.features import Features

@@ -8,15 +8,25 @@ refreshed when the same file is uploaded again.
 
 A run is stored as extracted features are (worker.feature_store): with PIDFLOW_FEATURE_DIR, per-layer
 files under <dir>/upload<sha>/ and only a reference in Redis (the API and the workers must share that
-volume); without it, the run's npz bytes in Redis. Files whose keys have expired are removed at the next
-upload.
+volume); without it, the run's npz bytes in Redis. An upload is written into a private folder
+<dir>/.partial-upload<sha>.<random>/, renamed to upload<sha>/ when whole, and only then published in Redis,
+so a published upload always has its files and concurrent uploads never see each other's halves. A
+re-upload of bytes whose files are missing writes them again. The sweep (`remove_expired_files`, at each
+upload) removes upload<sha>/ folders without keys only once they are older than `sweep_grace_s` (10 min:
+an upload publishes its key within moments of its rename), and private folders of uploads that died
+after `abandoned_s` (1 hour).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import shutil
+import time
+import uuid
+from pathlib import Path
 
 from worker import feature_store
 from worker.settings import DAY_S
@@ -26,6 +36,9 @@ IMAGES_PREFIX = "pidflow:upload-images:"
 OWNERS_PREFIX = "pidflow:upload-owners:"
 DEFAULT_TTL_S = 30 * DAY_S
 FILES_PREFIX = "upload"  # <PIDFLOW_FEATURE_DIR>/upload<sha>/{baseline,knockout}/
+TEMP_PREFIX = ".partial-upload"  # <PIDFLOW_FEATURE_DIR>/.partial-upload<sha>.<random>/: an upload being written
+SWEEP_GRACE_S = 600
+ABANDONED_S = 3600
 RUNS = {"features": "baseline", "knockout": "knockout"}  # hash field -> run folder
 
 
@@ -34,6 +47,9 @@ class UploadMissing(RuntimeError):
 
 
 class UploadStore:
+    sweep_grace_s = SWEEP_GRACE_S
+    abandoned_s = ABANDONED_S
+
     def __init__(self, client, ttl_s: int = DEFAULT_TTL_S, settings: feature_store.FeatureStoreSettings | None = None):
         self.redis, self.ttl_s = client, ttl_s
         self.settings = settings or feature_store.env_settings()
@@ -49,16 +65,43 @@ class UploadStore:
 
     def put(self, feature_set, summary: dict | None = None) -> bool:
         """Store a checked pidcore.featurefile.FeatureSet and its JSON `summary` (default: describe());
-        False (expiry refreshed) when it was already here."""
+        False (expiry refreshed) when it was already here with its files; True when written (again)."""
         sha = feature_set.sha256
-        key, images_key = PREFIX + sha, IMAGES_PREFIX + sha
-        if self.refresh(sha) is not None:
+        if self.refresh(sha) is not None and not self.files_missing(sha):
             return False
         self.remove_expired_files()
-        runs = {"features": feature_set.features, "knockout": feature_set.knockout}
-        self.remove_files(sha)  # a half-written earlier try
-        stored = {field: feature_store.save(FILES_PREFIX + sha, RUNS[field], run, self.settings)
-                  for field, run in runs.items() if run is not None}
+        runs = {field: run for field, run in (("features", feature_set.features), ("knockout", feature_set.knockout))
+                if run is not None}
+        for _ in range(3):  # a sweep that took the folder between its rename and the key: write it again
+            self._publish(feature_set, self._store_runs(sha, runs), summary)
+            if not self.files_missing(sha):
+                return True
+        raise OSError(f"the files of features file {sha[:12]}... vanished as soon as they were written")
+
+    def files_missing(self, sha: str) -> bool:
+        """Whether the stored upload `sha` names feature files that are no longer (all) there."""
+        return any(value is not None and not feature_store.present(value)
+                   for value in self.redis.hmget(PREFIX + sha, list(RUNS)))
+
+    def _store_runs(self, sha: str, runs: dict) -> dict[str, bytes]:
+        """What goes into Redis for each run: npz bytes, or references to files written into a private
+        folder and renamed into place whole."""
+        root = self.settings.directory
+        if root is None:
+            return {field: feature_store.save(FILES_PREFIX + sha, RUNS[field], run, self.settings)
+                    for field, run in runs.items()}
+        private = f"{TEMP_PREFIX}{sha}.{uuid.uuid4().hex}"
+        try:
+            for field, run in runs.items():
+                feature_store.save(private, RUNS[field], run, self.settings)
+            folder = _move_into_place(root / private, root / (FILES_PREFIX + sha), [RUNS[f] for f in runs])
+        finally:
+            shutil.rmtree(root / private, ignore_errors=True)
+        return {field: feature_store.reference(folder / RUNS[field]) for field in runs}
+
+    def _publish(self, feature_set, stored: dict[str, bytes], summary: dict | None) -> None:
+        sha = feature_set.sha256
+        key, images_key = PREFIX + sha, IMAGES_PREFIX + sha
         pipe = self.redis.pipeline()
         if feature_set.images is not None:
             pipe.delete(images_key)
@@ -67,7 +110,6 @@ class UploadStore:
         pipe.hset(key, mapping={**stored, "info": json.dumps(summary or feature_set.describe())})
         pipe.expire(key, self.ttl_s)
         pipe.execute()
-        return True
 
     def add_owner(self, sha: str, owner: str) -> None:
         pipe = self.redis.pipeline()
@@ -87,14 +129,20 @@ class UploadStore:
         feature_store.remove(FILES_PREFIX + sha, self.settings)
 
     def remove_expired_files(self) -> list[str]:
-        """Delete the feature files of uploads whose Redis keys have expired; their shas."""
+        """Delete the feature files of uploads whose Redis keys have expired, once their folders are older
+        than `sweep_grace_s`, and private folders of uploads abandoned for `abandoned_s`; the shas removed."""
         root = self.settings.directory
         if root is None or not root.is_dir():
             return []
         removed = []
-        for folder in root.glob(FILES_PREFIX + "*"):
+        for folder in root.iterdir():
+            if folder.name.startswith(TEMP_PREFIX):
+                if _age_s(folder) > self.abandoned_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
             sha = folder.name[len(FILES_PREFIX):]
-            if len(sha) == 64 and sha.isalnum() and not self.redis.exists(PREFIX + sha):
+            if (folder.name.startswith(FILES_PREFIX) and len(sha) == 64 and sha.isalnum()
+                    and _age_s(folder) > self.sweep_grace_s and not self.redis.exists(PREFIX + sha)):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(sha)
         return removed
@@ -120,6 +168,36 @@ class UploadStore:
 
     def image_png(self, sha: str, index: int) -> bytes | None:
         return self.redis.hget(IMAGES_PREFIX + sha, str(index))
+
+
+def _age_s(folder: Path) -> float:
+    try:
+        return time.time() - folder.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _move_into_place(private: Path, final: Path, runs: list[str]) -> Path:
+    """Rename the whole `private` folder to `final`, unless a whole copy (same sha, same content) is there
+    already; a damaged copy is moved aside and removed first. Returns `final`."""
+    for _ in range(5):
+        if all(feature_store.run_complete(final / run) for run in runs):
+            os.utime(final)  # young again: the sweep leaves it alone until its key is published
+            return final
+        if final.exists():
+            aside = final.with_name(f"{TEMP_PREFIX}{final.name[len(FILES_PREFIX):]}.{uuid.uuid4().hex}")
+            try:
+                os.rename(final, aside)
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.rename(private, final)
+            return final
+        except OSError as error:  # another upload of the same bytes renamed its copy first
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise OSError(f"could not move {private.name} to {final.name}: other uploads of the same file kept replacing it")
 
 
 def _png(image) -> bytes:

@@ -3,6 +3,9 @@ reference in Redis, read back layer by layer; without a folder, the run's bytes 
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 import redis
@@ -59,12 +62,15 @@ def test_runs_are_files_with_references_in_redis(client, tmp_path):
     assert picked.vision.shape == (4, 5, 3)
     np.testing.assert_allclose(picked.vision[1], feature_set.features.vision[1][rows])
     np.testing.assert_allclose(picked.vision[:, 1:3][0], feature_set.features.vision[0][rows[1:3]])
-    # deleting removes the files; a file whose keys expired is swept at the next upload
+    # deleting removes the files; a file whose keys expired is swept at the next upload, once older than the
+    # sweep's grace period
     assert store.delete(sha) and not (settings.directory / f"upload{sha}").exists()
     with pytest.raises(UploadMissing, match="upload it again"):
         store.feature_set(sha)
     store.put(feature_set)
     client.delete(PREFIX + sha)  # as if it had expired
+    old = time.time() - store.sweep_grace_s - 1
+    os.utime(settings.directory / f"upload{sha}", (old, old))
     other = _feature_set(tmp_path, 2)
     store.put(other)
     assert not (settings.directory / f"upload{sha}").exists()
