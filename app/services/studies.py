@@ -1,0 +1,62 @@
+"""Studies through `worker.studies`: submit, status and list; in hosted mode a study is read through the
+submitting token's random handle (app.keys)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from app.keys import HANDLE_PREFIX, OWNER_PREFIX
+from app.services.base import ServiceBase
+
+
+class Studies(ServiceBase):
+    """Submit and follow studies."""
+
+    def list_studies(self, limit: int = 20) -> list[dict]:
+        """The studies on this server, newest first (worker.studies.recent); PermissionError on a hosted
+        server, where a study is read only through the handle its submitter got."""
+        if self.settings.hosted:
+            raise PermissionError("a hosted server does not list studies: open one by the id its submission "
+                                  "returned")
+        from worker import studies
+
+        return self._call(studies.recent, limit)
+
+    def submit_study(self, body: dict, token: str | None = None) -> dict:
+        """Validate (ValueError listing every problem) and queue a study (worker.studies.submit); the status
+        under the id its submitter sees: hosted, the token's random handle (the same token gets the same one
+        back); open, the study id. The token's write was counted by the caller (API or dashboard)."""
+        from worker import studies
+
+        info = self._call(studies.submit, body)
+        return {**info, "id": self._call(self._study_handle, info["id"], token) or info["id"]}
+
+    def _study_handle(self, study_id: str, token: str | None) -> str | None:
+        """Hosted mode: the submitting token's handle of the study (a content id could be guessed from the
+        request); None in open mode, where the study id is its address."""
+        if not self.settings.hosted or token is None:
+            return None
+        owner = OWNER_PREFIX + hashlib.sha256(f"{token}\0{study_id}".encode()).hexdigest()
+        ttl = int(self.settings.result_ttl_s)
+        existing = self.redis.get(owner)
+        if existing:
+            return existing.decode() if isinstance(existing, bytes) else existing
+        handle = "s" + secrets.token_hex(16)
+        self.redis.set(HANDLE_PREFIX + handle, study_id, ex=ttl)
+        self.redis.set(owner, handle, ex=ttl)
+        return handle
+
+    def study_status(self, shown_id: str) -> dict:
+        """A study's state and per-part progress under the id its submitter was given (hosted: a handle;
+        open: the study id); KeyError when unknown."""
+        from worker import studies
+
+        shown_id = (shown_id or "").strip()
+        study_id = shown_id
+        if self.settings.hosted:
+            found = self._call(self.redis.get, HANDLE_PREFIX + shown_id) if shown_id.isalnum() else None
+            if not found:
+                raise KeyError(f"unknown study {shown_id!r}")
+            study_id = found.decode() if isinstance(found, bytes) else found
+        return {**self._call(studies.status, study_id), "id": shown_id}
