@@ -1,4 +1,5 @@
-# pidflow image: API, Celery workers (CPU or GPU) and the dashboard share it.
+# pidflow image: API, Celery workers (CPU or GPU) and the dashboard share it. The HEALTHCHECK below is the
+# API's; docker-compose.yml gives the worker services their own (Celery ping / worker heartbeat).
 #   CPU:  docker build -t pidflow .
 #   GPU:  docker build -t pidflow-gpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
 FROM python:3.11-slim
@@ -10,16 +11,25 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/data/hf
 
 WORKDIR /srv/pidflow
-# torch first, pinned, from the chosen index (CPU wheels by default; CUDA ones for GPU workers)
-RUN pip install "torch==2.13.0" --index-url "${TORCH_INDEX_URL}"
-COPY pyproject.toml README.md ./
+# the exact versions pidflow is tested with (pyproject.toml declares ranges)
+COPY constraints.txt ./
+# torch first, at the tested version, from the chosen index (CPU wheels by default; CUDA ones for GPU workers;
+# torch==2.13.0 is met by their 2.13.0+cpu / +cu128); the next install aligns its dependencies with the file
+RUN pip install "$(grep -m1 '^torch==' constraints.txt)" --index-url "${TORCH_INDEX_URL}"
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY pidcore ./pidcore
 COPY worker ./worker
 COPY app ./app
 COPY static ./static
-RUN pip install . && (python -m app.ui.plotly_bundle || echo "dashboard: using the full plotly.js bundle") \
-    && (python -m app.docs_assets || echo "API docs: linking the OpenAPI JSON") \
-    && useradd --create-home --uid 1000 pidflow && mkdir -p /data/hf && chown pidflow /data/hf
+# pidflow as users install it: a wheel with the dashboard's CSS, plotly.js bundle and API docs UI as package
+# data (setup.py vendors them at build time, from static/vendor/ if the build context has them, else from the
+# npm registry), the server extra, every version from constraints.txt (the torch above is kept). The sources
+# go afterwards, so the image runs the installed package. /data/features (the features volume) and /data/hf
+# belong to the image's user, so a fresh named volume mounted there is writable by it.
+RUN pip install -c constraints.txt ".[server]" \
+    && rm -rf pidcore worker app static build pidflow.egg-info \
+    && useradd --create-home --uid 1000 pidflow \
+    && mkdir -p /data/hf /data/features && chown pidflow:pidflow /data/hf /data/features
 USER pidflow
 
 EXPOSE 8000

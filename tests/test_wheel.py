@@ -100,8 +100,35 @@ def venv(built) -> Path:
     report = run([*pip, "--dry-run", "--report", "-", "-q", f"pidflow[server,test] @ {built['wheel'].as_uri()}"], tmp)
     built["resolved"] = {item["metadata"]["name"]: item["metadata"]["version"]
                          for item in json.loads(report)["install"]}
+    # older minor releases of torch and transformers (stand-in wheels: metadata only, nothing downloaded)
+    older = tmp / "older"
+    older.mkdir()
+    for name, version in OLDER + TOO_OLD:
+        stand_in(older / f"{name}-{version}-py3-none-any.whl", name, version)
+    wheel = f"pidflow[server] @ {built['wheel'].as_uri()}"
+    report = run([*pip, "--find-links", older, "--dry-run", "--report", "-", "-q", wheel,
+                  *(f"{name}=={version}" for name, version in OLDER)], tmp)
+    built["older"] = {item["metadata"]["name"]: item["metadata"]["version"] for item in json.loads(report)["install"]}
+    built["too old"] = [subprocess.run([str(part) for part in (*pip, "--find-links", older, "--dry-run", "-q", wheel,
+                                                               f"{name}=={version}")],
+                                       cwd=tmp, capture_output=True, text=True, timeout=120)
+                        for name, version in TOO_OLD]
     run([*pip, "-q", "--no-deps", built["wheel"]], tmp)
     return home
+
+
+OLDER = [("torch", "2.12.1"), ("transformers", "5.23.0")]
+TOO_OLD = [("torch", "2.10.0"), ("transformers", "5.21.1")]
+
+
+def stand_in(path: Path, name: str, version: str) -> None:
+    """A wheel that is only metadata: enough for pip's resolver (--dry-run), never installed."""
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: pidflow-tests\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
 
 
 def test_sdist_and_wheel_carry_what_the_server_serves(built):
@@ -136,6 +163,14 @@ def test_installing_the_wheel_where_torch_is_installed_keeps_it(built, venv):
     from importlib.metadata import version
 
     assert versions == [version("torch"), version("transformers")]
+
+
+def test_the_ranges_admit_older_minor_releases_of_torch_and_transformers(built, venv):
+    """pip's resolver: pidflow[server] with torch 2.12 and transformers 5.23 resolves (only those two would
+    change); torch 2.10 and transformers 5.21 are refused by the declared lower bounds."""
+    assert built["older"] == {"pidflow": "0.1.0", **dict(OLDER)}
+    for (name, version), proc in zip(TOO_OLD, built["too old"], strict=True):
+        assert proc.returncode != 0 and "conflicting dependencies" in proc.stderr, (name, version, proc.stderr)
 
 
 def test_the_installed_wheel_serves_the_same_page_as_the_checkout(built, venv):
