@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import hmac
 import logging
+import re
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import redis
 from fastapi import FastAPI, Request
@@ -25,22 +28,43 @@ log = logging.getLogger(__name__)
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 for request bodies over `max_bytes` (declared or streamed); `limits` gives
-    other limits (and what to call them in the message) for some paths, e.g. file uploads."""
+@dataclass(frozen=True)
+class LargeBody:
+    """A larger body limit for one path. `output`: only for the Dash callback whose body names this output
+    first (read from the body's first PIDFLOW_MAX_BODY_BYTES); other callbacks keep the small limit.
+    `token`: in hosted mode the route needs a bearer token, checked from the headers before the body."""
 
-    def __init__(self, app, max_bytes: int, limits: dict[str, tuple[int, str]] | None = None):
+    max_bytes: int
+    what: str
+    output: str | None = None
+    token: bool = False
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 (JSON) for request bodies over `max_bytes` (declared or streamed); `limits`
+    gives some paths a LargeBody (file uploads, the dashboard's drop zone). In hosted mode (`tokens`), a
+    request to a path whose LargeBody needs a token and has no known one is passed on with its body unread
+    (at most `max_bytes` of it readable): its route answers 401 before reading it."""
+
+    def __init__(self, app, max_bytes: int, limits: dict[str, LargeBody] | None = None, tokens: tuple[str, ...] = ()):
         self.app = app
         self.max_bytes = max_bytes
         self.limits = dict(limits or {})
+        self.tokens = tuple(tokens)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
-        max_bytes, what = self.limits.get(scope.get("path", ""), (self.max_bytes, "request body"))
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            return await self._reject(send, max_bytes, what)
+        large = self.limits.get(scope.get("path", ""))
+        headers = dict(scope.get("headers") or [])
+        if large is not None and large.token and self.tokens and not self._known_token(headers):
+            return await self.app(scope, _capped(receive, self.max_bytes), send)
+        declared = headers.get(b"content-length")
+        ceiling, ceiling_what = (large.max_bytes, large.what) if large is not None else (self.max_bytes, "request body")
+        if declared is not None and declared.isdigit() and int(declared) > ceiling:
+            return await self._reject(send, ceiling, ceiling_what)
+        limit, what = (large.max_bytes, large.what) if large is not None and large.output is None \
+            else (self.max_bytes, "request body")
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -48,8 +72,10 @@ class BodySizeLimit:
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > max_bytes:
-                return await self._reject(send, max_bytes, what)
+            if size > limit and limit < ceiling and _names_output(b"".join(chunks)[:self.max_bytes], large.output):
+                limit, what = large.max_bytes, large.what
+            if size > limit:
+                return await self._reject(send, limit, what)
             more = message.get("more_body", False)
         body = b"".join(chunks)
         replayed = False
@@ -63,9 +89,77 @@ class BodySizeLimit:
 
         return await self.app(scope, replay, send)
 
+    def _known_token(self, headers: dict) -> bool:
+        scheme, _, value = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        token = value.strip().encode()
+        return scheme.lower() == "bearer" and bool(token) and any(
+            hmac.compare_digest(token, known.encode()) for known in self.tokens)
+
     async def _reject(self, send, max_bytes: int, what: str):
         response = JSONResponse({"detail": f"{what} larger than {max_bytes} bytes"}, status_code=413)
         await response({"type": "http"}, None, send)
+
+
+def _capped(receive, max_bytes: int):
+    """`receive` that hands on at most `max_bytes` of the body, then a disconnect."""
+    size = 0
+
+    async def capped():
+        nonlocal size
+        if size > max_bytes:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        size += len(message.get("body", b""))
+        return message if size <= max_bytes else {"type": "http.disconnect"}
+
+    return capped
+
+
+_OUTPUT = re.compile(rb'^\s*\{\s*"output"\s*:\s*"([^"\\]{1,2000})"')
+
+
+def _names_output(head: bytes, output: str) -> bool:
+    """Whether a Dash callback body (its start) is for the callback whose first output is `output`:
+    "output" is the first key the renderer sends ("..a.children...b.data@hash.." for several outputs)."""
+    match = _OUTPUT.match(head)
+    if match is None:
+        return False
+    first = match.group(1).decode("utf-8", "replace").removeprefix("..").split("...")[0].removesuffix("..")
+    return first.split("@")[0] == output
+
+
+class DashErrorsAsJson:
+    """ASGI wrapper of the dashboard: Flask's HTML error pages for /_dash-* requests (a body that is not a
+    callback, an unknown callback, a callback that failed) answered as JSON with the same status."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or "/_dash-" not in scope.get("path", ""):
+            return await self.app(scope, receive, send)
+        replaced = False
+
+        async def json_errors(message):
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] >= 400 and \
+                    dict(message.get("headers") or []).get(b"content-type", b"").startswith(b"text/html"):
+                replaced = True
+                status = message["status"]
+                response = JSONResponse({"detail": DASH_ERRORS.get(status, f"dashboard request failed ({status})")},
+                                        status_code=status)
+                await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+                return await send({"type": "http.response.body", "body": response.body, "more_body": False})
+            if not replaced:
+                await send(message)
+
+        return await self.app(scope, receive, json_errors)
+
+
+DASH_ERRORS = {400: "not a dashboard callback: the body must be the JSON the dashboard sends",
+               500: "the dashboard callback failed (unknown callback or bad inputs); the server log says why"}
+# the drop zone's callback (app.ui.upload_callbacks): its first output, as its body names it
+DROP_ZONE_OUTPUT = "features-summary.children"
 
 
 def _full(_: Request, exc: Exception) -> JSONResponse:
@@ -128,10 +222,11 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     upload = settings.max_upload_bytes
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, limits={
-        "/api/v1/features": (upload, "features file (PIDFLOW_MAX_UPLOAD_BYTES)"),
-        # the dashboard's drop zone sends the file base64-encoded inside a callback's JSON
-        "/_dash-update-component": (upload * 4 // 3 + settings.max_body_bytes, "dashboard upload")})
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, tokens=settings.api_tokens, limits={
+        "/api/v1/features": LargeBody(upload, "features file (PIDFLOW_MAX_UPLOAD_BYTES)", token=True),
+        # the dashboard's drop zone sends the file base64-encoded inside its callback's JSON (token included)
+        "/_dash-update-component": LargeBody(upload * 4 // 3 + settings.max_body_bytes, "dashboard upload",
+                                             output=DROP_ZONE_OUTPUT)})
     if with_ui:
         _mount_ui(app, service)
     return app
@@ -188,7 +283,7 @@ def _mount_ui(app: FastAPI, service: AnalysisService) -> None:
     dash_app = create_dash_app(service, requests_pathname_prefix="/")
     app.add_api_route("/api/{path:path}", _no_such_api_route, include_in_schema=False,
                       methods=list(_API_METHODS))
-    app.mount("/", WSGIMiddleware(dash_app.server))
+    app.mount("/", DashErrorsAsJson(WSGIMiddleware(dash_app.server)))
 
 
 _API_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
