@@ -16,7 +16,7 @@ COPY constraints.txt ./
 # torch first, at the tested version, from the chosen index (CPU wheels by default; CUDA ones for GPU workers;
 # torch==2.13.0 is met by their 2.13.0+cpu / +cu128); the next install aligns its dependencies with the file
 RUN pip install "$(grep -m1 '^torch==' constraints.txt)" --index-url "${TORCH_INDEX_URL}"
-COPY pyproject.toml setup.py MANIFEST.in README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md LICENSE ./
 COPY pidcore ./pidcore
 COPY worker ./worker
 COPY app ./app

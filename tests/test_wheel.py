@@ -33,7 +33,7 @@ from app.ui import plotly_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(sysconfig.get_paths()["purelib"])  # .venv's site-packages (this interpreter's)
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "constraints.txt",
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "constraints.txt",
            "app", "pidcore", "worker", "static")
 BUNDLE = plotly_bundle.bundle_name(plotly_bundle.PLOTLYJS_VERSION)
 OFFLINE = {"PIDFLOW_NPM_REGISTRY": "http://127.0.0.1:9/", "PIP_NO_INDEX": "1"}  # any download would fail
@@ -144,6 +144,7 @@ def test_sdist_and_wheel_carry_what_the_server_serves(built):
             static + "vendor/apidocs/redoc.standalone.js", static + "vendor/apidocs/swagger-ui-dist.LICENSE",
             static + "vendor/apidocs/swagger-ui-dist.NOTICE", static + "vendor/apidocs/redoc.LICENSE"} <= names
     assert not any(name.startswith("tests/") for name in names)
+    assert "pidflow-0.1.0.dist-info/licenses/LICENSE" in names
     # ranges, not pins; the server's packages only with the extra
     assert "Requires-Dist: torch<3,>=2.11" in metadata and "Provides-Extra: server" in metadata
     assert re.search(r"Requires-Dist: fastapi.*; extra == \"server\"", metadata)
