@@ -22,6 +22,7 @@ from app.api.schemas import with_server_limits
 from app.docs_assets import add_docs_routes
 from app.service import AnalysisService, ServiceUnavailable, StorageFull
 from app.settings import Settings
+from worker.feature_store import FeatureStoreFull
 from worker.messages import FULL_REDIS
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,10 @@ def _full(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"{FULL_REDIS}; reads still work"}, status_code=507, headers={"Retry-After": "60"})
 
 
+def _disk_full(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": exc.strerror or str(exc)}, status_code=507)
+
+
 def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     detail = str(exc) if isinstance(exc, ServiceUnavailable) else f"Redis is not reachable: {exc}"
     return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
@@ -214,6 +219,7 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     _publish_limits(app, service)
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(StorageFull, _full)
+    app.add_exception_handler(FeatureStoreFull, _disk_full)
     app.add_exception_handler(redis.exceptions.OutOfMemoryError, _full)
     app.add_exception_handler(redis.exceptions.ConnectionError, _unavailable)
     app.add_exception_handler(redis.exceptions.TimeoutError, _unavailable)
@@ -236,7 +242,8 @@ BODY_ERRORS = {
     "400": "the body cannot be decoded (not UTF-8 or not JSON)",
     "413": "the body is larger than PIDFLOW_MAX_BODY_BYTES",
     "503": "Redis or the job broker is not reachable",
-    "507": "Redis is full (maxmemory): no new writes until there is room",
+    "507": "Redis is full (maxmemory), or the feature folder's volume is (a features file): no new writes until "
+           "there is room",
 }
 
 

@@ -12,6 +12,7 @@ volume — is refused with a message saying why and what would fit.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -193,15 +194,40 @@ class RunWriter:
         return {"path": str(self.final), **{k: manifest[k] for k in ("layers", "n", "hidden", "dtype")}}
 
 
+class FeatureStoreFull(OSError):
+    """The feature folder's volume is full (ENOSPC) or over its quota (EDQUOT): HTTP 507; nothing of the
+    write that failed is left behind."""
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def full_disk(error: OSError, what: str) -> FeatureStoreFull:
+    """The FeatureStoreFull to raise for `error`, saying what is full and what to do."""
+    return FeatureStoreFull(error.errno, f"the feature folder (PIDFLOW_FEATURE_DIR) is full: no space left "
+                                         f"there for {what}, and nothing of it was kept. Free space on that volume "
+                                         f"(delete uploads and analyses no longer needed) or give it more room, "
+                                         f"then try again")
+
+
 def save(job_id: str, run: str, features, settings: FeatureStoreSettings | None = None) -> bytes:
-    """What goes into Redis for one run: a reference to files (PIDFLOW_FEATURE_DIR) or the npz bytes."""
+    """What goes into Redis for one run: a reference to files (PIDFLOW_FEATURE_DIR) or the npz bytes.
+    FeatureStoreFull when the volume is full; a failed write leaves no folder behind."""
     settings = settings or env_settings()
     if settings.directory is None:
         return features.to_bytes()
-    writer = RunWriter(settings.directory, job_id, run, settings.dtype)
-    for layer in range(features.num_layers):
-        writer.write_layer(features.vision[layer], features.language[layer])
-    ref = writer.finish({name: getattr(features, name) for name in _ANSWERS}, features.meta)
+    writer = None
+    try:
+        writer = RunWriter(settings.directory, job_id, run, settings.dtype)
+        for layer in range(features.num_layers):
+            writer.write_layer(features.vision[layer], features.language[layer])
+        ref = writer.finish({name: getattr(features, name) for name in _ANSWERS}, features.meta)
+    except BaseException as error:
+        if writer is not None:
+            shutil.rmtree(writer.folder, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in FULL_ERRNOS and not isinstance(error, FeatureStoreFull):
+            raise full_disk(error, f"the {run} features") from error
+        raise
     return REF_PREFIX + json.dumps(ref).encode()
 
 

@@ -95,6 +95,10 @@ class UploadStore:
             for field, run in runs.items():
                 feature_store.save(private, RUNS[field], run, self.settings)
             folder = _move_into_place(root / private, root / (FILES_PREFIX + sha), [RUNS[f] for f in runs])
+        except OSError as error:
+            if error.errno in feature_store.FULL_ERRNOS:
+                raise feature_store.full_disk(error, f"features file {sha[:12]}...") from error
+            raise
         finally:
             shutil.rmtree(root / private, ignore_errors=True)
         return {field: feature_store.reference(folder / RUNS[field]) for field in runs}
