@@ -391,15 +391,23 @@ def finalize(job_id: str, attempt: str) -> None:
 @worker_process_init.connect
 def _preload(**_) -> None:
     """Warm a starting worker process (the solo pool's, or each prefork child): import torch and pidcore,
-    load each PIDFLOW_WORKER_PRELOAD model and extract two questions with it, so that the first job does
-    not pay seconds of loading."""
-    from pidcore.analysis import AnalysisRequest, extract_features
+    load each PIDFLOW_WORKER_PRELOAD model into the adapter cache the extract task uses, and run one
+    forward of two questions with it, so that the first job does not pay seconds of loading. (Not through
+    extract_features: two questions are too few for its estimability check, rightly.)"""
+    from pidcore.analysis import AnalysisRequest, _adapter
+    from pidcore.data import answer_set, load_questions
+    from pidcore.extract import extract
 
     for model in _context()[0].preload:
         started = time.perf_counter()
         try:
-            extract_features(AnalysisRequest(model=model, n_questions=2))
+            request = AnalysisRequest(model=model)
+            items = load_questions(request.dataset, list(request.tasks)[:1], split=request.split, n=2,
+                                   seed=request.seed)[:2]
+            warmed = extract(_adapter(model), items, answers=answer_set(request.dataset),
+                             language_pooling=request.language_pooling, target=request.target)
         except Exception:  # noqa: BLE001 - a failed warm-up must not stop the worker
             log.exception("could not preload model %r", model)
         else:
-            log.info("preloaded model %r in %.1f s", model, time.perf_counter() - started)
+            log.info("preloaded model %r (a forward of %d questions) in %.1f s", model, warmed.n,
+                     time.perf_counter() - started)
