@@ -1,5 +1,5 @@
 """Callbacks of the Analyses tab: the server's list (searched, paged), Delete with a confirm dialog.
-Re-open is a plain link to the analysis's deep-link URL, which `callbacks.control` opens."""
+Re-open is a plain link to the analysis's deep-link URL, which `page_callbacks.control` opens."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Callback of the features drop zone: upload the file, then start its analysis with the form's estimator
-settings; the page's own polling (callbacks.control) follows the job from there."""
+settings; the page's own polling (page_callbacks.control) follows the job from there."""
 
 from __future__ import annotations
 
