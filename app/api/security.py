@@ -1,5 +1,5 @@
 """Hosted-mode access: bearer tokens, per-token write limits and per-client throttling of failed
-authentications (sliding windows in Redis, app.service)."""
+authentications (sliding windows in Redis, app.services.ratelimit)."""
 
 from __future__ import annotations
 
