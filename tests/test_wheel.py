@@ -36,6 +36,7 @@ SITE = Path(sysconfig.get_paths()["purelib"])  # .venv's site-packages (this int
 SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "constraints.txt",
            "app", "pidcore", "worker", "static")
 BUNDLE = plotly_bundle.bundle_name(plotly_bundle.PLOTLYJS_VERSION)
+CHROMIUM = "/usr/bin/chromium"
 OFFLINE = {"PIDFLOW_NPM_REGISTRY": "http://127.0.0.1:9/", "PIP_NO_INDEX": "1"}  # any download would fail
 
 pytestmark = pytest.mark.slow
@@ -174,7 +175,9 @@ def test_the_ranges_admit_older_minor_releases_of_torch_and_transformers(built, 
         assert proc.returncode != 0 and "conflicting dependencies" in proc.stderr, (name, version, proc.stderr)
 
 
-def test_the_installed_wheel_serves_the_same_page_as_the_checkout(built, venv):
+@pytest.fixture(scope="module")
+def installed_server(built, venv):
+    """`pidflow serve` of the installed wheel, run from a folder outside the repository; its base URL."""
     tmp = built["tmp"]
     cwd = tmp / "elsewhere"
     cwd.mkdir()
@@ -192,24 +195,63 @@ def test_the_installed_wheel_serves_the_same_page_as_the_checkout(built, venv):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, process, workers=0, timeout_s=120)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            page = client.get("/").text
-            assert assets(page) == assets(checkout_page())  # the same stylesheet, scripts, plotly.js bundle
-            assert "/assets/pidflow.css" in page and f"/assets/vendor/{BUNDLE}" in page
-            css = client.get("/assets/pidflow.css")
-            assert css.status_code == 200 and css.content == (ROOT / "static" / "pidflow.css").read_bytes()
-            bundle = client.get(f"/assets/vendor/{BUNDLE}")
-            assert bundle.status_code == 200 and len(bundle.content) > 1_000_000
-            assert bundle.content == (ROOT / "static" / "vendor" / BUNDLE).read_bytes()
-            docs = client.get("/api/v1/docs").text
-            assert "/api/v1/docs-assets/swagger-ui-bundle.js" in docs and "not installed" not in docs
-            for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
-                response = client.get(f"/api/v1/docs-assets/{name}")
-                assert response.status_code == 200 and len(response.content) > 100_000, name
-            assert "/api/v1/docs-assets/redoc.standalone.js" in client.get("/api/v1/redoc").text
+        yield base
     finally:
         process.data_dir, process.temporary_data = tmp / "data", False
         stop_served(process, timeout_s=30)
+
+
+def test_the_installed_wheel_serves_the_same_page_as_the_checkout(installed_server):
+    with httpx.Client(base_url=installed_server, timeout=30) as client:
+        page = client.get("/").text
+        assert assets(page) == assets(checkout_page())  # the same stylesheet, scripts, plotly.js bundle
+        assert "/assets/pidflow.css" in page and f"/assets/vendor/{BUNDLE}" in page
+        css = client.get("/assets/pidflow.css")
+        assert css.status_code == 200 and css.content == (ROOT / "static" / "pidflow.css").read_bytes()
+        bundle = client.get(f"/assets/vendor/{BUNDLE}")
+        assert bundle.status_code == 200 and len(bundle.content) > 1_000_000
+        assert bundle.content == (ROOT / "static" / "vendor" / BUNDLE).read_bytes()
+        docs = client.get("/api/v1/docs").text
+        assert "/api/v1/docs-assets/swagger-ui-bundle.js" in docs and "not installed" not in docs
+        for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+            response = client.get(f"/api/v1/docs-assets/{name}")
+            assert response.status_code == 200 and len(response.content) > 100_000, name
+        assert "/api/v1/docs-assets/redoc.standalone.js" in client.get("/api/v1/redoc").text
+
+
+@pytest.mark.browser
+def test_in_a_browser_the_installed_page_is_styled_and_the_docs_ui_renders(installed_server, built):
+    """Chromium: pidflow.css applies, plotly.js is the cartesian bundle, Swagger UI draws the API."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium (scripts/test.sh installs Debian's)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(built["tmp"] / "profile"), executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page()
+            scripts = []
+            page.on("request", lambda r: scripts.append(r.url) if r.resource_type == "script" else None)
+            page.goto(installed_server + "/")
+            page.wait_for_selector(".header h1", timeout=60_000)
+            style = page.evaluate("[getComputedStyle(document.body).backgroundColor, "
+                                  "getComputedStyle(document.querySelector('.header h1')).color]")
+            assert style == ["rgb(246, 247, 249)", "rgb(0, 114, 178)"]  # static/pidflow.css
+            page.wait_for_function("window.Plotly !== undefined", timeout=60_000)
+            assert page.evaluate("window.Plotly.version") == plotly_bundle.PLOTLYJS_VERSION
+            assert [url for url in scripts if "plotly" in url.rsplit("/", 1)[-1]] == [
+                f"{installed_server}/assets/vendor/{BUNDLE}"]
+            (ROOT / "tests" / "artifacts").mkdir(exist_ok=True)
+            page.screenshot(path=str(ROOT / "tests" / "artifacts" / "wheel-installed-page.png"))
+            page.goto(installed_server + "/api/v1/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=60_000)
+            assert "pidflow" in page.locator(".swagger-ui .info .title").inner_text()
+            assert page.locator(".opblock").count() > 5  # the operations, drawn from openapi.json
+        finally:
+            browser.close()
 
 
 def assets(page: str) -> list[str]:
