@@ -185,12 +185,26 @@ def _fallback_home() -> HTMLResponse:
 
 
 @asynccontextmanager
-async def _lifespan(_: FastAPI):
-    """At server start, move every object alive (imports, the dashboard) out of the collector's reach:
-    full collections then skip them, instead of pausing all requests for tens of ms under load."""
+async def _lifespan(app: FastAPI):
+    """At server start, refuse a Redis that evicts keys (it would lose work silently); then move every
+    object alive (imports, the dashboard) out of the collector's reach: full collections then skip them,
+    instead of pausing all requests for tens of ms under load."""
+    _refuse_an_evicting_redis(app.state.service.redis)
     gc.collect()
     gc.freeze()
     yield
+
+
+def _refuse_an_evicting_redis(client) -> None:
+    from worker.heartbeat import eviction_problem
+
+    try:
+        problem = eviction_problem(client)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return  # Redis away: requests answer 503 until it is back
+    if problem:
+        log.critical("pidflow server not started: %s", problem)
+        raise RuntimeError(f"pidflow server not started: {problem}")
 
 
 def create_app(settings: Settings | None = None, service: AnalysisService | None = None,

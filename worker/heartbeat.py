@@ -23,7 +23,14 @@ import time
 from functools import lru_cache
 
 import redis
-from celery.signals import task_postrun, task_prerun, task_received, worker_ready, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    task_received,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from worker.cache import connect
 from worker.settings import WorkerSettings
@@ -194,6 +201,36 @@ def lost_task_count(client: redis.Redis) -> int:
     """Tasks, over all jobs, whose worker's heartbeat expired and that no worker has taken up again yet."""
     return sum(len(lost_tasks(client, key.decode()[len(RUNNING_PREFIX):]))
                for key in client.scan_iter(match=RUNNING_PREFIX + "*", count=500))
+
+
+def eviction_problem(client: redis.Redis) -> str | None:
+    """Why this Redis would lose work silently (a maxmemory-policy that evicts keys when it is full), saying
+    which setting to change; None when it keeps every key (noeviction) or cannot be asked (CONFIG disabled).
+    Raises redis connection errors."""
+    try:
+        config = client.config_get("maxmemory-policy")
+    except redis.exceptions.ResponseError as exc:  # CONFIG renamed or disabled, as on some managed Redis
+        log.warning("could not read Redis's maxmemory-policy (%s): make sure it is noeviction", exc)
+        return None
+    policy = next(iter(config.values()), None) if config else None
+    policy = policy.decode() if isinstance(policy, bytes) else policy
+    if policy in (None, "noeviction"):
+        return None
+    return (f"Redis's maxmemory-policy is {policy}: when Redis fills up it evicts keys, losing queued and running "
+            f"work and results without a word. Set maxmemory-policy to noeviction (redis.conf, redis-server "
+            f"--maxmemory-policy noeviction, or CONFIG SET maxmemory-policy noeviction); a full Redis then answers "
+            f"507 and nothing is lost")
+
+
+@worker_init.connect
+def _refuse_an_evicting_redis(**_) -> None:
+    """Before a worker consumes anything: exit, saying what to change, when its Redis evicts keys."""
+    try:
+        problem = eviction_problem(connect(WorkerSettings.from_env()))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return  # Redis away: the worker waits for it as usual
+    if problem:  # SystemExit: Celery's signal dispatch logs and swallows other exceptions
+        raise SystemExit(f"pidflow worker not started: {problem}")
 
 
 _current: Heartbeat | None = None
