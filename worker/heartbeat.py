@@ -64,6 +64,44 @@ return live
 """
 
 
+def _patient_acks() -> None:
+    """Acknowledge through a full Redis instead of ending the worker: kombu removes an acked message from
+    its unacked index and hash in a MULTI transaction, which a Redis at maxmemory refuses whole (every
+    queued command, deletions included), and the error ended the worker ("Unrecoverable error"). On that
+    refusal the same two deletions are sent without a transaction (a full Redis takes deletions); if even
+    they are refused the message stays unacknowledged and is redelivered after the visibility timeout."""
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport.virtual import QoS as VirtualQoS
+
+    from worker.messages import is_full_redis
+
+    original = kombu_redis.QoS.ack
+    if getattr(original, "pidflow_patient", False):
+        return
+
+    def ack(self, delivery_tag):
+        try:
+            return original(self, delivery_tag)
+        except redis.exceptions.ResponseError as exc:  # OutOfMemoryError and ExecAbortError are ones
+            if not (is_full_redis(exc) or isinstance(exc, redis.exceptions.ExecAbortError)):
+                raise
+        try:
+            with self.channel.conn_or_acquire() as client:
+                client.zrem(self.unacked_index_key, delivery_tag)
+                client.hdel(self.unacked_key, delivery_tag)
+        except redis.exceptions.ResponseError as exc:
+            if not is_full_redis(exc):
+                raise
+            log.error("Redis is full (maxmemory): message %s not acknowledged; it will be redelivered", delivery_tag)
+        VirtualQoS.ack(self, delivery_tag)
+
+    ack.pidflow_patient = True
+    kombu_redis.QoS.ack = ack
+
+
+_patient_acks()
+
+
 def live_workers(client: redis.Redis) -> int:
     """Workers whose heartbeat has not expired. Raises redis errors (ConnectionError, TimeoutError)."""
     return int(client.eval(_COUNT, 1, INDEX, KEY_PREFIX))
