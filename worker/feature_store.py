@@ -194,6 +194,24 @@ class RunWriter:
         return {"path": str(self.final), **{k: manifest[k] for k in ("layers", "n", "hidden", "dtype")}}
 
 
+def used_bytes(directory: Path) -> int:
+    """Bytes of the files under `directory` (0 when it does not exist)."""
+    total = 0
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:  # removed meanwhile
+                pass
+    return total
+
+
+def run_bytes(features, dtype: str) -> int:
+    """Bytes the layer files of one run take in `dtype` (vision and language, every layer)."""
+    layers, n = features.vision.shape[0], features.vision.shape[1]
+    return layers * n * (features.vision.shape[2] + features.language.shape[2]) * np.dtype(dtype).itemsize
+
+
 class FeatureStoreFull(OSError):
     """The feature folder's volume is full (ENOSPC) or over its quota (EDQUOT): HTTP 507; nothing of the
     write that failed is left behind."""

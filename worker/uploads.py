@@ -90,6 +90,7 @@ class UploadStore:
         if root is None:
             return {field: feature_store.save(FILES_PREFIX + sha, RUNS[field], run, self.settings)
                     for field, run in runs.items()}
+        self._check_room(sha, runs)
         private = f"{TEMP_PREFIX}{sha}.{uuid.uuid4().hex}"
         try:
             for field, run in runs.items():
@@ -102,6 +103,19 @@ class UploadStore:
         finally:
             shutil.rmtree(root / private, ignore_errors=True)
         return {field: feature_store.reference(folder / RUNS[field]) for field in runs}
+
+    def _check_room(self, sha: str, runs: dict) -> None:
+        """FeatureStoreFull (507) when the folder's files and this upload's would pass PIDFLOW_FEATURE_MAX_GB."""
+        limit = self.settings.max_bytes
+        if limit is None:
+            return
+        needed = sum(feature_store.run_bytes(run, self.settings.dtype) for run in runs.values())
+        used = feature_store.used_bytes(self.settings.directory)
+        if used + needed > limit:
+            raise feature_store.FeatureStoreFull(
+                errno.ENOSPC, f"the feature folder is at its bound (PIDFLOW_FEATURE_MAX_GB = {limit / 1024**3:g} GiB): "
+                              f"it holds {used / 2**20:.1f} MiB and features file {sha[:12]}... needs {needed / 2**20:.1f} "
+                              f"MiB more. Delete uploads and analyses no longer needed, or raise PIDFLOW_FEATURE_MAX_GB")
 
     def _publish(self, feature_set, stored: dict[str, bytes], summary: dict | None) -> None:
         sha = feature_set.sha256

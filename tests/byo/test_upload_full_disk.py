@@ -70,3 +70,25 @@ def test_a_full_volume_in_a_worker_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(feature_store.FeatureStoreFull, match="no space left there for the baseline features"):
         feature_store.save("job1", "baseline", features, settings)
     assert list((tmp_path / "job1").iterdir()) == []
+
+
+def test_uploads_count_against_the_feature_folder_bound(redis_url, tmp_path, monkeypatch):  # noqa: F811
+    """PIDFLOW_FEATURE_MAX_GB bounds the folder, uploads included: one that would pass it answers 507."""
+    redis.Redis.from_url(redis_url).flushdb()
+    monkeypatch.setenv("PIDFLOW_FEATURE_DIR", str(tmp_path / "features"))
+    monkeypatch.setenv("PIDFLOW_FEATURE_MAX_GB", str(12_000 / 1024**3))  # one file (~10 kB on disk) fits, not two
+    api = make_client(redis_url)
+    first = api.post("/api/v1/features?filename=f.npz", content=_npz(), headers={"content-type": "application/octet-stream"})
+    assert first.status_code == 201, first.text
+    used = feature_store.used_bytes(tmp_path / "features")
+    rng = np.random.default_rng(8)
+    buffer = io.BytesIO()
+    np.savez(buffer, vision=rng.normal(size=(5, 30, 4)), language=rng.normal(size=(5, 30, 3)), target=rng.normal(size=30))
+    second = api.post("/api/v1/features?filename=g.npz", content=buffer.getvalue(),
+                      headers={"content-type": "application/octet-stream"})
+    assert second.status_code == 507, second.text
+    assert second.json()["detail"].startswith(f"the feature folder is at its bound (PIDFLOW_FEATURE_MAX_GB = "
+                                              f"{12_000 / 1024**3:g} GiB): it holds {used / 2**20:.1f} MiB")
+    assert "needs 0.0 MiB more" in second.json()["detail"]  # 5 x 30 x 7 float32 = 4,200 bytes
+    assert feature_store.used_bytes(tmp_path / "features") == used
+    assert [p.name for p in (tmp_path / "features").iterdir()] == ["upload" + first.json()["id"]]
