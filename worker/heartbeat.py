@@ -8,6 +8,8 @@ kombu's `unacked_index` sorted set scored by its delivery time, and hands it to 
 score is older than the visibility timeout (PIDFLOW_VISIBILITY_TIMEOUT_S, 30 s by default). Every beat
 re-scores the messages this worker holds to "now", so a live worker's long task is never redelivered,
 while a killed worker's message comes back within the timeout plus a restore interval (about 40 s).
+Every SWEEP_EVERY_S (and at start) a worker's beat also removes the feature files of uploads whose keys
+expired (worker.uploads), so they do not wait for the next upload.
 Each task's `pidflow:running:<job>` hash names the worker of its tasks (field -> worker name), so a
 status can say that a job's worker is gone.
 """
@@ -40,6 +42,7 @@ KEY_PREFIX = "pidflow:worker:"
 INDEX = "pidflow:workers"
 UNACKED_INDEX = "unacked_index"  # kombu's Redis transport default (unacked_index_key)
 RUNNING_PREFIX = "pidflow:running:"
+SWEEP_EVERY_S = 600  # each worker sweeps the files of expired uploads at start and then this often
 
 # KEYS: kombu's unacked index. ARGV: now, delivery tags. Re-scores the tags still unacknowledged; returns
 # the tags no longer there (acknowledged or restored), so the caller stops renewing them.
@@ -111,11 +114,13 @@ class Heartbeat:
     """Refreshes one worker's key (and its leases) every min(`ttl_s` / 3, `interval_s`) seconds from a
     daemon thread until `stop()`."""
 
-    def __init__(self, client: redis.Redis, name: str, ttl_s: float, interval_s: float | None = None):
+    def __init__(self, client: redis.Redis, name: str, ttl_s: float, interval_s: float | None = None,
+                 sweep_s: float | None = None):
         if ttl_s <= 0:
             raise ValueError(f"heartbeat TTL must be positive, got {ttl_s}")
         self.client, self.name, self.ttl_s = client, name, ttl_s
         self.interval_s = min(ttl_s / 3, interval_s or ttl_s)
+        self.sweep_s, self._next_sweep = sweep_s, 0.0
         self.key = KEY_PREFIX + name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,8 +141,25 @@ class Heartbeat:
                 self.beat()
             except redis.exceptions.RedisError as exc:  # Redis away: keep trying, the key expires meanwhile
                 log.warning("heartbeat of %s not written: %s", self.name, exc)
+            if self.sweep_s is not None and time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + self.sweep_s
+                self.sweep()
             if self._stop.wait(self.interval_s):
                 return
+
+    def sweep(self) -> list[str]:
+        """Remove the feature files of expired uploads now (worker.uploads' sweep), not only at the next
+        upload; the shas removed."""
+        from worker.uploads import UploadStore
+
+        try:
+            removed = UploadStore(self.client).remove_expired_files()
+        except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+            log.warning("expired uploads not swept: %s", exc)
+            return []
+        if removed:
+            log.info("removed the files of %d expired upload(s)", len(removed))
+        return removed
 
     def start(self) -> Heartbeat:
         self._thread = threading.Thread(target=self._run, name="pidflow-heartbeat", daemon=True)
@@ -282,7 +304,7 @@ def _start(sender=None, **_) -> None:
     name = f"{getattr(sender, 'hostname', None) or socket.gethostname()}:{os.getpid()}"
     # beat often enough to renew leases well within the visibility timeout
     _current = Heartbeat(connect(settings), name, settings.heartbeat_ttl_s,
-                         interval_s=settings.visibility_timeout_s / 4).start()
+                         interval_s=settings.visibility_timeout_s / 4, sweep_s=SWEEP_EVERY_S).start()
 
 
 @worker_shutdown.connect

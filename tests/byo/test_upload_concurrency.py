@@ -111,3 +111,24 @@ def test_a_re_upload_restores_missing_files(client, folder):
     assert uploads.upload(data, "f.npz")["created"] is False  # whole: recognised by its sha256
     assert [p.name for p in folder.iterdir()] == [FILES_PREFIX + sha]
     assert feature_store.run_complete(folder / (FILES_PREFIX + sha) / "baseline")
+
+
+def test_a_workers_heartbeat_sweeps_expired_uploads(client, folder):
+    """Expired uploads' files go at the next heartbeat sweep, without waiting for another upload."""
+    from worker.heartbeat import Heartbeat
+
+    expired = _uploads(client).upload(_file_bytes(4), "f.npz")["id"]
+    kept = _uploads(client).upload(_file_bytes(5), "f.npz")["id"]
+    client.delete(PREFIX + expired)
+    for sha in (expired, kept):
+        _age(folder / (FILES_PREFIX + sha), UploadStore.sweep_grace_s + 1)
+    beat = Heartbeat(client, "sweeper", ttl_s=3, sweep_s=60).start()
+    try:
+        deadline = time.monotonic() + 10
+        while (folder / (FILES_PREFIX + expired)).exists():
+            assert time.monotonic() < deadline, "the heartbeat did not sweep"
+            time.sleep(0.05)
+    finally:
+        beat.stop()
+    assert [p.name for p in folder.iterdir()] == [FILES_PREFIX + kept]
+    assert _usable(client, kept, 5)
