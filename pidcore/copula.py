@@ -16,9 +16,16 @@ _LOG_2PI = np.log(2 * np.pi)
 
 def normal_scores(x: np.ndarray) -> np.ndarray:
     """(n, d) normal scores Phi^-1((rank - 0.5) / n) per column (ties share their average rank),
-    standardised to mean 0 and variance 1; a constant column stays constant (0)."""
+    standardised to mean 0 and variance 1; a constant column stays constant (0). Columns without ties (most
+    float data) take one argsort; only tied columns go through average ranks."""
+    x = np.asarray(x)
     n = len(x)
-    scores = ndtri((rankdata(x, axis=0, method="average") - 0.5) / n)
+    order = np.argsort(x, axis=0)
+    scores = np.empty(x.shape)
+    np.put_along_axis(scores, order, ndtri((np.arange(n) + 0.5) / n)[:, None], axis=0)
+    tied = (np.diff(np.take_along_axis(x, order, axis=0), axis=0) == 0).any(axis=0)
+    if tied.any():
+        scores[:, tied] = ndtri((rankdata(x[:, tied], axis=0, method="average") - 0.5) / n)
     spread = scores.std(axis=0)
     return np.where(spread > 0, (scores - scores.mean(axis=0)) / np.where(spread > 0, spread, 1.0), 0.0)
 

@@ -44,11 +44,12 @@ class JointFlowFit:
     other folds). ``gain``: held-out Gaussian log-likelihood of the flows' latents (with their log-Jacobians)
     minus that of the input latents, in nats per sample, summed over the scoring groups and averaged over
     groups and folds (> 0: the flows make the groups more jointly Gaussian than the input was).
-    ``epochs``: epochs trained per fold."""
+    ``epochs``: epochs trained per fold; ``gain_se``: the gain's standard error over held-out rows (nats)."""
 
     latents: list
     gain: float
     epochs: list
+    gain_se: float = 0.0
 
 
 def _spline(x, uw, uh, ud, us, bound):
@@ -315,7 +316,7 @@ def _profile_nll(z: list, logdet: list, groups: list) -> torch.Tensor:
     return total
 
 
-def _held_out_log_lik(train: tuple, test: tuple, groups: list) -> torch.Tensor:
+def _held_out_log_lik(train: tuple, test: tuple, groups: list, per_row: bool = False) -> torch.Tensor:
     """(groups,) mean held-out Gaussian log-likelihood (nats per sample) of each group: Gaussian fitted on
     the training rows' transformed values, evaluated on the test rows, plus their log-Jacobians."""
     scores = []
@@ -327,8 +328,11 @@ def _held_out_log_lik(train: tuple, test: tuple, groups: list) -> torch.Tensor:
         sol = torch.linalg.solve_triangular(chol, (zte - mean).transpose(1, 2), upper=False)
         quad = (sol * sol).sum(1)
         half_logdet = torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1, keepdim=True)
-        scores.append((-0.5 * quad - half_logdet - 0.5 * zte.shape[2] * _LOG_2PI + ldte).mean(dim=1))
+        rows = -0.5 * quad - half_logdet - 0.5 * zte.shape[2] * _LOG_2PI + ldte
+        scores.append(rows if per_row else rows.mean(dim=1))
     # groups were regrouped by size; the order of the sum does not matter for the callers (they sum)
+    if per_row:  # (rows,) the mean over groups of each test row's log-likelihood
+        return torch.cat(scores).mean(dim=0)
     return torch.cat(scores)
 
 
@@ -496,12 +500,15 @@ def fit_joint_flows(latents: list, groups: list, fold_ids: np.ndarray, *, n_laye
                 z, _ = model.forward(data, test)
                 for v, values in enumerate(z):
                     out[v][test.numpy()] = values.numpy()
-                flowed = _held_out_log_lik(model.forward(data, train), model.forward(data, test), groups)
+                flowed = _held_out_log_lik(model.forward(data, train), model.forward(data, test), groups, True)
                 base = _held_out_log_lik(([b[train] for b in base_z], [j[train] for j in base_jacobian]),
-                                         ([b[test] for b in base_z], [j[test] for j in base_jacobian]), groups)
-                gains.append(float((flowed - base).mean()))
+                                         ([b[test] for b in base_z], [j[test] for j in base_jacobian]), groups,
+                                         True)
+                gains.append((flowed - base).numpy())
     finally:
         torch.set_num_threads(previous)
     if not all(np.all(np.isfinite(z)) for z in out):
         raise FlowFailed("the joint flows produced non-finite latents")
-    return JointFlowFit(latents=out, gain=float(np.mean(gains)), epochs=[e for _, e in fitted])
+    rows = np.concatenate(gains)
+    return JointFlowFit(latents=out, gain=float(np.mean([g.mean() for g in gains])), epochs=[e for _, e in fitted],
+                        gain_se=float(rows.std() / np.sqrt(len(rows))))

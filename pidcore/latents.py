@@ -6,16 +6,18 @@
 - "copula": per-coordinate normal scores (pidcore.copula) of the raw features, then PCA;
 - "flow": the copula latents, then joint flows (pidcore.jointflow: the pairs (X_k, Y) jointly Gaussian under
   one shared target map), cross-fitted;
-- "auto": per variable "none" or "copula" by the held-out likelihood of its marginals, then the joint flows
-  are kept only if they raise the held-out joint Gaussian log-likelihood of every layer's (X1, X2, Y) by more
-  than ``FLOW_MARGIN`` nats per sample (on average over layers; plus ``RAW_MARGIN`` per coordinate that
-  enters the flows in raw coordinates); with many layers a probe on
-  ``PROBE_LAYERS`` of them decides first whether the flows are trained on all.
+- "auto": per variable "none" or "copula" by the variance-weighted non-Gaussianity of its features
+  (pidcore.plan), then the joint flows only when some probe layer's latents are jointly non-Gaussian and the
+  flows raise the held-out joint Gaussian log-likelihood of the probe layers' (X1, X2, Y) by more than
+  ``FLOW_MARGIN`` nats per sample (plus ``RAW_MARGIN`` per coordinate that enters the flows in raw
+  coordinates) and GAIN_SES standard errors; the probe uses at most ``PROBE_LAYERS`` evenly spaced layers.
+  pidcore.pipeline makes these choices once per analysis (a GaussianizationPlan).
 
 PCA and the copula are unsupervised (each sees one variable only), so they are fitted on all rows: they
 cannot create dependence between variables, and every row's latents are in one coordinate system
 (``CrossFitted.shared`` is True). The flows see (X_k, Y) pairs, so they are cross-fitted (each fold
-transformed by flows trained on the other folds) and each fold has its own coordinates (``shared`` False).
+transformed by flows trained on the other folds) and each fold has its own coordinates (``shared`` False);
+they are fitted per layer, so a layer's numbers do not depend on which other layers were analysed with it.
 See docs/pipeline.md.
 """
 
@@ -28,14 +30,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore.copula import copula_gain, empirical_log_density, normal_scores
+from pidcore.copula import empirical_log_density, normal_scores
+from pidcore.plan import (
+    GAIN_SES,
+    JOINT_Z,
+    Decision,
+    GaussianizationPlan,
+    mardia_kurtosis_z,
+    marginal_decision,
+    probe_indices,
+)
 from pidcore.reduce import PCAReducer
 
 MODES = ("auto", "none", "copula", "flow")
 
-#: "auto" uses the copula for a variable when its empirical marginals beat Gaussian ones on held-out rows by
-#: more than this many nats per sample and coordinate.
-COPULA_MARGIN = 0.0
 #: "auto" keeps the joint flows when they raise the held-out joint Gaussian log-likelihood per layer by more
 #: than this many nats per sample (below it, the pooled covariance of shared coordinates is worth more).
 FLOW_MARGIN = 0.02
@@ -74,6 +82,15 @@ class CrossFitted:
     shared: bool
     modes: list
     flow_gain: float | None = None
+    group_latents: list | None = None
+    flow_decision: Decision | None = None
+
+    def group(self, index: int, groups: list) -> list:
+        """The latents of group ``index`` (its variables in group order): per-group flow latents when the
+        flows were fitted, else the variables' shared latents."""
+        if self.group_latents is not None:
+            return self.group_latents[index]
+        return [self.latents[v] for v in groups[index]]
 
 
 class _Centre:
@@ -88,15 +105,28 @@ class _Centre:
         return x - self.mean_
 
 
-def _reducer(x: np.ndarray, dims: int, name: str):
+class PipelineWarning(RuntimeWarning):
+    """A warning of the PID Flow pipeline as data: ``kind`` (e.g. "low-rank", "degenerate", "small-sample",
+    "flows-failed", "pca-loss") and ``layer`` (the layer index it concerns, None for all)."""
+
+    def __init__(self, message: str, kind: str, layer: int | None = None):
+        super().__init__(message)
+        self.kind, self.layer = kind, layer
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "kind": self.kind, "message": str(self)}
+
+
+def _reducer(x: np.ndarray, dims: int, name: str, layer: int | None = None):
     if (x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0)
             and np.linalg.matrix_rank(x - x.mean(axis=0)) == x.shape[1]):
         return _Centre().fit(x)
     reducer = PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
     if reducer.n_components_ < min(dims, x.shape[1]):
         # low-rank data (e.g. embeddings of a few question templates) keeps only its rank
-        warnings.warn(f"{name}: the data has rank {reducer.n_components_} < {min(dims, x.shape[1])} requested "
-                      f"components; keeping {reducer.n_components_}", RuntimeWarning, stacklevel=4)
+        warnings.warn(PipelineWarning(f"{name}: the data has rank {reducer.n_components_} < {min(dims, x.shape[1])} "
+                                      f"requested components; keeping {reducer.n_components_}", "low-rank", layer),
+                      stacklevel=4)
     return reducer
 
 
@@ -106,12 +136,13 @@ def _standardise(z: np.ndarray) -> np.ndarray:
     return z / np.where(spread > 0, spread, 1.0)
 
 
-def _reduce(x: np.ndarray, dims: int, name: str, copula: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _reduce(x: np.ndarray, dims: int, name: str, copula: bool,
+            layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; and, for
     the copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows'
     starting point: monotone in the latents coordinate by coordinate), else None."""
     data = normal_scores(x) if copula else x
-    reducer = _reducer(data, dims, name)
+    reducer = _reducer(data, dims, name, layer)
     raw = _standardise(x) if copula and isinstance(reducer, _Centre) else None
     return _standardise(reducer.transform(data)), raw
 
@@ -126,54 +157,78 @@ def _flow_options(flow_options: dict) -> dict:
 
 
 def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings: dict, report=None,
-             groups: list | None = None, seed: int = 0) -> CrossFitted:
+             groups: list | None = None, seed: int = 0, plan: GaussianizationPlan | None = None,
+             roles: list | None = None) -> CrossFitted:
     """Latents (n, k) per variable (x, name, dims, seed) for the Gaussianization mode ``gaussianize``
     (see the module docstring; booleans accepted). ``groups``: tuples of variable indices (sources...,
     target) that the PID uses together (one per layer), needed by the flows; default: all variables
-    as one group. ``flow_options``: options of pidcore.jointflow.fit_joint_flows. The variables' copula
-    and PCA run on ``flow_options["threads"]`` Python threads (default 2). ``report(stage, fraction,
-    message)`` tells how far the PCA ("pca") and flow ("flows") stages are; ``timings`` gains the seconds
-    spent in "pca" (copula + PCA) and "flows"."""
+    as one group. ``plan``: a pidcore.plan.GaussianizationPlan made beforehand (then ``roles`` names each
+    variable's role, "x1", "x2" or "y"); without one, "auto" decides per variable and on the flows here.
+    ``flow_options``: options of pidcore.jointflow.fit_joint_flows; the flows are fitted per group (layer),
+    each with ``seed``, so a layer's latents do not depend on the other layers.
+    The variables' copula and PCA run on ``flow_options["threads"]`` Python threads (default 2).
+    ``report(stage, fraction, message)`` tells how far the PCA ("pca") and flow ("flows") stages are;
+    ``timings`` gains the seconds spent in "pca" (copula + PCA) and "flows"."""
     mode = check_mode(gaussianize)
     report = report or (lambda stage, fraction, message: None)
     options = _flow_options(flow_options) if mode in ("flow", "auto") else {}
     groups = [tuple(range(1, len(variables))) + (0,)] if groups is None else [tuple(g) for g in groups]
     start = time.perf_counter()
+    if plan is not None:
+        copula = [plan.marginal[role] == "copula" for role in roles]
+    elif mode == "auto":
+        copula = [marginal_decision(v[1], [v[0]]).choice == "copula" for v in variables]
+    else:
+        copula = [mode in ("copula", "flow")] * len(variables)
 
-    def prepare(variable) -> tuple:
-        x, name, dims, _ = variable
-        copula = mode in ("copula", "flow") or (mode == "auto" and copula_gain(x, fold_ids) > COPULA_MARGIN)
-        return (*_reduce(x, dims, name, copula), copula)
+    def prepare(item) -> tuple:
+        variable, use_copula = item  # (x, name, dims, seed[, layer])
+        x, name, dims = variable[:3]
+        return _reduce(x, dims, name, use_copula, variable[4] if len(variable) > 4 else None)
 
     threads = options.get("threads") or 2
     with ThreadPoolExecutor(max_workers=threads) as pool:  # BLAS and sorting release the GIL
-        reduced = list(pool.map(prepare, variables))
-    latents, starts, copula = ([r[i] for r in reduced] for i in range(3))
+        reduced = list(pool.map(prepare, zip(variables, copula, strict=True)))
+    latents, starts = [r[0] for r in reduced], [r[1] for r in reduced]
     timings["pca"] = timings.get("pca", 0.0) + time.perf_counter() - start
     report("pca", 1.0, f"PCA of {len(variables)} variables done")
     modes = ["copula" if c else "none" for c in copula]
     if mode in ("none", "copula"):
         return CrossFitted(latents=latents, shared=True, modes=modes)
-    start = time.perf_counter()
-    folds = len(np.unique(fold_ids))
-
-    def flows_done(done: int, total: int) -> None:
-        count = len(variables) * folds
-        report("flows", done / total, f"normalizing flows {count * done // total}/{count} trained")
-
-    flows_done(0, 1)
     from pidcore.jointflow import FlowFailed
 
+    start = time.perf_counter()
+    folds = len(np.unique(fold_ids))
+    flows = FlowStage(latents, starts, fold_ids, seed, options)
     try:
-        return _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, flows_done)
+        decision = None
+        if plan is None or plan.flows is None:
+            decision = flows.decide(groups, mode)
+            use_flows = decision.choice == "flow"
+            gain = decision.statistic if decision.reason.startswith("the flows") else None
+        else:
+            use_flows, gain = plan.flows, None
+        if not use_flows:
+            return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=gain, flow_decision=decision)
+
+        def flows_done(done: int, total: int) -> None:
+            count = len(variables) * folds
+            report("flows", done / total, f"normalizing flows {count * done // total}/{count} trained")
+
+        flows_done(0, 1)
+        group_latents, gains = flows.fit_per_group(groups, flows_done)
+        return CrossFitted(latents=latents, shared=False, modes=["flow"] * len(latents),
+                           flow_gain=float(np.mean(gains)), group_latents=group_latents, flow_decision=decision)
     except (FlowFailed, RuntimeError) as error:  # degenerate latents (a few question templates), non-finite output
         reason = str(error).splitlines()[0][:200]
         if mode != "auto":
             raise ValueError(f"the joint flows could not be fitted ({reason}); use gaussianize='auto' or "
                              "'copula'") from error
-        warnings.warn(f"joint flows could not be fitted ({reason}); kept the {', '.join(sorted(set(modes)))} "
-                      "latents (gaussianize='auto')", RuntimeWarning, stacklevel=3)
-        return CrossFitted(latents=latents, shared=True, modes=modes)
+        message = (f"joint flows could not be fitted ({reason}); kept the {', '.join(sorted(set(modes)))} "
+                   "latents (gaussianize='auto')")
+        warnings.warn(PipelineWarning(message, kind="flows-failed"), stacklevel=3)
+        return CrossFitted(latents=latents, shared=True, modes=modes,
+                           flow_decision=Decision("flows", "none", 0.0, 0.0, 0.0, f"could not be fitted ({reason})"))
     finally:
         timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
 
@@ -189,43 +244,72 @@ def _copula_log_jacobian(raw: np.ndarray, scores: np.ndarray, fold_ids: np.ndarr
     return out
 
 
-def _with_flows(mode, latents, starts, modes, groups, fold_ids, seed, options, flows_done) -> CrossFitted:
-    """crossfit's flow stage: the probe (auto, many layers), the flows on all layers, and the choice.
+class FlowStage:
+    """The joint flows over reduced latents: the auto decision (a probe on a few layers) and per-layer fits.
 
     A copula variable that is only centred and looks mixed (``jointflow.ica_unmixing``) enters the flows as
     its standardised raw coordinates (the flow starts there: unmixing, then normal scores), not as its normal
-    scores: a spline cannot map the normal
-    scores back exactly, and its error, once mixed by the unmixing, is not undone later (docs/pipeline.md).
-    The flows then compete with the copula latents plus the copula map's held-out log-Jacobian."""
-    from pidcore.jointflow import fit_joint_flows, ica_unmixing
+    scores: a spline cannot map the normal scores back exactly, and its error, once mixed by the unmixing,
+    is not undone later (docs/pipeline.md). The flows then compete with the copula latents plus the copula
+    map's held-out log-Jacobian."""
 
-    if options.get("n_layers", 3) < 3:  # no room for the start (spline, unmixing, spline): copula inputs
-        starts = [None] * len(latents)
-    # only a variable that looks mixed takes the raw route; an element-wise warp starts at its copula latents
-    starts = [None if raw is None or ica_unmixing(raw) is None else raw for raw in starts]
-    inputs = [latents[v] if starts[v] is None else starts[v] for v in range(len(latents))]
-    jacobians = [None if starts[v] is None else _copula_log_jacobian(starts[v], latents[v], fold_ids)
-                 for v in range(len(latents))]
+    def __init__(self, latents: list, starts: list, fold_ids, seed: int, options: dict):
+        from pidcore.jointflow import ica_unmixing
 
-    raw = [0 if starts[v] is None else latents[v].shape[1] for v in range(len(latents))]
-    margin = FLOW_MARGIN + RAW_MARGIN * float(np.mean([sum(raw[v] for v in g) for g in groups]))
+        self.latents, self.fold_ids, self.seed, self.options = latents, fold_ids, seed, options
+        if options.get("n_layers", 3) < 3:  # no room for the start (spline, unmixing, spline): copula inputs
+            starts = [None] * len(latents)
+        # only a variable that looks mixed takes the raw route; an element-wise warp starts at its copula latents
+        self.starts = [None if raw is None or ica_unmixing(raw) is None else raw for raw in starts]
+        self.inputs = [latents[v] if self.starts[v] is None else self.starts[v] for v in range(len(latents))]
+        self.jacobians = [None if self.starts[v] is None else _copula_log_jacobian(self.starts[v], latents[v],
+                                                                                  fold_ids)
+                          for v in range(len(latents))]
 
-    def fit_on(used, fit_groups, **extra):
-        return fit_joint_flows([inputs[v] for v in used], fit_groups, fold_ids, seed=seed,
-                               starts=[starts[v] for v in used],
-                               baseline=([latents[v] for v in used], [jacobians[v] for v in used]),
-                               **extra, **options)
+    def margin(self, groups: list) -> float:
+        """FLOW_MARGIN plus RAW_MARGIN per raw-coordinate input per layer (nats per sample)."""
+        raw = [0 if self.starts[v] is None else self.latents[v].shape[1] for v in range(len(self.latents))]
+        return FLOW_MARGIN + RAW_MARGIN * float(np.mean([sum(raw[v] for v in g) for g in groups]))
 
-    if mode == "auto" and len(groups) > PROBE_LAYERS:
-        # a probe on a few evenly spaced layers first: the flows over all layers only when they pay off there
-        probe = [groups[i] for i in np.linspace(0, len(groups) - 1, PROBE_LAYERS).round().astype(int)]
+    def fit(self, used: list, fit_groups: list, seed: int, progress=None):
+        from pidcore.jointflow import fit_joint_flows
+
+        return fit_joint_flows([self.inputs[v] for v in used], fit_groups, self.fold_ids, seed=seed,
+                               starts=[self.starts[v] for v in used],
+                               baseline=([self.latents[v] for v in used], [self.jacobians[v] for v in used]),
+                               progress=progress, **self.options)
+
+    def decide(self, groups: list, mode: str) -> Decision:
+        """"flow" or "none": forced in mode "flow"; in "auto", flows are tried on at most PROBE_LAYERS evenly
+        spaced layers only when some probe layer's latents are jointly non-Gaussian (Mardia's kurtosis
+        z-score above JOINT_Z), and kept when their held-out gain exceeds the margin by GAIN_SES standard
+        errors (statistic: gain, nats per sample; margin: GAIN_SES standard errors)."""
+        if mode == "flow":
+            return Decision("flows", "flow", 0.0, 0.0, 0.0, "forced (gaussianize='flow')")
+        probe = [groups[i] for i in probe_indices(len(groups), PROBE_LAYERS)]
+        joint = max(mardia_kurtosis_z(np.hstack([self.latents[v] for v in g])) for g in probe)
+        if joint <= JOINT_Z:
+            return Decision("flows", "none", joint, JOINT_Z, 1.0,
+                            "latents jointly Gaussian after the marginal step (Mardia kurtosis z-score)")
         used = sorted({v for g in probe for v in g})
         index = {v: i for i, v in enumerate(used)}
-        trial = fit_on(used, [tuple(index[v] for v in g) for g in probe])
-        if trial.gain <= margin:
-            flows_done(1, 1)
-            return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=trial.gain)
-    fit = fit_on(range(len(latents)), groups, progress=flows_done)
-    if mode == "flow" or fit.gain > margin:
-        return CrossFitted(latents=fit.latents, shared=False, modes=["flow"] * len(latents), flow_gain=fit.gain)
-    return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=fit.gain)
+        trial = self.fit(used, [tuple(index[v] for v in g) for g in probe], self.seed)
+        threshold = self.margin(probe)
+        spread = GAIN_SES * trial.gain_se
+        if trial.gain - spread > threshold:
+            return Decision("flows", "flow", trial.gain, threshold, spread,
+                            "the flows raise the held-out joint likelihood beyond the margin")
+        return Decision("flows", "none", trial.gain, threshold, spread,
+                        "the flows do not raise the held-out joint likelihood beyond the margin")
+
+    def fit_per_group(self, groups: list, progress=None) -> tuple[list, list]:
+        """Per group (layer), its variables' held-out flow latents (group order) and the flows' gain; each
+        group's flows are fitted alone with the same seed, so they do not depend on the other groups."""
+        out, gains = [], []
+        for number, group in enumerate(groups):
+            fit = self.fit(list(group), [tuple(range(len(group)))], self.seed)
+            out.append(fit.latents)
+            gains.append(fit.gain)
+            if progress is not None:
+                progress(number + 1, len(groups))
+        return out, gains

@@ -25,8 +25,9 @@ from pidcore.estimate import (
     interval,
     plugin_bias,
 )
-from pidcore.latents import check_mode, crossfit
+from pidcore.latents import PROBE_LAYERS, FlowStage, PipelineWarning, _reduce, check_mode, crossfit
 from pidcore.pid import PID, gaussian_pid, solve_union
+from pidcore.plan import GaussianizationPlan, fixed_plan, marginal_decision, probe_indices
 from pidcore.reduce import check_samples
 from pidcore.validation import check_estimable, scale_free
 
@@ -64,10 +65,12 @@ class PIDFlowResult:
 @dataclass(frozen=True)
 class LayerwiseResult:
     """One PIDFlowResult per layer plus (layers,) arrays of each part in bits; ``timings``:
-    seconds spent in PCA, flows and PID (with pointwise terms and bootstrap)."""
+    seconds spent in PCA, flows and PID (with pointwise terms and bootstrap); ``plan``: the
+    GaussianizationPlan used (every choice, with its statistic and margin)."""
 
     layers: list
     timings: dict = field(default_factory=dict)
+    plan: GaussianizationPlan | None = None
 
     def part(self, name: str) -> np.ndarray:
         return np.array([getattr(r.pid, name) for r in self.layers])
@@ -210,7 +213,8 @@ def intervals(estimate: PID, draws: np.ndarray, estimator: str, level: float = 0
 DEGENERATE_JITTER = 1e-6
 
 
-def _nondegenerate(z: np.ndarray, fold_ids: np.ndarray, seed: int, label: str) -> np.ndarray:
+def _nondegenerate(z: np.ndarray, fold_ids: np.ndarray, seed: int, label: str,
+                   layer: int | None = None) -> np.ndarray:
     """``z`` itself, or ``z`` plus tiny seeded noise when some fold's latents are (almost) exact linear
     functions of one another (e.g. a knockout that hides the image from the answer makes the target a
     function of a few question templates); Gaussian information would be infinite there."""
@@ -224,9 +228,10 @@ def _nondegenerate(z: np.ndarray, fold_ids: np.ndarray, seed: int, label: str) -
             break
     if not degenerate:
         return z
-    warnings.warn(f"{label}: the latents are (almost) deterministic functions of one another; added noise of "
-                  f"{DEGENERATE_JITTER:g} relative variance, so information is capped near "
-                  f"{0.5 * np.log2(1 / DEGENERATE_JITTER):.0f} bits per such direction", RuntimeWarning, stacklevel=4)
+    warnings.warn(PipelineWarning(f"{label}: the latents are (almost) deterministic functions of one another; added "
+                                  f"noise of {DEGENERATE_JITTER:g} relative variance, so information is capped near "
+                                  f"{0.5 * np.log2(1 / DEGENERATE_JITTER):.0f} bits per such direction",
+                                  "degenerate", layer), stacklevel=4)
     return _jitter(z, seed + 104729)
 
 
@@ -238,10 +243,11 @@ def _jitter(z: np.ndarray, seed: int) -> np.ndarray:
 
 def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int,
             label: str = "latents", shared: bool = False, estimator: str = "corrected",
-            gaussianization: str = "", tick: Callable[[int], None] | None = None) -> PIDFlowResult:
+            gaussianization: str = "", tick: Callable[[int], None] | None = None,
+            layer: int | None = None) -> PIDFlowResult:
     if not np.all(np.isfinite(z)):
         raise ValueError("Gaussianization produced non-finite latents")
-    z = _nondegenerate(z, fold_ids, seed, label)
+    z = _nondegenerate(z, fold_ids, seed, label, layer)
     groups = _groups(fold_ids, shared)
     weights = np.array([g.sum() for g in groups], dtype=float)
     weights /= weights.sum()
@@ -277,7 +283,8 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
               measure: str = "broja",
               estimator: str = "corrected", bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, folds: int = 2,
               flow_options: dict | None = None,
-              progress: Callable[[float, str], None] | None = None) -> LayerwiseResult:
+              progress: Callable[[float, str], None] | None = None,
+              plan: GaussianizationPlan | dict | None = None, layer_ids: list | None = None) -> LayerwiseResult:
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
 
     ``estimator="corrected"`` (default) reports bias-corrected parts, ``"plugin"`` the uncorrected plug-in
@@ -288,9 +295,20 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
     decreasing: PCA, then each finished batch of flows, then each layer's PID, and at least every TICK_S
     seconds inside bootstrap loops); an exception it raises stops the work (how a service cancels a
     running analysis: pidcore knows nothing of it). ``gaussianize``: "auto"
-    (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.latents."""
+    (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.latents.
+
+    ``plan``: a GaussianizationPlan (or its dict) from ``gaussianization_plan`` of all the analysis's layers;
+    without one it is made here from the layers given. ``layer_ids``: the layers' indices in the whole
+    analysis (default 0, 1, ...), named in warnings. Each layer's flows are fitted on that layer alone with
+    the same seed, so a subset of layers analysed with the whole analysis's plan gives exactly the numbers of
+    the whole."""
     dims = _check_dims(dims)
     gaussianize = check_mode(gaussianize)
+    if isinstance(plan, dict):
+        plan = GaussianizationPlan.from_dict(plan)
+    layer_ids = list(range(len(x1_layers))) if layer_ids is None else [int(i) for i in layer_ids]
+    if len(layer_ids) != len(x1_layers):
+        raise ValueError(f"layer_ids has {len(layer_ids)} entries for {len(x1_layers)} layers")
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
     if len(x1_layers) != len(x2_layers) or len(x1_layers) == 0:
@@ -298,18 +316,72 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
                          f"got {len(x1_layers)} and {len(x2_layers)}")
     options = dict(flow_options or {})
     report = progress or (lambda fraction, message: None)
+    checked, fold_ids = _prepared(x1_layers, x2_layers, y, dims, folds, bootstrap, seed)
+    # Single-threaded BLAS: its matrices are small here, and its spinning threads lose up to ~8x on a busy
+    # machine; the PCAs and flows use the cores through Python threads instead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if plan is None and gaussianize == "auto":
+            plan = _marginal_plan(checked)
+        elif plan is None:
+            plan = fixed_plan(gaussianize)
+        return _layerwise(checked, fold_ids, dims, plan.mode, measure, estimator, bootstrap, seed, options,
+                          report, plan, layer_ids)
+
+
+def _prepared(x1_layers, x2_layers, y, dims, folds, bootstrap, seed) -> tuple[list, np.ndarray]:
+    """Validated, scale-free (x1, x2, y) per layer and the fold ids; ValueError if not estimable."""
     checked = [_validate(a, b, y) for a, b in zip(x1_layers, x2_layers, strict=True)]
     n = len(checked[0][2])
     features = tuple(min(triple[k].shape[1] for triple in checked) for k in range(3))
     check_estimable(n, features, dims, folds=folds, bootstrap=bootstrap, seed=seed)
     target = scale_free(checked[0][2])  # PID is scale invariant; float64 sums of 1e160**2 are not
-    checked = [(scale_free(a), scale_free(b), target) for a, b, _ in checked]
-    fold_ids = _fold_ids(n, folds, seed)
-    # Single-threaded BLAS: its matrices are small here, and its spinning threads lose up to ~8x on a busy
-    # machine; the PCAs and flows use the cores through Python threads instead.
+    return [(scale_free(a), scale_free(b), target) for a, b, _ in checked], _fold_ids(n, folds, seed)
+
+
+def _marginal_plan(checked: list) -> GaussianizationPlan:
+    """auto's per-variable decisions over every layer given; the flows still undecided (None)."""
+    decisions = (marginal_decision("x1", [a for a, _, _ in checked]),
+                 marginal_decision("x2", [b for _, b, _ in checked]),
+                 marginal_decision("y", [checked[0][2]]))
+    return GaussianizationPlan(mode="auto", marginal={d.variable: d.choice for d in decisions}, flows=None,
+                               decisions=decisions)
+
+
+def gaussianization_plan(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto",
+                         bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, folds: int = 2,
+                         flow_options: dict | None = None) -> GaussianizationPlan:
+    """The GaussianizationPlan ``layerwise`` makes for these layers, made once per analysis (e.g. before
+    layer batches fan out to workers) and passed to ``layerwise(plan=...)`` of any subset of the layers and
+    of a knockout run of the same questions. Only the probe layers (pidcore.plan.probe_indices) are reduced."""
+    dims, mode = _check_dims(dims), check_mode(gaussianize)
+    if mode != "auto":
+        return fixed_plan(mode)
+    checked, fold_ids = _prepared(x1_layers, x2_layers, y, dims, folds, bootstrap, seed)
+    options = dict(flow_options or {})
     with threadpool_limits(limits=1, user_api="blas"):
-        return _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstrap, seed, options,
-                          report)
+        plan = _marginal_plan(checked)
+        copula = {role: plan.marginal[role] == "copula" for role in ("x1", "x2", "y")}
+        probe = probe_indices(len(checked), PROBE_LAYERS)
+        reduced = [_reduce(checked[0][2], dims[2], "y", copula["y"])]
+        for layer in probe:
+            a, b, _ = checked[layer]
+            reduced += [_reduce(a, dims[0], f"x1 (layer {layer})", copula["x1"], layer),
+                        _reduce(b, dims[1], f"x2 (layer {layer})", copula["x2"], layer)]
+        groups = [(1 + 2 * k, 2 + 2 * k, 0) for k in range(len(probe))]
+        stage = FlowStage([r[0] for r in reduced], [r[1] for r in reduced], fold_ids, seed, options)
+        from pidcore.jointflow import FlowFailed
+
+        try:
+            decision = stage.decide(groups, "auto")
+        except (FlowFailed, RuntimeError) as error:
+            reason = str(error).splitlines()[0][:200]
+            warnings.warn(PipelineWarning(f"joint flows could not be fitted ({reason}); kept the marginal latents "
+                                          "(gaussianize='auto')", "flows-failed"), stacklevel=2)
+            from pidcore.plan import Decision
+
+            decision = Decision("flows", "none", 0.0, 0.0, 0.0, f"could not be fitted ({reason})")
+    return GaussianizationPlan(mode="auto", marginal=plan.marginal, flows=decision.choice == "flow",
+                               decisions=(*plan.decisions, decision))
 
 
 #: The progress callback is called at least this often (seconds) inside bootstrap loops.
@@ -333,9 +405,9 @@ def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> 
                    f"within about {RESIDUAL_BIAS_FRACTION * bias:.2f} bits on known systems), but intervals are wide")
     else:
         remains = "the plug-in estimator keeps all of it (use estimator='corrected')"
-    warnings.warn(f"small sample: {rows} samples per covariance for {d1}+{d2}+{dy} latent dimensions; the plug-in "
-                  f"total is {bias:.2f} bits too high on average; {remains} (use more questions or smaller dims)",
-                  RuntimeWarning, stacklevel=4)
+    warnings.warn(PipelineWarning(f"small sample: {rows} samples per covariance for {d1}+{d2}+{dy} latent dimensions; "
+                                  f"the plug-in total is {bias:.2f} bits too high on average; {remains} (use more "
+                                  "questions or smaller dims)", "small-sample"), stacklevel=4)
 
 
 def _describe(modes: list, group: tuple) -> str:
@@ -347,15 +419,19 @@ def _describe(modes: list, group: tuple) -> str:
 
 
 def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstrap, seed, options,
-               report) -> LayerwiseResult:
+               report, plan: GaussianizationPlan, layer_ids: list) -> LayerwiseResult:
     """layerwise after validation: cross-fitted latents of y and every layer's sources, then the PIDs."""
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
     variables = [(checked[0][2], "y", dims[2], seed + 2)]
-    for layer, (a, b, _) in enumerate(checked):
-        variables += [(a, f"x1 (layer {layer})", dims[0], seed), (b, f"x2 (layer {layer})", dims[1], seed + 1)]
-    groups = [(1 + 2 * layer, 2 + 2 * layer, 0) for layer in range(len(checked))]
+    roles = ["y"]
+    for position, (a, b, _) in enumerate(checked):
+        layer = layer_ids[position]
+        variables += [(a, f"x1 (layer {layer})", dims[0], seed, layer), (b, f"x2 (layer {layer})", dims[1], seed + 1,
+                                                                         layer)]
+        roles += ["x1", "x2"]
+    groups = [(1 + 2 * position, 2 + 2 * position, 0) for position in range(len(checked))]
     # share of the whole run per stage: PCA, flows, per-layer PIDs
-    flows = gaussianize in ("flow", "auto")
+    flows = gaussianize in ("flow", "auto") and plan.flows is not False
     shares = {"pca": (0.0, 0.05), "flows": (0.05, 0.9)} if flows else {"pca": (0.0, 0.3)}
     pid_start = 0.9 if flows else 0.3
 
@@ -364,28 +440,33 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstr
         report(lo + (hi - lo) * fraction, message)
 
     report(0.0, "PCA")
-    fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage, groups=groups, seed=seed)
-    zy, *zx = fitted.latents
+    fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage, groups=groups, seed=seed,
+                      plan=plan, roles=roles)
+    if plan.flows is None:  # decided by crossfit on these layers' latents
+        plan = GaussianizationPlan(mode=plan.mode, marginal=plan.marginal, flows=fitted.modes[0] == "flow",
+                                   decisions=(*plan.decisions, fitted.flow_decision))
+    layer_latents = [fitted.group(position, groups) for position in range(len(checked))]
     rows = len(fold_ids) if fitted.shared else int(min(np.bincount(fold_ids)))
-    _warn_small_sample(rows, max(z.shape[1] for z in zx[::2]), max(z.shape[1] for z in zx[1::2]), zy.shape[1],
-                       estimator)
+    _warn_small_sample(rows, max(z[0].shape[1] for z in layer_latents), max(z[1].shape[1] for z in layer_latents),
+                       layer_latents[0][2].shape[1], estimator)
     results = []
-    for layer, (z1, z2) in enumerate(zip(zx[::2], zx[1::2], strict=True)):
-        at = pid_start + (1 - pid_start) * layer / len(checked)
-        report(at, f"PID of layer {layer + 1}/{len(checked)}")
+    for position, (z1, z2, zy) in enumerate(layer_latents):
+        layer = layer_ids[position]
+        at = pid_start + (1 - pid_start) * position / len(checked)
+        report(at, f"PID of layer {position + 1}/{len(checked)}")
         used = (z1.shape[1], z2.shape[1], zy.shape[1])
         start = time.perf_counter()
-        mode = _describe(fitted.modes, groups[layer])
+        mode = _describe(fitted.modes, groups[position])
 
-        def tick(index: int, at=at, layer=layer, last=[0.0]) -> None:  # noqa: B006 - every long loop reports
-            now = time.monotonic()  # (at most every TICK_S), so a caller can stop it by raising
+        def tick(index: int, at=at, position=position, last=[0.0]) -> None:  # noqa: B006 - every long loop
+            now = time.monotonic()  # reports (at most every TICK_S), so a caller can stop it by raising
             if now - last[0] >= TICK_S:
                 last[0] = now
-                report(at, f"PID of layer {layer + 1}/{len(checked)}: bootstrap round {index + 1}/{bootstrap}")
+                report(at, f"PID of layer {position + 1}/{len(checked)}: bootstrap round {index + 1}/{bootstrap}")
 
         results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
                                label=f"layer {layer}", shared=fitted.shared, estimator=estimator,
-                               gaussianization=mode, tick=tick))
+                               gaussianization=mode, tick=tick, layer=layer))
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
-    return LayerwiseResult(layers=results, timings=timings)
+    return LayerwiseResult(layers=results, timings=timings, plan=plan)

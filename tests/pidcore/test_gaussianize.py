@@ -108,7 +108,9 @@ def test_unsupervised_modes_share_coordinates_and_flows_do_not():
         fitted = crossfit(variables, fold_ids, mode, {}, {})
         assert fitted.shared and fitted.modes == [mode] * 3 and fitted.flow_gain is None
     auto = crossfit(variables, fold_ids, "auto", {"max_epochs": 2}, {})
-    assert auto.modes == ["none", "copula", "none"] and auto.flow_gain is not None
+    # the copula latents are jointly Gaussian: the flows are not tried, and the decision says why
+    assert auto.modes == ["none", "copula", "none"] and auto.flow_decision.choice == "none"
+    assert "jointly Gaussian" in auto.flow_decision.reason and auto.flow_decision.statistic < 4.0
     flow = crossfit(variables, fold_ids, "flow", {"max_epochs": 2}, {})
     assert not flow.shared and flow.modes == ["flow"] * 3
     with pytest.raises(ValueError, match="unknown flow option"):
@@ -184,7 +186,8 @@ def test_auto_takes_the_joint_flows_only_when_they_beat_the_copula_on_held_out_l
     elementwise = (x1 ** 3, np.exp(x2), y)
     kept = crossfit([(elementwise[2], "y", 1, 2), (elementwise[0], "x1", 2, 0), (elementwise[1], "x2", 2, 1)],
                     _fold_ids(2000, 2, 0), "auto", {"max_epochs": 5}, {})
-    assert kept.modes == ["none", "copula", "copula"] and kept.shared and kept.flow_gain <= FLOW_MARGIN
+    assert kept.modes == ["none", "copula", "copula"] and kept.shared
+    assert kept.flow_decision.choice == "none" and (kept.flow_gain is None or kept.flow_gain <= FLOW_MARGIN)
 
 
 def test_many_layers_probe_a_few_before_training_flows_on_all():
@@ -209,7 +212,7 @@ def test_flows_on_degenerate_latents_fall_back_with_a_warning():
     x2 = np.eye(5)[template] @ rng.normal(size=(5, 6))
     y = np.eye(5)[template] @ rng.normal(size=(5, 2))
     x1 = rng.normal(size=(400, 3))
-    with pytest.warns(RuntimeWarning, match="joint flows could not be fitted"):
+    with pytest.warns(RuntimeWarning, match="deterministic functions of one another"):
         result = pid_flow(x1, x2, y, dims=(3, 4, 2))
     assert result.gaussianization == "none"
     assert 10.0 < result.pid.unique2 < 25.0 and result.pid.unique1 < 0.05

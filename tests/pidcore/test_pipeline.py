@@ -71,7 +71,7 @@ def test_bootstrap_ci_contains_truth_and_determinism():
 def test_flow_determinism_and_layerwise_equals_per_layer():
     x1, x2, y, _ = _system(800, seed=6)
     calls = []
-    layers = layerwise([x1, x1 ** 3], [x2, x2], y, dims=(2, 2, 1), seed=3, flow_options=FAST,
+    layers = layerwise([x1, x1 ** 3], [x2, x2], y, dims=(2, 2, 1), seed=3, flow_options=FAST, gaussianize="flow",
                        progress=lambda fraction, message: calls.append((fraction, message)))
     fractions = [fraction for fraction, _ in calls]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
@@ -82,7 +82,7 @@ def test_flow_determinism_and_layerwise_equals_per_layer():
     # the bootstrap loop reports too (at least every TICK_S), so a caller can stop it
     assert "PID of layer 2/2: bootstrap round 1/200" in [message for _, message in calls]
     for layer, a in zip(layers.layers, (x1, x1 ** 3), strict=True):
-        single = pid_flow(a, x2, y, dims=(2, 2, 1), seed=3, flow_options=FAST)
+        single = pid_flow(a, x2, y, dims=(2, 2, 1), seed=3, flow_options=FAST, gaussianize="flow")
         assert single.pid == layer.pid
         np.testing.assert_array_equal(single.pointwise, layer.pointwise)
     assert layers.synergy.shape == (2,)
