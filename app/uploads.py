@@ -57,11 +57,18 @@ class FeatureUploads:
 
     def delete(self, sha: str, token: str | None = None) -> bool:
         """Remove an uploaded file (analyses already finished keep their results). In hosted mode only a
-        token that uploaded it may (PermissionError); KeyError when unknown."""
+        token that uploaded it may (PermissionError), and when other tokens uploaded the same bytes only
+        this token's hold goes: the file stays for them until the last of them deletes it. KeyError when
+        unknown."""
         self.info(sha)
-        if token is not None and _owner(token) not in self.store.owners(sha):
+        if token is None:
+            return self.store.delete(sha)
+        owner = _owner(token)
+        if owner not in self.store.owners(sha):
             raise PermissionError("only a token that uploaded this features file may delete it")
-        return self.store.delete(sha)
+        if self.store.release(sha, owner):
+            self.store.delete(sha)
+        return True
 
     def info(self, sha: str) -> dict:
         """The stored summary of an uploaded file (with its `request`); KeyError when unknown."""

@@ -3,7 +3,8 @@
 Keys (`<sha>` = sha256 of the uploaded file): `pidflow:upload:<sha>` (hash: `features` = the checked
 baseline run, `knockout` = its knocked-out run if any, `info` = JSON summary), `pidflow:upload-images:<sha>`
 (hash: question index -> PNG bytes, when the file has images), `pidflow:upload-owners:<sha>` (set of the
-uploaders' token hashes, hosted mode). They expire after PIDFLOW_UPLOAD_TTL_S (30 days, as results),
+uploaders' token hashes, hosted mode: a token's delete drops its own hold, and the file goes with the
+last). They expire after PIDFLOW_UPLOAD_TTL_S (30 days, as results),
 refreshed when the same file is uploaded again.
 
 A run is stored as extracted features are (worker.feature_store): with PIDFLOW_FEATURE_DIR, per-layer
@@ -12,7 +13,7 @@ volume); without it, the run's npz bytes in Redis. An upload is written into a p
 <dir>/.partial-upload<sha>.<random>/, renamed to upload<sha>/ when whole, and only then published in Redis,
 so a published upload always has its files and concurrent uploads never see each other's halves. A
 re-upload of bytes whose files are missing writes them again. The sweep (`remove_expired_files`, at each
-upload) removes upload<sha>/ folders without keys only once they are older than `sweep_grace_s` (10 min:
+upload and from every worker's heartbeat) removes upload<sha>/ folders without keys only once they are older than `sweep_grace_s` (10 min:
 an upload publishes its key within moments of its rename), and private folders of uploads that died
 after `abandoned_s` (1 hour).
 """
@@ -134,6 +135,14 @@ class UploadStore:
         pipe.sadd(OWNERS_PREFIX + sha, owner)
         pipe.expire(OWNERS_PREFIX + sha, self.ttl_s)
         pipe.execute()
+
+    def release(self, sha: str, owner: str) -> bool:
+        """Drop `owner`'s hold on upload `sha`; True when no owner is left (then the caller deletes it). Of
+        owners releasing at once, at least the last sees none left."""
+        pipe = self.redis.pipeline(transaction=False)  # deletions and a read: a full Redis takes them
+        pipe.srem(OWNERS_PREFIX + sha, owner)
+        pipe.scard(OWNERS_PREFIX + sha)
+        return pipe.execute()[1] == 0
 
     def owners(self, sha: str) -> set[str]:
         return {o.decode() if isinstance(o, bytes) else o for o in self.redis.smembers(OWNERS_PREFIX + sha)}
