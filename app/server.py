@@ -189,7 +189,9 @@ async def _lifespan(app: FastAPI):
     """At server start, refuse a Redis that evicts keys (it would lose work silently); then move every
     object alive (imports, the dashboard) out of the collector's reach: full collections then skip them,
     instead of pausing all requests for tens of ms under load."""
-    _refuse_an_evicting_redis(app.state.service.redis)
+    client = getattr(app.state.service, "redis", None)
+    if client is not None:
+        _refuse_an_evicting_redis(client)
     gc.collect()
     gc.freeze()
     yield
