@@ -203,6 +203,21 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _refuse_an_evicting_redis(url: str) -> None:
+    """Exit before anything starts when the Redis at `url` evicts keys: it would lose work silently, and
+    its workers refuse to start (the supervisor would restart them for ever)."""
+    import redis
+
+    from worker.heartbeat import eviction_problem
+
+    try:
+        problem = eviction_problem(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return  # away for now: the server answers 503 and the workers wait for it
+    if problem:
+        raise SystemExit(f"pidflow serve: not started: {problem}")
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir: str | None = None,
           verbose: bool = False) -> int:
     """Run until Ctrl-C / SIGTERM; returns the exit status. Without REDIS_URL, the private Redis keeps
@@ -224,6 +239,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
             os.environ["REDIS_URL"] = local_redis.url
             redis_line = f"{local_redis.url} (private, started here)"
         else:
+            _refuse_an_evicting_redis(os.environ["REDIS_URL"])
             redis_line = f"{os.environ['REDIS_URL']} (from REDIS_URL)"
         log_dir = local_redis.directory.parent / "logs" if local_redis else Path(tempfile.gettempdir()) / "pidflow-logs"
         supervisor = Supervisor(lambda index: _start_worker(index, verbose, log_dir), workers).__enter__()

@@ -4,6 +4,7 @@ queued work and results without a word), saying which setting to change."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -56,3 +57,17 @@ def test_a_worker_does_not_start(evicting):
     assert worker.returncode != 0
     assert "pidflow worker not started: Redis's maxmemory-policy is allkeys-lru" in worker.stderr
     assert "maxmemory-policy noeviction" in worker.stderr
+
+
+def test_pidflow_serve_does_not_start(evicting, monkeypatch, capsys):
+    from app import embedded
+    from app.redis_local import free_port
+
+    monkeypatch.setenv("REDIS_URL", evicting[0])
+    handler = signal.getsignal(signal.SIGTERM)  # serve() sets its own
+    try:
+        with pytest.raises(SystemExit, match="pidflow serve: not started: Redis's maxmemory-policy is allkeys-lru"):
+            embedded.serve(port=free_port(), workers=1)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert "[pidflow] serving" not in capsys.readouterr().out  # no worker, no server was started
