@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -49,6 +48,7 @@ class AnalysisRequest:
     knockout: dict | None = field(default=None, hash=False)
     knockout_target: str = "baseline"  # the knockout run's target Y: the baseline's ("baseline") or its own ("own")
     seed: int = 0
+    reduce_first: bool = False  # PCA of the raw features before the marginal Gaussianization (the seed recipe)
 
     @classmethod
     def from_dict(cls, data: dict) -> AnalysisRequest:
@@ -94,8 +94,9 @@ def _problems(v: dict) -> list[str]:
         problems.append("tasks must be a non-empty list of task names")
     if not _is_int(v["n_questions"]) or v["n_questions"] < 1:
         problems.append("n_questions must be an integer >= 1")
-    if not isinstance(v["correct_only"], bool):
-        problems.append("correct_only must be true or false")
+    for name in ("correct_only", "reduce_first"):
+        if not isinstance(v[name], bool):
+            problems.append(f"{name} must be true or false")
     if not isinstance(v["gaussianize"], bool) and v["gaussianize"] not in GAUSSIANIZE_MODES:
         problems.append(f"gaussianize must be one of {', '.join(GAUSSIANIZE_MODES)} (or true/false) "
                         f"(got {v['gaussianize']!r})")
@@ -227,11 +228,24 @@ def _entry(layer: int, result) -> dict:
     return entry
 
 
-def analyze_layers(features, request: AnalysisRequest, layers=None, progress=None) -> list[dict]:
+def gaussianization_plan(features, request: AnalysisRequest):
+    """The request's GaussianizationPlan for a run's features (every layer), made once per analysis and shared
+    by its layer batches and its knockout run (pidcore.pipeline.gaussianization_plan)."""
+    from pidcore.pipeline import gaussianization_plan as plan_for
+
+    layers = range(features.num_layers)
+    return plan_for([features.vision[layer] for layer in layers], [features.language[layer] for layer in layers],
+                    features.target, dims=tuple(request.dims), gaussianize=request.gaussianize,
+                    bootstrap=request.bootstrap, seed=request.seed, reduce_first=request.reduce_first)
+
+
+def analyze_layers(features, request: AnalysisRequest, layers=None, progress=None, plan=None) -> list[dict]:
     """Layer entries {"layer", redundancy, unique_vision, unique_language, synergy, total, ci, pointwise}.
 
     JSON-ready (pointwise is a list of [R, U_v, U_l, S] per question, bits); `layers` picks pooled layers.
-    The layers are analysed together by pidcore.pipeline.layerwise, which fits the target once.
+    ``plan``: the analysis's GaussianizationPlan (or its dict; see gaussianization_plan) so that any subset of
+    layers gives the numbers of the whole; without one, pidcore.pipeline.layerwise makes it from `layers`.
+    Warnings: ``warnings`` (their texts) and ``warning_records`` ({"layer", "kind", "message"}) per entry.
     """
     from pidcore.pipeline import layerwise
 
@@ -259,34 +273,43 @@ def analyze_layers(features, request: AnalysisRequest, layers=None, progress=Non
                            [features.language[layer] for layer in layers], features.target,
                            dims=tuple(request.dims), gaussianize=request.gaussianize, measure=request.measure,
                            estimator=request.estimator, bootstrap=request.bootstrap, seed=request.seed,
-                           progress=report)
+                           progress=report, plan=plan, layer_ids=layers, reduce_first=request.reduce_first)
     if bar is not None:
         bar.close()
     entries = [_entry(layer, layer_result) for layer, layer_result in zip(layers, result.layers, strict=True)]
+    plan_record = result.plan.to_dict() if getattr(result, "plan", None) is not None else None
+    for entry in entries:
+        entry["gaussianization_plan"] = plan_record
     for warning in caught:
-        _attach_warning(entries, layers, str(warning.message))
+        _attach_warning(entries, _warning_record(warning.message))
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return entries
 
 
-def _attach_warning(entries: list[dict], layers: list[int], message: str) -> None:
-    """Add a pipeline warning to the entry of the layer it names (pipeline indices are positions in
-    `layers`; the message is rewritten to the model's layer index), else to every entry."""
-    match = re.search(r"layer (\d+)", message)
-    position = int(match.group(1)) if match else None
-    if position is not None and position < len(entries):
-        text = message[:match.start()] + f"layer {layers[position]}" + message[match.end():]
-        entries[position].setdefault("warnings", []).append(text)
-        return
-    for entry in entries:
-        entry.setdefault("warnings", []).append(message)
+def _warning_record(message) -> dict:
+    """{"layer", "kind", "message"} of a caught warning: a pipeline warning carries its layer and kind as
+    fields (pidcore.latents.PipelineWarning); any other applies to every layer."""
+    from pidcore.latents import PipelineWarning
+
+    if isinstance(message, PipelineWarning):
+        return message.to_dict()
+    return {"layer": None, "kind": "other", "message": str(message)}
+
+
+def _attach_warning(entries: list[dict], record: dict) -> None:
+    """Add a warning record to the entry of the layer it names, else to every entry."""
+    targets = [entry for entry in entries if entry["layer"] == record["layer"]] if record["layer"] is not None else []
+    for entry in targets or entries:
+        entry.setdefault("warnings", []).append(record["message"])
+        entry.setdefault("warning_records", []).append(record)
 
 
 def _run(features, entries) -> dict:
     """Layers plus accuracy and mean p(gold); null where the features do not know them (a features file
     without predicted answers or gold probabilities: predicted "" and p_correct NaN)."""
     entries = sorted(entries, key=lambda entry: entry["layer"])
-    layers = [{key: value for key, value in entry.items() if key not in ("pointwise", "draws")} for entry in entries]
+    layers = [{key: value for key, value in entry.items() if key not in ("pointwise", "draws", "gaussianization_plan")}
+              for entry in entries]
     known = np.asarray(features.predicted) != ""
     p_correct = np.asarray(features.p_correct, dtype=float)
     return {"layers": layers, "accuracy": float(np.mean(features.correct[known])) if known.any() else None,
@@ -391,6 +414,7 @@ def assemble_result(request: AnalysisRequest, features: dict, layer_results: dic
         "runs": {"baseline": _run(baseline, base_layers),
                  "knockout": _run(knocked, knock_layers) if knocked is not None else None},
         "effects": effects,
+        "gaussianization_plan": next((e.get("gaussianization_plan") for e in base_layers), None),
         "estimates": estimates_statement(request),
         "questions": questions,
         "pointwise": {"baseline": pointwise(base_layers),
@@ -411,9 +435,10 @@ def run_analysis(request: AnalysisRequest, progress=None) -> dict:
     extracted = time.perf_counter()
     runs = [name for name in ("baseline", "knockout") if features.get(name) is not None]
     layer_results = {"knockout": None}
+    plan = gaussianization_plan(features["baseline"], request)  # one plan for every layer of both runs
     for index, name in enumerate(runs):
         part = steps.part(0.3 + 0.7 * index / len(runs), 0.3 + 0.7 * (index + 1) / len(runs))
-        layer_results[name] = analyze_layers(features[name], request, progress=part.callback())
+        layer_results[name] = analyze_layers(features[name], request, progress=part.callback(), plan=plan)
     timing = {"extract_s": round(extracted - started, 3), "analyze_s": round(time.perf_counter() - extracted, 3)}
     result = assemble_result(request, features, layer_results, timing=timing)
     if callable(progress):

@@ -136,11 +136,15 @@ def _standardise(z: np.ndarray) -> np.ndarray:
     return z / np.where(spread > 0, spread, 1.0)
 
 
-def _reduce(x: np.ndarray, dims: int, name: str, copula: bool,
-            layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None = None,
+            reduce_first: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; and, for
     the copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows'
-    starting point: monotone in the latents coordinate by coordinate), else None."""
+    starting point: monotone in the latents coordinate by coordinate), else None. ``reduce_first``: PCA of
+    the raw features first, then normal scores of the kept components (the seed recipe's order)."""
+    if reduce_first:
+        reduced = _reducer(x, dims, name, layer).transform(x)
+        return _standardise(normal_scores(reduced) if copula else reduced), None
     data = normal_scores(x) if copula else x
     reducer = _reducer(data, dims, name, layer)
     raw = _standardise(x) if copula and isinstance(reducer, _Centre) else None
@@ -158,11 +162,11 @@ def _flow_options(flow_options: dict) -> dict:
 
 def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings: dict, report=None,
              groups: list | None = None, seed: int = 0, plan: GaussianizationPlan | None = None,
-             roles: list | None = None) -> CrossFitted:
+             roles: list | None = None, reduce_first: bool = False) -> CrossFitted:
     """Latents (n, k) per variable (x, name, dims, seed) for the Gaussianization mode ``gaussianize``
     (see the module docstring; booleans accepted). ``groups``: tuples of variable indices (sources...,
     target) that the PID uses together (one per layer), needed by the flows; default: all variables
-    as one group. ``plan``: a pidcore.plan.GaussianizationPlan made beforehand (then ``roles`` names each
+    as one group. ``reduce_first``: PCA before the marginal Gaussianization (see _reduce). ``plan``: a pidcore.plan.GaussianizationPlan made beforehand (then ``roles`` names each
     variable's role, "x1", "x2" or "y"); without one, "auto" decides per variable and on the flows here.
     ``flow_options``: options of pidcore.jointflow.fit_joint_flows; the flows are fitted per group (layer),
     each with ``seed``, so a layer's latents do not depend on the other layers.
@@ -184,7 +188,7 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     def prepare(item) -> tuple:
         variable, use_copula = item  # (x, name, dims, seed[, layer])
         x, name, dims = variable[:3]
-        return _reduce(x, dims, name, use_copula, variable[4] if len(variable) > 4 else None)
+        return _reduce(x, dims, name, use_copula, variable[4] if len(variable) > 4 else None, reduce_first)
 
     threads = options.get("threads") or 2
     with ThreadPoolExecutor(max_workers=threads) as pool:  # BLAS and sorting release the GIL

@@ -284,7 +284,8 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
               estimator: str = "corrected", bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, folds: int = 2,
               flow_options: dict | None = None,
               progress: Callable[[float, str], None] | None = None,
-              plan: GaussianizationPlan | dict | None = None, layer_ids: list | None = None) -> LayerwiseResult:
+              plan: GaussianizationPlan | dict | None = None, layer_ids: list | None = None,
+              reduce_first: bool = False) -> LayerwiseResult:
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
 
     ``estimator="corrected"`` (default) reports bias-corrected parts, ``"plugin"`` the uncorrected plug-in
@@ -301,7 +302,8 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
     without one it is made here from the layers given. ``layer_ids``: the layers' indices in the whole
     analysis (default 0, 1, ...), named in warnings. Each layer's flows are fitted on that layer alone with
     the same seed, so a subset of layers analysed with the whole analysis's plan gives exactly the numbers of
-    the whole."""
+    the whole. ``reduce_first``: PCA of the raw features first, then the marginal Gaussianization of the
+    kept components (the seed-faithful recipe's order; the default Gaussianizes each feature, then PCA)."""
     dims = _check_dims(dims)
     gaussianize = check_mode(gaussianize)
     if isinstance(plan, dict):
@@ -325,7 +327,7 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
         elif plan is None:
             plan = fixed_plan(gaussianize)
         return _layerwise(checked, fold_ids, dims, plan.mode, measure, estimator, bootstrap, seed, options,
-                          report, plan, layer_ids)
+                          report, plan, layer_ids, reduce_first)
 
 
 def _prepared(x1_layers, x2_layers, y, dims, folds, bootstrap, seed) -> tuple[list, np.ndarray]:
@@ -349,7 +351,7 @@ def _marginal_plan(checked: list) -> GaussianizationPlan:
 
 def gaussianization_plan(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | bool = "auto",
                          bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, folds: int = 2,
-                         flow_options: dict | None = None) -> GaussianizationPlan:
+                         flow_options: dict | None = None, reduce_first: bool = False) -> GaussianizationPlan:
     """The GaussianizationPlan ``layerwise`` makes for these layers, made once per analysis (e.g. before
     layer batches fan out to workers) and passed to ``layerwise(plan=...)`` of any subset of the layers and
     of a knockout run of the same questions. Only the probe layers (pidcore.plan.probe_indices) are reduced."""
@@ -362,11 +364,11 @@ def gaussianization_plan(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussiani
         plan = _marginal_plan(checked)
         copula = {role: plan.marginal[role] == "copula" for role in ("x1", "x2", "y")}
         probe = probe_indices(len(checked), PROBE_LAYERS)
-        reduced = [_reduce(checked[0][2], dims[2], "y", copula["y"])]
+        reduced = [_reduce(checked[0][2], dims[2], "y", copula["y"], None, reduce_first)]
         for layer in probe:
             a, b, _ = checked[layer]
-            reduced += [_reduce(a, dims[0], f"x1 (layer {layer})", copula["x1"], layer),
-                        _reduce(b, dims[1], f"x2 (layer {layer})", copula["x2"], layer)]
+            reduced += [_reduce(a, dims[0], f"x1 (layer {layer})", copula["x1"], layer, reduce_first),
+                        _reduce(b, dims[1], f"x2 (layer {layer})", copula["x2"], layer, reduce_first)]
         groups = [(1 + 2 * k, 2 + 2 * k, 0) for k in range(len(probe))]
         stage = FlowStage([r[0] for r in reduced], [r[1] for r in reduced], fold_ids, seed, options)
         from pidcore.jointflow import FlowFailed
@@ -419,7 +421,7 @@ def _describe(modes: list, group: tuple) -> str:
 
 
 def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstrap, seed, options,
-               report, plan: GaussianizationPlan, layer_ids: list) -> LayerwiseResult:
+               report, plan: GaussianizationPlan, layer_ids: list, reduce_first: bool = False) -> LayerwiseResult:
     """layerwise after validation: cross-fitted latents of y and every layer's sources, then the PIDs."""
     timings = {"pca": 0.0, "flows": 0.0, "pid": 0.0}
     variables = [(checked[0][2], "y", dims[2], seed + 2)]
@@ -441,7 +443,7 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstr
 
     report(0.0, "PCA")
     fitted = crossfit(variables, fold_ids, gaussianize, options, timings, report=stage, groups=groups, seed=seed,
-                      plan=plan, roles=roles)
+                      plan=plan, roles=roles, reduce_first=reduce_first)
     if plan.flows is None:  # decided by crossfit on these layers' latents
         plan = GaussianizationPlan(mode=plan.mode, marginal=plan.marginal, flows=fitted.modes[0] == "flow",
                                    decisions=(*plan.decisions, fitted.flow_decision))

@@ -173,7 +173,8 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
     assert entries[0]["ci"]["unique_vision"] == [0.1, 0.3] and entries[0]["ci"]["total"] == [0.9, 1.1]
     assert np.array(entries[1]["pointwise"]).shape == (n, 4) and entries[0]["gaussianization"] == "copula"
     assert calls == [([(5, 6), (5, 6)], {"dims": (3, 3, 2), "gaussianize": "auto", "measure": "broja",
-                                          "estimator": "corrected", "bootstrap": 10, "seed": 4})], "one layerwise call for all layers"
+                                          "estimator": "corrected", "bootstrap": 10, "seed": 4, "plan": None,
+                                          "layer_ids": [2, 0], "reduce_first": False})], "one layerwise call for all layers"
     with pytest.raises(ValueError, match="outside"):
         analyze_layers(features, request, layers=[3])
 

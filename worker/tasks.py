@@ -268,6 +268,11 @@ def _plan(job_id: str, attempt: str, features: dict, reporter) -> None:
     num_layers = features["baseline"].num_layers
     step = settings.layer_batch
     plan = {"runs": runs, "batches": [list(range(i, min(i + step, num_layers))) for i in range(0, num_layers, step)]}
+    from pidcore.analysis import gaussianization_plan
+
+    # auto's choices, once for every layer batch and both runs (batching never changes the numbers);
+    # deterministic, and a redelivery keeps the first plan anyway
+    plan["gaussianization"] = gaussianization_plan(features["baseline"], _request(_alive_job(job_id, attempt))).to_dict()
     fields = {"plan": json.dumps(plan), "total": str(len(runs) * len(plan["batches"])), "analyze_started": time.time()}
     if _call(store.put, job_id, attempt, "job", fields, nx=True) < 0:  # a redelivery keeps the first plan
         raise JobGone(job_id)
@@ -319,7 +324,8 @@ def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int])
                 raise JobGone(job_id)
             reporter(landed / total, f"analyze {run}: {message}", force=True)
 
-        entries = analyze_layers(feature_store.load(raw), _request(job), layers=layers, progress=on_batch)
+        entries = analyze_layers(feature_store.load(raw), _request(job), layers=layers, progress=on_batch,
+                                 plan=json.loads(job["plan"]).get("gaussianization"))
         value = json.dumps(entries)
     new, done, go = _call(store.land, job_id, attempt, field, value)
     if new < 0:
