@@ -29,7 +29,8 @@ SCHEMA = "pidflow.study/1"
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
 RECIPES = {
     "pidflow": "pidflow's default: the request's PCA dims, Gaussian BROJA, the chosen Gaussianization",
-    "seed": "seed-faithful: PCA keeping 95% of the variance (the most components any layer needs), MMI",
+    "seed": "seed-faithful: PCA keeping 95% of the raw features' variance (the most components any layer needs, "
+            "capped at what the questions support), then Gaussianization of the kept components, MMI",
 }
 SEED_CUT_EDGES = ("image->question",)
 DEFAULT_SWEEP = {"edges": ["image->question"], "k": 9}
@@ -246,14 +247,26 @@ def components_for_variance(x: np.ndarray, variance: float) -> int:
     return PCAReducer(n_components=None, variance=variance).fit(x).n_components_
 
 
-def seed_dims(baseline, variance: float = 0.95) -> dict:
+def seed_dims(baseline, variance: float = 0.95, bootstrap: int = 0, folds: int = 2) -> dict:
     """PCA sizes of the seed-faithful recipe from a run's Features: per source the most components any
-    layer needs to keep `variance` of its variance (so every layer keeps at least that), and the target's."""
+    layer needs to keep `variance` of the variance of its raw features (so every layer keeps at least that),
+    and the target's. Where those sizes are more than `baseline.n` questions support (with `bootstrap` rounds
+    and `folds`), they are shrunk together until they fit, and ``warning`` says so ("capped_from" the counts);
+    the part is analysed at the capped sizes rather than failing."""
+    from pidcore.validation import _smaller_dims, rows_needed
+
     vision = [components_for_variance(baseline.vision[layer], variance) for layer in range(baseline.num_layers)]
     language = [components_for_variance(baseline.language[layer], variance) for layer in range(baseline.num_layers)]
     target = components_for_variance(baseline.target, variance)
-    return {"dims": [max(vision), max(language), target], "vision_per_layer": vision,
-            "language_per_layer": language, "variance": variance}
+    dims = [max(vision), max(language), target]
+    out = {"dims": dims, "vision_per_layer": vision, "language_per_layer": language, "variance": variance}
+    per_fold = baseline.n // folds
+    if rows_needed(sum(dims), bootstrap) > per_fold:
+        capped = _smaller_dims(dims, per_fold, bootstrap) or (1, 1, 1)
+        out.update(dims=list(capped), capped_from=dims,
+                   warning=(f"keeping {variance:.0%} of the variance needs dims {tuple(dims)}, more than {baseline.n} "
+                            f"questions support with {bootstrap} bootstrap rounds; the seed recipe used {tuple(capped)}"))
+    return out
 
 
 def analysis_request(request: StudyRequest, model: str, task: str, recipe: str, knockout: dict | None,
@@ -269,7 +282,8 @@ def analysis_request(request: StudyRequest, model: str, task: str, recipe: str, 
     if recipe == "seed":
         if dims is None:
             raise ValueError("the seed recipe needs dims from seed_dims()")
-        base = replace(base, measure="mmi", dims=tuple(int(d) for d in dims))
+        # the seed's order: PCA of the raw features (its 95%-variance count), then Gaussianize the components
+        base = replace(base, measure="mmi", dims=tuple(int(d) for d in dims), reduce_first=True)
     return base
 
 
@@ -322,7 +336,7 @@ def finish_part(request: StudyRequest, model: str, task: str, features: dict) ->
     part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": n_asked,
             "n_correct": n_correct, "n_listed": study_questions(request, task)[1]}
     if "seed" in request.recipes:
-        part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance)
+        part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance, request.bootstrap)
     return part
 
 
