@@ -144,9 +144,11 @@ def headline_text(report: dict) -> str:
 def cmd_study(args: argparse.Namespace) -> int:
     import torch
 
+    from app.precheck import check_study
     from pidcore.study import StudyRequest, run_study
 
     request = StudyRequest.from_dict(study_request(args))
+    check_study(request)  # the feasibility check the server's gate runs: refused before any model loads
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     previous = torch.get_num_threads()

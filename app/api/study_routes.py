@@ -14,9 +14,12 @@ import redis
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from app.api.errors import FieldError
 from app.api.schemas import Message
 from app.api.security import require_writer
 from app.keys import HANDLE_PREFIX
+from app.service import QuotaExceeded
+from worker.messages import redact_paths
 
 router = APIRouter()
 Writer = Annotated[str | None, Depends(require_writer)]
@@ -26,6 +29,8 @@ EXAMPLE = {"models": ["demo"], "tasks": ["shape", "color"], "n_questions": 200,
 
 @contextmanager
 def _mapped():
+    """The answers of the analyses' routes: 404 unknown, 409 not ready, 403 not allowed, 429 over the
+    token's quota, 422 refused by the request gate (with its field), 503 Redis away."""
     from worker.studies import StudyNotReady
 
     try:
@@ -34,8 +39,12 @@ def _mapped():
         raise HTTPException(409, detail=str(exc)) from exc
     except KeyError as exc:
         raise HTTPException(404, detail=str(exc.args[0]) if exc.args else "not found") from exc
+    except PermissionError as exc:
+        raise HTTPException(403, detail=str(exc)) from exc
+    except QuotaExceeded as exc:
+        raise HTTPException(429, detail=str(exc), headers={"Retry-After": "30"}) from exc
     except ValueError as exc:
-        raise HTTPException(422, detail=str(exc)) from exc
+        raise FieldError(422, detail=redact_paths(str(exc)), field=getattr(exc, "field", None)) from exc
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise HTTPException(503, detail=f"Redis is not reachable: {exc}") from exc
 

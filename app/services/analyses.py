@@ -8,7 +8,8 @@ from app.services.validation import Validation
 from worker.messages import redact_paths
 
 DEMO_KEY = "pidflow:demo-analysis"  # the analysis the dashboard opens on when its URL names none
-TERMINAL = ("succeeded", "failed")
+TERMINAL = ("succeeded", "failed", "cancelled")
+STUDY_MARK = "study:"  # a study's entry in a token's active set (the quota counts analyses and studies)
 
 
 class Analyses(Validation):
@@ -28,7 +29,7 @@ class Analyses(Validation):
         return info
 
     def _check_quota(self, token: str) -> None:
-        """QuotaExceeded when this token already has PIDFLOW_MAX_ACTIVE analyses queued or running."""
+        """QuotaExceeded when this token already has PIDFLOW_MAX_ACTIVE analyses and studies queued or running."""
         limit = self.settings.max_active_per_token
         active = self._call(self.registry.active, token)
         if len(active) < limit:
@@ -36,7 +37,10 @@ class Analyses(Validation):
         still = 0
         for aid in active:
             try:
-                state = self.status(aid).get("state")
+                if aid.startswith(STUDY_MARK):
+                    state = self.study_status(aid.removeprefix(STUDY_MARK)).get("state")
+                else:
+                    state = self.status(aid).get("state")
             except KeyError:
                 state = None
             if state in TERMINAL or state is None:
@@ -44,8 +48,8 @@ class Analyses(Validation):
             else:
                 still += 1
         if still >= limit:
-            raise QuotaExceeded(f"this token already has {still} analyses queued or running, the limit "
-                                f"(PIDFLOW_MAX_ACTIVE) is {limit}: wait for one to finish or delete one")
+            raise QuotaExceeded(f"this token already has {still} analyses queued or running (a study counts as one), "
+                                f"the limit (PIDFLOW_MAX_ACTIVE) is {limit}: wait for one to finish or delete one")
 
     def status(self, analysis_id: str) -> dict:
         """The job's status under `analysis_id` (an analysis id or a `share:<token>` handle)."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
+from app.precheck import _local_config, _model_family, _num_decoder_layers  # noqa: F401 - re-exported
 from app.services.base import ServiceBase
 from app.uploads import is_features_model
 
@@ -75,45 +75,3 @@ def _plain(entry: Any) -> dict:
     if dataclasses.is_dataclass(entry):
         return dataclasses.asdict(entry)
     return dict(entry)
-
-
-def _model_family(model: str) -> dict:
-    """Family, knockout edges and special layers from the model's local config (pidcore's registry);
-    {} when the config cannot be read here."""
-    config = _local_config(model)
-    if config is None:
-        return {}
-    from pidcore.extract.families import describe_config
-
-    facts = describe_config(config)
-    facts.pop("num_layers", None)
-    return facts
-
-
-def _local_config(model: str) -> dict | None:
-    """The model's config.json as a dict, from disk or the Hugging Face cache (no download); None if absent."""
-    try:
-        if model == "demo":
-            demo = importlib.import_module("pidcore.demo")
-            return json.loads((Path(demo.demo_model_path()) / "config.json").read_text())
-        folder = Path(model).expanduser()
-        if folder.is_dir():
-            return json.loads((folder / "config.json").read_text())
-        # the cache file itself: transformers' local_files_only lookups still call the hub (user-agent
-        # registry), which hangs against a hub that accepts connections and never answers
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model, "config.json")
-        return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
-    except Exception:  # noqa: BLE001 - unknown here; the worker validates against the real model
-        return None
-
-
-def _num_decoder_layers(model: str) -> int | None:
-    """Decoder-layer count from a local config (no download); None when it cannot be read."""
-    config = _local_config(model)
-    if config is None:
-        return None
-    text = config.get("text_config") or config
-    value = text.get("num_hidden_layers")
-    return int(value) if value is not None else None

@@ -1,5 +1,6 @@
-"""Studies through `worker.studies`: submit, status and list; in hosted mode a study is read through the
-submitting token's random handle (app.keys)."""
+"""Studies through `worker.studies`: submit (through the request gate, app/services/validation.py, and the
+per-token quota that counts analyses and studies together), status and list; in hosted mode a study is read
+through the submitting token's random handle (app.keys)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import hashlib
 import secrets
 
 from app.keys import HANDLE_PREFIX, OWNER_PREFIX
-from app.services.base import ServiceBase
+from app.services.analyses import STUDY_MARK, Analyses
 
 
-class Studies(ServiceBase):
+class Studies(Analyses):
     """Submit and follow studies."""
 
     def list_studies(self, limit: int = 20) -> list[dict]:
@@ -24,13 +25,20 @@ class Studies(ServiceBase):
         return self._call(studies.recent, limit)
 
     def submit_study(self, body: dict, token: str | None = None) -> dict:
-        """Validate (ValueError listing every problem) and queue a study (worker.studies.submit); the status
+        """Validate through the gate (`validate_study`: ValueError naming the field), count against the token's
+        quota of queued or running work (QuotaExceeded), and queue a study (worker.studies.submit); the status
         under the id its submitter sees: hosted, the token's random handle (the same token gets the same one
         back); open, the study id. The token's write was counted by the caller (API or dashboard)."""
         from worker import studies
 
-        info = self._call(studies.submit, body)
-        return {**info, "id": self._call(self._study_handle, info["id"], token) or info["id"]}
+        request = self.validate_study(body)
+        if token is not None:
+            self._check_quota(token)
+        info = self._call(studies.submit, request.to_dict())
+        shown = self._call(self._study_handle, info["id"], token) or info["id"]
+        if token is not None and info.get("state") in ("queued", "running"):
+            self._call(self.registry.mark_active, token, STUDY_MARK + shown, True)
+        return {**info, "id": shown}
 
     def _study_handle(self, study_id: str, token: str | None) -> str | None:
         """Hosted mode: the submitting token's handle of the study (a content id could be guessed from the

@@ -1,11 +1,16 @@
-"""What a request may ask on this server: its bounds (PIDFLOW_MAX_*), model, dataset, tasks and knockout
-window, the feasibility precheck (app.precheck), pidcore's own request check, and its expected cost."""
+"""The request gate: what a request may ask on this server. One path for every kind: the typed request
+model validates shape (pidcore.analysis.AnalysisRequest, pidcore.study.StudyRequest, an upload's
+features_request), then the server's checks (model allowed by PIDFLOW_MODELS and, hosted, in the model
+cache; the bounds PIDFLOW_MAX_*), then the one feasibility check (app.precheck: dataset present, estimable
+at this n, windows inside the model). Every refusal is a ValueError (app.precheck.Refused where it names
+its field: HTTP 422). Also a request's expected cost."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from app.precheck import KNOCKOUT_EDGES, Refused, check_window
 from app.services.catalogue import Catalogue
 from app.uploads import is_features_model
 
@@ -15,25 +20,24 @@ DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the das
     "dims": [8, 8, 4], "gaussianize": "auto", "estimator": "corrected", "bootstrap": 200, "knockout": None,
     "knockout_target": "baseline", "seed": 0,
 }
-KNOCKOUT_EDGES = ("image->question", "image->last", "question->last", "last->last", "question->image")
+MAX_STUDY_WINDOWS = 16  # fixed knockout windows per study (each is one more extraction and analysis per part)
+__all__ = ["DEFAULT_REQUEST", "KNOCKOUT_EDGES", "MAX_STUDY_WINDOWS", "Validation"]
 
 
 class Validation(Catalogue):
     """Checks of an analysis request, and its expected cost."""
 
     def validate(self, request: Any) -> None:
-        """Service-level checks (configured model, bounds, known dataset/task, layer window), then
-        pidcore's own AnalysisRequest validation. Raises ValueError naming the problem."""
+        """An analysis request through the gate: configured model, bounds, model cache, dataset and task,
+        feasibility (app.precheck), knockout window, then pidcore's own AnalysisRequest validation. Raises
+        ValueError naming the problem."""
         if not isinstance(request, dict):
             raise ValueError("the request body must be a JSON object")
         model = request.get("model", "demo")
         features = is_features_model(model)
-        if not features and model not in self.settings.models:
-            raise ValueError(f"unknown model {model!r}; configured models: {', '.join(self.settings.models)}")
+        self._admit_model(model, "model", features)
         self.check_bounds(request)
-        if self.settings.hosted and not features and model != "demo" and self._describe_model(model)["num_layers"] is None:
-            raise ValueError(f"model {model!r} is not in this server's model cache, and a hosted server does not "
-                             f"download inside a task; an operator fetches it first: pidflow fetch-model {model}")
+        self._check_cached(model, "model", features)
         if features:
             self._call(self.uploads.validate, request)
         else:
@@ -47,6 +51,48 @@ class Validation(Catalogue):
         except ImportError:
             return
         analysis.AnalysisRequest.from_dict(dict(request))
+
+    def validate_study(self, body: Any):
+        """A study request through the same gate as an analysis: its shape (pidcore.study.StudyRequest, every
+        problem listed), then per model the allow-list and the model cache, the server's bounds on the fields
+        it shares with an analysis (questions, bootstrap, dims, tasks) and on its windows, the dataset, and
+        the feasibility of every part (app.precheck.check_study: estimable at this n, windows inside the
+        model). Returns the StudyRequest; ValueError (Refused naming its field) otherwise."""
+        from app.precheck import check_study, field_of
+        from pidcore.study import StudyRequest
+
+        if not isinstance(body, dict):
+            raise Refused(None, "the request body must be a JSON object")
+        try:
+            study = StudyRequest.from_dict(body)
+        except ValueError as exc:
+            first = str(exc).removeprefix("invalid study request: ").split("; ")[0]
+            raise Refused(field_of(first), str(exc)) from exc
+        for model in study.models:
+            self._admit_model(model, "models", is_features_model(model))
+        self.check_bounds({"n_questions": study.n_questions, "bootstrap": study.bootstrap, "dims": list(study.dims),
+                           "tasks": list(study.tasks)}, per="study")
+        if len(study.knockouts) > MAX_STUDY_WINDOWS:
+            raise Refused("knockouts", f"{len(study.knockouts)} fixed knockout windows exceed this server's limit of "
+                                       f"{MAX_STUDY_WINDOWS} per study")
+        for model in study.models:
+            self._check_cached(model, "models", False)
+        self._validate_dataset({"dataset": study.dataset, "tasks": list(study.tasks), "split": study.split})
+        check_study(study, describe=self._describe_model)
+        return study
+
+    def _admit_model(self, model: Any, field: str, features: bool) -> None:
+        """Refused unless the model is configured here (PIDFLOW_MODELS) or an uploaded features file."""
+        if not isinstance(model, str):
+            raise Refused(field, f"{field} must name models as strings, got {model!r}")
+        if not features and model not in self.settings.models:
+            raise Refused(field, f"unknown model {model!r}; configured models: {', '.join(self.settings.models)}")
+
+    def _check_cached(self, model: str, field: str, features: bool) -> None:
+        """Hosted mode: Refused when the model's weights are not in this server's cache (no download in a task)."""
+        if self.settings.hosted and not features and model != "demo" and self._describe_model(model)["num_layers"] is None:
+            raise Refused(field, f"model {model!r} is not in this server's model cache, and a hosted server does not "
+                                 f"download inside a task; an operator fetches it first: pidflow fetch-model {model}")
 
     @staticmethod
     def _precheck(request: dict) -> None:
@@ -73,16 +119,17 @@ class Validation(Catalogue):
                 "bootstrap": (cfg.max_bootstrap, "PIDFLOW_MAX_BOOTSTRAP"),
                 "dims": (cfg.max_dim, "PIDFLOW_MAX_DIM")}
 
-    def check_bounds(self, request: dict) -> None:
-        """ValueError naming the field, its bound and the setting when a cost parameter is out of bounds."""
+    def check_bounds(self, request: dict, per: str = "analysis") -> None:
+        """Refused naming the field, its bound and the setting when a cost parameter is out of bounds (the
+        fields an analysis and a study share; `per` says which one the message speaks of)."""
         limits = self.limits()
 
         def integer(name: str, value: Any, minimum: int) -> int:
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+                raise Refused(name, f"{name} must be an integer >= {minimum}, got {value!r}")
             bound, setting = limits.get(name, (None, None))
             if bound is not None and value > bound:
-                raise ValueError(f"{name}={value} exceeds this server's limit of {bound} ({setting})")
+                raise Refused(name, f"{name}={value} exceeds this server's limit of {bound} ({setting})")
             return value
 
         integer("n_questions", request.get("n_questions", DEFAULT_REQUEST["n_questions"]), 1)
@@ -90,14 +137,14 @@ class Validation(Catalogue):
         dims = request.get("dims", DEFAULT_REQUEST["dims"])
         if (not isinstance(dims, list | tuple) or len(dims) != 3
                 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dims)):
-            raise ValueError("dims must be three positive integers [vision, language, target]")
+            raise Refused("dims", "dims must be three positive integers [vision, language, target]")
         bound, setting = limits["dims"]
         if max(dims) > bound:
-            raise ValueError(f"dims {list(dims)}: each must be at most {bound} on this server ({setting})")
+            raise Refused("dims", f"dims {list(dims)}: each must be at most {bound} on this server ({setting})")
         tasks = request.get("tasks", DEFAULT_REQUEST["tasks"])
         bound, setting = limits["tasks"]
         if isinstance(tasks, list | tuple) and len(tasks) > bound:
-            raise ValueError(f"{len(tasks)} tasks exceed this server's limit of {bound} per analysis ({setting})")
+            raise Refused("tasks", f"{len(tasks)} tasks exceed this server's limit of {bound} per {per} ({setting})")
 
     def _validate_dataset(self, request: dict) -> None:
         listing = {entry.get("name"): entry for entry in self.datasets()}
@@ -105,40 +152,20 @@ class Validation(Catalogue):
             return
         dataset = request.get("dataset", "easy-vqa")
         if dataset not in listing:
-            raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(listing))}")
+            raise Refused("dataset", f"unknown dataset {dataset!r}; known: {', '.join(sorted(listing))}")
         tasks = request.get("tasks", ["color"])
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
-            raise ValueError("tasks must be a non-empty list of task names")
+            raise Refused("tasks", "tasks must be a non-empty list of task names")
         splits = listing[dataset].get("splits")
         split = request.get("split", "test")
         if splits and split not in splits:
-            raise ValueError(f"unknown split {split!r} for {dataset}; known: {', '.join(splits)}")
+            raise Refused("split", f"unknown split {split!r} for {dataset}; known: {', '.join(splits)}")
         known = [t if isinstance(t, str) else t.get("name") for t in listing[dataset].get("tasks", [])]
         unknown = [t for t in tasks if known and t not in known]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown} for {dataset}; known: {', '.join(known)}")
+            raise Refused("tasks", f"unknown task(s) {unknown} for {dataset}; known: {', '.join(known)}")
 
     @staticmethod
     def _validate_knockout(knockout: Any, num_layers: int | None, supported: list | None = None,
                            family: str | None = None) -> None:
-        if knockout is None:
-            return
-        if not isinstance(knockout, dict):
-            raise ValueError('knockout must be null or {"edges": [...], "layers": [first, last]}')
-        edges = knockout.get("edges")
-        if not isinstance(edges, list) or not edges or any(e not in KNOCKOUT_EDGES for e in edges):
-            raise ValueError(f"knockout.edges must be a non-empty list from {', '.join(KNOCKOUT_EDGES)}")
-        if supported and any(e not in supported for e in edges):
-            raise ValueError(f"{family or 'this model'} supports knockout edges {', '.join(supported)}; "
-                             f"not {', '.join(e for e in edges if e not in supported)}")
-        layers = knockout.get("layers")
-        if (not isinstance(layers, list | tuple) or len(layers) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers)):
-            raise ValueError("knockout.layers must be [first, last] decoder-layer indices")
-        first, last = layers
-        if first < 0 or last < first:
-            raise ValueError(f"knockout.layers [{first}, {last}] is not a window (0 <= first <= last)")
-        if num_layers is not None and last >= num_layers:
-            raise ValueError(
-                f"knockout.layers [{first}, {last}] is outside the model: decoder layers are 0..{num_layers - 1}"
-            )
+        check_window(knockout, num_layers, supported, family)

@@ -40,3 +40,13 @@ def test_pidflow_study_bad_input_is_a_message(tmp_path, capsys):
     assert "--window image->x 1 2: edges must be" in capsys.readouterr().err
     assert main(["study", "--recipe", "pidflow", "--sweep-k", "0", "-o", str(tmp_path)]) == 2
     assert "sweep k must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_pidflow_study_refuses_what_the_server_would_refuse_before_loading_a_model(tmp_path, capsys):
+    """The server's feasibility check (app.precheck.check_study): 5 questions, a window outside the model."""
+    assert main(["study", "--task", "shape", "--n-questions", "5", "--bootstrap", "0", "-o", str(tmp_path)]) == 2
+    assert ("PCA sizes 8 + 8 + 4 = 20 latent dimensions need at least 42 questions in all (2 folds of 21); this "
+            "request has 5") in capsys.readouterr().err
+    assert main(["study", "--task", "shape", "--window", "image->last", "2", "9", "-o", str(tmp_path)]) == 2
+    assert "knockouts[0].layers [2, 9] is outside the model: decoder layers are 0..5" in capsys.readouterr().err
+    assert not (tmp_path / "study.json").exists()
