@@ -78,6 +78,17 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            notes="interleaved 3-D M-RoPE built by the model; DeepStack adds image features after early layers"),
     Family("qwen3_5", "Qwen3.5 (hybrid linear attention)", "Qwen3_5ForConditionalGeneration", **_QWEN,
            notes="Gated-DeltaNet layers keep a recurrent state: knockouts refused on those layers"),
+    Family("qwen3_vl_moe", "Qwen3-VL-MoE", "Qwen3VLMoeForConditionalGeneration", **_QWEN,
+           notes="as Qwen3-VL with mixture-of-experts MLPs"),
+    Family("glm4v", "GLM-4.1V", "Glm4vForConditionalGeneration",
+           "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>{question}" + SHORT_ANSWER
+           + "<|assistant|>\n", image_token="<|image|>", own_positions=True, variable_image_tokens=True,
+           notes="3-D M-RoPE built by the model from the image grid; native-resolution patches"),
+    Family("aya_vision", "Aya Vision", "AyaVisionForConditionalGeneration",
+           "<|START_OF_TURN_TOKEN|><|USER_TOKEN|><image>{question}" + SHORT_ANSWER
+           + "<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>", variable_image_tokens=True,
+           notes="placeholder <image> expands to <|START_OF_IMG|>, tiles of <|IMG_PATCH|> tokens and a global "
+                 "tile, <|END_OF_IMG|>; image features at <|IMG_PATCH|> (Cohere2 decoder, pixel-shuffled SigLIP)"),
     Family("gemma3", "Gemma 3", "Gemma3ForConditionalGeneration",
            "<start_of_turn>user\n<start_of_image>{question}" + SHORT_ANSWER + "<end_of_turn>\n<start_of_turn>model\n",
            image_token="<start_of_image>", images="nested",

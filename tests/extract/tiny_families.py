@@ -455,6 +455,86 @@ def build_llama4(folder):
     return _save(folder, Llama4ForConditionalGeneration, config, processor)
 
 
+def build_qwen3_vl_moe(folder):
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, Qwen3VLProcessor
+
+    tokenizer = tokenizer_for(_template("qwen3_vl_moe"), specials=QWEN_SPECIALS, bos=None)
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                 "mrope_interleaved": True},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16,
+                  deepstack_visual_indexes=[0])
+    config = Qwen3VLMoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                              **_qwen_ids(tokenizer))
+    processor = _qwen_processor("qwen3_vl_moe", tokenizer, Qwen3VLProcessor, 4)
+    return _save(folder, Qwen3VLMoeForConditionalGeneration, config, processor)
+
+
+GLM_SPECIALS = ["<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>",
+                "<|video|>"]
+
+
+def build_glm4v(folder):
+    from transformers import (
+        Glm4vConfig,
+        Glm4vForConditionalGeneration,
+        Glm4vImageProcessorPil,
+        Glm4vProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("glm4v"), specials=GLM_SPECIALS, bos=None)
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                 "partial_rotary_factor": 0.5},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  image_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    config = Glm4vConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                         image_token_id=ids("<|image|>"), video_token_id=ids("<|video|>"),
+                         image_start_token_id=ids("<|begin_of_image|>"), image_end_token_id=ids("<|end_of_image|>"),
+                         video_start_token_id=ids("<|begin_of_video|>"), video_end_token_id=ids("<|end_of_video|>"))
+    pixels = (2 * 4 * 2) ** 2  # a 2x2 grid of merged patches: 4 image tokens
+    image_processor = Glm4vImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
+                                             size={"shortest_edge": pixels, "longest_edge": pixels})
+    processor = _image_only(Glm4vProcessor, image_processor=image_processor, tokenizer=tokenizer)
+    return _save(folder, Glm4vForConditionalGeneration, config, processor)
+
+
+AYA_SPECIALS = ["<image>", "<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>",
+                "TILE_GLOBAL", *[f"TILE_{i}" for i in range(1, 13)]]
+
+
+def build_aya_vision(folder):
+    from transformers import (
+        AyaVisionConfig,
+        AyaVisionForConditionalGeneration,
+        AyaVisionProcessor,
+        Cohere2Config,
+        GotOcr2ImageProcessorPil,
+    )
+
+    tokenizer = tokenizer_for(_template("aya_vision"), specials=AYA_SPECIALS, bos="<BOS_TOKEN>")
+    text = Cohere2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96,
+                         num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         max_position_embeddings=512, sliding_window=8,
+                         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, logit_scale=1.0)
+    config = AyaVisionConfig(vision_config=_siglip_vision(16, 4), text_config=text, downsample_factor=2,
+                             image_token_index=tokenizer.convert_tokens_to_ids("<|IMG_PATCH|>"),
+                             vision_feature_select_strategy="full", vision_feature_layer=-1)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, max_patches=4)  # tiles + global
+    processor = AyaVisionProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4, img_size=16,
+                                   downsample_factor=2)
+    return _save(folder, AyaVisionForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -470,4 +550,7 @@ BUILDERS = {
     "qwen3_5": build_qwen3_5,
     "phi4_multimodal": build_phi4_multimodal,
     "llama4": build_llama4,
+    "qwen3_vl_moe": build_qwen3_vl_moe,
+    "glm4v": build_glm4v,
+    "aya_vision": build_aya_vision,
 }
