@@ -7,6 +7,9 @@ import time
 
 import httpx
 
+CHUNK_BYTES = 1 << 20  # what an upload reads from disk and sends at a time
+UPLOAD_READ_TIMEOUT_S = 1800.0  # the server checks and stores a big file before it answers
+
 
 class AnalysisFailed(Exception):
     """The server ran the analysis and it failed; the message is the server's reason."""
@@ -47,15 +50,38 @@ class PidflowClient:
     def submit(self, request: dict) -> dict:
         return self._request("POST", "/analyses", json=request).json()
 
-    def upload_features(self, path) -> dict:
-        """Upload a features file (POST /features); its summary, with the `request` that analyses it."""
+    def upload_limits(self) -> dict | None:
+        """The server's limits for features files (OPTIONS /api/v1/features): max_upload_bytes,
+        feature_folder, max_run_bytes_without_feature_folder; None from a server too old to say."""
+        try:
+            response = self._http.request("OPTIONS", "/api/v1/features")
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"cannot reach the pidflow server at {self.base_url}: {exc}") from exc
+        if response.status_code != 200 or "max_upload_bytes" not in response.text:
+            return None
+        return response.json()
+
+    def upload_features(self, path, chunk_bytes: int = CHUNK_BYTES) -> dict:
+        """Upload a features file (POST /features); its summary, with the `request` that analyses it. The
+        file's size is checked against the server's limits first (nothing is sent when it is over them), and
+        the body is streamed from disk in chunks of `chunk_bytes` (the file is never held in memory)."""
         from pathlib import Path
 
         path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no features file {path}")
-        return self._request("POST", "/features", params={"filename": path.name}, content=path.read_bytes(),
-                             headers={"Content-Type": "application/octet-stream"}).json()
+        size = path.stat().st_size
+        check_upload_size(size, self.upload_limits(), path.name, self.base_url)
+
+        def chunks():
+            with open(path, "rb") as file:
+                while block := file.read(chunk_bytes):
+                    yield block
+
+        return self._request("POST", "/features", params={"filename": path.name}, content=chunks(),
+                             headers={"Content-Type": "application/octet-stream",
+                                      "Content-Length": str(size)},
+                             timeout=httpx.Timeout(self._http.timeout.connect, read=UPLOAD_READ_TIMEOUT_S)).json()
 
     def status(self, analysis_id: str) -> dict:
         return self._request("GET", f"/analyses/{analysis_id}").json()
@@ -81,6 +107,24 @@ class PidflowClient:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"analysis {analysis_id} still {job['state']} after {timeout_s} s")
                 time.sleep(poll_s)
+
+
+def check_upload_size(size: int, limits: dict | None, name: str, server: str) -> None:
+    """ValueError, before anything is sent, when a file of `size` bytes is over the server's limits."""
+    if not limits:
+        return
+    mib = 1 << 20
+    limit = limits.get("max_upload_bytes")
+    if limit is not None and size > limit:
+        raise ValueError(f"{name} is {size / mib:.1f} MiB; the server at {server} accepts features files up to "
+                         f"{limit / mib:.1f} MiB (its PIDFLOW_MAX_UPLOAD_BYTES): nothing was sent. Raise that limit "
+                         f"on the server, keep fewer layers or questions, or analyse locally (without --server)")
+    in_redis = limits.get("max_run_bytes_without_feature_folder")
+    if not limits.get("feature_folder") and in_redis is not None and size > in_redis:
+        raise ValueError(f"{name} is {size / mib:.1f} MiB; the server at {server} has no feature folder, so each run "
+                         f"of an upload must fit one Redis value ({in_redis / mib:.0f} MiB): nothing was sent. Set "
+                         f"PIDFLOW_FEATURE_DIR on the server (`pidflow serve` keeps one in its data dir), or analyse "
+                         f"locally (without --server)")
 
 
 def _detail(response: httpx.Response) -> str:

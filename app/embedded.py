@@ -108,7 +108,21 @@ def warm_first_page(base_url: str, link: str) -> None:
         pass
 
 
-def start_block(base_url: str, redis_line: str, data_line: str, workers_line: str) -> str:
+def _default_feature_folder(data_dir: Path, env=None) -> str:
+    """`pidflow serve` keeps features (extracted runs, uploaded files: one file per layer) in
+    <data dir>/features unless PIDFLOW_FEATURE_DIR says where; sets it for the API and the workers. Returns
+    the start block's line."""
+    env = os.environ if env is None else env
+    if env.get("PIDFLOW_FEATURE_DIR"):
+        return f"{env['PIDFLOW_FEATURE_DIR']} (PIDFLOW_FEATURE_DIR)"
+    folder = data_dir / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    env["PIDFLOW_FEATURE_DIR"] = str(folder)
+    return f"{folder} (one file per layer; PIDFLOW_FEATURE_DIR moves it)"
+
+
+def start_block(base_url: str, redis_line: str, data_line: str, workers_line: str,
+                feature_line: str | None = None) -> str:
     """The block `pidflow serve` prints at start: where to go, what runs, where data is kept."""
     return "\n".join([
         "",
@@ -117,6 +131,7 @@ def start_block(base_url: str, redis_line: str, data_line: str, workers_line: st
         f"    API        {base_url}/api/v1/docs   (REST API, also /api/v1/redoc)",
         f"    Redis      {redis_line}",
         f"    data       {data_line}",
+        *([f"    features   {feature_line}"] if feature_line else []),
         f"    workers    {workers_line}",
         "    stop       Ctrl-C (stops every process started here)",
         "",
@@ -231,9 +246,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
     signal.signal(signal.SIGTERM, _interrupt)  # before uvicorn runs: stop like Ctrl-C, cleaning up
     local_redis = None
     supervisor = None
+    own_feature_dir = False
     try:
+        folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        own_feature_dir = not os.environ.get("PIDFLOW_FEATURE_DIR")
+        feature_line = _default_feature_folder(folder)
         if not os.environ.get("REDIS_URL"):
-            folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
             local_redis = LocalRedis(directory=folder / "redis", appendonly=True,
                                      maxmemory=os.environ.get("PIDFLOW_REDIS_MAXMEMORY") or None).start()
             os.environ["REDIS_URL"] = local_redis.url
@@ -253,7 +271,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
         server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                         access_log=False, timeout_graceful_shutdown=5))
         base_url = f"http://{host}:{port}"
-        print(start_block(base_url, redis_line, _data_line(local_redis), workers_line), flush=True)
+        print(start_block(base_url, redis_line, _data_line(local_redis), workers_line, feature_line), flush=True)
         print(f"[pidflow] serving on {base_url}/", flush=True)
         if os.environ.get("PIDFLOW_PREWARM", "1") != "0":
             threading.Thread(target=_prewarm, args=(base_url, server, app.state.service), daemon=True).start()
@@ -265,4 +283,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
         if local_redis is not None:
             local_redis.stop()
             os.environ.pop("REDIS_URL", None)
+        if own_feature_dir:
+            os.environ.pop("PIDFLOW_FEATURE_DIR", None)
         print("[pidflow] stopped", flush=True)

@@ -22,6 +22,7 @@ from app.api.schemas import with_server_limits
 from app.docs_assets import add_docs_routes
 from app.service import AnalysisService, ServiceUnavailable, StorageFull
 from app.settings import Settings
+from app.uploads import limits as upload_limits
 from worker.feature_store import FeatureStoreFull
 from worker.messages import FULL_REDIS
 
@@ -39,6 +40,8 @@ class LargeBody:
     what: str
     output: str | None = None
     token: bool = False
+    stream: bool = False  # the route reads the body as a stream (and counts it): not buffered here
+    describe: object = None  # () -> dict: the path's limits, answered to OPTIONS
 
 
 class BodySizeLimit:
@@ -54,16 +57,23 @@ class BodySizeLimit:
         self.tokens = tuple(tokens)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         large = self.limits.get(scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
+        if scope["method"] == "OPTIONS" and large is not None and large.describe is not None \
+                and b"access-control-request-method" not in headers:  # not a CORS preflight
+            return await self._describe(send, large)
+        if scope["method"] not in BODY_METHODS:
+            return await self.app(scope, receive, send)
         if large is not None and large.token and self.tokens and not self._known_token(headers):
             return await self.app(scope, _capped(receive, self.max_bytes), send)
         declared = headers.get(b"content-length")
         ceiling, ceiling_what = (large.max_bytes, large.what) if large is not None else (self.max_bytes, "request body")
         if declared is not None and declared.isdigit() and int(declared) > ceiling:
             return await self._reject(send, ceiling, ceiling_what)
+        if large is not None and large.stream:  # its route streams the body to disk and counts it itself
+            return await self.app(scope, receive, send)
         limit, what = (large.max_bytes, large.what) if large is not None and large.output is None \
             else (self.max_bytes, "request body")
         chunks, size, more = [], 0, True
@@ -95,6 +105,18 @@ class BodySizeLimit:
         token = value.strip().encode()
         return scheme.lower() == "bearer" and bool(token) and any(
             hmac.compare_digest(token, known.encode()) for known in self.tokens)
+
+    async def _describe(self, send, large: LargeBody):
+        """OPTIONS on an upload path: its limits (JSON and X-Pidflow-* headers), so a client can refuse a
+        file before sending it."""
+        from starlette.concurrency import run_in_threadpool
+
+        limits = await run_in_threadpool(large.describe)
+        headers = {"Allow": "OPTIONS, POST", **{f"X-Pidflow-{key.replace('_', '-').title()}": str(value).lower()
+                                                 if isinstance(value, bool) else str(value)
+                                                 for key, value in limits.items() if value is not None}}
+        response = JSONResponse(limits, headers=headers)
+        await response({"type": "http"}, None, send)
 
     async def _reject(self, send, max_bytes: int, what: str):
         response = JSONResponse({"detail": f"{what} larger than {max_bytes} bytes"}, status_code=413)
@@ -245,7 +267,8 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     upload = settings.max_upload_bytes
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, tokens=settings.api_tokens, limits={
-        "/api/v1/features": LargeBody(upload, "features file (PIDFLOW_MAX_UPLOAD_BYTES)", token=True),
+        "/api/v1/features": LargeBody(upload, "features file (PIDFLOW_MAX_UPLOAD_BYTES)", token=True, stream=True,
+                                      describe=lambda: upload_limits(settings)),
         # the dashboard's drop zone sends the file base64-encoded inside its callback's JSON (token included)
         "/_dash-update-component": LargeBody(upload * 4 // 3 + settings.max_body_bytes, "dashboard upload",
                                              output=DROP_ZONE_OUTPUT)})

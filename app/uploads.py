@@ -8,8 +8,12 @@ Errors: `UploadTooLarge` (HTTP 413), `ValueError` for a file or request that doe
 from __future__ import annotations
 
 import hashlib
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
-from worker.uploads import UploadStore
+from worker.uploads import SPOOL_PREFIX, NeedsFeatureFolder, UploadStore
 
 DECODED_PER_UPLOAD_BYTE = 2  # a file's arrays may decode to at most twice PIDFLOW_MAX_UPLOAD_BYTES
 PREFIX = "features:"  # pidcore.uploaded.PREFIX; not imported at start so that the API's import stays light
@@ -17,7 +21,68 @@ IMAGE_PREFIX = "upload."  # image ids of a file's questions (pidcore.featurefile
 
 
 class UploadTooLarge(ValueError):
-    """The body is over PIDFLOW_MAX_UPLOAD_BYTES."""
+    """The body is over PIDFLOW_MAX_UPLOAD_BYTES, or needs a feature folder this server has not."""
+
+
+@dataclass
+class ReceivedFile:
+    """An upload's body, streamed to a file on disk (`receive`): its path, sha256 and size."""
+
+    path: Path
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def spool_folder(settings=None) -> Path:
+    """Where a body is streamed: the feature folder (its layer files go there next; the upload sweep removes
+    a spool abandoned for an hour), else the system's temporary folder."""
+    from worker.feature_store import env_settings
+
+    directory = (settings or env_settings()).directory
+    if directory is None:
+        return Path(tempfile.gettempdir())
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+async def receive(chunks, max_bytes: int, folder: Path | None = None) -> ReceivedFile:
+    """Stream an upload's body (an async iterator of bytes, e.g. starlette's `request.stream()`) into a
+    private file, hashing as it goes: memory is one chunk whatever the body's size. UploadTooLarge as soon
+    as it passes `max_bytes` (nothing is kept)."""
+    path = (folder or spool_folder()) / f"{SPOOL_PREFIX}{uuid.uuid4().hex}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "wb") as file:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UploadTooLarge(f"the features file is over {max_bytes} bytes; this server accepts up to "
+                                         f"{max_bytes} bytes (PIDFLOW_MAX_UPLOAD_BYTES)")
+                digest.update(chunk)
+                file.write(chunk)
+    except BaseException as error:
+        path.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            from worker.feature_store import FULL_ERRNOS, full_disk
+
+            if error.errno in FULL_ERRNOS:
+                raise full_disk(error, "the uploaded file") from error
+        raise
+    return ReceivedFile(path=path, sha256=digest.hexdigest(), size=size)
+
+
+def limits(settings) -> dict:
+    """What a client needs before sending a features file (OPTIONS /api/v1/features): the upload limit,
+    whether a feature folder stores uploads, and else the most one run may hold in Redis."""
+    from worker.feature_store import env_settings
+
+    store = env_settings()
+    return {"max_upload_bytes": settings.max_upload_bytes, "feature_folder": store.directory is not None,
+            "max_run_bytes_without_feature_folder": None if store.directory is not None else store.redis_max_bytes,
+            "decoded_bound_bytes": DECODED_PER_UPLOAD_BYTE * settings.max_upload_bytes}
 
 
 def is_features_model(model) -> bool:
@@ -29,26 +94,35 @@ class FeatureUploads:
         self.settings = settings
         self.store = UploadStore(redis_client, settings.upload_ttl_s)
 
-    def upload(self, data: bytes, filename: str | None = None, token: str | None = None) -> dict:
-        """Check and store a features file: its summary (id, model, sizes, tasks), `created` (False when
-        the same file was here already with its files) and `request`, the AnalysisRequest that analyses all
-        of it."""
+    def upload(self, data: bytes | ReceivedFile, filename: str | None = None, token: str | None = None) -> dict:
+        """Check and store a features file (its bytes, or a ReceivedFile streamed to disk: then it is read a
+        layer at a time and memory does not grow with its size): its summary (id, model, sizes, tasks),
+        `created` (False when the same file was here already with its files) and `request`, the
+        AnalysisRequest that analyses all of it."""
         from pidcore.featurefile import read_features
         from pidcore.uploaded import features_request
 
         limit = self.settings.max_upload_bytes
-        if len(data) > limit:
-            raise UploadTooLarge(f"the features file is {len(data)} bytes; this server accepts up to {limit} "
+        on_disk = isinstance(data, ReceivedFile)
+        size = data.size if on_disk else len(data)
+        if size > limit:
+            raise UploadTooLarge(f"the features file is {size} bytes; this server accepts up to {limit} "
                                  f"bytes (PIDFLOW_MAX_UPLOAD_BYTES)")
-        if not data:
+        if not size:
             raise ValueError("no file: send the features file's bytes as the body "
                              "(Content-Type: application/octet-stream)")
-        sha = hashlib.sha256(data).hexdigest()
+        sha = data.sha256 if on_disk else hashlib.sha256(data).hexdigest()
         known = self.store.refresh(sha)  # the same bytes were checked before
         if known is None or self.store.files_missing(sha):  # new, or its files were lost: (re)write them
-            feature_set = read_features(data, filename=filename, max_bytes=DECODED_PER_UPLOAD_BYTE * limit)
+            bound = DECODED_PER_UPLOAD_BYTE * limit
+            feature_set = read_features(data.path, filename=filename, max_bytes=bound, lazy=True,
+                                        sha256=sha) if on_disk else \
+                read_features(data, filename=filename, max_bytes=bound)
             known = {**feature_set.describe(), "request": features_request(feature_set)}
-            created = self.store.put(feature_set, known)
+            try:
+                created = self.store.put(feature_set, known)
+            except NeedsFeatureFolder as error:
+                raise UploadTooLarge(str(error)) from error
         else:
             created = False
         if token:

@@ -75,12 +75,20 @@ class FeatureSet:
 
 # -- reading ----------------------------------------------------------------------------------------------
 
-def read_features(source, *, filename: str | None = None, max_bytes: int | None = None) -> FeatureSet:
+def read_features(source, *, filename: str | None = None, max_bytes: int | None = None, lazy: bool = False,
+                  sha256: str | None = None) -> FeatureSet:
     """Read and check a features file from a path or its bytes; FeaturesFileError naming every problem.
 
     `max_bytes` bounds what the file's arrays decode to: the sizes every format declares (zip members,
     .npy headers, safetensors headers, torch archive members) are added up and checked against it before
-    anything is inflated. None: no bound (a local file of your own)."""
+    anything is inflated. None: no bound (a local file of your own).
+
+    `lazy` (a path only): the file's arrays are not loaded; each is read one index of its first axis (a
+    layer of `vision`, an image) at a time by positioned reads, so checking and storing the file holds about
+    one layer whatever its size (safetensors, npz with stored members; a deflated npz member is decoded
+    whole, a .pt file is memory-mapped). `sha256`: the file's hash when the caller computed it already."""
+    if lazy and isinstance(source, str | Path):
+        return _read_lazily(Path(source).expanduser(), filename, max_bytes, sha256)
     if isinstance(source, str | Path):
         path = Path(source).expanduser()
         if not path.is_file():
@@ -128,9 +136,10 @@ class _Budget:
                 f"(a compressed file may decode to at most that: send fewer layers or questions)")
 
 
-def _zip_archive(data: bytes, what: str) -> zipfile.ZipFile:
-    """The zip archive in `data`, its member count checked (end record) before its directory is parsed."""
-    stream = io.BytesIO(data)
+def _zip_archive(data, what: str) -> zipfile.ZipFile:
+    """The zip archive in `data` (bytes or a binary file open for reading), its member count checked (end
+    record) before its directory is parsed."""
+    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
     try:
         end = zipfile._EndRecData(stream)  # noqa: SLF001 - the end record, read before the whole directory
         if end is None:
@@ -265,6 +274,249 @@ def _json(text, where: str):
         raise FeaturesFileError(f"{where} is not valid JSON: {error}") from error
 
 
+# -- reading a file on disk lazily (uploads: memory independent of the file's size) -----------------------
+
+class LazyArray:
+    """An array read one index of its first axis at a time (`a[i]`); `np.asarray(a)` reads all of it.
+    Subclasses give `shape`, `dtype` and `_row(i)`."""
+
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.shape[0]))
+
+    def __getitem__(self, key):
+        if isinstance(key, int | np.integer):
+            index = int(key) + (self.shape[0] if key < 0 else 0)
+            if not 0 <= index < self.shape[0]:
+                raise IndexError(f"index {key} outside 0..{self.shape[0] - 1}")
+            return self._row(index)
+        if isinstance(key, tuple) and key and isinstance(key[0], int | np.integer):
+            return self[key[0]][key[1:]]
+        if isinstance(key, slice):
+            return np.stack([self._row(i) for i in range(self.shape[0])[key]]) if range(self.shape[0])[key] \
+                else np.empty((0, *self.shape[1:]), self.dtype)
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def astype(self, dtype, copy: bool = True) -> LazyArray:
+        return _Converted(self, np.dtype(dtype))
+
+    def _row(self, index: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class FileArray(LazyArray):
+    """A C-ordered array stored at `offset` in the file at `path` (dtype `stored`, "bf16" for bfloat16:
+    read as float32), read by positioned reads: nothing mapped, only the row asked for held."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple, stored):
+        self.path, self.offset, self.shape = Path(path), int(offset), tuple(int(x) for x in shape)
+        self.bf16 = stored == "bf16"
+        self.stored = np.dtype("<u2") if self.bf16 else np.dtype(stored)
+        self.dtype = np.dtype(np.float32) if self.bf16 else self.stored
+
+    def _row(self, index: int) -> np.ndarray:
+        count = math.prod(self.shape[1:])
+        with open(self.path, "rb") as file:
+            file.seek(self.offset + index * count * self.stored.itemsize)
+            values = np.fromfile(file, dtype=self.stored, count=count)
+        if values.size != count:
+            raise FeaturesFileError(f"features file: truncated (row {index} of an array of shape {self.shape} "
+                                    f"ends past the end of the file)")
+        if self.bf16:
+            values = (values.astype(np.uint32) << 16).view(np.float32)
+        return values.reshape(self.shape[1:])
+
+
+class _Converted(LazyArray):
+    def __init__(self, source: LazyArray, dtype: np.dtype):
+        self.source, self.shape, self.dtype = source, source.shape, dtype
+
+    def _row(self, index: int) -> np.ndarray:
+        return self.source[index].astype(self.dtype)
+
+
+class _Stacked(LazyArray):
+    """Per-layer arrays (vision.0, vision.1, ...) seen as one (layers, ...) array."""
+
+    def __init__(self, arrays: list):
+        self.arrays, self.shape = arrays, (len(arrays), *arrays[0].shape)
+        self.dtype = np.result_type(*(a.dtype for a in arrays))
+
+    def _row(self, index: int) -> np.ndarray:
+        return np.asarray(self.arrays[index]).astype(self.dtype, copy=False)
+
+
+class _TensorRows(LazyArray):
+    """A (memory-mapped) torch tensor read a row at a time."""
+
+    def __init__(self, tensor):
+        self.tensor, self.shape = tensor, tuple(tensor.shape)
+        self.dtype = np.dtype(np.float32) if str(tensor.dtype) == "torch.bfloat16" else _numpy(tensor[:0]).dtype
+
+    def _row(self, index: int) -> np.ndarray:
+        return _numpy(self.tensor[index]).copy()
+
+
+LAZY_MIN_BYTES = 1 << 16  # smaller arrays are simply loaded
+_SAFETENSORS_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "bf16", "U8": "u1", "I8": "i1",
+                       "I16": "<i2", "I32": "<i4", "I64": "<i8", "U16": "<u2", "U32": "<u4", "U64": "<u8",
+                       "BOOL": "?"}
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_lazily(path: Path, filename: str | None, max_bytes: int | None, sha: str | None) -> FeatureSet:
+    if not path.is_file():
+        raise FileNotFoundError(f"no features file {path}")
+    with open(path, "rb") as file:
+        head = file.read(64)
+    if head[:4] == b"PK\x03\x04" and not (filename and Path(filename).suffix.lower() in SUFFIXES):
+        with open(path, "rb") as file:
+            names = _zip_archive(file, "not a features file").namelist()
+        kind = "pt" if any(name.endswith("data.pkl") for name in names) else "npz"
+    else:
+        kind = detect_format(head, filename or path.name)
+    reader = {"npz": _lazy_npz, "safetensors": _lazy_safetensors, "pt": _lazy_pt}[kind]
+    raw = reader(path, _Budget(max_bytes))
+    sha = sha or file_sha256(path)
+    features, images, knockout = _check(raw, sha)
+    return FeatureSet(features=features, images=images, sha256=sha, format=kind, knockout=knockout)
+
+
+def _lazy_safetensors(path: Path, budget: _Budget) -> dict:
+    size_on_disk = path.stat().st_size
+    try:
+        with open(path, "rb") as file:
+            (size,) = struct.unpack("<Q", file.read(8))
+            if size > min(size_on_disk, 100 << 20):
+                raise ValueError(f"a header of {size:,} bytes")
+            header = json.loads(file.read(size))
+        _take_safetensors(header, budget)
+    except FeaturesFileError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any parse failure is a bad file
+        raise FeaturesFileError(f"not a readable safetensors file: {error}") from error
+    raw, base = {}, 8 + size
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            stored = _SAFETENSORS_DTYPES[entry["dtype"]]
+            shape, (start, end) = tuple(int(x) for x in entry["shape"]), entry["data_offsets"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise FeaturesFileError(f"not a readable safetensors file: tensor {name!r}: {error}") from error
+        itemsize = 2 if stored == "bf16" else np.dtype(stored).itemsize
+        if end - start != math.prod(shape) * itemsize or base + end > size_on_disk:
+            raise FeaturesFileError(f"not a readable safetensors file: tensor {name!r} declares {shape} "
+                                    f"{entry['dtype']} but holds bytes {start}..{end} of a {size_on_disk:,}-byte file")
+        array = FileArray(path, base + start, shape, stored)
+        raw[name] = array if array.nbytes >= LAZY_MIN_BYTES and shape else np.asarray(array) if shape else \
+            np.fromfile(path, dtype=array.stored, count=1, offset=base + start).reshape(())
+    for name, text in (header.get("__metadata__") or {}).items():
+        raw[name] = _json(text, f"__metadata__[{name!r}]")
+    return raw
+
+
+def _lazy_npz(path: Path, budget: _Budget) -> dict:
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as file:
+        if file.read(2) != b"PK":
+            raise FeaturesFileError("not a readable npz archive: it is not a zip file (write it with numpy.savez)")
+        archive = _zip_archive(file, "not a readable npz archive")
+        members = archive.infolist()
+        for info in members:
+            budget.take(info.file_size, f"npz member {info.filename!r}")
+        raw = {}
+        try:
+            for info in members:
+                name = info.filename.removesuffix(".npy")
+                lazy = None
+                if info.compress_type == zipfile.ZIP_STORED and info.file_size >= LAZY_MIN_BYTES:
+                    file.seek(info.header_offset)
+                    local = file.read(30)
+                    start = info.header_offset + 30 + struct.unpack("<H", local[26:28])[0] + \
+                        struct.unpack("<H", local[28:30])[0]
+                    with archive.open(info) as member:
+                        version = npy.read_magic(member)
+                        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                        shape, fortran, dtype = header(member, max_header_size=MAX_NPY_HEADER)
+                        offset = member.tell()
+                    declared = math.prod(shape) * dtype.itemsize
+                    if declared != info.file_size - offset:
+                        raise FeaturesFileError(f"npz member {info.filename!r}: its .npy header declares {shape} "
+                                                f"{dtype} ({declared:,} bytes) but the member holds "
+                                                f"{info.file_size - offset:,}")
+                    if not fortran and shape and dtype.kind in "fiub" and not dtype.hasobject:
+                        lazy = FileArray(path, start + offset, shape, dtype)
+                raw[name] = lazy if lazy is not None else _npy_member(archive, info)
+        except FeaturesFileError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a corrupt archive fails in many ways
+            raise FeaturesFileError(f"not a readable npz archive: {error}") from error
+    for name in ("meta", "answer_set", *STRINGS, KNOCKOUT + "predicted"):
+        if name in raw and not isinstance(raw[name], LazyArray) and raw[name].dtype.kind in "US":
+            raw[name] = raw[name].tolist()
+    if isinstance(raw.get("meta"), str):
+        raw["meta"] = _json(raw["meta"], "meta")
+    return raw
+
+
+def _lazy_pt(path: Path, budget: _Budget) -> dict:
+    import torch
+
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":
+            raise FeaturesFileError("a .pt features file must be in torch's zip format (torch.save, torch 1.6 or "
+                                    "later); the legacy format is not read")
+        file.seek(0)
+        for info in _zip_archive(file, "not a readable torch file").infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                raise FeaturesFileError(f"not a readable torch file: member {info.filename!r} is compressed "
+                                        f"(torch.save stores its members uncompressed)")
+            budget.take(info.file_size, f"torch archive member {info.filename!r}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise FeaturesFileError(f"not a readable torch file (loaded with weights_only=True: tensors, lists, "
+                                f"dicts, strings and numbers only): {error}") from error
+    if not isinstance(loaded, dict):
+        raise FeaturesFileError(f"a .pt features file must hold a dict, got {type(loaded).__name__}")
+    raw = {}
+    for name, value in loaded.items():
+        if isinstance(value, list | tuple) and value and all(isinstance(v, torch.Tensor) for v in value) and \
+                name in ("vision", "language", KNOCKOUT + "vision", KNOCKOUT + "language"):
+            value = _Stacked([_TensorRows(v) for v in value])
+        elif isinstance(value, torch.Tensor):
+            value = _TensorRows(value) if value.dim() and value.numel() * value.element_size() >= LAZY_MIN_BYTES \
+                else _numpy(value)
+        raw[str(name)] = value
+    return raw
+
+
 # -- checking ---------------------------------------------------------------------------------------------
 
 def _stacked(raw: dict, name: str, problems: list[str]) -> np.ndarray | None:
@@ -276,17 +528,24 @@ def _stacked(raw: dict, name: str, problems: list[str]) -> np.ndarray | None:
         if sorted(per_layer) != list(range(len(per_layer))):
             problems.append(f"per-layer keys {name}.<i> must run 0..L-1, got layers {sorted(per_layer)}")
             return None
-        arrays = [np.asarray(raw[per_layer[i]]) for i in range(len(per_layer))]
+        arrays = [_array(raw[per_layer[i]]) for i in range(len(per_layer))]
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
             problems.append(f"{name}.<i> arrays differ in shape: {sorted(shapes)}")
             return None
+        if any(isinstance(a, LazyArray) for a in arrays):
+            return _Stacked(arrays)
         return np.stack(arrays)
     if name not in raw:
         problems.append(f"missing {name!r}: pooled {name} states, (layers, questions, hidden) "
                         f"(or one (questions, hidden) array per layer: {name}.0, {name}.1, ...)")
         return None
-    return np.asarray(raw[name])
+    return _array(raw[name])
+
+
+def _array(value):
+    """An ndarray, or the LazyArray itself (read a row at a time later)."""
+    return value if isinstance(value, LazyArray) else np.asarray(value)
 
 
 def _float_array(value: np.ndarray, name: str, ndim: int, problems: list[str]) -> np.ndarray | None:
@@ -299,12 +558,25 @@ def _float_array(value: np.ndarray, name: str, ndim: int, problems: list[str]) -
         return None
     if value.dtype not in (np.float16, np.float32):  # float16 stays float16 (half the memory); the rest float32
         value = value.astype(np.float32)
-    bad = ~np.isfinite(value)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        problems.append(f"{name} has {int(bad.sum())} NaN or infinite value(s) (first at index {where})")
+    count, where = _non_finite(value)
+    if count:
+        problems.append(f"{name} has {count} NaN or infinite value(s) (first at index {where})")
         return None
     return value
+
+
+def _non_finite(value) -> tuple[int, tuple | None]:
+    """How many values are NaN or infinite and the index of the first; a LazyArray row by row."""
+    if not isinstance(value, LazyArray):
+        bad = ~np.isfinite(value)
+        return int(bad.sum()), (tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None)
+    count, where = 0, None
+    for row in range(value.shape[0]):
+        bad = ~np.isfinite(value[row])
+        if bad.any():
+            count += int(bad.sum())
+            where = where or (row, *(int(i) for i in np.argwhere(bad)[0]))
+    return count, where
 
 
 def _strings(raw: dict, name: str, n: int | None, problems: list[str]) -> np.ndarray | None:
@@ -453,7 +725,7 @@ def _p_correct(raw: dict, name: str, n: int | None, problems: list[str]) -> np.n
 def _images(raw: dict, n: int | None, problems: list[str]) -> np.ndarray | None:
     if "images" not in raw:
         return None
-    images = np.asarray(raw["images"])
+    images = _array(raw["images"])
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
         problems.append(f"images must be uint8 (questions, H, W) or (questions, H, W, 1|3|4), got {images.dtype} "
                         f"{images.shape}")

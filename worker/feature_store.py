@@ -43,6 +43,14 @@ class FeatureStoreSettings:
     dtype: str = "float32"
     max_bytes: int | None = None
     redis_max_bytes: int = 500 * MIB
+    dtype_given: bool = False  # PIDFLOW_FEATURE_DTYPE set: every run in `dtype`; unset: float16 runs stay float16
+
+    def run_dtype(self, features) -> str:
+        """The dtype a run's layer files get: `dtype`, except that float16 states (an uploaded float16
+        file) stay float16 unless PIDFLOW_FEATURE_DTYPE asks for float32."""
+        if not self.dtype_given and np.dtype(getattr(features.vision, "dtype", np.float32)) == np.float16:
+            return "float16"
+        return self.dtype
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> FeatureStoreSettings:
@@ -64,6 +72,7 @@ class FeatureStoreSettings:
             return int(value * scale)
         directory = env.get("PIDFLOW_FEATURE_DIR") or None
         return cls(directory=Path(directory) if directory else None, dtype=dtype,
+                   dtype_given=bool(env.get("PIDFLOW_FEATURE_DTYPE")),
                    max_bytes=number("PIDFLOW_FEATURE_MAX_GB", 1024**3, None),
                    redis_max_bytes=number("PIDFLOW_FEATURE_REDIS_MAX_MB", MIB, 500 * MIB))
 
@@ -236,7 +245,7 @@ def save(job_id: str, run: str, features, settings: FeatureStoreSettings | None 
         return features.to_bytes()
     writer = None
     try:
-        writer = RunWriter(settings.directory, job_id, run, settings.dtype)
+        writer = RunWriter(settings.directory, job_id, run, settings.run_dtype(features))
         for layer in range(features.num_layers):
             writer.write_layer(features.vision[layer], features.language[layer])
         ref = writer.finish({name: getattr(features, name) for name in _ANSWERS}, features.meta)

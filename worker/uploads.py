@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from worker import feature_store
 from worker.settings import DAY_S
 
@@ -38,9 +40,15 @@ OWNERS_PREFIX = "pidflow:upload-owners:"
 DEFAULT_TTL_S = 30 * DAY_S
 FILES_PREFIX = "upload"  # <PIDFLOW_FEATURE_DIR>/upload<sha>/{baseline,knockout}/
 TEMP_PREFIX = ".partial-upload"  # <PIDFLOW_FEATURE_DIR>/.partial-upload<sha>.<random>/: an upload being written
+SPOOL_PREFIX = TEMP_PREFIX + "-body."  # <PIDFLOW_FEATURE_DIR>/.partial-upload-body.<random>: a body being received
 SWEEP_GRACE_S = 600
+MIB = 1 << 20
 ABANDONED_S = 3600
 RUNS = {"features": "baseline", "knockout": "knockout"}  # hash field -> run folder
+
+
+class NeedsFeatureFolder(ValueError):
+    """A file whose runs fit no Redis value on a server without a feature folder (HTTP 413)."""
 
 
 class UploadMissing(RuntimeError):
@@ -89,6 +97,7 @@ class UploadStore:
         folder and renamed into place whole."""
         root = self.settings.directory
         if root is None:
+            self._check_redis_room(sha, runs)
             return {field: feature_store.save(FILES_PREFIX + sha, RUNS[field], run, self.settings)
                     for field, run in runs.items()}
         self._check_room(sha, runs)
@@ -105,13 +114,28 @@ class UploadStore:
             shutil.rmtree(root / private, ignore_errors=True)
         return {field: feature_store.reference(folder / RUNS[field]) for field in runs}
 
+    def _check_redis_room(self, sha: str, runs: dict) -> None:
+        """NeedsFeatureFolder (413) when, without a feature folder, a run would not fit one Redis value
+        (PIDFLOW_FEATURE_REDIS_MAX_MB; Redis itself refuses 512 MiB), before anything is written."""
+        limit = self.settings.redis_max_bytes
+        for field, run in runs.items():
+            needed = feature_store.run_bytes(run, str(np.dtype(run.vision.dtype)))
+            if needed > limit:
+                raise NeedsFeatureFolder(
+                    f"features file {sha[:12]}...: its {RUNS[field]} run holds {needed / MIB:.0f} MiB of pooled "
+                    f"states, more than one Redis value can hold here ({limit / MIB:.0f} MiB, "
+                    f"PIDFLOW_FEATURE_REDIS_MAX_MB), and this server has no feature folder: set PIDFLOW_FEATURE_DIR "
+                    f"(a volume the API and workers share; `pidflow serve` keeps one in its data dir), or send "
+                    f"fewer layers or questions")
+
     def _check_room(self, sha: str, runs: dict) -> None:
         """FeatureStoreFull (507) when the folder's files and this upload's would pass PIDFLOW_FEATURE_MAX_GB."""
         limit = self.settings.max_bytes
         if limit is None:
             return
-        needed = sum(feature_store.run_bytes(run, self.settings.dtype) for run in runs.values())
-        used = feature_store.used_bytes(self.settings.directory)
+        needed = sum(feature_store.run_bytes(run, self.settings.run_dtype(run)) for run in runs.values())
+        root = self.settings.directory  # received bodies (SPOOL_PREFIX) are not kept: they do not count
+        used = feature_store.used_bytes(root) - sum(_size(p) for p in root.glob(SPOOL_PREFIX + "*"))
         if used + needed > limit:
             raise feature_store.FeatureStoreFull(
                 errno.ENOSPC, f"the feature folder is at its bound (PIDFLOW_FEATURE_MAX_GB = {limit / 1024**3:g} GiB): "
@@ -165,7 +189,10 @@ class UploadStore:
         for folder in root.iterdir():
             if folder.name.startswith(TEMP_PREFIX):
                 if _age_s(folder) > self.abandoned_s:
-                    shutil.rmtree(folder, ignore_errors=True)
+                    if folder.is_dir():
+                        shutil.rmtree(folder, ignore_errors=True)
+                    else:  # a received body (SPOOL_PREFIX) whose upload died
+                        folder.unlink(missing_ok=True)
                 continue
             sha = folder.name[len(FILES_PREFIX):]
             if (folder.name.startswith(FILES_PREFIX) and len(sha) == 64 and sha.isalnum()
@@ -195,6 +222,13 @@ class UploadStore:
 
     def image_png(self, sha: str, index: int) -> bytes | None:
         return self.redis.hget(IMAGES_PREFIX + sha, str(index))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _age_s(folder: Path) -> float:

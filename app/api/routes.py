@@ -237,9 +237,16 @@ FEATURES_BODY = {"requestBody": {"required": True, "description": "the features 
                         503: ERRORS[503]},
              summary="Upload a pooled-features file; analyse it by POSTing its `request` to /analyses")
 async def upload_features(request: Request, response: Response, token: Writer, filename: str | None = None):
-    body = await request.body()
-    with _mapped_errors():
-        info = await run_in_threadpool(_service(request).upload_features, body, filename, token)
+    from app.uploads import receive, spool_folder
+
+    service = _service(request)
+    with _mapped_errors():  # the body goes to disk as it arrives; the file is then read a layer at a time
+        received = await receive(request.stream(), service.settings.max_upload_bytes,
+                                 await run_in_threadpool(spool_folder))
+        try:
+            info = await run_in_threadpool(service.upload_features, received, filename, token)
+        finally:
+            received.discard()
     if not info["created"]:
         response.status_code = 200
     return info
