@@ -16,6 +16,7 @@ import torch
 from pidcore.revision import folder_revision  # torch-free; re-exported here
 
 from .families import FAMILIES, LLAVA_PROMPT, Family, family_for, without_torchvision
+from .loading import QUANTIZATIONS
 from .roles import BatchRoles, find_roles, question_flags
 
 __all__ = ["LLAVA_PROMPT", "VLMAdapter", "LlavaAdapter", "LlavaNextAdapter", "load_adapter", "folder_revision"]
@@ -61,7 +62,8 @@ class VLMAdapter:
 
     @property
     def final_norm(self):
-        return self.language_model.norm
+        """The decoder's final norm (the family's `final_norm` path): its output is the last pooled layer."""
+        return reduce(getattr, self.family.final_norm.split("."), self.language_model)
 
     @property
     def num_layers(self) -> int:
@@ -92,10 +94,19 @@ class VLMAdapter:
             if self.family.attention == "cross" else ()
 
     @property
+    def unmaskable_layers(self) -> dict[int, str]:
+        """Decoder layers that hold none of the family's `attention_modules` (a recurrent linear-attention
+        state, a short convolution), which no attention mask can edit: layer -> what mixes its tokens."""
+        found = {}
+        for index, layer in enumerate(self.decoder_layers):
+            if not any(isinstance(getattr(layer, name, None), torch.nn.Module) for name in self.family.attention_modules):
+                found[index] = token_mixer(layer)
+        return found
+
+    @property
     def linear_attention_layers(self) -> tuple[int, ...]:
-        """Decoder layers with a recurrent (linear-attention) state, which no attention mask can edit."""
-        types = getattr(self.text_config, "layer_types", None) or ()
-        return tuple(index for index, kind in enumerate(types) if "linear" in str(kind))
+        """The unmaskable layers' indices (the name older readers of `describe()` know)."""
+        return tuple(self.unmaskable_layers)
 
     @property
     def attention_implementation(self) -> str:
@@ -116,6 +127,7 @@ class VLMAdapter:
                 "attention": self.family.attention, "vision_source": self.family.vision_source,
                 "knockout_edges": list(self.family.edges),
                 "linear_attention_layers": list(self.linear_attention_layers),
+                "unmaskable_layers": [{"layer": index, "kind": kind} for index, kind in self.unmaskable_layers.items()],
                 "cross_attention_layers": list(self.cross_attention_layers)}
 
     # -- knockouts ---------------------------------------------------------------------------------------
@@ -135,12 +147,14 @@ class VLMAdapter:
             raise ValueError(f"knockouts edit the 4-D attention mask, which attn_implementation={implementation!r} "
                              f"cannot take; load the model with attn_implementation='eager' or 'sdpa'")
         first, last = knockout.layers
-        linear = [index for index in self.linear_attention_layers if first <= index <= last]
-        if linear:
-            full = [index for index in range(self.num_layers) if index not in self.linear_attention_layers]
-            raise ValueError(f"knockout window {knockout.layers} includes linear-attention layers {linear} of this "
-                             f"hybrid decoder; an attention mask cannot block a recurrent state. Choose a window of "
-                             f"full-attention layers only: {full}")
+        unmaskable = self.unmaskable_layers
+        inside = [index for index in unmaskable if first <= index <= last]
+        if inside:
+            full = [index for index in range(self.num_layers) if index not in unmaskable]
+            kinds = ", ".join(f"{index} ({unmaskable[index]})" for index in inside)
+            raise ValueError(f"knockout window {list(knockout.layers)} includes decoder layers without attention of this "
+                             f"hybrid decoder: {kinds}; an attention mask cannot block a recurrent state or a "
+                             f"convolution. Choose a window of attention layers only: {full}")
 
     @contextmanager
     def knockout_applied(self, knockout):
@@ -219,6 +233,15 @@ class VLMAdapter:
             yield
         finally:
             handle.remove()
+
+
+def token_mixer(layer) -> str:
+    """What mixes tokens in a decoder layer without attention: the classes of its children that are neither
+    norms nor feed-forward blocks (e.g. Lfm2ShortConv, Qwen3_5GatedDeltaNet); else the layer's class."""
+    skip = ("norm", "mlp", "moe", "feedforward", "feed_forward", "dropout", "experts")
+    names = [type(child).__name__ for name, child in layer.named_children()
+             if not any(word in type(child).__name__.lower() or word in name.lower() for word in skip)]
+    return ", ".join(names) or type(layer).__name__
 
 
 class LlavaAdapter(VLMAdapter):
@@ -308,9 +331,6 @@ def _hub_revision(model: str) -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-QUANTIZATIONS = ("8bit", "4bit")
-
-
 def _placement(device_map, quantization) -> dict:
     """from_pretrained options for `device_map` (layers over several GPUs / CPU offload; needs accelerate)
     and 8/4-bit `quantization` (needs bitsandbytes); ValueError naming the missing package."""
@@ -337,10 +357,18 @@ def load_adapter(model: str, *, dtype=None, device=None, attn_implementation=Non
                  quantization=None) -> VLMAdapter:
     """Load "demo", a local folder or a Hugging Face id; bf16 on GPU and fp32 on CPU unless told.
     `device_map` ("auto", or a layer -> device dict) spreads the layers over GPUs / CPU (accelerate);
-    `quantization` "8bit" / "4bit" loads quantised weights (bitsandbytes). Both optional.
+    `quantization` "8bit" / "4bit" loads quantised weights (bitsandbytes). Both optional. Each of device,
+    dtype, device_map and quantization left out comes from PIDFLOW_DEVICE, PIDFLOW_DTYPE, PIDFLOW_DEVICE_MAP,
+    PIDFLOW_QUANTIZATION when set (pidcore.extract.loading), so workers and the CLI choose them.
 
     The family (model class, decoder, prompt template, ...) comes from the config's model_type."""
     import transformers
+
+    from .loading import LoadOptions
+
+    env = LoadOptions.from_env()
+    device, dtype = device or env.device, dtype or env.dtype
+    device_map, quantization = device_map or env.device_map, quantization or env.quantization
 
     name, folder = _resolve(model)
     source = str(folder) if folder is not None else model

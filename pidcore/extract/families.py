@@ -28,7 +28,13 @@ class Family:
     model_class: str  # transformers class
     prompt: str  # default template: contains `image_token` and "{question}"
     image_token: str = "<image>"  # the placeholder in the prompt (the processor expands it)
-    decoder: str = "model.language_model"  # attribute path from the loaded model to the decoder (.layers, .norm)
+    decoder: str = "model.language_model"  # attribute path from the loaded model to the decoder (its .layers)
+    final_norm: str = "norm"  # attribute path from the decoder to its final norm (the last pooled layer's output)
+    attention_modules: tuple[str, ...] = ("self_attn",)  # decoder-layer attributes holding attention that the
+    # knockout's mask edits; a layer with none of them (a recurrent linear-attention state, a short convolution)
+    # is refused for knockouts (found on the loaded model by what each layer holds)
+    unmaskable_layer_types: tuple[str, ...] = ()  # the config's `layer_types` entries of such layers, for
+    # describing a checkpoint from its config alone (no weights)
     images: str = "flat"  # "flat": images=[img, ...]; "nested": images=[[img], ...]
     drop_keys: tuple[str, ...] = ()  # processor outputs the forward must not get
     own_positions: bool = False  # the model builds its positions (M-RoPE): pidflow passes no position_ids
@@ -77,6 +83,7 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     Family("qwen3_vl", "Qwen3-VL", "Qwen3VLForConditionalGeneration", **_QWEN,
            notes="interleaved 3-D M-RoPE built by the model; DeepStack adds image features after early layers"),
     Family("qwen3_5", "Qwen3.5 (hybrid linear attention)", "Qwen3_5ForConditionalGeneration", **_QWEN,
+           unmaskable_layer_types=("linear_attention",),
            notes="Gated-DeltaNet layers keep a recurrent state: knockouts refused on those layers"),
     Family("qwen3_vl_moe", "Qwen3-VL-MoE", "Qwen3VLMoeForConditionalGeneration", **_QWEN,
            notes="as Qwen3-VL with mixture-of-experts MLPs"),
@@ -89,6 +96,12 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            + "<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>", variable_image_tokens=True,
            notes="placeholder <image> expands to <|START_OF_IMG|>, tiles of <|IMG_PATCH|> tokens and a global "
                  "tile, <|END_OF_IMG|>; image features at <|IMG_PATCH|> (Cohere2 decoder, pixel-shuffled SigLIP)"),
+    Family("lfm2_vl", "LFM2-VL", "Lfm2VlForConditionalGeneration",
+           "<|startoftext|><|im_start|>user\n<image>{question}" + SHORT_ANSWER + "<|im_end|>\n<|im_start|>assistant\n",
+           images="nested", variable_image_tokens=True, final_norm="embedding_norm", unmaskable_layer_types=("conv",),
+           notes="hybrid LFM2 decoder: gated short-convolution layers (no attention: knockouts refused on them) "
+                 "between attention layers; final norm named embedding_norm; SigLIP2 NaFlex tiles + thumbnail, "
+                 "pixel-unshuffled; PIL image processor by pidflow"),
     Family("gemma3", "Gemma 3", "Gemma3ForConditionalGeneration",
            "<start_of_turn>user\n<start_of_image>{question}" + SHORT_ANSWER + "<end_of_turn>\n<start_of_turn>model\n",
            image_token="<start_of_image>", images="nested",
@@ -126,7 +139,7 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     Family("mllama", "Llama 3.2 Vision (Mllama)", "MllamaForConditionalGeneration",
            "<|start_header_id|>user<|end_header_id|>\n\n<|image|>{question}" + SHORT_ANSWER
            + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-           image_token="<|image|>", images="nested", attention="cross",
+           image_token="<|image|>", images="nested", attention="cross", attention_modules=("self_attn", "cross_attn"),
            notes="the image enters only through cross-attention layers: the vision source is the projected "
                  "cross-attention states; image knockouts act on the cross-attention layers"),
 )}
@@ -159,9 +172,12 @@ def describe_config(config: dict) -> dict:
     except ValueError as error:
         return {**facts, "family": None, "knockout_edges": [], "unsupported": str(error)}
     types = text.get("layer_types") or ()
+    unmaskable = [{"layer": index, "kind": str(kind)} for index, kind in enumerate(types)
+                  if kind in family.unmaskable_layer_types]
     return {**facts, "family": family.label, "attention": family.attention, "vision_source": family.vision_source,
             "knockout_edges": list(family.edges),
-            "linear_attention_layers": [index for index, kind in enumerate(types) if "linear" in str(kind)],
+            "linear_attention_layers": [entry["layer"] for entry in unmaskable],  # (name kept for old readers)
+            "unmaskable_layers": unmaskable,
             "cross_attention_layers": list(text.get("cross_attention_layers") or [])
             if family.attention == "cross" else []}
 
@@ -196,6 +212,13 @@ def phi4_without_torchvision() -> None:
     register()
 
 
+def lfm2_without_torchvision() -> None:
+    """LFM2-VL's image processor exists only as a torchvision build; pidflow's PIL one stands in."""
+    from .lfm2_images import register
+
+    register()
+
+
 def llama4_without_torchvision() -> None:
     """Llama 4's image processor exists only as a torchvision build; pidflow's PIL one stands in."""
     from .llama4_images import register
@@ -209,6 +232,7 @@ def without_torchvision() -> None:
     pixtral_without_torchvision()
     phi4_without_torchvision()
     llama4_without_torchvision()
+    lfm2_without_torchvision()
 
 
 assert all(edge in EDGES for family in FAMILIES.values() for edge in family.edges)

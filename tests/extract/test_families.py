@@ -250,10 +250,55 @@ def test_unsupported_and_unknown_families_are_clear(monkeypatch):
         family_for("bert")
 
 
-def test_linear_attention_layers_refuse_knockouts_by_name(tmp_path_factory, family_items):
-    adapter = _adapter("qwen3_5", tmp_path_factory)
-    with pytest.raises(ValueError, match=r"linear-attention layers \[0\].*full-attention layers only: \[1, 2\]"):
+@pytest.mark.parametrize(("model_type", "kind"), [("qwen3_5", "Qwen3_5GatedDeltaNet"), ("lfm2_vl", "Lfm2ShortConv")])
+def test_layers_without_attention_refuse_knockouts_by_what_they_are(model_type, kind, tmp_path_factory, family_items):
+    """A recurrent linear-attention layer (Qwen3.5) or a short convolution (LFM2) holds no attention a mask
+    can edit: a window over it is refused, naming the layer and its kind, before any forward."""
+    adapter = _adapter(model_type, tmp_path_factory)
+    assert adapter.unmaskable_layers == {0: kind}
+    pattern = rf"without attention.*: 0 \({kind}\);.*attention layers only: \[1, 2\]"
+    with pytest.raises(ValueError, match=pattern):
         extract(adapter, family_items, answers=ANSWERS, knockout=Knockout(["image->question"], (0, 2)))
+    with pytest.raises(ValueError, match=pattern):
+        adapter.check_knockout(Knockout(["image->last"], (0, 0)))
+
+
+def test_declared_layer_kinds_and_final_norm_match_the_loaded_models(tmp_path_factory):
+    """Every family: the layers found without attention on the loaded model are the ones its config's
+    layer_types declare (describe_config, no weights), and the final norm is the decoder's last module."""
+    import json
+    from pathlib import Path
+
+    from pidcore.extract.families import describe_config
+
+    for model_type in SAVERS:
+        adapter = _adapter(model_type, tmp_path_factory)
+        config = json.loads((Path(adapter.name) / "config.json").read_text())
+        described = describe_config(config)
+        assert described["family"] == adapter.family.label
+        assert described["linear_attention_layers"] == list(adapter.unmaskable_layers), model_type
+        assert adapter.describe()["linear_attention_layers"] == list(adapter.unmaskable_layers)
+        assert adapter.final_norm is not None and "norm" in type(adapter.final_norm).__name__.lower(), model_type
+    lfm2 = _adapter("lfm2_vl", tmp_path_factory)
+    assert lfm2.final_norm is lfm2.model.model.language_model.embedding_norm
+    assert describe_config(lfm2.model.config.to_dict())["unmaskable_layers"] == [{"layer": 0, "kind": "conv"}]
+    assert _adapter("mllama", tmp_path_factory).unmaskable_layers == {}  # its cross-attention layer is maskable
+
+
+def test_lfm2_images_are_tiled_with_a_thumbnail(tmp_path_factory):
+    """pidflow's PIL image processor for LFM2-VL: a 16 x 16 image is one tile of 4 tokens; a 32 x 16 one is
+    too large (tolerance 1.0) and becomes 2 tiles of 16 x 16 plus an 8 x 16 thumbnail: 4 + 4 + 2 tokens."""
+    from PIL import Image
+
+    adapter = _adapter("lfm2_vl", tmp_path_factory)
+    image_id = adapter.image_token_id
+    for size, shapes, tokens in (((16, 16), [[4, 4]], 4), ((32, 16), [[4, 4], [4, 4], [2, 4]], 10)):
+        text, _ = adapter.prompt("what shape is it")
+        batch = adapter.processor_inputs([text], [Image.new("RGB", size, (200, 30, 30))])
+        assert batch["spatial_shapes"].tolist() == shapes
+        assert batch["pixel_values"].shape == (len(shapes), 16, 4 * 4 * 3)
+        assert batch["pixel_attention_mask"].sum(dim=1).tolist() == [h * w for h, w in shapes]
+        assert int((batch["input_ids"] == image_id).sum()) == tokens
 
 
 def test_attention_without_an_editable_mask_is_refused(tmp_path_factory, family_items, monkeypatch):

@@ -535,6 +535,34 @@ def build_aya_vision(folder):
     return _save(folder, AyaVisionForConditionalGeneration, config, processor)
 
 
+LFM2_SPECIALS = ["<image>", "<|image_start|>", "<|image_end|>", "<|img_thumbnail|>",
+                 *[f"<|img_row_{r}_col_{c}|>" for r in range(1, 4) for c in range(1, 4)]]
+
+
+def build_lfm2_vl(folder):
+    """A hybrid decoder: layer 0 is a short convolution, layers 1-2 attention (the knockout window)."""
+    from transformers import Lfm2Config, Lfm2VlConfig, Lfm2VlForConditionalGeneration, Lfm2VlProcessor
+
+    from pidcore.extract.lfm2_images import Lfm2VlImageProcessorPil
+
+    tokenizer = tokenizer_for(_template("lfm2_vl"), specials=LFM2_SPECIALS, bos=None)
+    text = Lfm2Config(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      layer_types=["conv", "full_attention", "full_attention"], block_auto_adjust_ff_dim=False,
+                      pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
+    vision = dict(model_type="siglip2_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                  num_attention_heads=2, patch_size=4, num_patches=16, vision_use_head=False)
+    config = Lfm2VlConfig(vision_config=vision, text_config=text, downsample_factor=2, projector_hidden_size=48,
+                          image_token_id=tokenizer.convert_tokens_to_ids("<image>"), tie_word_embeddings=False)
+    # 4-pixel patches, 2x2 unshuffle: 16 x 16 pixels are 4 image tokens; an image over 1.0 x that area is
+    # split into 16-pixel tiles (a 32 x 16 image: 2 tiles + a thumbnail)
+    image_processor = Lfm2VlImageProcessorPil(encoder_patch_size=4, downsample_factor=2, min_image_tokens=2,
+                                              max_image_tokens=4, tile_size=16, min_tiles=2, max_tiles=4,
+                                              max_pixels_tolerance=1.0)
+    processor = Lfm2VlProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save(folder, Lfm2VlForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -553,4 +581,5 @@ BUILDERS = {
     "qwen3_vl_moe": build_qwen3_vl_moe,
     "glm4v": build_glm4v,
     "aya_vision": build_aya_vision,
+    "lfm2_vl": build_lfm2_vl,
 }
