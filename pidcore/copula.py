@@ -17,15 +17,18 @@ _LOG_2PI = np.log(2 * np.pi)
 def normal_scores(x: np.ndarray) -> np.ndarray:
     """(n, d) normal scores Phi^-1((rank - 0.5) / n) per column (ties share their average rank),
     standardised to mean 0 and variance 1; a constant column stays constant (0). Columns without ties (most
-    float data) take one argsort; only tied columns go through average ranks."""
+    float data) take one argsort of contiguous rows (the transpose); only tied columns go through average
+    ranks."""
     x = np.asarray(x)
     n = len(x)
-    order = np.argsort(x, axis=0)
-    scores = np.empty(x.shape)
-    np.put_along_axis(scores, order, ndtri((np.arange(n) + 0.5) / n)[:, None], axis=0)
-    tied = (np.diff(np.take_along_axis(x, order, axis=0), axis=0) == 0).any(axis=0)
+    rows = np.ascontiguousarray(x.T)  # sorting contiguous rows is several times faster than columns
+    order = np.argsort(rows, axis=1)
+    scores = np.empty(rows.shape)
+    np.put_along_axis(scores, order, ndtri((np.arange(n) + 0.5) / n)[None, :], axis=1)
+    tied = (np.diff(np.take_along_axis(rows, order, axis=1), axis=1) == 0).any(axis=1)
     if tied.any():
-        scores[:, tied] = ndtri((rankdata(x[:, tied], axis=0, method="average") - 0.5) / n)
+        scores[tied] = ndtri((rankdata(rows[tied], axis=1, method="average") - 0.5) / n)
+    scores = scores.T
     spread = scores.std(axis=0)
     return np.where(spread > 0, (scores - scores.mean(axis=0)) / np.where(spread > 0, spread, 1.0), 0.0)
 

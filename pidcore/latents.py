@@ -84,6 +84,7 @@ class CrossFitted:
     flow_gain: float | None = None
     group_latents: list | None = None
     flow_decision: Decision | None = None
+    overlaps: list | None = None  # per variable, (k,) spiked-covariance overlaps of its latents (no flows)
 
     def group(self, index: int, groups: list) -> list:
         """The latents of group ``index`` (its variables in group order): per-group flow latents when the
@@ -137,18 +138,30 @@ def _standardise(z: np.ndarray) -> np.ndarray:
 
 
 def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None = None,
-            reduce_first: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; and, for
-    the copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows'
-    starting point: monotone in the latents coordinate by coordinate), else None. ``reduce_first``: PCA of
-    the raw features first, then normal scores of the kept components (the seed recipe's order)."""
+            reduce_first: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; for the
+    copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows' starting
+    point: monotone in the latents coordinate by coordinate), else None; and (k,) each latent's estimated
+    overlap with its population component (pidcore.reduce.spiked_overlap; 1 where unknown or not reduced).
+    ``reduce_first``: PCA of the raw features first, then normal scores of the kept components (the seed
+    recipe's order)."""
     if reduce_first:
-        reduced = _reducer(x, dims, name, layer).transform(x)
-        return _standardise(normal_scores(reduced) if copula else reduced), None
+        reducer = _reducer(x, dims, name, layer)
+        reduced = reducer.transform(x)
+        return _standardise(normal_scores(reduced) if copula else reduced), None, _overlap(reducer)
     data = normal_scores(x) if copula else x
     reducer = _reducer(data, dims, name, layer)
     raw = _standardise(x) if copula and isinstance(reducer, _Centre) else None
-    return _standardise(reducer.transform(data)), raw
+    return _standardise(reducer.transform(data)), raw, _overlap(reducer)
+
+
+def _overlap(reducer) -> np.ndarray:
+    """(k,) spiked-covariance overlaps of a fitted reducer's components (1 where unknown: centring only, or a
+    component below the noise edge, which carries too little to matter)."""
+    overlap = getattr(reducer, "overlap_", None)
+    if overlap is None:
+        return np.ones(reducer.transform(reducer.mean_[None, :]).shape[1])
+    return np.where(np.isfinite(overlap), overlap, 1.0)
 
 
 def _flow_options(flow_options: dict) -> dict:
@@ -193,12 +206,12 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     threads = options.get("threads") or 2
     with ThreadPoolExecutor(max_workers=threads) as pool:  # BLAS and sorting release the GIL
         reduced = list(pool.map(prepare, zip(variables, copula, strict=True)))
-    latents, starts = [r[0] for r in reduced], [r[1] for r in reduced]
+    latents, starts, overlaps = ([r[i] for r in reduced] for i in range(3))
     timings["pca"] = timings.get("pca", 0.0) + time.perf_counter() - start
     report("pca", 1.0, f"PCA of {len(variables)} variables done")
     modes = ["copula" if c else "none" for c in copula]
     if mode in ("none", "copula"):
-        return CrossFitted(latents=latents, shared=True, modes=modes)
+        return CrossFitted(latents=latents, shared=True, modes=modes, overlaps=overlaps)
     from pidcore.jointflow import FlowFailed
 
     start = time.perf_counter()
@@ -213,7 +226,8 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
         else:
             use_flows, gain = plan.flows, None
         if not use_flows:
-            return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=gain, flow_decision=decision)
+            return CrossFitted(latents=latents, shared=True, modes=modes, flow_gain=gain, flow_decision=decision,
+                               overlaps=overlaps)
 
         def flows_done(done: int, total: int) -> None:
             count = len(variables) * folds

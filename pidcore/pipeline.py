@@ -412,6 +412,49 @@ def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> 
                                   "questions or smaller dims)", "small-sample"), stacklevel=4)
 
 
+#: A "pca-loss" warning needs an expected loss of at least this many bits (and more than the interval's half-width).
+PCA_LOSS_BITS = 0.05
+
+
+def pca_loss_bits(z: np.ndarray, dims: tuple, overlaps: list) -> list[float]:
+    """Per source, the information (bits) its sample principal components are expected to have lost to the
+    tilt of their directions into the noise: each component j, with in-sample squared multiple correlation r2
+    with the other source's and the target's latents and overlap o (pidcore.reduce.spiked_overlap), would
+    have r2 / o with its population direction: sum_j 0.5 log2((1 - r2) / (1 - r2 / o)) (a spiked-covariance
+    estimate, first order: components are treated one at a time)."""
+    d1, d2, _ = dims
+    cov = np.cov(z, rowvar=False)
+    blocks = [np.arange(d1), np.arange(d1, d1 + d2)]
+    target = np.arange(d1 + d2, z.shape[1])
+    out = []
+    for source, other in ((0, 1), (1, 0)):
+        others = np.concatenate([blocks[other], target])
+        loss = 0.0
+        for j, o in zip(blocks[source], overlaps[source], strict=True):
+            c = cov[np.ix_([j], others)]
+            r2 = float((c @ np.linalg.solve(cov[np.ix_(others, others)], c.T))[0, 0]) / cov[j, j]
+            r2 = min(max(r2, 0.0), 0.999)
+            loss += 0.5 * np.log2((1 - r2) / (1 - min(r2 / max(o, 1e-3), 0.999)))
+        out.append(loss)
+    return out
+
+
+def _warn_pca_loss(result: PIDFlowResult, overlaps: list, shapes: list, layer: int) -> None:
+    """A "pca-loss" PipelineWarning for each source whose expected loss (pca_loss_bits) exceeds PCA_LOSS_BITS
+    and the total's interval half-width."""
+    losses = pca_loss_bits(result.latents, result.dims, overlaps)
+    half = (result.ci["total"][1] - result.ci["total"][0]) / 2 if result.ci else 0.0
+    for name, loss, overlap, (n, d) in zip(("x1", "x2"), losses, overlaps, shapes, strict=True):
+        if loss < max(PCA_LOSS_BITS, half):
+            continue
+        warnings.warn(PipelineWarning(
+            f"{name} (layer {layer}): with {d} features and {n} questions the sample principal components' directions "
+            f"are tilted into the noise (overlap with the population components as low as {min(overlap):.2f}); the "
+            f"parts are likely low, by about {loss:.2f} bits of this source's information (spiked-covariance "
+            "estimate), and the intervals do not include this loss; use more questions, or fewer (pooled or "
+            "selected) features", "pca-loss", layer), stacklevel=4)
+
+
 def _describe(modes: list, group: tuple) -> str:
     """One layer's Gaussianization in words: the mode, or per variable when they differ."""
     used = [modes[v] for v in group]
@@ -469,6 +512,9 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstr
         results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
                                label=f"layer {layer}", shared=fitted.shared, estimator=estimator,
                                gaussianization=mode, tick=tick, layer=layer))
+        if fitted.overlaps is not None:
+            _warn_pca_loss(results[-1], [fitted.overlaps[v] for v in groups[position][:2]],
+                           [checked[position][k].shape for k in range(2)], layer)
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
     return LayerwiseResult(layers=results, timings=timings, plan=plan)

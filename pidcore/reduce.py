@@ -38,6 +38,25 @@ def _gram_components(centred: np.ndarray, gram: np.ndarray, count: int) -> np.nd
     return components / np.linalg.norm(components, axis=1, keepdims=True)
 
 
+def spiked_overlap(explained: np.ndarray, keep: int, n: int, d: int) -> np.ndarray:
+    """(keep,) estimated squared correlation of each kept component's sample scores with its population
+    component's scores, under the spiked-covariance model (isotropic noise of variance sigma^2, estimated from
+    the components not kept; aspect gamma = d / (n - 1)): a sample variance lambda = sigma^2 (1 + l)(1 + gamma / l)
+    gives the spike l, and the overlap is (1 - gamma / l^2) / (1 + 1 / l). NaN where the component is not
+    above the noise edge (l <= sqrt(gamma): its direction cannot be told from noise)."""
+    gamma = d / max(n - 1, 1)
+    rest = max(d - keep, 1)
+    sigma2 = (float(np.sum(explained)) - float(np.sum(explained[:keep]))) / rest
+    if sigma2 <= 0:
+        return np.ones(keep)
+    ratio = explained[:keep] / sigma2
+    b = ratio - 1 - gamma
+    disc = b * b - 4 * gamma
+    spike = np.where(disc > 0, (b + np.sqrt(np.maximum(disc, 0.0))) / 2, np.nan)
+    spike = np.where(spike > np.sqrt(gamma), spike, np.nan)
+    return (1 - gamma / spike**2) / (1 + 1 / spike)
+
+
 class PCAReducer:
     """Project centred features on their leading principal components.
 
@@ -92,6 +111,7 @@ class PCAReducer:
                 )
         self.rank_ = rank
         self.components_ = vt[:keep] if vt is not None else _gram_components(centred, gram, keep)
+        self.overlap_ = spiked_overlap(explained, keep, n, d)
         self.explained_variance_ = explained[:keep]
         self.n_features_in_ = d
         return self

@@ -6,8 +6,9 @@ features per source: the latents along random orthonormal directions with a per-
 independent of everything, a power-law background of weaker directions, unit-variance noise per feature,
 then an element-wise heavy-tailed warp of a few "massive" features (large scale, sinh tails), as LLM
 activations have. Every warp is monotone per feature and every added direction is independent of the
-latents, so the PID of (X1, X2; Y) equals the latent PID (``truth``) whenever the reduction keeps every
-signal direction (see docs/pipeline.md, "What the numbers estimate").
+latents, so the PID of (X1, X2; Y) is that of the latents seen through the unit noise along the signal
+directions (``truth``, per layer); a reduction that keeps every signal direction keeps all of it (see
+docs/pipeline.md, "What the numbers estimate").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from pidcore.pid import PID, gaussian_pid
 
 
-def latent_covariance(dims: tuple[int, int, int] = (4, 4, 4), seed: int = 0, coupling: float = 0.6) -> np.ndarray:
+def latent_covariance(dims: tuple[int, int, int] = (4, 4, 4), seed: int = 0, coupling: float = 0.3) -> np.ndarray:
     """A random correlation matrix of (Z1, Z2, Y) with ``dims`` coordinates each; every PID part of a draw
     with the default coupling is non-zero (use ``gaussian_pid(cov, dims)`` for the exact values, bits)."""
     rng = np.random.default_rng(seed)
@@ -32,15 +33,31 @@ def latent_covariance(dims: tuple[int, int, int] = (4, 4, 4), seed: int = 0, cou
 
 @dataclass(frozen=True)
 class RealWidthSystem:
-    """``x1``/``x2``: one (n, width) array per layer; ``y``: (n, dy); ``truth``: the latent PID (bits, the same
-    on every layer); ``signal``: per layer, the signal directions' variance in units of a feature's noise."""
+    """``x1``/``x2``: one (n, width) array per layer; ``y``: (n, dy); ``truth``: per layer, the PID of the
+    features (bits): that of (sqrt(signal) Z1 + e1, sqrt(signal) Z2 + e2; Y) with unit noise e along the signal
+    directions (the projection on them is sufficient: everything else is independent of the latents, and the
+    warps are monotone per feature); ``latent``: the latents' own PID (the limit of a strong signal);
+    ``signal``: per layer, the signal directions' variance in units of a feature's noise."""
 
     x1: list
     x2: list
     y: np.ndarray
-    truth: PID
+    truth: list
+    latent: PID
     signal: np.ndarray
     latent_dims: tuple = field(default=(4, 4, 4))
+
+
+def feature_pid(cov: np.ndarray, dims: tuple[int, int, int], signal: float) -> PID:
+    """PID (bits) of (sqrt(signal) Z1 + e1, sqrt(signal) Z2 + e2; Y) for latents (Z1, Z2, Y) ~ N(0, cov) and
+    independent unit noise e on the sources' coordinates."""
+    d1, d2, _ = dims
+    noisy = signal * cov
+    noisy[:d1 + d2, d1 + d2:] /= np.sqrt(signal)
+    noisy[d1 + d2:, :d1 + d2] /= np.sqrt(signal)
+    noisy[d1 + d2:, d1 + d2:] = cov[d1 + d2:, d1 + d2:]
+    noisy[np.arange(d1 + d2), np.arange(d1 + d2)] += 1.0
+    return gaussian_pid(noisy, dims)
 
 
 def _directions(rng, width: int, count: int) -> np.ndarray:
@@ -88,5 +105,6 @@ def real_width_system(*, n: int = 1000, width: int = 4096, layers: int = 33, lat
     x1 = [embed(z1, rng, width=width, signal=float(s), dtype=dtype, **embed_options) for s in strength]
     x2 = [embed(z2, rng, width=width, signal=float(s), dtype=dtype, **embed_options) for s in strength]
     rotation = _directions(rng, zy.shape[1], zy.shape[1])
-    return RealWidthSystem(x1=x1, x2=x2, y=zy @ rotation, truth=gaussian_pid(cov, tuple(latent_dims)),
-                           signal=strength, latent_dims=tuple(latent_dims))
+    dims = tuple(latent_dims)
+    return RealWidthSystem(x1=x1, x2=x2, y=zy @ rotation, truth=[feature_pid(cov, dims, float(s)) for s in strength],
+                           latent=gaussian_pid(cov, dims), signal=strength, latent_dims=dims)

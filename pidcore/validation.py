@@ -98,6 +98,8 @@ def scale_free(x: np.ndarray) -> np.ndarray:
         peak = np.max(np.abs(centred))
     if peak == 0:
         return centred
-    centred = centred / peak
-    rms = float(np.sqrt(np.mean(centred**2)))
-    return centred / rms
+    centred /= peak  # in place: at 1,000 x 4,096 every pass counts
+    flat = centred.reshape(-1)
+    rms = float(np.sqrt(np.dot(flat, flat) / flat.size))
+    centred /= rms
+    return centred

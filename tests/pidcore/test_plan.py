@@ -124,3 +124,23 @@ def test_wide_pca_from_the_gram_matrix_equals_the_svd():
     np.testing.assert_allclose(np.abs(np.sum(fitted.components_ * vt[:5], axis=1)), 1.0, atol=1e-9)
     assert PCAReducer(variance=0.95).fit(x).n_components_ == int(np.searchsorted(
         np.cumsum(singular**2) / np.sum(singular**2), 0.95 - 1e-12) + 1)
+
+
+def test_wide_weak_principal_components_warn_of_a_pca_loss_as_data_and_strong_ones_do_not():
+    """At 800 features per 200 questions, signal directions 4x a feature's noise are estimated tilted into the
+    noise: the total is well below the features' PID and a "pca-loss" warning names the source and layer (its
+    expected loss exceeds the interval's half-width); at 60x the same width loses little and says nothing."""
+    from pidcore.latents import PipelineWarning
+
+    def caught(signal):
+        system = real_width_system(n=200, width=800, layers=1, signal=(signal, signal), seed=2)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            result = layerwise(system.x1, system.x2, system.y, dims=(8, 8, 4), bootstrap=50)
+        kinds = [(w.message.kind, w.message.layer) for w in seen if isinstance(w.message, PipelineWarning)]
+        return result.layers[0].pid.total - system.truth[0].total, kinds
+
+    loss, kinds = caught(4.0)
+    assert loss < -0.3 and ("pca-loss", 0) in kinds
+    loss, kinds = caught(60.0)
+    assert abs(loss) < 0.3 and not any(kind == "pca-loss" for kind, _ in kinds)
