@@ -7,6 +7,7 @@ writes the report as study.json, study.csv and a self-contained study.html into 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     import torch
 
     from app.precheck import check_study
-    from pidcore.study import StudyRequest, run_study
+    from pidcore.study import StudyInterrupted, StudyRequest, run_study
 
     request = StudyRequest.from_dict(study_request(args))
     check_study(request)  # the feasibility check the server's gate runs: refused before any model loads
@@ -157,6 +158,16 @@ def cmd_study(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:  # kept in the report's layer entries
             warnings.simplefilter("always")
             report = run_study(request, progress=True)
+    except StudyInterrupted as stopped:  # Ctrl-C: what finished is written, the rest said
+        if stopped.report is None:
+            print(f"interrupted: none of the {stopped.total} parts had finished; nothing written", file=sys.stderr)
+        else:
+            paths = write_report(stopped.report, args.output_dir)
+            missing = ", ".join(" · ".join(pair) for pair in stopped.report["interrupted"]["missing_parts"])
+            print(headline_text(stopped.report))
+            print(f"interrupted: {stopped.finished} of {stopped.total} parts finished; their report is in "
+                  f"{', '.join(str(p) for p in paths.values())} (missing: {missing})", file=sys.stderr)
+        return 130
     finally:
         torch.set_num_threads(previous)
     paths = write_report(report, args.output_dir)

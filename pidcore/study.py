@@ -507,15 +507,27 @@ def analyse_part(request: StudyRequest, model: str, task: str, part: dict, progr
     return {"records": records, "model": part["model"], "analyze_s": time.perf_counter() - start}
 
 
+class StudyInterrupted(KeyboardInterrupt):
+    """Ctrl-C during run_study: `report` is the report of the parts that finished (None if none had),
+    with `interrupted` saying which parts are missing."""
+
+    def __init__(self, report: dict | None, finished: int, total: int):
+        super().__init__(f"study interrupted: {finished} of {total} parts finished")
+        self.report, self.finished, self.total = report, finished, total
+
+
 def run_study(request: StudyRequest | dict, progress=None) -> dict:
     """Everything in this process: per (model, task) one extraction of all runs, every recipe's analysis
-    of every distinct run (run_part), then the report (build_report). `progress`: see _reporter."""
+    of every distinct run (run_part), then the report (build_report). `progress`: see _reporter.
+    Ctrl-C (KeyboardInterrupt) stops the running part at once and raises StudyInterrupted with the report
+    of the parts that finished."""
     if isinstance(request, dict):
         request = StudyRequest.from_dict(request)
     report, close = _reporter(progress)
     pairs = [(model, task) for model in request.models for task in request.tasks]
     records, models, started = [], {}, time.perf_counter()
     timing = {"extract_s": 0.0, "analyze_s": 0.0}
+    finished = 0
     try:
         for index, (model, task) in enumerate(pairs):
             def say(fraction, message, index=index, label=f"{model} · {task}"):
@@ -525,6 +537,16 @@ def run_study(request: StudyRequest | dict, progress=None) -> dict:
             models[model] = done["model"]
             timing["extract_s"] += done["extract_s"]
             timing["analyze_s"] += done["analyze_s"]
+            finished += 1
+    except KeyboardInterrupt:
+        partial = None
+        if finished:
+            timing = {key: round(value, 3) for key, value in timing.items()}
+            timing["wall_s"] = round(time.perf_counter() - started, 3)
+            partial = build_report(request, records, models=models, timing=timing)
+            partial["interrupted"] = {"finished_parts": [list(pair) for pair in pairs[:finished]],
+                                      "missing_parts": [list(pair) for pair in pairs[finished:]]}
+        raise StudyInterrupted(partial, finished, len(pairs)) from None
     finally:
         close()
     timing = {key: round(value, 3) for key, value in timing.items()}

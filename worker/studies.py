@@ -14,6 +14,10 @@ attempt, created_at, updated_at, finalizing, shards:<i>, merging:<i>), `pidflow:
 "<i>" -> JSON records of part i), `pidflow:study-progress:<id>` (hash "<i>" -> "fraction|message"),
 `pidflow:study-features:<id>` (hash "<i>:<shard>" -> JSON of a stored shard, "<i>:<shard>:<run number>"
 -> its features), `pidflow:study-report:<id>`.
+
+States: queued, running, succeeded, failed, cancelled (`cancel`: parts stop at their next progress step,
+finished parts stay; submitting it again resumes). Every part, shard and report task runs under the
+workers' PIDFLOW_TASK_TIME_LIMIT_S, checked at every progress step (worker/study_tasks.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from worker.settings import WorkerSettings
 
 PREFIX = "pidflow:"
 STUDY_PART, STUDY_FINALIZE, STUDY_SHARD = "pidflow.study_part", "pidflow.study_finalize", "pidflow.study_shard"
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+RESTARTABLE = ("failed", "cancelled")  # submitting such a study again starts a new attempt
 
 
 def keys(study_id: str) -> dict[str, str]:
@@ -70,23 +76,54 @@ def submit(body: dict) -> dict:
     study_id = hashlib.sha256("\n".join([request.content_hash(), *revisions, __version__]).encode()).hexdigest()[:32]
     redis, names = client(), keys(study_id)
     state = _text(redis.hget(names["study"], "state"))
-    if state is not None and state != "failed":
+    if state is not None and state not in RESTARTABLE:
         return status(study_id)
     attempt = str(int(_text(redis.hget(names["study"], "attempt")) or 0) + 1)
     now = str(time.time())
-    for index, _ in enumerate(parts_of(request)):  # shards a failed attempt left on the volume
+    # a cancelled or failed study resumes: the parts that finished before stay and are not run again
+    kept = {_text(k) for k in redis.hkeys(names["study-parts"])} if state in RESTARTABLE else set()
+    for index, _ in enumerate(parts_of(request)):  # shards an earlier attempt left on the volume
         remove_features(study_id, index)
     pipe = redis.pipeline()
-    pipe.delete(names["study-parts"], names["study-progress"], names["study-features"], names["study-report"],
-                names["study"])
+    pipe.delete(*([] if kept else [names["study-parts"]]), names["study-progress"], names["study-features"],
+                names["study-report"], names["study"])
     pipe.hset(names["study"], mapping={"id": study_id, "state": "queued", "progress": "0", "message": "queued",
                                        "error": "", "request": json.dumps(request.to_dict()), "attempt": attempt,
                                        "total": str(len(parts_of(request))), "created_at": now, "updated_at": now})
     pipe.execute()
     settings = WorkerSettings.from_env()
-    for index, _ in enumerate(parts_of(request)):
+    missing = [index for index, _ in enumerate(parts_of(request)) if str(index) not in kept]
+    for index in missing:
         send(STUDY_PART, [study_id, attempt, index], settings.redis_url)
+    if not missing and redis.hsetnx(names["study"], "finalizing", attempt):
+        send(STUDY_FINALIZE, [study_id, attempt], settings.redis_url)
     return status(study_id)
+
+
+def cancel(study_id: str) -> dict:
+    """Stop a queued or running study: its state becomes "cancelled" at once; a queued part or shard that a
+    worker takes up then does nothing, and a running one stops at its next progress step (within about a
+    second: every progress write checks the state). Finished parts stay (status shows them done) and
+    submitting the same study again resumes it with only the missing parts. A finished or failed study is
+    left as it is. KeyError if unknown."""
+    _check_id(study_id)
+    redis, names = client(), keys(study_id)
+    state = _text(redis.hget(names["study"], "state"))
+    if state is None:
+        raise KeyError(f"unknown study {study_id!r}")
+    if state in ("queued", "running"):
+        redis.hset(names["study"], mapping={"state": "cancelled", "message": "cancelled", "error": "",
+                                            "updated_at": str(time.time())})
+        redis.delete(names["study-progress"])
+        for index, _ in enumerate(parts_of(_request_of(redis, names))):
+            remove_features(study_id, index)
+    return status(study_id)
+
+
+def _request_of(redis, names):
+    from pidcore.study import StudyRequest
+
+    return StudyRequest.from_dict(json.loads(_text(redis.hget(names["study"], "request"))))
 
 
 def features_owner(study_id: str, index: int) -> str:
@@ -121,6 +158,8 @@ def status(study_id: str) -> dict:
     for index, (model, task) in enumerate(parts_of(request)):
         done = str(index) in landed or raw["state"] == "succeeded"  # a finished study's parts are dropped
         fraction, message = (1.0, "done") if done else (0.0, "waiting for a worker")
+        if raw["state"] == "cancelled" and not done:
+            message = "cancelled"
         if str(index) in running and not done:
             value, _, message = running[str(index)].partition("|")
             fraction = float(value)

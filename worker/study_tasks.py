@@ -18,13 +18,17 @@ MAX_DELIVERIES = 4  # a part started this often (its worker lost each time) fail
 
 
 class StudyGone(Exception):
-    """Deleted, restarted or finished: the task stops quietly."""
+    """Deleted, cancelled, restarted or finished: the task stops quietly."""
+
+
+class StudyTimeLimit(Exception):
+    """A study task ran longer than PIDFLOW_TASK_TIME_LIMIT_S (raised from its progress callback)."""
 
 
 def _alive(study_id: str, attempt: str) -> dict:
     raw = client().hgetall(keys(study_id)["study"])
     job = {k.decode(): v.decode() for k, v in raw.items()}
-    if not job or job.get("attempt") != attempt or job.get("state") in ("succeeded", "failed"):
+    if not job or job.get("attempt") != attempt or job.get("state") in ("succeeded", "failed", "cancelled"):
         raise StudyGone(study_id)
     return job
 
@@ -39,12 +43,18 @@ def _fail(study_id: str, attempt: str, message: str) -> None:
 
 def _progress(study_id: str, attempt: str, index: int, label: str, start: float = 0.0, end: float = 1.0):
     """progress(fraction, message) of part `index`, mapped onto [start, end], at most every PROGRESS_EVERY_S
-    (StudyGone once the study is deleted or restarted)."""
+    (StudyGone once the study is cancelled, deleted or restarted); every call enforces the task's time limit
+    (PIDFLOW_TASK_TIME_LIMIT_S from the callback's creation, at the task's start: StudyTimeLimit)."""
     redis, names = client(), keys(study_id)
     last = [0.0]
+    limit_s = WorkerSettings.from_env().task_time_limit_s
+    deadline = time.monotonic() + limit_s
 
     def progress(fraction: float, message: str) -> None:
         now = time.monotonic()
+        if now > deadline:
+            raise StudyTimeLimit(f"the study task for {label} ran longer than {limit_s} s (PIDFLOW_TASK_TIME_LIMIT_S); "
+                                 f"ask for less work (questions, bootstrap, runs); the parts that finished are kept")
         if now - last[0] < PROGRESS_EVERY_S and fraction < 1.0:
             return
         last[0] = now
@@ -225,7 +235,10 @@ def _guarded(stage: str, study_id: str, attempt: str, body) -> None:
     try:
         body()
     except StudyGone:
-        log.info("study %s: %s skipped (deleted, restarted or finished)", study_id, stage)
+        log.info("study %s: %s skipped (cancelled, deleted, restarted or finished)", study_id, stage)
+    except StudyTimeLimit as exc:
+        log.warning("study %s: %s", study_id, exc)
+        _fail(study_id, attempt, str(exc))
     except Exception as exc:  # noqa: BLE001 - a failure of the science becomes the study's readable error
         log.exception("study %s: %s failed", study_id, stage)
         _fail(study_id, attempt, f"{stage} failed: {type(exc).__name__}: {exc}")

@@ -100,6 +100,17 @@ def study_status(request: Request, study_id: str):
         return _links(studies.status(_resolve(request, study_id)), study_id)
 
 
+@router.delete("/api/v1/studies/{study_id}", summary="Cancel a study: its queued and running parts stop, finished parts stay",
+               responses={403: {"model": Message, "description": "hosted mode: not a token that submitted it"},
+                          404: {"model": Message, "description": "unknown study"}})
+def cancel_study(request: Request, study_id: str, token: Writer):
+    """The study's status, state "cancelled" (a finished or failed study is left as it is): queued parts
+    never start and running ones stop at their next progress step (about a second); the parts that finished
+    stay, and submitting the same study again resumes with the missing ones."""
+    with _mapped():
+        return _links(request.app.state.service.cancel_study(study_id, token), study_id)
+
+
 def _report(request: Request, study_id: str) -> dict:
     from worker import studies
 
@@ -130,7 +141,7 @@ def _progress_page(info: dict) -> str:
                    f"<td><progress max='1' value='{p['progress']}'></progress> {100 * p['progress']:.0f}%</td>"
                    f"<td>{html.escape(p['message'] or '')}</td></tr>" for p in info["parts"])
     error = f"<p class='error'>{html.escape(info['error'])}</p>" if info.get("error") else ""
-    refresh = "" if info["state"] == "failed" else "<meta http-equiv='refresh' content='2'>"
+    refresh = "" if info["state"] in ("failed", "cancelled") else "<meta http-equiv='refresh' content='2'>"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{refresh}<title>pidflow study</title></head><body>"
             f"<p><a href='/?tab=studies&amp;study={html.escape(info['id'])}'>← pidflow dashboard (Studies)</a></p>"
             f"<h1>pidflow study {info['id'][:8]}…</h1><p id='study-state'>{html.escape(info['state'])}: "
@@ -147,7 +158,7 @@ def study_page(request: Request, study_id: str):
     with _mapped():
         info = _links(studies.status(_resolve(request, study_id)), study_id)
     if info["state"] != "succeeded":
-        return HTMLResponse(_progress_page(info), status_code=200 if info["state"] != "failed" else 409)
+        return HTMLResponse(_progress_page(info), status_code=409 if info["state"] == "failed" else 200)
     from app.study_cli import plotly_js
 
     base = f"/api/v1/studies/{study_id}/report"

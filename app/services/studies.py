@@ -8,7 +8,10 @@ import hashlib
 import secrets
 
 from app.keys import HANDLE_PREFIX, OWNER_PREFIX
+from app.registry import token_key as _token_key
 from app.services.analyses import STUDY_MARK, Analyses
+
+HOLDERS_PREFIX = "pidflow:study-holders:"  # hosted: the tokens (their keys) that submitted a study
 
 
 class Studies(Analyses):
@@ -31,11 +34,14 @@ class Studies(Analyses):
         back); open, the study id. The token's write was counted by the caller (API or dashboard)."""
         from worker import studies
 
-        request = self.validate_study(body)
+        request = self._call(self.validate_study, body)
         if token is not None:
             self._check_quota(token)
         info = self._call(studies.submit, request.to_dict())
         shown = self._call(self._study_handle, info["id"], token) or info["id"]
+        if self.settings.hosted and token is not None:
+            self._call(self.redis.sadd, HOLDERS_PREFIX + info["id"], _token_key(token))
+            self._call(self.redis.expire, HOLDERS_PREFIX + info["id"], int(self.settings.result_ttl_s))
         if token is not None and info.get("state") in ("queued", "running"):
             self._call(self.registry.mark_active, token, STUDY_MARK + shown, True)
         return {**info, "id": shown}
@@ -55,16 +61,42 @@ class Studies(Analyses):
         self.redis.set(owner, handle, ex=ttl)
         return handle
 
+    def cancel_study(self, shown_id: str, token: str | None = None) -> dict:
+        """Cancel a study (DELETE /api/v1/studies/{id}, the Studies tab's Cancel, worker.studies.cancel): its
+        queued and running parts stop within about a second, finished parts stay (submitting it again
+        resumes). Hosted: by a token that submitted it; while another token that submitted the same study
+        still holds it, only this token's handle goes and the study runs on. KeyError when unknown."""
+        from worker import studies
+
+        study_id = self._study_id(shown_id)
+        if self.settings.hosted:
+            owner = OWNER_PREFIX + hashlib.sha256(f"{token}\0{study_id}".encode()).hexdigest()
+            held = self._call(self.redis.get, owner) if token is not None else None
+            if (held.decode() if isinstance(held, bytes) else held) != shown_id:
+                raise PermissionError("only the token that submitted a study may cancel it")
+            holders = HOLDERS_PREFIX + study_id
+            self._call(self.redis.srem, holders, _token_key(token))
+            self._call(self.registry.mark_active, token, STUDY_MARK + shown_id, False)
+            if self._call(self.redis.scard, holders):
+                self._call(self.redis.delete, owner, HANDLE_PREFIX + shown_id)
+                return {**self._call(studies.status, study_id), "id": shown_id, "state": "cancelled",
+                        "message": "cancelled for this token; another token's submission of the same study runs on"}
+        return {**self._call(studies.cancel, study_id), "id": shown_id}
+
+    def _study_id(self, shown_id: str) -> str:
+        """The study id behind the id its submitter was given (hosted: a handle); KeyError when unknown."""
+        shown_id = (shown_id or "").strip()
+        if not self.settings.hosted:
+            return shown_id
+        found = self._call(self.redis.get, HANDLE_PREFIX + shown_id) if shown_id.isalnum() else None
+        if not found:
+            raise KeyError(f"unknown study {shown_id!r}")
+        return found.decode() if isinstance(found, bytes) else found
+
     def study_status(self, shown_id: str) -> dict:
         """A study's state and per-part progress under the id its submitter was given (hosted: a handle;
         open: the study id); KeyError when unknown."""
         from worker import studies
 
         shown_id = (shown_id or "").strip()
-        study_id = shown_id
-        if self.settings.hosted:
-            found = self._call(self.redis.get, HANDLE_PREFIX + shown_id) if shown_id.isalnum() else None
-            if not found:
-                raise KeyError(f"unknown study {shown_id!r}")
-            study_id = found.decode() if isinstance(found, bytes) else found
-        return {**self._call(studies.status, study_id), "id": shown_id}
+        return {**self._call(studies.status, self._study_id(shown_id)), "id": shown_id}

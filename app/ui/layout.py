@@ -382,7 +382,7 @@ def study_form(models: list[dict], datasets: list[dict], hosted: bool) -> html.D
                                                 placeholder="required on this server"), "token",
                          "This server is hosted: starting a study needs an API token.") if hosted else \
         html.Div(dcc.Input(id="study-token", type="hidden", value=""), hidden=True)
-    return html.Div(className="study-form", children=[
+    return html.Div(id="study-form-box", className="study-form", children=[
         html.H3("Start a study"),
         html.Div(className="form-grid", children=[
             _study_field("Models", dcc.Dropdown(id="study-models", multi=True, options=model_options, value=chosen),
@@ -462,6 +462,10 @@ def studies_panel(hosted: bool, models: list[dict] | None = None, datasets: list
             html.Button("Open", id="study-open", n_clicks=0),
         ]),
         html.Div(id="study-view", role="status", className="study-view"),
+        html.Div(className="actions", children=[
+            html.Button("Cancel study", id="study-cancel", n_clicks=0, hidden=True, className="danger",
+                        title="stop its queued and running parts; the parts that finished stay"),
+            html.Span(id="study-cancel-status", role="status", className="status")]),
         *listing,
     ])
 

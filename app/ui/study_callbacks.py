@@ -153,6 +153,21 @@ def deep_link(study_id: str, analysis_id: str | None = None) -> str:
                             "study": study_id})
 
 
+def cancel(service, study_id: str | None, token: str | None = None) -> str:
+    """Cancel the open study through the service call DELETE /api/v1/studies/{id} makes (hosted: with the
+    token that started it; counted as a write); what happened, in words (DataError when refused)."""
+    study_id = study_ref(study_id)
+    if not study_id:
+        raise data.DataError("open a study first")
+    before = data.study_status(service, study_id)
+    if before["state"] not in ACTIVE_STATES:
+        return f"Study {study_id} is {before['state']}: nothing to cancel."
+    info = data._guard(service.cancel_study, study_id, token=data.writer(service, token))
+    done = sum(1 for part in info.get("parts") or [] if part.get("progress") == 1.0)
+    return (f"Study {study_id} cancelled: its queued and running parts stop within seconds; {done} of "
+            f"{len(info.get('parts') or [])} parts had finished and are kept (start it again to resume).")
+
+
 def register(app, service) -> None:
     @app.callback(Output("study-list", "children"), Input("tabs", "value"), Input("study-refresh", "n_clicks"),
                   Input("study-started", "data"), Input("study-poll", "disabled"))
@@ -210,22 +225,43 @@ def register(app, service) -> None:
         return field_messages(problems)
 
     @app.callback(Output("study-view", "children"), Output("study-id", "value"), Output("study-poll", "disabled"),
+                  Output("study-cancel", "hidden"),
                   Input("study-open", "n_clicks"), Input("study-id", "n_submit"), Input("url", "search"),
-                  Input("study-started", "data"), Input("study-poll", "n_intervals"), State("study-id", "value"))
-    def open_study(_clicks, _submitted, search, started, _ticks, text):
-        """Show a study (opened, started, or named by the deep link ?study=<id>); follow it while it runs."""
+                  Input("study-started", "data"), Input("study-poll", "n_intervals"), State("study-id", "value"),
+                  State("read-only", "data"))
+    def open_study(_clicks, _submitted, search, started, _ticks, text, read_only):
+        """Show a study (opened, started, or named by the deep link ?study=<id>); follow it while it runs
+        (with a Cancel button, except in a read-only shared view)."""
         trigger = ctx.triggered_id
         if trigger in (None, "url"):  # a deep link: ?study=<id>
             text = study_ref(search) if "study=" in (search or "") else None
             if not text:
-                return no_update, no_update, no_update
+                return no_update, no_update, no_update, no_update
         elif trigger == "study-started":
             text = started
         study_id = study_ref(text)
         if not study_id:
-            return html.Span("Enter a study id or its page link.", className="error"), no_update, True
+            return html.Span("Enter a study id or its page link.", className="error"), no_update, True, True
         try:
             info = data.study_status(service, study_id)
         except data.DataError as exc:
-            return html.Span(f"Cannot open study {study_id}: {exc}", className="error"), no_update, True
-        return study_view(info), study_id, info["state"] not in ACTIVE_STATES
+            return html.Span(f"Cannot open study {study_id}: {exc}", className="error"), no_update, True, True
+        active = info["state"] in ACTIVE_STATES
+        return study_view(info), study_id, not active, not active or bool(read_only)
+
+    @app.callback(Output("study-cancel-status", "children"), Output("study-started", "data", allow_duplicate=True),
+                  Input("study-cancel", "n_clicks"), State("study-id", "value"), State("study-token", "value"),
+                  prevent_initial_call=True)
+    def cancel_study(clicks, study_id, token):
+        """Cancel the open study, then show its state again (the view follows the study-started store)."""
+        if not clicks:
+            return no_update, no_update
+        try:
+            return cancel(service, study_id, token), study_ref(study_id)
+        except data.DataError as exc:
+            return html.Span(f"Cannot cancel: {exc}", className="error"), no_update
+
+    @app.callback(Output("study-form-box", "style"), Input("read-only", "data"))
+    def read_only_form(read_only):
+        """A read-only shared view shows studies (open one, its page) but no form to start one."""
+        return {"display": "none"} if read_only else {}

@@ -50,3 +50,33 @@ def test_pidflow_study_refuses_what_the_server_would_refuse_before_loading_a_mod
     assert main(["study", "--task", "shape", "--window", "image->last", "2", "9", "-o", str(tmp_path)]) == 2
     assert "knockouts[0].layers [2, 9] is outside the model: decoder layers are 0..5" in capsys.readouterr().err
     assert not (tmp_path / "study.json").exists()
+
+
+def test_ctrl_c_in_pidflow_study_keeps_the_parts_that_finished(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the second part runs (simulated: KeyboardInterrupt raised inside it): the first part's
+    report is written, the missing part named, exit status 130."""
+    import pidcore.study as study
+
+    real, calls = study.run_part, []
+
+    def interrupted(request, model, task, progress=None):
+        calls.append(task)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(request, model, task, progress=progress)
+
+    monkeypatch.setattr(study, "run_part", interrupted)
+    out = tmp_path / "study"
+    code = main(["study", "--task", "shape", "--task", "color", "--n-questions", "60", "--no-gaussianize", "--dims",
+                 "2", "2", "2", "--no-sweep", "--no-seed-cut", "--recipe", "pidflow", "--bootstrap", "0", "-o", str(out)])
+    assert code == 130 and calls == ["shape", "color"]
+    report = json.loads((out / "study.json").read_text())
+    assert [(row["task"], row["recipe"]) for row in report["headline"]] == [("shape", "pidflow")]
+    assert report["interrupted"] == {"finished_parts": [["demo", "shape"]], "missing_parts": [["demo", "color"]]}
+    err = capsys.readouterr().err
+    assert "interrupted: 1 of 2 parts finished; their report is in" in err and "(missing: demo · color)" in err
+    monkeypatch.setattr(study, "run_part", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(["study", "--task", "shape", "--n-questions", "60", "--dims", "2", "2", "2", "--bootstrap", "0",
+                 "-o", str(tmp_path / "none")]) == 130
+    assert "none of the 1 parts had finished; nothing written" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
