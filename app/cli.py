@@ -47,6 +47,55 @@ def _add_request_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+LOADING_FLAGS = (("device", "--device"), ("dtype", "--dtype"), ("device_map", "--device-map"),
+                 ("quantization", "--quantization"), ("batch_size", "--batch-size"))
+
+
+def _add_loading_options(parser: argparse.ArgumentParser, batch_size: bool = True, where: str = "") -> None:
+    """How the model is loaded and batched (pidcore.extract.loading); each flag sets the PIDFLOW_* variable
+    of the same name (`where`: which processes it reaches, for the help)."""
+    from pidcore.extract.loading import DEVICE_MAPS, DTYPES, QUANTIZATIONS
+
+    group = parser.add_argument_group("model loading (default: PIDFLOW_DEVICE, PIDFLOW_DTYPE, PIDFLOW_DEVICE_MAP, "
+                                      "PIDFLOW_QUANTIZATION, PIDFLOW_BATCH_SIZE)" + where)
+    group.add_argument("--device", help="cuda, cuda:1, cpu, mps (default: cuda when available)")
+    group.add_argument("--dtype", choices=list(DTYPES), help="weights and activations (default: bfloat16 on GPU, "
+                                                              "float32 on CPU)")
+    group.add_argument("--device-map", choices=list(DEVICE_MAPS),
+                       help="spread a model larger than one GPU over all visible GPUs (and CPU) with accelerate")
+    group.add_argument("--quantization", choices=list(QUANTIZATIONS), help="8-/4-bit weights (needs bitsandbytes)")
+    if batch_size:
+        group.add_argument("--batch-size", help="questions per forward pass, or auto: the largest that fits, found "
+                                                "by a short search and remembered per model and device (default 8); "
+                                                "out of memory halves a batch instead of failing")
+
+
+def _loading_env(args: argparse.Namespace) -> dict[str, str]:
+    """The PIDFLOW_* variables of the loading flags given (checked); {} when none was."""
+    from pidcore.extract.loading import LoadOptions
+
+    given = {name: getattr(args, name, None) for name, _ in LOADING_FLAGS}
+    if all(value is None for value in given.values()):
+        return {}
+    defaults = LoadOptions.from_env()
+    options = LoadOptions(**{name: value if value is not None else getattr(defaults, name)
+                             for name, value in given.items()}).checked()
+    names = {"device": "PIDFLOW_DEVICE", "dtype": "PIDFLOW_DTYPE", "device_map": "PIDFLOW_DEVICE_MAP",
+             "quantization": "PIDFLOW_QUANTIZATION", "batch_size": "PIDFLOW_BATCH_SIZE"}
+    return {names[name]: str(getattr(options, name)) for name, value in given.items() if value is not None}
+
+
+def _given_loading_flags(args: argparse.Namespace) -> list[str]:
+    return [flag for name, flag in LOADING_FLAGS if getattr(args, name, None) is not None]
+
+
+def _apply_loading_options(args: argparse.Namespace) -> None:
+    """Set the loading flags' PIDFLOW_* variables in this process (the model loads here)."""
+    import os
+
+    os.environ.update(_loading_env(args))
+
+
 def _request_dict(args: argparse.Namespace) -> dict:
     request = {
         "model": args.model,
@@ -74,6 +123,11 @@ def _request_dict(args: argparse.Namespace) -> dict:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    loading = _given_loading_flags(args)
+    if loading and (args.features or args.server):
+        raise ValueError(f"{', '.join(loading)}: how a model is loaded applies where it runs: with --features no "
+                         f"model runs, and with --server the server's workers decide (set PIDFLOW_DEVICE, "
+                         f"PIDFLOW_BATCH_SIZE, ... where they run, or `pidflow serve --batch-size ...`)")
     if args.features:
         return _cmd_analyze_features(args)
     request = _request_dict(args)
@@ -84,6 +138,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     else:
         from pidcore.analysis import AnalysisRequest, run_analysis
 
+        _apply_loading_options(args)
         result = run_analysis(AnalysisRequest.from_dict(request), progress=True)
     return _write_result(result, args.output)
 
@@ -161,8 +216,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     from app.embedded import serve
 
+    _apply_loading_options(args)  # the workers inherit them
     return serve(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir,
                  verbose=args.verbose)
+
+
+def _with_loading_options(study: argparse.ArgumentParser) -> None:
+    """`pidflow study` runs its models here: the loading flags (but batch size: a study's parts are
+    extracted in batches of 8 so that question shards start at batch boundaries) set PIDFLOW_* first."""
+    _add_loading_options(study, batch_size=False)
+    command = study.get_default("func")
+
+    def run(args: argparse.Namespace) -> int:
+        _apply_loading_options(args)
+        return command(args)
+
+    study.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--server", help="submit to a pidflow server at this URL instead of running locally")
     analyze.add_argument("--token", help="API token for a hosted server (or PIDFLOW_TOKEN)")
     analyze.add_argument("-o", "--output", default="pidflow-result.json", help="where to write the JSON result")
+    _add_loading_options(analyze, where=" (local runs only)")
     analyze.set_defaults(func=_cmd_analyze)
 
     serve = sub.add_parser("serve", help="run Redis, a worker and the API + dashboard on this machine")
@@ -186,11 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where the private Redis keeps jobs and results (kept after exit; "
                                           "default PIDFLOW_DATA_DIR, else ~/.local/share/pidflow)")
     serve.add_argument("--verbose", action="store_true", help="workers log to this terminal (default: to files)")
+    _add_loading_options(serve, where=" (given to the workers)")
     serve.set_defaults(func=_cmd_serve)
 
     from app.study_cli import add_study_parser
 
     add_study_parser(sub)
+    _with_loading_options(sub.choices["study"])
     from app.fetch_model import add_fetch_parser
 
     add_fetch_parser(sub)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from pidcore.extract.loading import LoadOptions
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DAY_S = 24 * 3600
 
@@ -42,6 +44,9 @@ class WorkerSettings:
     preload: tuple[str, ...] = ("demo",)  # models a worker loads (and runs once) when it starts
     heartbeat_ttl_s: float = 15.0  # a worker's liveness key expires this long after its last beat
     task_time_limit_s: int = 7200  # a task running longer fails its job (checked at every progress step)
+    # how extraction loads and batches models (PIDFLOW_DEVICE, _DTYPE, _DEVICE_MAP, _QUANTIZATION, _BATCH_SIZE):
+    # read by pidcore.extract.loading in the worker process; checked here so a bad value fails at start
+    loading: LoadOptions = LoadOptions()
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> WorkerSettings:
@@ -62,4 +67,5 @@ class WorkerSettings:
                           if m.strip() and m.strip() != "0"),
             heartbeat_ttl_s=env_number(env, "PIDFLOW_HEARTBEAT_TTL_S", cls.heartbeat_ttl_s, float, 0.3),
             task_time_limit_s=env_number(env, "PIDFLOW_TASK_TIME_LIMIT_S", cls.task_time_limit_s),
+            loading=LoadOptions.from_env(env),
         )

@@ -238,9 +238,9 @@ class VLMAdapter:
 def token_mixer(layer) -> str:
     """What mixes tokens in a decoder layer without attention: the classes of its children that are neither
     norms nor feed-forward blocks (e.g. Lfm2ShortConv, Qwen3_5GatedDeltaNet); else the layer's class."""
-    skip = ("norm", "mlp", "moe", "feedforward", "feed_forward", "dropout", "experts")
+    skip = ("norm", "mlp", "moe", "feed_forward", "ffn", "dropout", "experts")
     names = [type(child).__name__ for name, child in layer.named_children()
-             if not any(word in type(child).__name__.lower() or word in name.lower() for word in skip)]
+             if not any(word in name.lower() for word in skip) and not type(child).__name__.lower().endswith("norm")]
     return ", ".join(names) or type(layer).__name__
 
 

@@ -20,6 +20,7 @@ import torch
 from .families import FAMILIES
 from .features import Features
 from .knockout import Knockout
+from .loading import BatchSizer, resolve_batch_size, run_batches
 from .pooling import PooledStates, pooling_hooks
 from .run import build_features, check_extract_arguments
 
@@ -84,13 +85,16 @@ def _capture(decoder_layers, count: int, outputs: list):
 
 
 def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None], language_pooling: str = "mean",
-                 target: str = "logprobs", batch_size: int = 8, reuse: bool = True, group: bool = True,
+                 target: str = "logprobs", batch_size: int | str | None = None, reuse: bool = True, group: bool = True,
                  progress: Callable[[float, str], None] | None = None) -> dict[str, Features]:
     """Features of every run (name -> Knockout, None = the baseline) for the same questions, in their order.
 
     Each batch is encoded once; with `reuse` (and a baseline among the runs) a knocked-out forward replays
-    the baseline's outputs of the layers before its window. `progress(fraction, message)`.
+    the baseline's outputs of the layers before its window. `batch_size`: questions per batch or "auto"
+    (pidcore.extract.loading); None: PIDFLOW_BATCH_SIZE, else 8; a batch out of memory runs again in halves
+    (all its runs). `progress(fraction, message)`.
     """
+    batch_size = resolve_batch_size(batch_size)
     items = check_extract_arguments(items, target, batch_size, "extract_runs")
     if not runs:
         raise ValueError("extract_runs needs at least one run")
@@ -108,16 +112,17 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
     pooled = PooledStates(adapter.num_layers, language_pooling)
     collected = {name: ([], [], [], []) for name in names}  # vision, language, targets, log_answer
     layers = adapter.decoder_layers
-    batches = range(0, len(ordered), batch_size)
-    total, done = len(batches) * len(names), 0
     report = progress or (lambda fraction, message: None)
+    sizer = BatchSizer.for_adapter(adapter, batch_size)
     with ExitStack() as stack, torch.inference_mode():
         stack.enter_context(pooling_hooks(layers, adapter.final_norm, pooled))
         stack.enter_context(adapter.vision_source_hooks(pooled))
-        for start in batches:
-            inputs, roles = adapter.encode(ordered[start:start + batch_size])
+
+        def run_batch(chunk, start):
+            inputs, roles = adapter.encode(chunk)
             outputs: list = [None] * prefix
-            for name in names:
+            batch = {}
+            for done, name in enumerate(names, start=1):
                 knockout = runs[name]
                 with ExitStack() as run_stack:
                     if name == baseline and prefix:
@@ -128,15 +133,18 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
                         run_stack.enter_context(adapter.knockout_applied(knockout))(roles)
                     pooled.start_batch(roles)
                     output = adapter.model(**inputs, use_cache=False, logits_to_keep=1)
-                vision, language, targets, log_answer = collected[name]
                 batch_vision, batch_language = pooled.stacked()
-                vision.append(batch_vision.cpu().numpy())
-                language.append(batch_language.cpu().numpy())
                 scores = torch.log_softmax(output.logits[:, -1].float()[:, answer_ids], dim=-1)
-                log_answer.append(scores.cpu().numpy())
-                targets.append(scores.cpu().numpy() if target == "logprobs" else pooled.answer_state.cpu().numpy())
-                done += 1
-                report(done / total, f"{len(names)} runs: {min(start + batch_size, len(items))}/{len(items)} questions")
+                batch[name] = (batch_vision.cpu().numpy(), batch_language.cpu().numpy(),
+                               scores.cpu().numpy() if target == "logprobs" else pooled.answer_state.cpu().numpy(),
+                               scores.cpu().numpy())
+                report((start + len(chunk) * done / len(names)) / len(items),
+                       f"{len(names)} runs: {start + len(chunk)}/{len(items)} questions")
+            for name, values in batch.items():  # only once every run of the batch ran (out of memory: nothing)
+                for stored, value in zip(collected[name], values, strict=True):
+                    stored.append(value)
+
+        run_batches(ordered, sizer, run_batch)
     inverse = np.argsort(order)
     return {name: build_features(adapter, ordered, answers, *collected[name], knockout=runs[name], target=target,
                                  language_pooling=language_pooling).subset(inverse)

@@ -9,6 +9,7 @@ import torch
 
 from .features import Features
 from .knockout import Knockout
+from .loading import BatchSizer, parse_batch_size, resolve_batch_size, run_batches
 from .pooling import PooledStates, pooling_hooks
 
 
@@ -28,48 +29,54 @@ def _progress_callback(progress, total: int, label: str):
     return None, lambda done: progress(done / max(total, 1), f"{label}: {done}/{total} questions")
 
 
-def check_extract_arguments(items, target: str, batch_size: int, caller: str) -> list:
-    """``items`` as a list, or ValueError for no questions, an unknown target or a batch size below 1."""
+def check_extract_arguments(items, target: str, batch_size, caller: str) -> list:
+    """``items`` as a list, or ValueError for no questions, an unknown target or a batch size that is
+    neither >= 1 nor "auto"."""
     items = list(items)
     if not items:
         raise ValueError(f"{caller} needs at least one question")
     if target not in ("logprobs", "hidden"):
         raise ValueError(f"target must be 'logprobs' or 'hidden', got {target!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parse_batch_size(batch_size)
     return items
 
 
 def extract(adapter, items, *, answers, knockout: Knockout | None = None, language_pooling: str = "mean",
-            target: str = "logprobs", batch_size: int = 8, progress=None) -> Features:
+            target: str = "logprobs", batch_size: int | str | None = None, progress=None) -> Features:
     """Pooled vision/language states per layer (L+1, n, h), target (n, k) and per-question answers.
 
     target="logprobs": log-probabilities (nats) over the answer set at the answer position, from each
     answer's first token; target="hidden": the final-layer state at the answer position.
+    `batch_size`: questions per forward pass, or "auto" (pidcore.extract.loading: the largest that fits);
+    None: PIDFLOW_BATCH_SIZE, else 8. A batch that runs out of memory is run again in halves.
     """
+    batch_size = resolve_batch_size(batch_size)
     items = check_extract_arguments(items, target, batch_size, "extract")
     answers = list(answers)
     answer_ids = torch.tensor(adapter.answer_token_ids(answers), device=adapter.device)
     pooled = PooledStates(adapter.num_layers, language_pooling)
     vision, language, targets, log_answer = [], [], [], []
     bar, update = _progress_callback(progress, len(items), "knockout" if knockout else "extract")
+    sizer = BatchSizer.for_adapter(adapter, batch_size)
     with ExitStack() as stack, torch.inference_mode():
         stack.enter_context(pooling_hooks(adapter.decoder_layers, adapter.final_norm, pooled))
         stack.enter_context(adapter.vision_source_hooks(pooled))
         set_roles = stack.enter_context(adapter.knockout_applied(knockout)) if knockout else None
-        for start in range(0, len(items), batch_size):
-            inputs, roles = adapter.encode(items[start:start + batch_size])
+
+        def run_batch(chunk, start):
+            inputs, roles = adapter.encode(chunk)
             pooled.start_batch(roles)
             if set_roles:
                 set_roles(roles)
             output = adapter.model(**inputs, use_cache=False, logits_to_keep=1)
             batch_vision, batch_language = pooled.stacked()
-            vision.append(batch_vision.cpu().numpy())
-            language.append(batch_language.cpu().numpy())
             scores = torch.log_softmax(output.logits[:, -1].float()[:, answer_ids], dim=-1)
-            log_answer.append(scores.cpu().numpy())
-            targets.append(scores.cpu().numpy() if target == "logprobs" else pooled.answer_state.cpu().numpy())
-            update(min(start + batch_size, len(items)))
+            kept = (batch_vision.cpu().numpy(), batch_language.cpu().numpy(), scores.cpu().numpy(),
+                    scores.cpu().numpy() if target == "logprobs" else pooled.answer_state.cpu().numpy())
+            for stored, value in zip((vision, language, log_answer, targets), kept, strict=True):
+                stored.append(value)  # only once the whole batch ran: a batch out of memory leaves nothing
+
+        run_batches(items, sizer, run_batch, on_done=update)
     if bar is not None:
         bar.close()
     return build_features(adapter, items, answers, vision, language, targets, log_answer, knockout=knockout,
