@@ -66,6 +66,8 @@ def _chatml(image: str) -> str:
 
 _QWEN = dict(image_token="<|image_pad|>", own_positions=True, variable_image_tokens=True,
              prompt=_chatml("<|vision_start|><|image_pad|><|vision_end|>"))
+_GLM_PROMPT = ("[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>{question}" + SHORT_ANSWER
+               + "<|assistant|>\n")
 _IDEFICS = dict(images="nested", decoder="model.text_model", variable_image_tokens=True,
                 prompt="User:<image>{question}" + SHORT_ANSWER + "<end_of_utterance>\nAssistant:")
 
@@ -87,9 +89,19 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            notes="Gated-DeltaNet layers keep a recurrent state: knockouts refused on those layers"),
     Family("qwen3_vl_moe", "Qwen3-VL-MoE", "Qwen3VLMoeForConditionalGeneration", **_QWEN,
            notes="as Qwen3-VL with mixture-of-experts MLPs"),
+    Family("qwen3_5_moe", "Qwen3.5-MoE (hybrid linear attention)", "Qwen3_5MoeForConditionalGeneration", **_QWEN,
+           unmaskable_layer_types=("linear_attention",),
+           notes="as Qwen3.5 with mixture-of-experts MLPs: knockouts refused on Gated-DeltaNet layers"),
+    Family("glm4v_moe", "GLM-4.5V (MoE)", "Glm4vMoeForConditionalGeneration", _GLM_PROMPT, image_token="<|image|>",
+           own_positions=True, variable_image_tokens=True, notes="as GLM-4.1V with mixture-of-experts MLPs"),
+    Family("vipllava", "ViP-LLaVA", "VipLlavaForConditionalGeneration",
+           "A chat between a curious human and an artificial intelligence assistant.###Human: <image>\n{question}"
+           + SHORT_ANSWER + "###Assistant:",
+           notes="LLaVA with image features from several vision layers"),
+    Family("idefics2", "Idefics2", "Idefics2ForConditionalGeneration", **_IDEFICS,
+           notes="decoder at model.text_model; a perceiver resampler gives a fixed number of image tokens"),
     Family("glm4v", "GLM-4.1V", "Glm4vForConditionalGeneration",
-           "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>{question}" + SHORT_ANSWER
-           + "<|assistant|>\n", image_token="<|image|>", own_positions=True, variable_image_tokens=True,
+           _GLM_PROMPT, image_token="<|image|>", own_positions=True, variable_image_tokens=True,
            notes="3-D M-RoPE built by the model from the image grid; native-resolution patches"),
     Family("aya_vision", "Aya Vision", "AyaVisionForConditionalGeneration",
            "<|START_OF_TURN_TOKEN|><|USER_TOKEN|><image>{question}" + SHORT_ANSWER

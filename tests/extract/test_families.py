@@ -250,7 +250,8 @@ def test_unsupported_and_unknown_families_are_clear(monkeypatch):
         family_for("bert")
 
 
-@pytest.mark.parametrize(("model_type", "kind"), [("qwen3_5", "Qwen3_5GatedDeltaNet"), ("lfm2_vl", "Lfm2ShortConv")])
+@pytest.mark.parametrize(("model_type", "kind"), [("qwen3_5", "Qwen3_5GatedDeltaNet"),
+                                                  ("qwen3_5_moe", "Qwen3_5MoeGatedDeltaNet"), ("lfm2_vl", "Lfm2ShortConv")])
 def test_layers_without_attention_refuse_knockouts_by_what_they_are(model_type, kind, tmp_path_factory, family_items):
     """A recurrent linear-attention layer (Qwen3.5) or a short convolution (LFM2) holds no attention a mask
     can edit: a window over it is refused, naming the layer and its kind, before any forward."""

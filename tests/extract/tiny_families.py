@@ -563,6 +563,99 @@ def build_lfm2_vl(folder):
     return _save(folder, Lfm2VlForConditionalGeneration, config, processor)
 
 
+def build_qwen3_5_moe(folder):
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration, Qwen3VLProcessor
+
+    tokenizer = bpe_tokenizer_for(_template("qwen3_5_moe"), specials=QWEN_SPECIALS)
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                layer_types=["linear_attention", "full_attention", "full_attention"],
+                linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                 "mrope_interleaved": True, "partial_rotary_factor": 0.5},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=16)
+    config = Qwen3_5MoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                              **_qwen_ids(tokenizer))
+    processor = _qwen_processor("qwen3_5_moe", tokenizer, Qwen3VLProcessor, 4)
+    return _save(folder, Qwen3_5MoeForConditionalGeneration, config, processor)
+
+
+def build_glm4v_moe(folder):
+    from transformers import (
+        Glm4vImageProcessorPil,
+        Glm4vMoeConfig,
+        Glm4vMoeForConditionalGeneration,
+        Glm4vProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("glm4v_moe"), specials=GLM_SPECIALS, bos=None)
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1,
+                first_k_dense_replace=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                 "partial_rotary_factor": 0.5},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(depth=1, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2, patch_size=4,
+                  image_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    config = Glm4vMoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                            image_token_id=ids("<|image|>"), video_token_id=ids("<|video|>"),
+                            image_start_token_id=ids("<|begin_of_image|>"), image_end_token_id=ids("<|end_of_image|>"),
+                            video_start_token_id=ids("<|begin_of_video|>"), video_end_token_id=ids("<|end_of_video|>"))
+    pixels = (2 * 4 * 2) ** 2
+    image_processor = Glm4vImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
+                                             size={"shortest_edge": pixels, "longest_edge": pixels})
+    processor = _image_only(Glm4vProcessor, image_processor=image_processor, tokenizer=tokenizer)
+    return _save(folder, Glm4vMoeForConditionalGeneration, config, processor)
+
+
+def build_vipllava(folder):
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaProcessor,
+        VipLlavaConfig,
+        VipLlavaForConditionalGeneration,
+    )
+
+    tokenizer = tokenizer_for(_template("vipllava"), specials=["<image>"])
+    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                  num_attention_heads=2, image_size=16, patch_size=4, projection_dim=32)
+    config = VipLlavaConfig(vision_config=vision, text_config=_llama_text(tokenizer).to_dict() | {"model_type": "llama"},
+                            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                            vision_feature_layers=[-2, -1], image_seq_length=16)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                               vision_feature_select_strategy="full", num_additional_image_tokens=0)
+    return _save(folder, VipLlavaForConditionalGeneration, config, processor)
+
+
+def build_idefics2(folder):
+    from transformers import (
+        Idefics2Config,
+        Idefics2ForConditionalGeneration,
+        Idefics2ImageProcessorPil,
+        Idefics2Processor,
+    )
+
+    tokenizer = tokenizer_for(_template("idefics2"), specials=["<fake_token_around_image>", "<image>",
+                                                               "<end_of_utterance>"])
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=4)
+    perceiver = dict(hidden_size=HIDDEN, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2,
+                     resampler_head_dim=16, num_key_value_heads=2)
+    text = _llama_text(tokenizer).to_dict() | {"model_type": "mistral", "sliding_window": None}
+    config = Idefics2Config(text_config=text, vision_config=vision, perceiver_config=perceiver,
+                            image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    image_processor = Idefics2ImageProcessorPil(size={"shortest_edge": 16, "longest_edge": 16},
+                                                do_image_splitting=False)
+    processor = Idefics2Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4)
+    return _save(folder, Idefics2ForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -582,4 +675,8 @@ BUILDERS = {
     "glm4v": build_glm4v,
     "aya_vision": build_aya_vision,
     "lfm2_vl": build_lfm2_vl,
+    "qwen3_5_moe": build_qwen3_5_moe,
+    "glm4v_moe": build_glm4v_moe,
+    "vipllava": build_vipllava,
+    "idefics2": build_idefics2,
 }
