@@ -404,3 +404,19 @@ def test_qwen_logits_are_the_models_own_and_2d_positions_would_break_them(model_
         own = _own_logits(adapter, item)
         torch.testing.assert_close(ours[row], own, rtol=1e-4, atol=1e-5)
         assert float((wrong[row] - own).abs().max()) > 5e-5  # 5x the tolerance above; fixed seeds
+
+
+def test_unregistered_image_text_types_are_listed():
+    """Every model type of the installed transformers' image-text-to-text mapping is registered or listed in
+    docs/extraction.md ("Model types not registered") with a reason, and nothing listed is registered."""
+    import re
+    from pathlib import Path
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "extraction.md").read_text()
+    section = text.split("### Model types not registered", 1)[1].split("\n### ", 1)[0]
+    listed = dict(re.findall(r"^\| `([^`]+)` \| (.+) \|$", section, flags=re.MULTILINE))
+    listed.pop("model_type")  # the table's header
+    assert set(listed) == set(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES) - set(FAMILIES)
+    assert all(len(reason) > 10 for reason in listed.values())
