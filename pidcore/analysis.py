@@ -348,6 +348,8 @@ def estimates_statement(request: AnalysisRequest) -> dict:
     statement = {
         "estimator": request.estimator,
         "unit": "bits",
+        "estimand": ("the PID of the pooled vision and language states and Y, each reduced by PCA (to the request's "
+                     "dims) after the Gaussianization recorded in gaussianization_plan"),
         "target": ("Y = the first principal components of the model's answer log-probabilities over the dataset's "
                    "answers" if request.target == "logprobs" else "Y = the final-layer state at the answer position"),
         "method": ("bias-corrected: the exact Wishart expectation removed from each mutual information, the union "
@@ -359,7 +361,9 @@ def estimates_statement(request: AnalysisRequest) -> dict:
         statement["intervals"] = (
             f"95% {'basic' if corrected else 'percentile'} bootstrap intervals from {request.bootstrap} resamplings of "
             "the questions; they cover sampling noise given the fitted PCA and Gaussianization (not the refitting "
-            "of those); on known systems they held the truth in 0.87-1.00 of runs (mostly 0.90-0.97; docs/estimators.md)")
+            "of those); on known systems they held the truth in 0.87-1.00 of runs (mostly 0.90-0.97; docs/estimators.md). "
+            "With many more features than questions the sample PCA also loses information they do not include: a "
+            "layer where that loss is estimated to exceed the interval says so (a pca-loss warning)")
     if request.knockout:
         statement["knockout_target"] = (
             "knockout run analysed against the baseline's Y (layers before the window: delta exactly 0)"

@@ -11,8 +11,6 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
-_LOG_2PI = np.log(2 * np.pi)
-
 
 def normal_scores(x: np.ndarray) -> np.ndarray:
     """(n, d) normal scores Phi^-1((rank - 0.5) / n) per column (ties share their average rank),
@@ -61,33 +59,3 @@ def _count_at_most(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
     columns = np.broadcast_to(np.arange(values.shape[1]), order.shape)
     counts[order[is_value] - k, columns[is_value]] = counts_sorted[is_value]
     return counts
-
-
-def _gaussian_log_density(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    mean, var = train.mean(axis=0), train.var(axis=0) + 1e-300
-    return -0.5 * (_LOG_2PI + np.log(var) + (test - mean) ** 2 / var)
-
-
-#: copula_gain looks at this many columns at most (evenly spaced), which is plenty for the decision.
-GAIN_COLUMNS = 64
-
-
-def copula_gain(x: np.ndarray, fold_ids: np.ndarray) -> float:
-    """Held-out gain (nats per sample and coordinate) of empirical over Gaussian marginals for the
-    columns of ``x`` (at most ``GAIN_COLUMNS`` of them, evenly spaced), cross-fitted over ``fold_ids``:
-    > 0 when the coordinates are not Gaussian, so the copula fits them better. Columns with many ties
-    (fewer distinct values than half the rows) or without spread are left out (their empirical density is
-    not a density); 0.0 if none is left."""
-    if x.shape[1] > GAIN_COLUMNS:
-        x = x[:, np.linspace(0, x.shape[1] - 1, GAIN_COLUMNS).round().astype(int)]
-    ordered = np.sort(x.T, axis=1)
-    distinct = 1 + np.count_nonzero(np.diff(ordered, axis=1) > 0, axis=1)
-    keep = distinct >= len(x) / 2
-    if not keep.any():
-        return 0.0
-    x = x[:, keep]
-    gains = []
-    for fold in np.unique(fold_ids):
-        train, test = x[fold_ids != fold], x[fold_ids == fold]
-        gains.append((empirical_log_density(train, test) - _gaussian_log_density(train, test)).mean())
-    return float(np.mean(gains))

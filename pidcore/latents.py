@@ -306,7 +306,7 @@ class FlowStage:
             return Decision("flows", "flow", 0.0, 0.0, 0.0, "forced (gaussianize='flow')")
         probe = [groups[i] for i in probe_indices(len(groups), PROBE_LAYERS)]
         joint = max(mardia_kurtosis_z(np.hstack([self.latents[v] for v in g])) for g in probe)
-        if joint <= JOINT_Z:
+        if not np.isfinite(joint) or joint <= JOINT_Z:
             return Decision("flows", "none", joint, JOINT_Z, 1.0,
                             "latents jointly Gaussian after the marginal step (Mardia kurtosis z-score)")
         used = sorted({v for g in probe for v in g})
