@@ -214,11 +214,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "not installed): pip install \"pidflow[server]\" (in a checkout: bash scripts/setup.sh)",
               file=sys.stderr)
         return 2
-    from app.embedded import serve
+    from app.embedded import parse_gpus, serve
 
+    gpus = parse_gpus(args.gpus)
+    if gpus and args.workers < 1:
+        raise ValueError("--gpus starts extraction workers only: analyses need at least one CPU worker (--workers)")
     _apply_loading_options(args)  # the workers inherit them
     return serve(host=args.host, port=args.port, workers=args.workers, data_dir=args.data_dir,
-                 verbose=args.verbose)
+                 verbose=args.verbose, gpus=gpus)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    missing = _missing_server_modules()
+    if missing:
+        print(f"pidflow worker: needs the \"server\" extra ({', '.join(missing)} not installed): "
+              "pip install \"pidflow[server]\"", file=sys.stderr)
+        return 2
+    from app.embedded import parse_gpus, run_workers
+
+    gpus = parse_gpus(args.gpus)
+    workers = args.workers if args.workers is not None else (0 if gpus else 1)
+    _apply_loading_options(args)
+    return run_workers(workers=workers, gpus=gpus, verbose=args.verbose, log_dir=args.log_dir)
 
 
 def _with_loading_options(study: argparse.ArgumentParser) -> None:
@@ -256,8 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where the private Redis keeps jobs and results (kept after exit; "
                                           "default PIDFLOW_DATA_DIR, else ~/.local/share/pidflow)")
     serve.add_argument("--verbose", action="store_true", help="workers log to this terminal (default: to files)")
+    serve.add_argument("--gpus", metavar="all|0,1,...",
+                       help="one extraction worker (queue gpu) per GPU, each seeing only its GPU "
+                            "(CUDA_VISIBLE_DEVICES); --workers then counts CPU analysis workers (queue cpu)")
     _add_loading_options(serve, where=" (given to the workers)")
     serve.set_defaults(func=_cmd_serve)
+
+    worker = sub.add_parser("worker", help="run workers on this machine for a pidflow server's Redis (REDIS_URL): "
+                                           "more GPUs, more nodes, a Slurm allocation")
+    worker.add_argument("--gpus", metavar="all|0,1,...",
+                        help="one extraction worker (queue gpu) per GPU, each seeing only its GPU")
+    worker.add_argument("--workers", type=int, help="CPU analysis workers (queue cpu; default 0 with --gpus, "
+                                                    "else 1 taking both queues)")
+    worker.add_argument("--log-dir", help="worker logs (default: <tmp>/pidflow-logs)")
+    worker.add_argument("--verbose", action="store_true", help="workers log to this terminal")
+    _add_loading_options(worker, where=" (given to the workers)")
+    worker.set_defaults(func=_cmd_worker)
 
     from app.study_cli import add_study_parser
 

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -27,16 +28,76 @@ QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "err
              "PYTHONWARNINGS": "ignore::UserWarning:celery.platforms"}  # no tqdm bars, no root SecurityWarning
 
 
-def worker_command(index: int, verbose: bool = False) -> list[str]:
-    """The Celery worker command (override with PIDFLOW_WORKER_CMD; `{index}` is replaced). Quiet (no
-    banner, errors only) unless `verbose`."""
+def worker_command(index: int, verbose: bool = False, queues: str = "gpu,cpu", name: str | None = None) -> list[str]:
+    """The Celery worker command (override with PIDFLOW_WORKER_CMD; `{index}`, `{queues}` and `{name}` are
+    replaced). Quiet (no banner, errors only) unless `verbose`."""
+    name = name or f"pidflow{index}"
     custom = os.environ.get("PIDFLOW_WORKER_CMD")
     if custom:
-        return shlex.split(custom.replace("{index}", str(index)))
+        return shlex.split(custom.replace("{index}", str(index)).replace("{queues}", queues).replace("{name}", name))
     quiet = [] if verbose else ["--quiet"]
     return [sys.executable, "-m", "celery", *quiet, "-A", "worker.celery_app", "worker", "--pool=solo",
-            "-Q", "gpu,cpu", f"--loglevel={'INFO' if verbose else 'ERROR'}", "-n", f"pidflow{index}@%h",
+            "-Q", queues, f"--loglevel={'INFO' if verbose else 'ERROR'}", "-n", f"{name}@%h",
             "--without-mingle", "--without-gossip"]  # no broadcasts (nothing uses them; a full Redis refuses them)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker process to keep running: its Celery name, queues and extra environment."""
+
+    name: str
+    queues: str
+    env: dict = field(default_factory=dict)
+
+
+def visible_gpus(env=None) -> list[str]:
+    """The GPUs this machine shows: CUDA_VISIBLE_DEVICES' entries when it is set, else nvidia-smi's
+    indices, else torch's device count; [] when there are none."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    try:
+        listed = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=30)
+        if listed.returncode == 0:
+            return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        import torch
+
+        return [str(index) for index in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def parse_gpus(value: str | None, env=None) -> list[str]:
+    """`--gpus`: "all" (every visible GPU), or a comma-separated list of GPU ids (indices or UUIDs); an
+    entry "0+1" gives one worker both GPUs (a model larger than one GPU, with --device-map auto)."""
+    if value is None:
+        return []
+    if value.strip().lower() == "all":
+        gpus = visible_gpus(env)
+        if not gpus:
+            raise ValueError("--gpus all: no GPU is visible on this machine (nvidia-smi and torch found none)")
+        return gpus
+    gpus = [gpu.strip() for gpu in value.split(",")]
+    if not all(gpus) or len(set(gpus)) != len(gpus):
+        raise ValueError(f"--gpus must be all or a list of distinct GPU ids such as 0,1,3, got {value!r}")
+    return gpus
+
+
+def worker_specs(cpu_workers: int, gpus: list[str], host_tag: str = "") -> list[WorkerSpec]:
+    """One extraction worker per GPU (queue gpu, CUDA_VISIBLE_DEVICES=<that GPU>, so each sees one device as
+    cuda:0) and `cpu_workers` analysis workers (queue cpu, no GPU). Without GPUs, every worker takes both
+    queues, as before."""
+    if not gpus:
+        return [WorkerSpec(f"pidflow{index}{host_tag}", "gpu,cpu") for index in range(cpu_workers)]
+    specs = [WorkerSpec(f"pidflow-gpu{gpu.replace('+', '_')}{host_tag}", "gpu",
+                        {"CUDA_VISIBLE_DEVICES": gpu.replace("+", ",")}) for gpu in gpus]
+    return specs + [WorkerSpec(f"pidflow-cpu{index}{host_tag}", "cpu", {"CUDA_VISIBLE_DEVICES": ""})
+                    for index in range(cpu_workers)]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -147,15 +208,27 @@ def _data_line(local_redis) -> str:
     return f"in {where} (temporary: results are lost when pidflow stops)"
 
 
-def _start_worker(index: int, verbose: bool, log_dir: Path) -> subprocess.Popen:
-    env = dict(os.environ)
+def _start_worker(index: int, verbose: bool, log_dir: Path, spec: WorkerSpec | None = None) -> subprocess.Popen:
+    spec = spec or WorkerSpec(f"pidflow{index}", "gpu,cpu")
+    env = {**os.environ, **spec.env}
+    command = worker_command(index, verbose=verbose, queues=spec.queues, name=spec.name)
     if verbose:
-        return subprocess.Popen(worker_command(index, verbose=True), env=env, preexec_fn=die_with_parent)
+        return subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
     log_dir.mkdir(parents=True, exist_ok=True)
     env.update(QUIET_ENV)
-    with open(log_dir / f"worker{index}.log", "ab") as log_file:
-        return subprocess.Popen(worker_command(index), env=env, stdout=log_file, stderr=subprocess.STDOUT,
+    log_name = f"worker{index}.log" if spec.name == f"pidflow{index}" else f"{spec.name}.log"
+    with open(log_dir / log_name, "ab") as log_file:
+        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 preexec_fn=die_with_parent)
+
+
+def _workers_line(specs: list[WorkerSpec], verbose: bool, log_dir: Path) -> str:
+    gpu = [spec.env["CUDA_VISIBLE_DEVICES"] for spec in specs if spec.queues == "gpu"]
+    cpu = sum(spec.queues != "gpu" for spec in specs)
+    kinds = (f"{len(gpu)} GPU extraction worker(s) (GPU {', '.join(gpu)}), {cpu} CPU analysis worker(s)" if gpu
+             else f"{cpu} Celery worker(s)")
+    return kinds + ", " + ("logging here (--verbose)" if verbose else
+                           f"logs in {log_dir}/ (--verbose shows them here)") + ", restarted if one dies"
 
 
 class Supervisor:
@@ -233,8 +306,41 @@ def _refuse_an_evicting_redis(url: str) -> None:
         raise SystemExit(f"pidflow serve: not started: {problem}")
 
 
+def run_workers(workers: int = 1, gpus: list[str] | None = None, verbose: bool = False,
+                log_dir: str | Path | None = None) -> int:
+    """`pidflow worker`: keep worker processes running on this machine for the Redis at REDIS_URL (the
+    API's, possibly on another machine) until Ctrl-C / SIGTERM: one extraction worker per GPU in `gpus` and
+    `workers` CPU analysis workers. Returns the exit status."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not os.environ.get("REDIS_URL"):
+        raise ValueError("pidflow worker: set REDIS_URL to the Redis of the pidflow server these workers serve "
+                         "(e.g. redis://head-node:6379/0)")
+    if workers < 0:
+        raise ValueError("--workers must be 0 or more")
+    specs = worker_specs(workers, list(gpus or []), host_tag="-" + socket.gethostname().split(".")[0])
+    if not specs:
+        raise ValueError("pidflow worker: nothing to start (--workers 0 and no --gpus)")
+    _refuse_an_evicting_redis(os.environ["REDIS_URL"])
+    signal.signal(signal.SIGTERM, _interrupt)
+    folder = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "pidflow-logs"
+    supervisor = None
+    try:
+        supervisor = Supervisor(lambda index: _start_worker(index, verbose, folder, specs[index]), len(specs))
+        supervisor.__enter__()
+        print(f"[pidflow] workers for {os.environ['REDIS_URL']}: {_workers_line(specs, verbose, folder)}",
+              flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if supervisor is not None:
+            supervisor.__exit__(None, None, None)
+        print("[pidflow] workers stopped", flush=True)
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir: str | None = None,
-          verbose: bool = False) -> int:
+          verbose: bool = False, gpus: list[str] | None = None) -> int:
     """Run until Ctrl-C / SIGTERM; returns the exit status. Without REDIS_URL, the private Redis keeps
     jobs, results and queued tasks in `data_dir` (default: `default_data_dir()`), which stays after exit.
     Workers write their logs to files (named in the start block) unless `verbose`, when they log to this
@@ -260,10 +366,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, data_dir:
             _refuse_an_evicting_redis(os.environ["REDIS_URL"])
             redis_line = f"{os.environ['REDIS_URL']} (from REDIS_URL)"
         log_dir = local_redis.directory.parent / "logs" if local_redis else Path(tempfile.gettempdir()) / "pidflow-logs"
-        supervisor = Supervisor(lambda index: _start_worker(index, verbose, log_dir), workers).__enter__()
-        workers_line = f"{workers} Celery worker(s), " + (
-            "logging here (--verbose)" if verbose else f"logs in {log_dir}/ (--verbose shows them here)") + \
-            ", restarted if one dies"
+        specs = worker_specs(workers, list(gpus or []))
+        supervisor = Supervisor(lambda index: _start_worker(index, verbose, log_dir, specs[index]),
+                                len(specs)).__enter__()
+        workers_line = _workers_line(specs, verbose, log_dir)
 
         from app.server import create_app
 
