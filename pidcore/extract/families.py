@@ -94,6 +94,12 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            notes="as Qwen3.5 with mixture-of-experts MLPs: knockouts refused on Gated-DeltaNet layers"),
     Family("glm4v_moe", "GLM-4.5V (MoE)", "Glm4vMoeForConditionalGeneration", _GLM_PROMPT, image_token="<|image|>",
            own_positions=True, variable_image_tokens=True, notes="as GLM-4.1V with mixture-of-experts MLPs"),
+    Family("glm46v", "GLM-4.6V", "Glm46VForConditionalGeneration", _GLM_PROMPT, image_token="<|image|>",
+           own_positions=True, variable_image_tokens=True, notes="as GLM-4.1V (its text model) with its own processor"),
+    Family("deepseek_vl", "DeepSeek-VL", "DeepseekVLForConditionalGeneration",
+           "You are a helpful language and vision assistant.\n\nUser: <image_placeholder>{question}" + SHORT_ANSWER
+           + "\n\nAssistant:", image_token="<image_placeholder>",
+           notes="placeholder <image_placeholder> expands to a fixed number of image tokens (SigLIP + aligner)"),
     Family("vipllava", "ViP-LLaVA", "VipLlavaForConditionalGeneration",
            "A chat between a curious human and an artificial intelligence assistant.###Human: <image>\n{question}"
            + SHORT_ANSWER + "###Assistant:",

@@ -656,6 +656,53 @@ def build_idefics2(folder):
     return _save(folder, Idefics2ForConditionalGeneration, config, processor)
 
 
+def build_glm46v(folder):
+    from transformers import (
+        Glm46VConfig,
+        Glm46VForConditionalGeneration,
+        Glm46VImageProcessorPil,
+        Glm46VProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("glm46v"), specials=GLM_SPECIALS, bos=None)
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(model_type="glm4v_text", vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96,
+                num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1],
+                                 "partial_rotary_factor": 0.5},
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(model_type="glm4v_vision", depth=1, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN,
+                  num_heads=2, patch_size=4, image_size=16, spatial_merge_size=2, temporal_patch_size=2)
+    config = Glm46VConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                          image_token_id=ids("<|image|>"), video_token_id=ids("<|video|>"),
+                          image_start_token_id=ids("<|begin_of_image|>"), image_end_token_id=ids("<|end_of_image|>"),
+                          video_start_token_id=ids("<|begin_of_video|>"), video_end_token_id=ids("<|end_of_video|>"))
+    pixels = (2 * 4 * 2) ** 2
+    image_processor = Glm46VImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2,
+                                              size={"shortest_edge": pixels, "longest_edge": pixels})
+    processor = _image_only(Glm46VProcessor, image_processor=image_processor, tokenizer=tokenizer)
+    return _save(folder, Glm46VForConditionalGeneration, config, processor)
+
+
+def build_deepseek_vl(folder):
+    from transformers import (
+        DeepseekVLConfig,
+        DeepseekVLForConditionalGeneration,
+        DeepseekVLImageProcessorPil,
+        DeepseekVLProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("deepseek_vl"), attributes={"image_token": "<image_placeholder>"},
+                              bos="<｜begin▁of▁sentence｜>")
+    vision = _siglip_vision(16, 4).to_dict() | {"model_type": "siglip_vision_model"}
+    config = DeepseekVLConfig(text_config=_llama_text(tokenizer).to_dict() | {"model_type": "llama"},
+                              vision_config=vision, image_token_id=tokenizer.image_token_id,
+                              tie_word_embeddings=False)
+    image_processor = DeepseekVLImageProcessorPil(size={"height": 16, "width": 16}, min_size=4)
+    processor = DeepseekVLProcessor(image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=16)
+    return _save(folder, DeepseekVLForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -679,4 +726,6 @@ BUILDERS = {
     "glm4v_moe": build_glm4v_moe,
     "vipllava": build_vipllava,
     "idefics2": build_idefics2,
+    "glm46v": build_glm46v,
+    "deepseek_vl": build_deepseek_vl,
 }
