@@ -120,6 +120,17 @@ def write_report(report: dict, folder: str | Path) -> dict[str, Path]:
     return paths
 
 
+def findings_text(report: dict) -> str:
+    """What the study found: the seed's claims (a)-(e) with verdicts and intervals (pidcore.study_verdicts)."""
+    from pidcore.study_verdicts import summary_lines
+
+    found = report.get("findings")
+    if not found:
+        return ""
+    return "\n".join(["What the study found (the seed paper's claims; rules in docs/study.md):",
+                      *summary_lines(found), ""])
+
+
 def headline_text(report: dict) -> str:
     """The headline table as plain text: shares (%) at the last layer, U_v peak, largest S share."""
     lines = [f"{'model':<14} {'task':<14} {'recipe':<8} {'n':>5} {'R':>6} {'U_v':>6} {'U_l':>6} {'S':>6} "
@@ -164,6 +175,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         else:
             paths = write_report(stopped.report, args.output_dir)
             missing = ", ".join(" · ".join(pair) for pair in stopped.report["interrupted"]["missing_parts"])
+            print(findings_text(stopped.report))
             print(headline_text(stopped.report))
             print(f"interrupted: {stopped.finished} of {stopped.total} parts finished; their report is in "
                   f"{', '.join(str(p) for p in paths.values())} (missing: {missing})", file=sys.stderr)
@@ -171,6 +183,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(previous)
     paths = write_report(report, args.output_dir)
+    print(findings_text(report))
     print(headline_text(report))
     if caught:
         distinct = len({str(warning.message) for warning in caught})

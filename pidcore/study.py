@@ -674,7 +674,7 @@ def build_report(request: StudyRequest, records: list[dict], *, models: dict | N
                                   "reached_layers": effects["reached_layers"], "late_layers": effects["late_layers"],
                                   "intervals": effects.get("intervals"),
                                   "per_layer": effects["per_layer"]})
-    return {
+    report = {
         "schema": SCHEMA,
         "request": request.to_dict(),
         "code_version": __version__,
@@ -687,3 +687,7 @@ def build_report(request: StudyRequest, records: list[dict], *, models: dict | N
         "series": series,
         "timing": dict(timing or {}),
     }
+    from pidcore.study_verdicts import findings
+
+    report["findings"] = findings(report, analyses)  # the seed's claims (a)-(e): verdicts with intervals
+    return report

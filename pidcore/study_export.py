@@ -148,6 +148,51 @@ def knockout_table(report: dict) -> str:
                    "compensatory S (bits)", "information cost (bits)", "Δp(answer) %", "Δaccuracy"], rows)
 
 
+def _verdict_cell(claim: dict) -> str:
+    """A claim's verdict (coloured), estimate and interval, in words (pidcore.study_verdicts.claim_text)."""
+    from pidcore.study_verdicts import claim_text
+
+    verdict, _, rest = claim_text(claim).partition(": ")
+    css = claim["verdict"].replace(" ", "-")
+    return f"<span class='verdict {css}'>{html.escape(verdict)}</span>" + (
+        f"<br><small>{html.escape(rest)}</small>" if rest else "")
+
+
+def findings_html(report: dict) -> str:
+    """The top of the page: the seed paper's claims (a)-(e) as tests with verdicts and intervals, per recipe,
+    and why recipes disagree (pidcore.study_verdicts; the rules are in docs/study.md)."""
+    found = report.get("findings")
+    if not found:
+        return ""
+    claims = found["claims"]
+    legend = "".join(f"<li><b>({key})</b> {html.escape(text)}</li>" for key, text in claims.items())
+    rows = [[html.escape(row["model"]), html.escape(row["task"]), html.escape(row["recipe"]), str(row["n_questions"]),
+             *(_verdict_cell(row["claims"][key]) for key in "abc")] for row in found["baseline"]]
+    parts = [f"<ul class='claims'>{legend}</ul>",
+             _table(["model", "task", "recipe", "n", "(a) U_vision early peak", "(b) U_language share",
+                     "(c) largest synergy share"], rows)]
+    if found["correlations"]:
+        parts.append(_table(["models", "task", "recipe", "(d) cross-model r"], [
+            [html.escape(" vs ".join(pair["models"])), html.escape(pair["task"]), html.escape(pair["recipe"]),
+             _verdict_cell(pair["claim"])] for pair in found["correlations"]]))
+    for row in found["cut"]:
+        claim = row["claim"]
+        ranking = (claim.get("detail") or {}).get("ranking") or []
+        order = ", ".join(f"{html.escape(r['task'])} (Δp {_number(r['answer_probability_change'])})" for r in ranking)
+        parts.append(f"<p><b>(e)</b> {html.escape(row['model'])} · {html.escape(row['recipe'])}: "
+                     f"{_verdict_cell(claim)}" + (f"<br><small>tasks ranked by the cut's drop in the probability of "
+                                                  f"the right answer: {order}</small>" if order else "") + "</p>")
+    if found.get("not_tested"):
+        parts.append(f"<p class='note'>Not tested by this study: {html.escape('; '.join(found['not_tested']))}.</p>")
+    parts += [f"<p class='disagree'>{html.escape(note['model'])} · {html.escape(note['task'])}: "
+              f"{html.escape(note['text'])}</p>" for note in found["disagreements"]]
+    return ("<h2>What the study found</h2><p class='note'>The seed paper's claims as tests, per recipe: "
+            "<b>supported</b> when the 95% interval lies where the claim says, <b>not supported</b> when it lies "
+            "wholly outside, <b>inconclusive at this n</b> when it straddles the line (or the study has no "
+            "intervals: bootstrap 0). Intervals: the analyses' bootstrap draws (the same questions across layers "
+            "and runs); rules in docs/study.md.</p>" + "".join(parts))
+
+
 def _buttons(links: dict | None) -> str:
     if not links:
         return ""
@@ -159,7 +204,10 @@ def _back(back: tuple[str, str] | None) -> str:
     return "" if not back else f"<p class='back'><a href='{html.escape(back[1])}'>{html.escape(back[0])}</a></p>"
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}
+.verdict{font-weight:600;padding:0 4px;border-radius:3px}.verdict.supported{color:#fff;background:#009E73}
+.verdict.not-supported{color:#fff;background:#D55E00}.verdict.inconclusive{background:#eee;color:#444}
+.verdict.not-tested{color:#888}.disagree{font-size:13px;color:#444}ul.claims{font-size:13px}
 table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}small{color:#666}
 h2{margin-top:32px}.note{color:#555;font-size:13px}
@@ -197,6 +245,7 @@ def to_html(report: dict, plotly_js: str | None = None, links: dict | None = Non
 <html lang="en"><head><meta charset="utf-8"><title>pidflow study</title><style>{STYLE}</style>
 <script>{plotly_js}</script></head><body>
 {_back(back)}<h1>pidflow study</h1>{_buttons(links)}<p>{summary}</p><ul>{recipes}</ul>
+{findings_html(report)}
 <h2>Headline: shares of the last layer's information</h2>
 <p class="note">Shares are fractions of the last layer's total I(X_vision, X_language; Y); brackets: the terms'
 intervals divided by that total (when the analyses have intervals).</p>

@@ -32,6 +32,11 @@ def test_pidflow_study_writes_json_csv_html(tmp_path, capsys):
     assert page.count('class="plotly-graph-div"') == 1 and "Plotly" in page
     printed = capsys.readouterr().out
     assert "demo" in printed and "report written to" in printed and "U_v peak" in printed
+    assert "What the study found (the seed paper's claims; rules in docs/study.md):" in printed
+    assert ("(a) U_vision peaks in the first third of the depth and decays: inconclusive at this n: largest "
+            "U_vision in the first third minus the largest after it") in printed  # bootstrap 0: no intervals
+    assert "What the study found</h2>" in page and "class='verdict inconclusive'" in page
+    assert report["findings"]["not_tested"] == ["d: one model"]
     assert f"demo · shape: 60 asked, {part['n_correct']} answered correctly, 60 kept" in printed
 
 
