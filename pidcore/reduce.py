@@ -23,33 +23,38 @@ def check_samples(x, name: str = "x") -> np.ndarray:
     return array
 
 
-def _gram_spectrum(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(Gram matrix X X^T, principal variances: its n eigenvalues / (n - 1), descending) of centred wide data."""
-    gram = centred @ centred.T
-    return gram, np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None) / (len(centred) - 1)
-
-
-def _gram_components(centred: np.ndarray, gram: np.ndarray, count: int) -> np.ndarray:
-    """(count, d) leading principal components of centred wide data from its Gram matrix: the top eigenvectors
-    u of X X^T give the components X^T u / |X^T u| (n^2 d flops, ~7x faster than an SVD at 1,000 x 4,096)."""
+def _gram_top(centred: np.ndarray, count: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Wide centred data (n < d) through its n x n Gram matrix X X^T (n^2 d flops, ~7x faster than an SVD at
+    1,000 x 4,096): (principal variances, descending: all n of them when ``count`` is None, else the leading
+    ``count``; the Gram matrix's eigenvectors for those; the total variance)."""
     n = len(centred)
-    top, vectors = scipy.linalg.eigh(gram, subset_by_index=[n - count, n - 1], driver="evr")
-    components = (centred.T @ vectors[:, ::-1]).T
+    gram = centred @ centred.T
+    total = float(np.trace(gram)) / (n - 1)
+    if count is None:
+        values, vectors = np.linalg.eigh(gram)
+    else:
+        values, vectors = scipy.linalg.eigh(gram, subset_by_index=[n - count, n - 1], driver="evr")
+    return np.clip(values[::-1], 0.0, None) / (n - 1), vectors[:, ::-1], total
+
+
+def _gram_components(centred: np.ndarray, vectors: np.ndarray, count: int) -> np.ndarray:
+    """(count, d) leading principal components from the Gram matrix's top eigenvectors u: X^T u / |X^T u|."""
+    components = (centred.T @ vectors[:, :count]).T
     return components / np.linalg.norm(components, axis=1, keepdims=True)
 
 
-def spiked_overlap(explained: np.ndarray, keep: int, n: int, d: int) -> np.ndarray:
-    """(keep,) estimated squared correlation of each kept component's sample scores with its population
-    component's scores, under the spiked-covariance model (isotropic noise of variance sigma^2, estimated from
-    the components not kept; aspect gamma = d / (n - 1)): a sample variance lambda = sigma^2 (1 + l)(1 + gamma / l)
+def spiked_overlap(kept: np.ndarray, total: float, n: int, d: int) -> np.ndarray:
+    """Estimated squared correlation of each kept component's sample scores (principal variances ``kept``) with
+    its population component's scores, under the spiked-covariance model (isotropic noise of variance sigma^2,
+    estimated from the variance the kept components leave of ``total``; aspect gamma = d / (n - 1)): a sample variance lambda = sigma^2 (1 + l)(1 + gamma / l)
     gives the spike l, and the overlap is (1 - gamma / l^2) / (1 + 1 / l). NaN where the component is not
     above the noise edge (l <= sqrt(gamma): its direction cannot be told from noise)."""
+    keep = len(kept)
     gamma = d / max(n - 1, 1)
-    rest = max(d - keep, 1)
-    sigma2 = (float(np.sum(explained)) - float(np.sum(explained[:keep]))) / rest
+    sigma2 = (total - float(np.sum(kept))) / max(d - keep, 1)
     if sigma2 <= 0:
         return np.ones(keep)
-    ratio = explained[:keep] / sigma2
+    ratio = kept / sigma2
     b = ratio - 1 - gamma
     disc = b * b - 4 * gamma
     spike = np.where(disc > 0, (b + np.sqrt(np.maximum(disc, 0.0))) / 2, np.nan)
@@ -85,15 +90,17 @@ class PCAReducer:
             raise ValueError(f"{name}: every column is constant; nothing to reduce")
         self.mean_ = data.mean(axis=0)
         centred = data - self.mean_
-        vt = gram = None
+        vt = vectors = None
         if d <= n:  # eigen-decomposition of the d x d covariance: cheaper than the SVD of the data
             values, vectors = np.linalg.eigh(centred.T @ centred / (n - 1))
             explained, vt = np.clip(values[::-1], 0.0, None), vectors[:, ::-1].T
-        else:  # wide data: the n x n Gram matrix, then only the components kept
-            gram, explained = _gram_spectrum(centred)
+            total = float(explained.sum())
+        else:  # wide data: the n x n Gram matrix; with a fixed count only its leading eigenpairs
+            wanted = None if self.n_components is None else min(int(self.n_components), n - 1)
+            explained, vectors, total = _gram_top(centred, wanted)
         rank = int(np.sum(explained > explained[0] * RANK_RTOL))
         if self.n_components is None:
-            cumulative = np.cumsum(explained) / explained.sum()
+            cumulative = np.cumsum(explained) / total
             keep = int(np.searchsorted(cumulative, self.variance - 1e-12) + 1)
         else:
             keep = int(self.n_components)
@@ -110,8 +117,8 @@ class PCAReducer:
                     "(constant or collinear columns)"
                 )
         self.rank_ = rank
-        self.components_ = vt[:keep] if vt is not None else _gram_components(centred, gram, keep)
-        self.overlap_ = spiked_overlap(explained, keep, n, d)
+        self.components_ = vt[:keep] if vt is not None else _gram_components(centred, vectors, keep)
+        self.overlap_ = spiked_overlap(explained[:keep], total, n, d)
         self.explained_variance_ = explained[:keep]
         self.n_features_in_ = d
         return self
