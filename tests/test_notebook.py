@@ -99,3 +99,16 @@ def test_notebook_figures_carry_the_results_numbers(shown):
     assert len(multiples["data"]) == 4 and all(len(t["x"]) == 7 for t in multiples["data"])
     heat = sweep["data"][0]
     assert heat["type"] == "heatmap" and heat["y"] == list(range(6)) and heat["x"] == list(range(7))
+
+
+def test_notebook_in_a_jupyter_kernel(tmp_path):
+    """Where Jupyter's nbclient and ipykernel are installed (not pidflow dependencies: skipped otherwise), the
+    notebook runs in a real kernel and each fig.show() gives a plotly output."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    shown = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+             if "application/vnd.plotly.v1+json" in output.get("data", {})]
+    assert len(shown) == 8
