@@ -146,6 +146,9 @@ def headline_text(report: dict) -> str:
         listed = "" if part.get("n_listed") is None else f"{part['n_listed']} listed ids found, "
         lines.append(f"{part['model']} · {part['task']}: {listed}{part['n_asked']} asked, "
                      f"{part.get('n_correct', '?')} answered correctly, {part['n_kept']} kept")
+    swept = {part["model"]: part["sweep"] for part in report["parts"] if part.get("sweep")}
+    for model, used in swept.items():
+        lines.append(f"sweep on {model}: windows of {used['k_used']} decoder layers ({used['reason']})")
     for row in report["correlations"]:
         rs = ", ".join(f"{t} {row[t]:.3f}" if row[t] is not None else f"{t} –"
                        for t in ("redundancy", "unique_vision", "unique_language", "synergy"))

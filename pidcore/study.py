@@ -214,9 +214,26 @@ def sweep_windows(num_layers: int, k: int) -> list[tuple[int, int, int]]:
     return [(c, max(0, c - before), min(num_layers - 1, c + after)) for c in range(num_layers)]
 
 
+def sweep_k(k: int, num_layers: int) -> int:
+    """The sweep window a model admits: never wider than a third of its decoder layers (at least 1), so the
+    windows centred on different layers differ (a 9-layer window on a 6-layer model covered the whole depth
+    from four centres, the same run four times)."""
+    return max(1, min(int(k), num_layers // 3))
+
+
+def sweep_used(request: StudyRequest, num_layers: int) -> dict | None:
+    """What the sweep used on a model of `num_layers` decoder layers: {k_requested, k_used, reason}."""
+    if request.sweep is None:
+        return None
+    asked, used = int(request.sweep["k"]), sweep_k(request.sweep["k"], num_layers)
+    reason = ("as requested" if used == asked else
+              f"{asked} layers asked; a window is at most a third of the model's {num_layers} decoder layers")
+    return {"k_requested": asked, "k_used": used, "num_layers": num_layers, "reason": reason}
+
+
 def plan_runs(request: StudyRequest, num_layers: int) -> list[Run]:
     """The runs of one (model, task) for a model with `num_layers` decoder layers; ValueError for a fixed
-    window outside the model."""
+    window outside the model. The sweep's window is `sweep_k` layers wide (at most a third of the decoder)."""
     runs = [Run("baseline", "baseline")]
     for spec in request.knockouts:
         first, last = spec["layers"]
@@ -226,8 +243,12 @@ def plan_runs(request: StudyRequest, num_layers: int) -> list[Run]:
                         {"edges": list(spec["edges"]), "layers": [first, last]}))
     if request.seed_cut:
         runs.append(Run("seed-cut", "seed_cut", {"edges": list(SEED_CUT_EDGES), "layers": [0, num_layers - 1]}))
-    if request.sweep is not None:
-        for centre, first, last in sweep_windows(num_layers, request.sweep["k"]):
+    if request.sweep is not None:  # at most a third of the decoder; a window already swept is not repeated
+        seen = set()
+        for centre, first, last in sweep_windows(num_layers, sweep_k(request.sweep["k"], num_layers)):
+            if (first, last) in seen:
+                continue
+            seen.add((first, last))
             runs.append(Run(f"sweep@{centre}", "sweep", {"edges": list(request.sweep["edges"]),
                                                          "layers": [first, last]}, centre))
     return runs
@@ -334,7 +355,8 @@ def finish_part(request: StudyRequest, model: str, task: str, features: dict) ->
         features = {key: value if key == "baseline" else with_baseline_target(value, features["baseline"])
                     for key, value in features.items()}
     part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": n_asked,
-            "n_correct": n_correct, "n_listed": study_questions(request, task)[1]}
+            "n_correct": n_correct, "n_listed": study_questions(request, task)[1],
+            "sweep": sweep_used(request, adapter.num_layers)}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance, request.bootstrap)
     return part
@@ -568,7 +590,8 @@ def part_record(model: str, task: str, part: dict) -> dict:
             "n_asked": part["n_asked"], "n_correct": part["n_correct"],
             "n_kept": int(part["features"]["baseline"].n),
             "n_listed": part.get("n_listed"),
-            "seed_dims": part.get("seed_dims"), "model_info": part["model"]}
+            "seed_dims": part.get("seed_dims"), "model_info": part["model"],
+            "sweep": part.get("sweep")}
 
 
 # -- the report -------------------------------------------------------------------------------------------

@@ -135,6 +135,17 @@ def _with_interval(row: dict, name: str) -> str:
     return text + (f" <small>[{interval[0]:.3f}, {interval[1]:.3f}]</small>" if interval else "")
 
 
+def sweep_note(report: dict) -> str:
+    """What the sweep used per model: its window (at most a third of the decoder) and why it differs from k."""
+    said = {}
+    for part in report.get("parts", []):
+        used = part.get("sweep")
+        if used and part["model"] not in said:
+            said[part["model"]] = (f"{html.escape(part['model'])}: windows of {used['k_used']} decoder layers "
+                                   f"({html.escape(used['reason'])})")
+    return f"<p class='note'>Sweep: {'; '.join(said.values())}.</p>" if said else ""
+
+
 def knockout_table(report: dict) -> str:
     if not report["knockouts"]:
         return "<p>No knockout runs in this study.</p>"
@@ -252,7 +263,7 @@ intervals divided by that total (when the analyses have intervals).</p>
 {headline_table(report)}
 <h2>Questions per model and task</h2>{counts_table(report)}
 <h2>Cross-model correlation of layer trajectories (Pearson r)</h2>{correlation_table(report)}
-<h2>Knockout effects (knockout − baseline)</h2>{knockout_table(report)}
+<h2>Knockout effects (knockout − baseline)</h2>{sweep_note(report)}{knockout_table(report)}
 <h2>Figures</h2>{''.join(divs)}
 </body></html>
 """

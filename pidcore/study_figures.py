@@ -1,7 +1,8 @@
 """Plotly figures of a study report (pidflow.study/1). Pure functions: report dict in, figure out.
 
 Small multiples: one stacked plot of R, U_v, U_l, S (bits) per model x task on shared axes.
-Sweep heatmap: window centre x pooled layer, one term's knockout delta (bits) at a time.
+Sweep heatmap: window centre x pooled layer, one term's knockout delta (bits) at a time, on a colour scale
+symmetric about 0 that reaches 10% past the largest |delta| (no cell saturates), each row's cut outlined.
 Colours follow the Okabe-Ito palette used by the dashboard.
 """
 
@@ -76,7 +77,7 @@ def sweep_heatmap(report: dict, model: str, task: str, recipe: str, term: str = 
         return [[entry[name] for entry in cell["per_layer"]] for cell in cells]
 
     values = matrix(term)
-    bound = max((abs(v) for row in values for v in row), default=0.0) or 1.0
+    bound = _bound(values)
     fig.add_trace(go.Heatmap(z=values, x=layers, y=centres, colorscale="RdBu", reversescale=True,
                              zmid=0.0, zmin=-bound, zmax=bound, colorbar={"title": {"text": "Δ bits"}},
                              hovertemplate="window centre %{y}<br>layer %{x}<br>Δ %{z:.3f} bits<extra></extra>"))
@@ -85,7 +86,7 @@ def sweep_heatmap(report: dict, model: str, task: str, recipe: str, term: str = 
         options = []
         for name in DELTA_TERMS:
             z = matrix(name)
-            edge = max((abs(v) for row in z for v in row), default=0.0) or 1.0
+            edge = _bound(z)
             options.append({"label": TERM_LABELS[name], "method": "update",
                             "args": [{"z": [z], "zmin": [-edge], "zmax": [edge]},
                                      {"title.text": f"knockout sweep {model} · {task} ({recipe}): "
@@ -94,8 +95,23 @@ def sweep_heatmap(report: dict, model: str, task: str, recipe: str, term: str = 
                                         "xanchor": "left", "type": "buttons",
                                         "active": list(DELTA_TERMS).index(term)}])
     edges = "+".join(cells[0]["edges"])
-    fig.update_layout(template="plotly_white", height=360, title={"text": title, "x": 0.01},
+    for cell in cells:  # the cut: decoder layers first..last feed pooled layers first + 1..last + 1
+        first, last = cell["window"]
+        fig.add_shape(type="rect", x0=first + 0.5, x1=last + 1.5, y0=cell["centre"] - 0.5, y1=cell["centre"] + 0.5,
+                      line={"color": "#222", "width": 1.5}, fillcolor="rgba(0,0,0,0)", layer="above")
+    used = next((part.get("sweep") for part in report.get("parts", [])
+                 if part["model"] == model and part["task"] == task and part.get("sweep")), None)
+    width = ""
+    if used:
+        width = f", k = {used['k_used']}" + ("" if used["k_used"] == used["k_requested"] else
+                                             f" of {used['k_requested']} asked")
+    fig.update_layout(template="plotly_white", height=380, title={"text": title, "x": 0.01},
                       margin={"l": 70, "r": 20, "t": 90, "b": 50},
-                      xaxis={"title": {"text": "pooled layer"}, "dtick": 1},
-                      yaxis={"title": {"text": f"window centre ({edges})"}, "dtick": 1})
+                      xaxis={"title": {"text": "pooled layer (outlined: the layers each row's cut feeds)"}, "dtick": 1},
+                      yaxis={"title": {"text": f"window centre ({edges}{width})"}, "dtick": 1})
     return fig
+
+
+def _bound(values: list[list[float]]) -> float:
+    """The colour scale's half-range: 10% past the largest |delta|, so the strongest cell stays readable."""
+    return 1.1 * max((abs(v) for row in values for v in row), default=0.0) or 1.0

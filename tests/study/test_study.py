@@ -46,11 +46,54 @@ def test_runs_share_extractions_when_their_knockouts_coincide():
     names = [run.name for run in runs]
     assert names == ["baseline", "image->last@1-2", "seed-cut", *(f"sweep@{c}" for c in range(6))]
     assert [run.centre for run in runs if run.kind == "sweep"] == list(range(6))
-    # k = 9 on 6 decoder layers: every window but the first and last covers the whole depth, like the seed cut
+    # k = 9 asked on 6 decoder layers: the window is a third of the decoder, 2 layers, so no centre repeats a
+    # window (9 layers covered the whole depth from four centres: one row four times)
+    assert [run.knockout["layers"] for run in runs if run.kind == "sweep"] == [[0, 1], [1, 2], [2, 3], [3, 4],
+                                                                                [4, 5], [5, 5]]
     assert list(unique_runs(runs)) == ["baseline", "image->last@1-2", "image->question@0-5",
-                                       "image->question@0-4", "image->question@1-5"]
+                                       *(f"image->question@{a}-{b}" for a, b in ((0, 1), (1, 2), (2, 3), (3, 4),
+                                                                                  (4, 5), (5, 5)))]
     with pytest.raises(ValueError, match="outside the model"):
         plan_runs(default_request(knockouts=[{"edges": ["image->last"], "layers": [3, 6]}]), 6)
+
+
+def test_a_sweep_window_is_never_wider_than_a_third_of_the_decoder():
+    from pidcore.study import sweep_k, sweep_used
+
+    assert [sweep_k(9, layers) for layers in (1, 2, 3, 6, 27, 32, 40)] == [1, 1, 1, 2, 9, 9, 9]
+    assert sweep_k(3, 32) == 3 and sweep_k(1, 6) == 1
+    for layers in range(1, 41):
+        runs = [run for run in plan_runs(default_request(), layers) if run.kind == "sweep"]
+        windows = [tuple(run.knockout["layers"]) for run in runs]
+        assert len(windows) == len(set(windows)) == layers  # one distinct window per centre
+        assert all(last - first + 1 <= max(1, layers // 3) for first, last in windows)
+    assert sweep_used(default_request(), 6) == {
+        "k_requested": 9, "k_used": 2, "num_layers": 6,
+        "reason": "9 layers asked; a window is at most a third of the model's 6 decoder layers"}
+    assert sweep_used(default_request(), 32)["reason"] == "as requested"
+    assert sweep_used(default_request(sweep=None), 32) is None
+
+
+def test_the_sweep_heatmap_is_symmetric_unsaturated_and_marks_each_cut():
+    from pidcore.study_figures import sweep_heatmap
+
+    per_layer = lambda scale: [{"layer": layer, **{t: scale * (layer - 3) for t in  # noqa: E731
+                                                   ("redundancy", "unique_vision", "unique_language", "synergy",
+                                                    "total")}} for layer in range(7)]
+    report = {"knockouts": [{"kind": "sweep", "model": "demo", "task": "color", "recipe": "pidflow", "centre": c,
+                             "window": [c, min(c + 1, 5)], "edges": ["image->question"], "per_layer": per_layer(c + 1)}
+                            for c in range(6)],
+              "parts": [{"model": "demo", "task": "color", "sweep": {"k_requested": 9, "k_used": 2, "num_layers": 6,
+                                                                      "reason": "..."}}]}
+    fig = sweep_heatmap(report, "demo", "color", "pidflow", buttons=True)
+    heat = fig.data[0]
+    strongest = max(abs(v) for row in heat.z for v in row)
+    assert strongest == 18 and heat.zmin == -heat.zmax and heat.zmax == pytest.approx(1.1 * strongest)
+    outlines = [(shape.x0, shape.x1, shape.y0, shape.y1) for shape in fig.layout.shapes]
+    assert outlines[0] == (0.5, 2.5, -0.5, 0.5) and outlines[5] == (5.5, 6.5, 4.5, 5.5)  # pooled layers fed
+    assert fig.layout.yaxis.title.text == "window centre (image->question, k = 2 of 9 asked)"
+    button = fig.layout.updatemenus[0].buttons[4]  # total
+    assert button.args[0]["zmax"] == [pytest.approx(1.1 * 18)]
 
 
 def test_bad_study_requests_list_every_problem():
