@@ -325,20 +325,32 @@ def _answer(features, index: int) -> dict:
     return {"predicted": predicted, "p_correct": p_correct if np.isfinite(p_correct) else None, "correct": correct}
 
 
+def differing_layers(baseline, knocked) -> list[int]:
+    """The layers a knockout run must analyse: those whose inputs differ from its baseline's (vision or
+    language states, or Y). The others (the layers before the knockout window, when the run uses the
+    baseline's Y) take the baseline's entries exactly (reuse_identical_layers): same inputs, same plan, same
+    numbers, at no cost."""
+    if not np.array_equal(knocked.target, baseline.target):
+        return list(range(knocked.num_layers))
+    return [layer for layer in range(knocked.num_layers)
+            if not (layer < baseline.num_layers and np.array_equal(knocked.vision[layer], baseline.vision[layer])
+                    and np.array_equal(knocked.language[layer], baseline.language[layer]))]
+
+
 def reuse_identical_layers(baseline, knocked, base_layers: list, knock_layers: list) -> list:
     """Knockout layer entries in which every layer whose inputs are bit-identical to the baseline's (same
     vision and language states, same target Y: the layers before the knockout window when the knockout run
-    uses the baseline's Y) carries the baseline's entry, so its delta is exactly 0 whatever the
-    Gaussianization fitted on the other layers (the flows share one target map over all layers of a run)."""
-    if not np.array_equal(knocked.target, baseline.target):
-        return knock_layers
+    uses the baseline's Y) carries the baseline's entry, so its delta is exactly 0; such layers may be
+    missing from ``knock_layers`` (not analysed: differing_layers), and are filled in."""
+    differ = set(differing_layers(baseline, knocked))
     by_layer = {entry["layer"]: entry for entry in base_layers}
+    analysed = {entry["layer"]: entry for entry in knock_layers}
     out = []
-    for entry in knock_layers:
-        layer = entry["layer"]
-        same = (layer in by_layer and np.array_equal(knocked.vision[layer], baseline.vision[layer])
-                and np.array_equal(knocked.language[layer], baseline.language[layer]))
-        out.append({**by_layer[layer], "reused_from_baseline": True} if same else entry)
+    for layer in sorted(set(analysed) | (set(by_layer) - differ)):
+        if layer not in differ and layer in by_layer:
+            out.append({**by_layer[layer], "reused_from_baseline": True})
+        else:
+            out.append(analysed[layer])
     return out
 
 
@@ -442,7 +454,9 @@ def run_analysis(request: AnalysisRequest, progress=None) -> dict:
     plan = gaussianization_plan(features["baseline"], request)  # one plan for every layer of both runs
     for index, name in enumerate(runs):
         part = steps.part(0.3 + 0.7 * index / len(runs), 0.3 + 0.7 * (index + 1) / len(runs))
-        layer_results[name] = analyze_layers(features[name], request, progress=part.callback(), plan=plan)
+        layers = differing_layers(features["baseline"], features[name]) if name == "knockout" else None
+        layer_results[name] = analyze_layers(features[name], request, progress=part.callback(), plan=plan,
+                                             layers=layers) if layers != [] else []
     timing = {"extract_s": round(extracted - started, 3), "analyze_s": round(time.perf_counter() - extracted, 3)}
     result = assemble_result(request, features, layer_results, timing=timing)
     if callable(progress):

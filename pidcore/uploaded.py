@@ -14,7 +14,13 @@ import time
 
 import numpy as np
 
-from pidcore.analysis import AnalysisRequest, analyze_layers, assemble_result
+from pidcore.analysis import (
+    AnalysisRequest,
+    analyze_layers,
+    assemble_result,
+    differing_layers,
+    gaussianization_plan,
+)
 from pidcore.featurefile import FeatureSet, read_features
 
 PREFIX = "features:"
@@ -111,8 +117,11 @@ def analyze_features(source, request: dict | AnalysisRequest | None = None, *, p
     started = time.perf_counter()
     features = select_features(feature_set, request)
     runs = {"knockout": None}
+    plan = gaussianization_plan(features["baseline"], request)  # one plan for every layer of both runs
     for name in ("baseline", "knockout"):
         if features[name] is not None:
-            runs[name] = analyze_layers(features[name], request, progress=progress)
+            layers = differing_layers(features["baseline"], features[name]) if name == "knockout" else None
+            runs[name] = analyze_layers(features[name], request, progress=progress, plan=plan,
+                                        layers=layers) if layers != [] else []
     timing = {"extract_s": 0.0, "analyze_s": round(time.perf_counter() - started, 3)}
     return assemble_result(request, features, runs, timing=timing)

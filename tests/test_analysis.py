@@ -206,3 +206,32 @@ def test_gaussianize_modes_in_requests_and_old_booleans():
     assert AnalysisRequest.from_dict({"gaussianize": False}).to_dict()["gaussianize"] == "none"
     with pytest.raises(ValueError, match="gaussianize must be one of auto, none, copula, flow"):
         AnalysisRequest.from_dict({"gaussianize": "flows"})
+
+
+def test_a_knockout_run_analyses_only_the_layers_that_differ_and_takes_the_rest_from_its_baseline():
+    """Layers before the window are bit-identical in both runs (same Y): they are not analysed again, and their
+    entries are the baseline's (delta exactly 0); a different Y makes every layer differ."""
+    import copy
+
+    from pidcore.analysis import differing_layers, reuse_identical_layers
+    from pidcore.extract import Features
+
+    n, rng = 150, np.random.default_rng(7)
+    baseline = Features(vision=rng.normal(size=(4, n, 6)), language=rng.normal(size=(4, n, 6)),
+                        target=rng.normal(size=(n, 2)), qids=np.arange(n).astype(str), tasks=np.array(["c"] * n),
+                        answers=np.array(["a"] * n), predicted=np.array(["a"] * n), p_correct=np.ones(n),
+                        correct=np.ones(n, bool), answer_set=np.array(["a", "b"]),
+                        questions=np.array(["q"] * n), image_ids=np.arange(n).astype(str))
+    knocked = copy.deepcopy(baseline)
+    knocked.vision[2:] += 0.5 * rng.normal(size=knocked.vision[2:].shape)
+    assert differing_layers(baseline, knocked) == [2, 3]
+    request = AnalysisRequest.from_dict({"dims": [3, 3, 2], "bootstrap": 0})
+    base = analyze_layers(baseline, request)
+    knock = analyze_layers(knocked, request, layers=[2, 3])
+    merged = reuse_identical_layers(baseline, knocked, base, knock)
+    assert [entry["layer"] for entry in merged] == [0, 1, 2, 3]
+    assert merged[0]["total"] == base[0]["total"] and merged[1]["reused_from_baseline"]
+    assert merged[2] is knock[0] and merged[2]["unique_vision"] != base[2]["unique_vision"]
+    other_y = copy.deepcopy(knocked)
+    other_y.target = other_y.target + 1e-3 * rng.normal(size=other_y.target.shape)
+    assert differing_layers(baseline, other_y) == [0, 1, 2, 3]

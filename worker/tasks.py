@@ -261,28 +261,41 @@ def extract_shard(job_id: str, attempt: str, index: int, start: int, stop: int) 
     _guarded("extract", job_id, attempt, lambda: _extract_shard(job_id, attempt, index, start, stop))
 
 
+def _run_batches(plan: dict, run: str) -> list:
+    """The layer batches of one run: the knockout run's cover only the layers that differ from the baseline's
+    (the others take the baseline's entries exactly); plans from before that hold one list for every run."""
+    return plan.get("run_batches", {}).get(run, plan["batches"])
+
+
 def _plan(job_id: str, attempt: str, features: dict, reporter) -> None:
     """Fix the analysis plan once and queue one analyze task per (run, layer batch) not yet landed."""
+    from pidcore.analysis import differing_layers, gaussianization_plan
+
     store, settings = _store(), _context()[0]
     runs = [run for run in RUNS if features.get(run) is not None]
     num_layers = features["baseline"].num_layers
     step = settings.layer_batch
-    plan = {"runs": runs, "batches": [list(range(i, min(i + step, num_layers))) for i in range(0, num_layers, step)]}
-    from pidcore.analysis import gaussianization_plan
 
+    def batches(layers: list) -> list:
+        return [layers[i:i + step] for i in range(0, len(layers), step)]
+
+    plan = {"runs": runs, "batches": batches(list(range(num_layers))), "run_batches": {}}
+    if features.get("knockout") is not None:
+        plan["run_batches"]["knockout"] = batches(differing_layers(features["baseline"], features["knockout"]))
     # auto's choices, once for every layer batch and both runs (batching never changes the numbers);
     # deterministic, and a redelivery keeps the first plan anyway
     plan["gaussianization"] = gaussianization_plan(features["baseline"], _request(_alive_job(job_id, attempt))).to_dict()
-    fields = {"plan": json.dumps(plan), "total": str(len(runs) * len(plan["batches"])), "analyze_started": time.time()}
+    total = sum(len(_run_batches(plan, run)) for run in runs)
+    fields = {"plan": json.dumps(plan), "total": str(total), "analyze_started": time.time()}
     if _call(store.put, job_id, attempt, "job", fields, nx=True) < 0:  # a redelivery keeps the first plan
         raise JobGone(job_id)
     plan = json.loads(_alive_job(job_id, attempt)["plan"])
-    total = len(plan["runs"]) * len(plan["batches"])
+    total = sum(len(_run_batches(plan, run)) for run in plan["runs"])
     reporter.stage = "analyze"
     reporter(1.0, f"analysing {num_layers} layers in {total} batch(es)", force=True)
     done = _call(store.batches, job_id)
     for run in plan["runs"]:
-        for index, layers in enumerate(plan["batches"]):
+        for index, layers in enumerate(_run_batches(plan, run)):
             if f"{run}:{index}" not in done:
                 _send(ANALYZE, [job_id, attempt, run, index, layers])
     if len(done) >= total and _call(store.result, job_id) is None:  # everything landed before a redelivery
@@ -356,7 +369,7 @@ def _finalize(job_id: str, attempt: str) -> None:
     stored = _call(store.batches, job_id)
     layer_results = {"knockout": None}
     for run in plan["runs"]:
-        layer_results[run] = [entry for index in range(len(plan["batches"]))
+        layer_results[run] = [entry for index in range(len(_run_batches(plan, run)))
                               for entry in json.loads(stored[f"{run}:{index}"])]
     timing = {"extract_s": float(job.get("extract_s") or 0.0),
               "analyze_s": round(time.time() - float(job["analyze_started"]), 3)}
