@@ -100,6 +100,18 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            "You are a helpful language and vision assistant.\n\nUser: <image_placeholder>{question}" + SHORT_ANSWER
            + "\n\nAssistant:", image_token="<image_placeholder>",
            notes="placeholder <image_placeholder> expands to a fixed number of image tokens (SigLIP + aligner)"),
+    Family("lighton_ocr", "LightOnOCR", "LightOnOcrForConditionalGeneration", _chatml("<|image_pad|>"),
+           image_token="<|image_pad|>", variable_image_tokens=True,
+           notes="Pixtral vision (rows of image tokens, a break token after each row, an end token) with a Qwen3 "
+                 "decoder; an OCR model: its answers are page transcriptions"),
+    Family("exaone4_5", "EXAONE 4.5", "Exaone4_5_ForConditionalGeneration",
+           "[|user|]<|vision_start|><|image_pad|><|vision_end|>{question}" + SHORT_ANSWER + "[|endofturn|]\n[|assistant|]",
+           image_token="<|image_pad|>", variable_image_tokens=True,
+           notes="Qwen2.5-VL-style windowed vision tower with an EXAONE 4 decoder (sliding and full layers, 1-D positions)"),
+    Family("qianfan_ocr", "Qianfan-OCR", "QianfanOCRForConditionalGeneration", _chatml("<image>\n"),
+           variable_image_tokens=True,
+           notes="InternVL-style: placeholder <image> expands to <img> <IMG_CONTEXT> tokens </img>; Qwen3 decoder; "
+                 "an OCR model"),
     Family("vipllava", "ViP-LLaVA", "VipLlavaForConditionalGeneration",
            "A chat between a curious human and an artificial intelligence assistant.###Human: <image>\n{question}"
            + SHORT_ANSWER + "###Assistant:",

@@ -703,6 +703,73 @@ def build_deepseek_vl(folder):
     return _save(folder, DeepseekVLForConditionalGeneration, config, processor)
 
 
+def build_lighton_ocr(folder):
+    from transformers import (
+        LightOnOcrConfig,
+        LightOnOcrForConditionalGeneration,
+        LightOnOcrProcessor,
+        PixtralImageProcessorPil,
+    )
+
+    attributes = {"image_token": "<|image_pad|>", "image_break_token": "<|vision_pad|>",
+                  "image_end_token": "<|vision_end|>"}
+    tokenizer = tokenizer_for(_template("lighton_ocr"), attributes=attributes, bos=None)
+    text = dict(model_type="qwen3", vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96,
+                num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                max_position_embeddings=512, sliding_window=None, pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=False)
+    vision = dict(model_type="pixtral", hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=16, patch_size=4, head_dim=16)
+    config = LightOnOcrConfig(text_config=text, vision_config=vision, spatial_merge_size=2,
+                              image_token_id=tokenizer.image_token_id, tie_word_embeddings=False)
+    image_processor = PixtralImageProcessorPil(size={"longest_edge": 16}, patch_size=4)
+    processor = LightOnOcrProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=4,
+                                    spatial_merge_size=2)
+    return _save(folder, LightOnOcrForConditionalGeneration, config, processor)
+
+
+def build_exaone4_5(folder):
+    from transformers import Exaone4_5_Config, Exaone4_5_ForConditionalGeneration, Exaone4_5_Processor
+
+    tokenizer = tokenizer_for(_template("exaone4_5"), specials=QWEN_SPECIALS, bos=None)
+    text = dict(model_type="exaone4", vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96,
+                num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                max_position_embeddings=512, sliding_window=8,
+                layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
+    vision = dict(depth=2, hidden_size=32, intermediate_size=48, out_hidden_size=HIDDEN, num_heads=2,
+                  num_key_value_heads=2, patch_size=4, spatial_merge_size=2, temporal_patch_size=2, window_size=16,
+                  fullatt_block_indexes=[1])
+    ids = tokenizer.convert_tokens_to_ids
+    config = Exaone4_5_Config(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                              image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"))
+    processor = _qwen_processor("exaone4_5", tokenizer, Exaone4_5_Processor, 4)
+    return _save(folder, Exaone4_5_ForConditionalGeneration, config, processor)
+
+
+def build_qianfan_ocr(folder):
+    from transformers import (
+        GotOcr2ImageProcessorPil,
+        QianfanOCRConfig,
+        QianfanOCRForConditionalGeneration,
+        QianfanOCRProcessor,
+    )
+
+    attributes = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>"}
+    tokenizer = tokenizer_for(_template("qianfan_ocr"), specials=["<image>"], attributes=attributes, bos=None)
+    text = dict(model_type="qwen3", vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96,
+                num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                max_position_embeddings=512, sliding_window=None, pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=False)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=[16, 16], patch_size=[4, 4], drop_path_rate=0.0)
+    config = QianfanOCRConfig(text_config=text, vision_config=vision, image_token_id=tokenizer.context_image_token_id,
+                              image_seq_length=4, downsample_ratio=0.5, tie_word_embeddings=False)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}, crop_to_patches=False)
+    processor = QianfanOCRProcessor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4)
+    return _save(folder, QianfanOCRForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -728,4 +795,7 @@ BUILDERS = {
     "idefics2": build_idefics2,
     "glm46v": build_glm46v,
     "deepseek_vl": build_deepseek_vl,
+    "lighton_ocr": build_lighton_ocr,
+    "exaone4_5": build_exaone4_5,
+    "qianfan_ocr": build_qianfan_ocr,
 }
