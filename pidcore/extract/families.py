@@ -112,6 +112,11 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            variable_image_tokens=True,
            notes="InternVL-style: placeholder <image> expands to <img> <IMG_CONTEXT> tokens </img>; Qwen3 decoder; "
                  "an OCR model"),
+    Family("paddleocr_vl", "PaddleOCR-VL", "PaddleOCRVLForConditionalGeneration",
+           "User: <|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>{question}" + SHORT_ANSWER + "\nAssistant: ",
+           image_token="<|IMAGE_PLACEHOLDER|>", own_positions=True, variable_image_tokens=True,
+           notes="3-D M-RoPE built by the model from the image grid (NaViT-style vision, Ernie-4.5 decoder); "
+                 "an OCR model"),
     Family("vipllava", "ViP-LLaVA", "VipLlavaForConditionalGeneration",
            "A chat between a curious human and an artificial intelligence assistant.###Human: <image>\n{question}"
            + SHORT_ANSWER + "###Assistant:",

@@ -770,6 +770,34 @@ def build_qianfan_ocr(folder):
     return _save(folder, QianfanOCRForConditionalGeneration, config, processor)
 
 
+def build_paddleocr_vl(folder):
+    from transformers import (
+        PaddleOCRVLConfig,
+        PaddleOCRVLForConditionalGeneration,
+        PaddleOCRVLImageProcessorPil,
+        PaddleOCRVLProcessor,
+    )
+
+    tokenizer = tokenizer_for(_template("paddleocr_vl"), attributes={"image_token": "<|IMAGE_PLACEHOLDER|>"},
+                              specials=["<|IMAGE_START|>", "<|IMAGE_END|>", "<|VIDEO_PLACEHOLDER|>"], bos="<s>")
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=96, num_hidden_layers=LAYERS,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=16,
+                  patch_size=4, spatial_merge_size=2)
+    config = PaddleOCRVLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
+                               image_token_id=tokenizer.image_token_id, video_token_id=ids("<|VIDEO_PLACEHOLDER|>"),
+                               vision_start_token_id=ids("<|IMAGE_START|>"), vision_end_token_id=ids("<|IMAGE_END|>"))
+    pixels = (2 * 4 * 2) ** 2
+    image_processor = PaddleOCRVLImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=1,
+                                                   size={"shortest_edge": pixels, "longest_edge": pixels})
+    processor = PaddleOCRVLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return _save(folder, PaddleOCRVLForConditionalGeneration, config, processor)
+
+
 BUILDERS = {
     "llava_onevision": build_llava_onevision,
     "qwen2_vl": build_qwen2_vl,
@@ -798,4 +826,5 @@ BUILDERS = {
     "lighton_ocr": build_lighton_ocr,
     "exaone4_5": build_exaone4_5,
     "qianfan_ocr": build_qianfan_ocr,
+    "paddleocr_vl": build_paddleocr_vl,
 }
