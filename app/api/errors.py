@@ -30,6 +30,11 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    undecodable = [error for error in exc.errors() if error.get("type") == "json_invalid"]
+    if undecodable:  # the body is not JSON at all: 400, as the OpenAPI document says (422: JSON that is refused)
+        where = (undecodable[0].get("ctx") or {}).get("error") or "not valid JSON"
+        detail = f"the body cannot be decoded as JSON: {where}"
+        return JSONResponse({"detail": detail, "errors": [{"field": None, "message": detail}]}, status_code=400)
     errors = [{"field": _location(error.get("loc") or ()), "message": str(error.get("msg"))} for error in exc.errors()]
     detail = "; ".join(f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors) or \
         "invalid request"

@@ -37,7 +37,7 @@ def test_one_error_shape_with_the_field(redis_url, monkeypatch, body, field, fra
     answer = response.json()
     assert isinstance(answer["detail"], str) and fragment in answer["detail"]
     assert fragment in answer["errors"][0]["message"]
-    assert answer["errors"][0]["field"] == (None if field == "model" else field)  # model: the service says no field
+    assert answer["errors"][0]["field"] == field  # the request gate names every refusal's field
 
 
 def test_not_ready_says_when_to_ask_again(redis_url):  # noqa: F811
