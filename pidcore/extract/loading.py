@@ -188,7 +188,7 @@ class BatchSizer:
         self.auto, self.key, self.maximum, self.probe = batch_size == "auto", key, maximum, probe
         known = remembered(key) if self.auto and key else None
         self.searching = self.auto and known is None
-        self.size = known or (DEFAULT_BATCH if self.auto else batch_size)
+        self.size = known or (min(DEFAULT_BATCH, maximum) if self.auto else batch_size)
         self.ceiling: int | None = None  # the smallest size that ran out of memory
         self.largest_ok = 0
         self.backoffs = 0
