@@ -25,6 +25,49 @@ def recent_options(recent: list | None, current: str | None) -> list[dict]:
             for entry in recent or [] if isinstance(entry, dict) and entry.get("id") and entry["id"] != current]
 
 
+def _baseline(document: dict) -> list[dict]:
+    return ((document.get("runs") or {}).get("baseline") or {}).get("layers") or []
+
+
+def _noise(layers: list[dict], term: str) -> float | None:
+    """The mean half-width of a term's 95% intervals over the layers (bits); None without intervals."""
+    widths = [(ci[1] - ci[0]) / 2 for layer in layers
+              for ci in [(layer.get("ci") or {}).get(term)] if ci and None not in ci]
+    return sum(widths) / len(widths) if widths else None
+
+
+def correlation_rows(first: dict, second: dict) -> list[dict]:
+    """[{term, r, ci, text}] of the two analyses' baseline trajectories (figures.layer_correlations: the layer
+    index for equal depths, relative depth otherwise). r comes with a 95% Fisher interval over the layers, or
+    not at all where a trajectory barely varies (its range within its own intervals' mean width, or flat)."""
+    import math
+
+    correlations = figures.layer_correlations(first, second)
+    a_layers, b_layers = _baseline(first), _baseline(second)
+    n = min(len(a_layers), len(b_layers))
+    rows = []
+    for term, r in correlations.items():
+        flat = []
+        for layers in (a_layers, b_layers):
+            values = [float(layer[term]) for layer in layers]
+            spread = max(values) - min(values) if values else 0.0
+            noise = _noise(layers, term)
+            if spread == 0 or (noise is not None and spread <= 2 * noise):
+                flat.append(spread)
+        if r is None or flat:
+            text = ("not given: the trajectory barely varies across layers (range "
+                    f"{min(flat) if flat else 0.0:.3f} bits, within its intervals)")
+            rows.append({"term": term, "r": None, "ci": None, "text": text})
+            continue
+        ci = None
+        if n > 3 and abs(r) < 1:
+            z, half = math.atanh(r), 1.96 / math.sqrt(n - 3)
+            ci = [math.tanh(z - half), math.tanh(z + half)]
+        text = f"{r:+.3f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}] over {n} layers" if ci else "")
+        rows.append({"term": term, "r": r, "ci": ci, "text": text})
+    return rows
+
+
 def register(app, service) -> None:
     """The Compare tab's callbacks (they run when the tab is open, not on every page load)."""
     @app.callback(Output("task-overlay", "figure"), Input("analysis-id", "data"), Input("task-term", "value"),
@@ -54,11 +97,13 @@ def register(app, service) -> None:
             second = data.result(service, other_id)
         except data.DataError as exc:
             return hint, None, f"Cannot compare: {exc}"
-        correlations = figures.layer_correlations(first, second)
-        rows = [html.Tr([html.Th(figures.TERM_LABELS.get(term, "Total")),
-                         html.Td("undefined" if r is None else f"{r:+.3f}")]) for term, r in correlations.items()]
-        table = html.Div([html.H3("Layer-wise correlation (Pearson r across layers)"),
-                          html.Table(className="metrics", children=[html.Tbody(rows)])])
+        rows = [html.Tr([html.Th(figures.TERM_LABELS.get(row["term"], "Total")), html.Td(row["text"])])
+                for row in correlation_rows(first, second)]
+        table = html.Div([html.H3("Layer-wise correlation (Pearson r across layers, baselines)"),
+                          html.Table(className="metrics", children=[html.Tbody(rows)]),
+                          html.P("r is given with a 95% Fisher interval over the layers (layers are not independent, "
+                                 "so read it as a rough guide), and not at all where a trajectory barely varies: its "
+                                 "range across layers within its own 95% intervals.", className="hint")])
         return figures.comparison_figure(first, second), table, None
 
     @app.callback(Output("compare-recent", "options"), Input("recent-analyses", "data"),
@@ -93,6 +138,12 @@ def compare_candidates(service, recent: list | None, token: str | None, limit: i
     for item in data.analyses(service, token, limit):
         if item.get("state") == "succeeded" and item.get("id") not in known:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(item.get("created_at") or 0)))
-            kept.append({"id": item["id"], "label": f"on the server, {created}"})
+            what = ""
+            if item.get("model"):  # name model, tasks and the run it was (baseline only, or which knockout)
+                knockout = item.get("knockout") or {}
+                what = f": {item['model']} · {', '.join(item.get('tasks') or [])}" + (
+                    f" · knockout {'+'.join(knockout.get('edges') or [])} {knockout.get('layers')}" if knockout
+                    else " · baseline only")
+            kept.append({"id": item["id"], "label": f"on the server, {created}{what}"})
             known.add(item["id"])
     return kept
