@@ -73,27 +73,35 @@ class Results(Analyses):
         return self.cached_result(analysis_id).document
 
     def result_csv(self, analysis_id: str) -> str:
-        """One row per run x layer: analysis id, model, tasks, run, layer, the four parts and the total
-        (bits), CI bounds when present."""
+        """One row per run x layer: analysis id, model, tasks, run, the knockout's edges and window (decoder
+        layers, on knockout and delta rows), layer, the four parts and the total (bits), CI bounds when present;
+        with a knockout, also the "delta" rows (knockout - baseline per layer, with their paired intervals)."""
         document = self._document(analysis_id)
         request = document.get("request") or {}
         model = (document.get("model") or {}).get("name") or request.get("model", "")
         labels = [analysis_id, model, "+".join(request.get("tasks") or [])]
-        columns = ["analysis_id", "model", "tasks", "run", "layer", *PID_FIELDS, "total"]
+        knockout = request.get("knockout") or {}
+        cut = ["+".join(knockout.get("edges") or []), "-".join(str(x) for x in knockout.get("layers") or [])]
+        columns = ["analysis_id", "model", "tasks", "run", "knockout_edges", "knockout_window", "layer",
+                   *PID_FIELDS, "total"]
         ci_fields = [*PID_FIELDS, "total"]
+        deltas = [entry for entry in ((document.get("effects") or {}).get("per_layer") or [])
+                  if isinstance(entry, dict) and "layer" in entry]
         has_ci = any(
             layer.get("ci") for run in document["runs"].values() if run for layer in run.get("layers", [])
-        )
+        ) or any(entry.get("ci") for entry in deltas)
         if has_ci:
             columns += [f"{name}_{end}" for name in ci_fields for end in ("lo", "hi")]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        for run_name, run in document["runs"].items():
-            if not run:
-                continue
-            for layer in run["layers"]:
-                row = [*labels, run_name, layer["layer"], *(layer[name] for name in ci_fields)]
+        runs = [(name, run["layers"]) for name, run in document["runs"].items() if run]
+        if deltas:
+            runs.append(("delta", deltas))
+        for run_name, layers in runs:
+            for layer in layers:
+                row = [*labels, run_name, *(cut if run_name != "baseline" else ["", ""]), layer["layer"],
+                       *(layer.get(name, "") for name in ci_fields)]
                 if has_ci:
                     ci = layer.get("ci") or {}
                     for name in ci_fields:

@@ -70,11 +70,14 @@ def test_csv_has_one_row_per_run_and_layer(api):
     response = api.get(job["result_url"], params={"format": "csv"})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert len(rows) == 2 * (NUM_LAYERS + 1)
-    assert {r["run"] for r in rows} == {"baseline", "knockout"}
     doc = api.get(job["result_url"]).json()
+    deltas = len((doc.get("effects") or {}).get("per_layer") or [])
+    assert len(rows) == 2 * (NUM_LAYERS + 1) + deltas
+    assert {r["run"] for r in rows} == {"baseline", "knockout"} | ({"delta"} if deltas else set())
     ko = [r for r in rows if r["run"] == "knockout"]
     assert float(ko[2]["redundancy"]) == pytest.approx(doc["runs"]["knockout"]["layers"][2]["redundancy"])
+    assert {(r["knockout_edges"], r["knockout_window"]) for r in ko} == {("image->last", "1-3")}
+    assert {(r["knockout_edges"], r["knockout_window"]) for r in rows if r["run"] == "baseline"} == {("", "")}
 
 
 def test_question_view(api):
