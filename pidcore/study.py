@@ -480,7 +480,8 @@ def _reporter(progress):
         return progress, lambda: None
     from tqdm.auto import tqdm
 
-    whole = tqdm(total=100, desc="study", unit="%", position=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}]")
+    whole = tqdm(total=100, desc="study", unit="%", position=0,
+                 bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} so far, about {remaining} left]")
     current = tqdm(total=100, desc="part", unit="%", position=1,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 

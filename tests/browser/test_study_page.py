@@ -94,6 +94,13 @@ def test_study_page_in_a_browser(finished_study, tmp_path):
         grids = page.evaluate("Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => el.data.length)")
         assert grids[:2] == [4 * 2, 4 * 2], "small multiples: 4 terms x 2 tasks per recipe"
         page.screenshot(path=str(ARTIFACTS / "study-01-page.png"), full_page=True)
+        findings = page.locator("h2", has_text="What the study found")
+        assert findings.count() == 1 and page.locator("span.verdict").count() >= 3 * 4  # (a)-(c) per part x recipe
+        for width, height in ((1366, 768), (1920, 1080)):  # the top of the page: what the study found
+            page.set_viewport_size({"width": width, "height": height})
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(ARTIFACTS / f"study-10-findings-{width}x{height}.png"))
+        page.set_viewport_size({"width": 1400, "height": 900})
         heatmap = page.locator(".js-plotly-plot").nth(2)
         heatmap.scroll_into_view_if_needed()
         title = lambda: page.evaluate("document.querySelectorAll('.js-plotly-plot')[2].layout.title.text")  # noqa: E731
