@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import re
 import struct
 import zipfile
@@ -85,8 +86,8 @@ def read_features(source, *, filename: str | None = None, max_bytes: int | None 
 
     `lazy` (a path only): the file's arrays are not loaded; each is read one index of its first axis (a
     layer of `vision`, an image) at a time by positioned reads, so checking and storing the file holds about
-    one layer whatever its size (safetensors, npz with stored members; a deflated npz member is decoded
-    whole, a .pt file is memory-mapped). `sha256`: the file's hash when the caller computed it already."""
+    one layer whatever its size (safetensors; npz, whose deflated members are inflated a chunk at a time
+    into unlinked temporary files beside the file; a .pt file is memory-mapped). `sha256`: the file's hash when the caller computed it already."""
     if lazy and isinstance(source, str | Path):
         return _read_lazily(Path(source).expanduser(), filename, max_bytes, sha256)
     if isinstance(source, str | Path):
@@ -325,17 +326,25 @@ class FileArray(LazyArray):
     """A C-ordered array stored at `offset` in the file at `path` (dtype `stored`, "bf16" for bfloat16:
     read as float32), read by positioned reads: nothing mapped, only the row asked for held."""
 
-    def __init__(self, path: Path, offset: int, shape: tuple, stored):
-        self.path, self.offset, self.shape = Path(path), int(offset), tuple(int(x) for x in shape)
+    def __init__(self, path, offset: int, shape: tuple, stored):
+        """`path`: a file's path, or a binary file object kept open (an unlinked temporary file)."""
+        self.file = None if isinstance(path, str | Path) else path
+        self.path = Path(path) if self.file is None else None
+        self.offset, self.shape = int(offset), tuple(int(x) for x in shape)
         self.bf16 = stored == "bf16"
         self.stored = np.dtype("<u2") if self.bf16 else np.dtype(stored)
         self.dtype = np.dtype(np.float32) if self.bf16 else self.stored
 
     def _row(self, index: int) -> np.ndarray:
         count = math.prod(self.shape[1:])
-        with open(self.path, "rb") as file:
-            file.seek(self.offset + index * count * self.stored.itemsize)
-            values = np.fromfile(file, dtype=self.stored, count=count)
+        start = self.offset + index * count * self.stored.itemsize
+        if self.file is not None:
+            data = os.pread(self.file.fileno(), count * self.stored.itemsize, start)
+            values = np.frombuffer(data, dtype=self.stored, count=len(data) // self.stored.itemsize).copy()
+        else:
+            with open(self.path, "rb") as file:
+                file.seek(start)
+                values = np.fromfile(file, dtype=self.stored, count=count)
         if values.size != count:
             raise FeaturesFileError(f"features file: truncated (row {index} of an array of shape {self.shape} "
                                     f"ends past the end of the file)")
@@ -472,6 +481,8 @@ def _lazy_npz(path: Path, budget: _Budget) -> dict:
                                                 f"{info.file_size - offset:,}")
                     if not fortran and shape and dtype.kind in "fiub" and not dtype.hasobject:
                         lazy = FileArray(path, start + offset, shape, dtype)
+                elif info.file_size >= LAZY_MIN_BYTES:  # deflated (savez_compressed): inflated to a temporary file
+                    lazy = _inflated(archive, info, path.parent)
                 raw[name] = lazy if lazy is not None else _npy_member(archive, info)
         except FeaturesFileError:
             raise
@@ -483,6 +494,39 @@ def _lazy_npz(path: Path, budget: _Budget) -> dict:
     if isinstance(raw.get("meta"), str):
         raw["meta"] = _json(raw["meta"], "meta")
     return raw
+
+
+def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path):
+    """A deflated .npy member inflated a chunk at a time into an unlinked temporary file beside the upload (no
+    name on disk: it goes when the array does), read lazily from there; None for arrays read whole (strings,
+    Fortran order)."""
+    import shutil
+    import tempfile
+
+    from numpy.lib import format as npy
+
+    with archive.open(info) as member:
+        version = npy.read_magic(member)
+        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran, dtype = header(member, max_header_size=MAX_NPY_HEADER)
+        offset = member.tell()
+    declared = math.prod(shape) * dtype.itemsize
+    if declared != info.file_size - offset:
+        raise FeaturesFileError(f"npz member {info.filename!r}: its .npy header declares {shape} {dtype} "
+                                f"({declared:,} bytes) but the member holds {info.file_size - offset:,}")
+    if fortran or not shape or dtype.kind not in "fiub" or dtype.hasobject:
+        return None
+    try:
+        spill = tempfile.TemporaryFile(dir=folder if os.access(folder, os.W_OK) else None)
+    except OSError:
+        spill = tempfile.TemporaryFile()
+    with archive.open(info) as member:
+        member.seek(offset)
+        shutil.copyfileobj(member, spill, 1 << 20)
+    if spill.tell() != declared:
+        raise FeaturesFileError(f"npz member {info.filename!r}: inflated to {spill.tell():,} bytes, its header "
+                                f"declares {declared:,}")
+    return FileArray(spill, 0, shape, dtype)
 
 
 def _lazy_pt(path: Path, budget: _Budget) -> dict:

@@ -224,3 +224,24 @@ def test_pidflow_serve_keeps_a_feature_folder_in_its_data_dir(tmp_path):
     env = {"PIDFLOW_FEATURE_DIR": "/elsewhere"}
     assert _default_feature_folder(tmp_path / "data", env) == "/elsewhere (PIDFLOW_FEATURE_DIR)"
     assert env == {"PIDFLOW_FEATURE_DIR": "/elsewhere"}
+
+
+def test_a_compressed_npz_is_inflated_to_disk_not_memory(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    vision = rng.standard_normal((4, 300, 2048)).astype(np.float32)  # 9.4 MiB, a layer 2.3 MiB
+    language = rng.standard_normal((4, 300, 2048)).astype(np.float32)
+    target = rng.standard_normal((300, 3)).astype(np.float32)
+    np.savez_compressed(tmp_path / "packed.npz", vision=vision, language=language, target=target)
+    tracemalloc.start()
+    try:
+        lazy = read_features(tmp_path / "packed.npz", lazy=True)
+        for layer in range(4):
+            assert np.array_equal(lazy.features.vision[layer], vision[layer])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lazy.features.vision.file is not None  # an unlinked temporary file, not the archive
+    assert peak < 8 * MIB, f"{peak / MIB:.1f} MiB traced for 18.8 MiB of arrays"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["packed.npz"]  # nothing named left beside it
