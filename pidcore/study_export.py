@@ -81,9 +81,18 @@ def to_csv(report: dict) -> str:
 
 
 def _number(value, digits: int = 3, percent: bool = False) -> str:
+    """`digits` decimals; a change too small for them keeps one significant digit (-0.0004, not 0.000)."""
     if value is None:
         return "–"
-    return f"{100 * value:.1f}%" if percent else f"{value:.{digits}f}"
+    if percent:
+        value = 100 * value
+        digits = 1
+    if value != 0 and abs(value) < 0.5 * 10 ** -digits:
+        text = f"{value:.1g}"
+    else:
+        text = f"{value:.{digits}f}"
+        text = "0." + "0" * digits if float(text) == 0 else text  # never -0.000
+    return text + ("%" if percent else "")
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -129,10 +138,11 @@ def correlation_table(report: dict) -> str:
     return _table(["models", "task", "recipe", "r(R)", "r(U_vision)", "r(U_language)", "r(S)", "r(total)"], rows)
 
 
-def _with_interval(row: dict, name: str) -> str:
+def _with_interval(row: dict, name: str, digits: int = 3) -> str:
     interval = (row.get("intervals") or {}).get(name)
-    text = _number(row.get(name))
-    return text + (f" <small>[{interval[0]:.3f}, {interval[1]:.3f}]</small>" if interval else "")
+    text = _number(row.get(name), digits)
+    return text + (f" <small>[{_number(interval[0], digits)}, {_number(interval[1], digits)}]</small>" if interval
+                   else "")
 
 
 def sweep_note(report: dict) -> str:
@@ -153,10 +163,16 @@ def knockout_table(report: dict) -> str:
              html.escape("+".join(k["edges"])), f"{k['window'][0]}–{k['window'][1]}",
              "" if k["centre"] is None else str(k["centre"]),
              *(_with_interval(k, name) for name in ("trapped_unique_vision", "compensatory_synergy", "information_cost")),
-             _number(k.get("answer_probability_change_pct"), 1), _number(k.get("accuracy_change"))]
+             _with_interval(k, "answer_probability_change_pct", 1), _with_interval(k, "accuracy_change")]
             for k in report["knockouts"]]
+    negative = [k for k in report["knockouts"] if (k.get("information_cost") or 0) < 0]
+    note = ("<p class='note'>A negative information cost means the knocked-out run carries <i>more</i> "
+            "information about the answer than the baseline in the layers the cut reaches (with the baseline's Y "
+            f"as the target); {len(negative)} of {len(report['knockouts'])} runs here. Brackets: paired 95% "
+            "intervals (the same resampled questions in both runs).</p>") if negative else (
+        "<p class='note'>Brackets: paired 95% intervals (the same resampled questions in both runs).</p>")
     return _table(["model", "task", "recipe", "run", "edges", "window", "centre", "trapped U_v (bits)",
-                   "compensatory S (bits)", "information cost (bits)", "Δp(answer) %", "Δaccuracy"], rows)
+                   "compensatory S (bits)", "information cost (bits)", "Δp(answer) %", "Δaccuracy"], rows) + note
 
 
 def _verdict_cell(claim: dict) -> str:

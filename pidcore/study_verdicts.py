@@ -286,10 +286,9 @@ def findings(report: dict, analyses: dict) -> dict:
                                 "c": claim_c(base, estimator)},
                      "bootstrap": bool(_draws(base) is not None)})
     pairs = []
-    for model_a in request["models"]:
-        for model_b in request["models"]:
-            if model_a >= model_b:
-                continue
+    models = list(request["models"])
+    for index, model_a in enumerate(models):
+        for model_b in models[index + 1:]:  # in the request's order, as report["correlations"]
             for task in request["tasks"]:
                 for recipe in request["recipes"]:
                     first = analyses.get((model_a, task, recipe, "baseline"))

@@ -211,12 +211,17 @@ def test_study_report_matches_the_single_analyses(two_model_study):
     # layers before a window: the same target and the same features -> the delta is exactly zero
     sweep = next(k for k in report["knockouts"] if k["kind"] == "sweep" and k["centre"] == 4
                  and k["model"] == "demo" and k["recipe"] == "pidflow")
-    assert sweep["window"] == [3, 5]
+    assert sweep["window"] == [4, 5]  # k = 3 asked, 2 used: at most a third of the 6 decoder layers
     lo, hi = sweep["intervals"]["information_cost"]  # paired bootstrap interval (same questions in both runs)
     assert lo <= sweep["information_cost"] <= hi or hi - lo > 0
     assert all("draws" not in layer for series in report["series"] for layer in series["layers"])
     # identical models: every trajectory correlates perfectly
     assert {row["task"] for row in report["correlations"]} == {"shape"} and len(report["correlations"]) == 2
+    found = report["findings"]  # (d) on identical models: r = 1 for every term that varies
+    assert [pair["models"] for pair in found["correlations"]] == [["demo", twin]] * 2
+    for pair in found["correlations"]:
+        terms = pair["claim"]["detail"]["terms"]
+        assert all(t["r"] is None or t["r"] == pytest.approx(1.0) for t in terms.values())
     for row in report["correlations"]:
         assert row["models"] == ["demo", twin]
         assert all(row[term] == pytest.approx(1.0) for term in ("redundancy", "unique_vision", "total"))

@@ -169,3 +169,20 @@ def test_the_first_third_and_the_recipes_disagreement_in_words():
     assert disagreement(rows).startswith("The recipes disagree on (b) pidflow 60.0% vs seed 30.0%")
     rows[1]["claims"]["b"] = claim("inconclusive", 0.55, [0.45, 0.65])  # overlapping: they agree
     assert disagreement(rows) is None
+
+
+def test_tiny_changes_keep_a_significant_digit_and_negative_costs_are_explained():
+    from pidcore.study_export import _number, knockout_table
+
+    assert [_number(v) for v in (-0.0004, 0.0, -0.0, 0.25, 1.23456, None)] == ["-0.0004", "0.000", "0.000", "0.250",
+                                                                               "1.235", "–"]
+    assert _number(0.123, percent=True) == "12.3%" and _number(-0.0001, percent=True) == "-0.01%"
+    row = {"model": "demo", "task": "color", "recipe": "pidflow", "run": "seed-cut", "edges": ["image->question"],
+           "window": [0, 5], "centre": None, "trapped_unique_vision": 0.1, "compensatory_synergy": 0.0,
+           "information_cost": -0.2, "answer_probability_change_pct": -0.04, "accuracy_change": -0.0004,
+           "intervals": {"answer_probability_change_pct": [-0.06, -0.02], "accuracy_change": [-0.0009, 0.0001]}}
+    table = knockout_table({"knockouts": [row]})
+    assert "-0.0 <" not in table and "<td>-0.04 <small>[-0.1, -0.02]</small></td>" in table  # never "-0.0"
+    assert "<td>-0.0004 <small>[-0.0009, 0.0001]</small></td>" in table
+    assert "A negative information cost means the knocked-out run carries <i>more</i> information" in table
+    assert "1 of 1 runs here" in table
