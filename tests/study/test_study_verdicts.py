@@ -183,6 +183,6 @@ def test_tiny_changes_keep_a_significant_digit_and_negative_costs_are_explained(
            "intervals": {"answer_probability_change_pct": [-0.06, -0.02], "accuracy_change": [-0.0009, 0.0001]}}
     table = knockout_table({"knockouts": [row]})
     assert "-0.0 <" not in table and "<td>-0.04 <small>[-0.1, -0.02]</small></td>" in table  # never "-0.0"
-    assert "<td>-0.0004 <small>[-0.0009, 0.0001]</small></td>" in table
+    assert "<td>-0.0004 <small>[-0.001, 0.0001]</small></td>" in table
     assert "A negative information cost means the knocked-out run carries <i>more</i> information" in table
     assert "1 of 1 runs here" in table
