@@ -516,16 +516,31 @@ def run_part(request: StudyRequest, model: str, task: str, progress=None) -> dic
 def analyse_part(request: StudyRequest, model: str, task: str, part: dict, progress=None) -> dict:
     """Every recipe's analysis of every distinct run of an extracted part (finish_part):
     {"records": [...], "model": describe(), "analyze_s"}; progress(fraction, message)."""
+    from pidcore.analysis import differing_layers, gaussianization_plan, reuse_identical_layers
+
     say = progress or (lambda fraction, message: None)
-    analyses = part_analyses(request, model, task, part)
+    # per recipe: its baseline first, whose Gaussianization plan every run of the recipe shares; a knockout
+    # run analyses only its layers that differ from the baseline's and takes the others' entries exactly
+    analyses = sorted(part_analyses(request, model, task, part), key=lambda item: item[1] != "baseline")
+    features = part["features"]
+    plans, baselines = {}, {}
     records, start = [], time.perf_counter()
     for number, (recipe, key, analysis) in enumerate(analyses):
         lo, hi = number / len(analyses), (number + 1) / len(analyses)
 
         def step(fraction, message, lo=lo, hi=hi, label=f"{recipe} {key}"):
             say(lo + (hi - lo) * fraction, f"{label}: {message}")
-        entries = analyze_layers(part["features"][key], analysis, progress=step)
-        records.append(analysis_record(model, task, recipe, key, analysis, part["features"][key], entries))
+        if recipe not in plans:
+            plans[recipe] = gaussianization_plan(features["baseline"], analysis)
+        if key == "baseline":
+            entries = analyze_layers(features[key], analysis, progress=step, plan=plans[recipe])
+            baselines[recipe] = entries
+        else:
+            layers = differing_layers(features["baseline"], features[key])
+            entries = analyze_layers(features[key], analysis, progress=step, plan=plans[recipe],
+                                     layers=layers) if layers else []
+            entries = reuse_identical_layers(features["baseline"], features[key], baselines[recipe], entries)
+        records.append(analysis_record(model, task, recipe, key, analysis, features[key], entries))
     records.append(part_record(model, task, part))
     return {"records": records, "model": part["model"], "analyze_s": time.perf_counter() - start}
 
