@@ -114,3 +114,25 @@ def test_the_task_time_limit_applies_to_study_parts(sent, client, redis_server, 
     status = studies.status(info["id"])
     assert status["state"] == "failed"
     assert status["error"].startswith("the study task for demo · shape ran longer than 0 s (PIDFLOW_TASK_TIME_LIMIT_S)")
+
+
+@pytest.mark.slow
+def test_a_real_worker_stops_the_cancelled_part_and_keeps_the_finished_one(start_worker, client, redis_server):
+    """One Celery worker takes the two parts in turn; DELETE while the second runs: it stops at its next
+    progress step (the worker logs the skip), the first part stays, the study reads cancelled."""
+    from tests.service.test_api_routes import make_client
+    from worker import studies
+
+    client.flushdb()
+    worker = start_worker("study-cancel", PIDFLOW_WORKER_PRELOAD="0")
+    api = make_client(redis_server.url)
+    study_id = api.post("/api/v1/studies", json=SMALL).json()["id"]
+    names = studies.keys(study_id)
+    _wait(lambda: client.hexists(names["study-parts"], "0") and client.hexists(names["study-progress"], "1"),
+          "part 0 done and part 1 running", timeout_s=240)
+    assert api.delete(f"/api/v1/studies/{study_id}").json()["state"] == "cancelled"
+    _wait(lambda: "skipped (cancelled, deleted, restarted or finished)" in worker.log(), "the part to stop")
+    status = api.get(f"/api/v1/studies/{study_id}").json()
+    assert status["state"] == "cancelled" and [p["message"] for p in status["parts"]] == ["done", "cancelled"]
+    assert client.hexists(names["study-parts"], "0") and not client.hexists(names["study-parts"], "1")
+    assert not client.exists(names["study-report"])
