@@ -87,7 +87,8 @@ def read_features(source, *, filename: str | None = None, max_bytes: int | None 
     `lazy` (a path only): the file's arrays are not loaded; each is read one index of its first axis (a
     layer of `vision`, an image) at a time by positioned reads, so checking and storing the file holds about
     one layer whatever its size (safetensors; npz, whose deflated members are inflated a chunk at a time
-    into unlinked temporary files beside the file; a .pt file is memory-mapped). `sha256`: the file's hash when the caller computed it already."""
+    into unlinked temporary files beside the file; .pt, whose tensors are read from their stored bytes: a
+    restricted unpickler reads only the pickle, and hands what it does not know to torch.load, mapped). `sha256`: the file's hash when the caller computed it already."""
     if lazy and isinstance(source, str | Path):
         return _read_lazily(Path(source).expanduser(), filename, max_bytes, sha256)
     if isinstance(source, str | Path):
@@ -529,36 +530,123 @@ def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path):
     return FileArray(spill, 0, shape, dtype)
 
 
-def _lazy_pt(path: Path, budget: _Budget) -> dict:
-    import torch
+_TORCH_STORAGES = {"HalfStorage": "<f2", "FloatStorage": "<f4", "DoubleStorage": "<f8", "BFloat16Storage": "bf16",
+                   "ByteStorage": "u1", "CharStorage": "i1", "ShortStorage": "<i2", "IntStorage": "<i4",
+                   "LongStorage": "<i8", "BoolStorage": "?"}
 
+
+class _NotPlain(Exception):
+    """A torch archive this reader does not parse itself (then torch.load reads it, memory-mapped)."""
+
+
+def _lazy_pt(path: Path, budget: _Budget) -> dict:
     with open(path, "rb") as file:
         if file.read(4) != b"PK\x03\x04":
             raise FeaturesFileError("a .pt features file must be in torch's zip format (torch.save, torch 1.6 or "
                                     "later); the legacy format is not read")
         file.seek(0)
-        for info in _zip_archive(file, "not a readable torch file").infolist():
+        archive = _zip_archive(file, "not a readable torch file")
+        for info in archive.infolist():
             if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
                 raise FeaturesFileError(f"not a readable torch file: member {info.filename!r} is compressed "
                                         f"(torch.save stores its members uncompressed)")
             budget.take(info.file_size, f"torch archive member {info.filename!r}")
+        try:
+            loaded = _torch_archive_lazily(path, file, archive)
+        except _NotPlain:
+            loaded = None
+    if loaded is None:  # something other than plain tensors, lists, dicts and strings: torch reads it (mmap)
+        loaded = _torch_load_mapped(path)
+    if not isinstance(loaded, dict):
+        raise FeaturesFileError(f"a .pt features file must hold a dict, got {type(loaded).__name__}")
+    raw = {}
+    for name, value in loaded.items():
+        if isinstance(value, list | tuple) and value and all(isinstance(v, LazyArray | np.ndarray) for v in value) and \
+                name in ("vision", "language", KNOCKOUT + "vision", KNOCKOUT + "language"):
+            value = _Stacked([v if isinstance(v, LazyArray) else np.asarray(v) for v in value])
+        elif isinstance(value, LazyArray) and value.nbytes < LAZY_MIN_BYTES:
+            value = np.asarray(value)
+        raw[str(name)] = value
+    return raw
+
+
+def _torch_archive_lazily(path: Path, file, archive: zipfile.ZipFile):
+    """The object in torch.save's archive with every contiguous tensor as a FileArray over its stored bytes
+    (nothing read but the pickle); only torch's tensor rebuild, its storage types and OrderedDict are
+    admitted (a restricted unpickler), _NotPlain for anything else."""
+    import collections
+    import pickle
+
+    names = archive.namelist()
+    pickles = [name for name in names if name.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise _NotPlain
+    prefix = pickles[0][:-len("data.pkl")]
+    if prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() != b"little":
+        raise _NotPlain
+
+    def member_start(name: str) -> int:
+        info = archive.getinfo(name)
+        file.seek(info.header_offset)
+        local = file.read(30)
+        return info.header_offset + 30 + struct.unpack("<H", local[26:28])[0] + struct.unpack("<H", local[28:30])[0]
+
+    def rebuild(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+        stored, key = storage
+        size, stride = tuple(int(x) for x in size), tuple(int(x) for x in stride)
+        itemsize = 2 if stored == "bf16" else np.dtype(stored).itemsize
+        contiguous = tuple(int(math.prod(size[i + 1:])) for i in range(len(size)))
+        name = f"{prefix}data/{key}"
+        if name not in names:
+            raise FeaturesFileError(f"not a readable torch file: its tensor storage {key!r} is missing")
+        start = member_start(name) + int(storage_offset) * itemsize
+        span = 1 + sum((n - 1) * abs(st) for n, st in zip(size, stride, strict=True)) if math.prod(size) else 0
+        if min(stride, default=0) < 0 or (int(storage_offset) + span) * itemsize > archive.getinfo(name).file_size:
+            raise FeaturesFileError(f"not a readable torch file: a tensor {size} runs past its storage {key!r}")
+        if math.prod(size) and stride != contiguous and len(size) > 1:  # a strided view: read its span, copied
+            flat = np.asarray(FileArray(path, start, (span,), stored))
+            return np.lib.stride_tricks.as_strided(flat, size, tuple(st * flat.itemsize for st in stride)).copy()
+        return FileArray(path, start, size, stored) if size else np.asarray(FileArray(path, start, (1,), stored))[0]
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return rebuild
+            if module == "torch" and name in _TORCH_STORAGES:
+                return _TORCH_STORAGES[name]
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            raise _NotPlain
+
+        def persistent_load(self, pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and pid[1] in _TORCH_STORAGES.values()):
+                raise _NotPlain
+            return pid[1], str(pid[2])
+
+    try:
+        return Restricted(io.BytesIO(archive.read(pickles[0]))).load()
+    except (_NotPlain, FeaturesFileError):
+        raise
+    except Exception as error:  # noqa: BLE001 - a broken pickle fails in many ways
+        raise FeaturesFileError(f"not a readable torch file: {error}") from error
+
+
+def _torch_load_mapped(path: Path):
+    import torch
+
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
         raise FeaturesFileError(f"not a readable torch file (loaded with weights_only=True: tensors, lists, "
                                 f"dicts, strings and numbers only): {error}") from error
-    if not isinstance(loaded, dict):
-        raise FeaturesFileError(f"a .pt features file must hold a dict, got {type(loaded).__name__}")
-    raw = {}
-    for name, value in loaded.items():
-        if isinstance(value, list | tuple) and value and all(isinstance(v, torch.Tensor) for v in value) and \
-                name in ("vision", "language", KNOCKOUT + "vision", KNOCKOUT + "language"):
-            value = _Stacked([_TensorRows(v) for v in value])
-        elif isinstance(value, torch.Tensor):
-            value = _TensorRows(value) if value.dim() and value.numel() * value.element_size() >= LAZY_MIN_BYTES \
-                else _numpy(value)
-        raw[str(name)] = value
-    return raw
+
+    def lazy(value):
+        if isinstance(value, torch.Tensor):
+            return _TensorRows(value) if value.dim() else _numpy(value)
+        if isinstance(value, list | tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
+            return [lazy(v) for v in value]
+        return value
+    return {name: lazy(value) for name, value in loaded.items()} if isinstance(loaded, dict) else loaded
 
 
 # -- checking ---------------------------------------------------------------------------------------------
