@@ -179,8 +179,9 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     """Latents (n, k) per variable (x, name, dims, seed) for the Gaussianization mode ``gaussianize``
     (see the module docstring; booleans accepted). ``groups``: tuples of variable indices (sources...,
     target) that the PID uses together (one per layer), needed by the flows; default: all variables
-    as one group. ``reduce_first``: PCA before the marginal Gaussianization (see _reduce). ``plan``: a pidcore.plan.GaussianizationPlan made beforehand (then ``roles`` names each
-    variable's role, "x1", "x2" or "y"); without one, "auto" decides per variable and on the flows here.
+    as one group. ``reduce_first``: PCA before the marginal Gaussianization (see _reduce). ``plan``: a
+    pidcore.plan.GaussianizationPlan made beforehand (then ``roles`` names each variable's role, "x1", "x2"
+    or "y"); without one, "auto" decides per variable and on the flows here.
     ``flow_options``: options of pidcore.jointflow.fit_joint_flows; the flows are fitted per group (layer),
     each with ``seed``, so a layer's latents do not depend on the other layers.
     The variables' copula and PCA run on ``flow_options["threads"]`` Python threads (default 2).
@@ -222,7 +223,7 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
         if plan is None or plan.flows is None:
             decision = flows.decide(groups, mode)
             use_flows = decision.choice == "flow"
-            gain = decision.statistic if decision.reason.startswith("the flows") else None
+            gain = decision.statistic if decision.measure == "flow-gain" else None
         else:
             use_flows, gain = plan.flows, None
         if not use_flows:
@@ -246,7 +247,8 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
                    "latents (gaussianize='auto')")
         warnings.warn(PipelineWarning(message, kind="flows-failed"), stacklevel=3)
         return CrossFitted(latents=latents, shared=True, modes=modes,
-                           flow_decision=Decision("flows", "none", 0.0, 0.0, 0.0, f"could not be fitted ({reason})"))
+                           flow_decision=Decision("flows", "none", 0.0, 0.0, 0.0, f"could not be fitted ({reason})",
+                                                  "none"))
     finally:
         timings["flows"] = timings.get("flows", 0.0) + time.perf_counter() - start
 
@@ -302,23 +304,31 @@ class FlowStage:
         spaced layers only when some probe layer's latents are jointly non-Gaussian (Mardia's kurtosis
         z-score above JOINT_Z), and kept when their held-out gain exceeds the margin by GAIN_SES standard
         errors (statistic: gain, nats per sample; margin: GAIN_SES standard errors)."""
+        from pidcore.jointflow import FlowFailed
+
         if mode == "flow":
-            return Decision("flows", "flow", 0.0, 0.0, 0.0, "forced (gaussianize='flow')")
+            return Decision("flows", "flow", 0.0, 0.0, 0.0, "forced (gaussianize='flow')", "none")
         probe = [groups[i] for i in probe_indices(len(groups), PROBE_LAYERS)]
         joint = max(mardia_kurtosis_z(np.hstack([self.latents[v] for v in g])) for g in probe)
         if not np.isfinite(joint) or joint <= JOINT_Z:
             return Decision("flows", "none", joint, JOINT_Z, 1.0,
-                            "latents jointly Gaussian after the marginal step (Mardia kurtosis z-score)")
+                            "latents jointly Gaussian after the marginal step (Mardia kurtosis z-score)", "mardia-z")
         used = sorted({v for g in probe for v in g})
         index = {v: i for i, v in enumerate(used)}
-        trial = self.fit(used, [tuple(index[v] for v in g) for g in probe], self.seed)
+        try:
+            trial = self.fit(used, [tuple(index[v] for v in g) for g in probe], self.seed)
+        except (FlowFailed, RuntimeError) as error:  # degenerate latents (a few question templates)
+            reason = str(error).splitlines()[0][:200]
+            warnings.warn(PipelineWarning(f"joint flows could not be fitted ({reason}); kept the marginal latents "
+                                          "(gaussianize='auto')", "flows-failed"), stacklevel=4)
+            return Decision("flows", "none", 0.0, 0.0, 0.0, f"could not be fitted ({reason})", "none")
         threshold = self.margin(probe)
         spread = GAIN_SES * trial.gain_se
         if trial.gain - spread > threshold:
             return Decision("flows", "flow", trial.gain, threshold, spread,
-                            "the flows raise the held-out joint likelihood beyond the margin")
+                            "the flows raise the held-out joint likelihood beyond the margin", "flow-gain")
         return Decision("flows", "none", trial.gain, threshold, spread,
-                        "the flows do not raise the held-out joint likelihood beyond the margin")
+                        "the flows do not raise the held-out joint likelihood beyond the margin", "flow-gain")
 
     def fit_per_group(self, groups: list, progress=None) -> tuple[list, list]:
         """Per group (layer), its variables' held-out flow latents (group order) and the flows' gain; each

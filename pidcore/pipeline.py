@@ -370,18 +370,8 @@ def gaussianization_plan(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussiani
             reduced += [_reduce(a, dims[0], f"x1 (layer {layer})", copula["x1"], layer, reduce_first),
                         _reduce(b, dims[1], f"x2 (layer {layer})", copula["x2"], layer, reduce_first)]
         groups = [(1 + 2 * k, 2 + 2 * k, 0) for k in range(len(probe))]
-        stage = FlowStage([r[0] for r in reduced], [r[1] for r in reduced], fold_ids, seed, options)
-        from pidcore.jointflow import FlowFailed
-
-        try:
-            decision = stage.decide(groups, "auto")
-        except (FlowFailed, RuntimeError) as error:
-            reason = str(error).splitlines()[0][:200]
-            warnings.warn(PipelineWarning(f"joint flows could not be fitted ({reason}); kept the marginal latents "
-                                          "(gaussianize='auto')", "flows-failed"), stacklevel=2)
-            from pidcore.plan import Decision
-
-            decision = Decision("flows", "none", 0.0, 0.0, 0.0, f"could not be fitted ({reason})")
+        decision = FlowStage([r[0] for r in reduced], [r[1] for r in reduced], fold_ids, seed,
+                             options).decide(groups, "auto")
     return GaussianizationPlan(mode="auto", marginal=plan.marginal, flows=decision.choice == "flow",
                                decisions=(*plan.decisions, decision))
 

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 ROLES = ("x1", "x2", "y")
+#: What a Decision's statistic is: the marginal step's variance-weighted Jarque-Bera mean, the probe latents'
+#: Mardia kurtosis z-score, the flows' held-out gain (nats per sample), or none (a forced or failed choice).
+MEASURES = ("jarque-bera", "mardia-z", "flow-gain", "none")
 #: "copula" when the variance-weighted Jarque-Bera mean exceeds 2 (its null mean) by this many null sds.
 MARGINAL_SDS = 4.0
 #: The null sd of the weighted mean assumes at most this many independent columns (features are correlated).
@@ -38,8 +41,8 @@ GAIN_SES = 2.0
 @dataclass(frozen=True)
 class Decision:
     """One choice of the plan: ``variable`` ("x1", "x2", "y" or "flows"), ``choice``, the ``statistic`` it was
-    made on, the ``threshold`` it was compared with and the ``margin`` (null sd or standard error) within
-    which it counts as a close call; ``reason`` in words."""
+    made on (``measure`` names it: one of MEASURES), the ``threshold`` it was compared with and the ``margin``
+    (null sd or standard error) within which it counts as a close call; ``reason`` in words."""
 
     variable: str
     choice: str
@@ -47,6 +50,7 @@ class Decision:
     threshold: float
     margin: float
     reason: str
+    measure: str = "jarque-bera"
 
     @property
     def close(self) -> bool:
