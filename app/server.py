@@ -23,6 +23,7 @@ from app.docs_assets import add_docs_routes
 from app.service import AnalysisService, ServiceUnavailable, StorageFull
 from app.settings import Settings
 from app.uploads import limits as upload_limits
+from app.uploads import streamed_limit
 from worker.feature_store import FeatureStoreFull
 from worker.messages import FULL_REDIS
 
@@ -267,8 +268,8 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
     upload = settings.max_upload_bytes
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, tokens=settings.api_tokens, limits={
-        "/api/v1/features": LargeBody(upload, "features file (PIDFLOW_MAX_UPLOAD_BYTES)", token=True, stream=True,
-                                      describe=lambda: upload_limits(settings)),
+        "/api/v1/features": LargeBody(streamed_limit(settings), "features file (PIDFLOW_MAX_UPLOAD_BYTES)", token=True,
+                                      stream=True, describe=lambda: upload_limits(settings)),
         # the dashboard's drop zone sends the file base64-encoded inside its callback's JSON (token included)
         "/_dash-update-component": LargeBody(upload * 4 // 3 + settings.max_body_bytes, "dashboard upload",
                                              output=DROP_ZONE_OUTPUT)})

@@ -74,15 +74,36 @@ async def receive(chunks, max_bytes: int, folder: Path | None = None) -> Receive
     return ReceivedFile(path=path, sha256=digest.hexdigest(), size=size)
 
 
+STREAMED_DEFAULT_BYTES = 4 << 30  # POST /api/v1/features with a feature folder: streamed to disk, read a layer at a time
+
+
+def streamed_limit(settings, env=None) -> int:
+    """The most a features file sent to POST /api/v1/features may hold. PIDFLOW_MAX_UPLOAD_BYTES when it is
+    set (or the settings were given another value); else 4 GiB where a feature folder stores uploads (the
+    body goes to disk and is read a layer at a time: memory does not grow with it, so a 7B model's 1,000
+    questions, 516 MiB in float16, go through by default), and 256 MiB without one (the dashboard's drop
+    zone, which holds its body in memory, keeps that limit either way)."""
+    import os
+
+    from app.settings import Settings
+    from worker.feature_store import env_settings
+
+    env = os.environ if env is None else env
+    if env.get("PIDFLOW_MAX_UPLOAD_BYTES") or settings.max_upload_bytes != Settings.max_upload_bytes:
+        return settings.max_upload_bytes
+    return STREAMED_DEFAULT_BYTES if env_settings(env).directory is not None else settings.max_upload_bytes
+
+
 def limits(settings) -> dict:
     """What a client needs before sending a features file (OPTIONS /api/v1/features): the upload limit,
     whether a feature folder stores uploads, and else the most one run may hold in Redis."""
     from worker.feature_store import env_settings
 
     store = env_settings()
-    return {"max_upload_bytes": settings.max_upload_bytes, "feature_folder": store.directory is not None,
+    limit = streamed_limit(settings)
+    return {"max_upload_bytes": limit, "feature_folder": store.directory is not None,
             "max_run_bytes_without_feature_folder": None if store.directory is not None else store.redis_max_bytes,
-            "decoded_bound_bytes": DECODED_PER_UPLOAD_BYTE * settings.max_upload_bytes}
+            "decoded_bound_bytes": DECODED_PER_UPLOAD_BYTE * limit}
 
 
 def is_features_model(model) -> bool:
@@ -102,8 +123,8 @@ class FeatureUploads:
         from pidcore.featurefile import read_features
         from pidcore.uploaded import features_request
 
-        limit = self.settings.max_upload_bytes
-        on_disk = isinstance(data, ReceivedFile)
+        on_disk = isinstance(data, ReceivedFile)  # the REST route's streamed body, else the dashboard's bytes
+        limit = streamed_limit(self.settings) if on_disk else self.settings.max_upload_bytes
         size = data.size if on_disk else len(data)
         if size > limit:
             raise UploadTooLarge(f"the features file is {size} bytes; this server accepts up to {limit} "

@@ -3,7 +3,7 @@
 Redis, a feature folder) and the client in another subprocess. Prints the file's size, the upload's time, the
 peak RSS of the server and of the client before and after, and what was stored.
 
-    python benchmarks/bench_big_upload.py [--questions 1000] [--hidden 4096] [--layers 33] [--keep]
+    python benchmarks/bench_big_upload.py [--format safetensors|npz|npz-compressed|pt] [--questions 1000]
 
 Needs about 3 x the file's size on the temporary disk (the file, the received body while it is checked,
 the stored layer files)."""
@@ -45,13 +45,25 @@ CLIENT = textwrap.dedent("""
 
 
 def write_file(path: Path, layers: int, questions: int, hidden: int) -> None:
-    from safetensors.numpy import save_file
-
+    """Per-layer float16 arrays in the format of the path's suffix (safetensors, npz, npz-compressed as
+    .npzc renamed .npz, pt)."""
     rng = np.random.default_rng(0)
     tensors = {f"{source}.{layer}": rng.standard_normal((questions, hidden), dtype=np.float32).astype(np.float16)
                for source in ("vision", "language") for layer in range(layers)}
     tensors["target"] = rng.standard_normal((questions, 16), dtype=np.float32)
-    save_file(tensors, str(path), metadata={"meta": '{"model": "synthetic-7b", "target": "hidden"}'})
+    meta = '{"model": "synthetic-7b", "target": "hidden"}'
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file(tensors, str(path), metadata={"meta": meta})
+    elif path.suffix == ".npz":
+        (np.savez_compressed if "compressed" in path.name else np.savez)(path, **tensors, meta=np.array(meta))
+    else:
+        import json
+
+        import torch
+
+        torch.save({**{name: torch.from_numpy(value) for name, value in tensors.items()}, "meta": json.loads(meta)}, path)
 
 
 def vm(pid: int, field: str) -> float:
@@ -67,23 +79,25 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--format", choices=["safetensors", "npz", "npz-compressed", "pt"], default="safetensors")
     args = parser.parse_args()
     from app.redis_local import LocalRedis
 
     work = Path(tempfile.mkdtemp(prefix="pidflow-big-upload-"))
-    path = work / "llava7b-1000.safetensors"
+    suffix = {"safetensors": ".safetensors", "npz": ".npz", "npz-compressed": ".npz", "pt": ".pt"}[args.format]
+    path = work / f"llava7b-1000{'-compressed' if args.format == 'npz-compressed' else ''}{suffix}"
     start = time.perf_counter()
     write_file(path, args.layers, args.questions, args.hidden)
-    print(f"file: {path.stat().st_size / MIB:.1f} MiB ({args.layers} x {args.questions} x {args.hidden} x 2, "
-          f"float16), written in {time.perf_counter() - start:.1f} s")
+    print(f"file: {path.stat().st_size / MIB:.1f} MiB {args.format} ({args.layers} x {args.questions} x "
+          f"{args.hidden} x 2, float16), written in {time.perf_counter() - start:.1f} s")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     with LocalRedis() as redis_server:
-        env = {**os.environ, "REDIS_URL": redis_server.url, "PIDFLOW_FEATURE_DIR": str(work / "features"),
-               "PIDFLOW_MAX_UPLOAD_BYTES": str(1 << 30)}
-        env.pop("PIDFLOW_FEATURE_DTYPE", None)
+        env = {**os.environ, "REDIS_URL": redis_server.url, "PIDFLOW_FEATURE_DIR": str(work / "features")}
+        for name in ("PIDFLOW_FEATURE_DTYPE", "PIDFLOW_MAX_UPLOAD_BYTES"):  # the defaults: 516 MiB goes through
+            env.pop(name, None)
         server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env, cwd=ROOT)
         try:
             import httpx

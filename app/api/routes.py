@@ -237,11 +237,11 @@ FEATURES_BODY = {"requestBody": {"required": True, "description": "the features 
                         503: ERRORS[503]},
              summary="Upload a pooled-features file; analyse it by POSTing its `request` to /analyses")
 async def upload_features(request: Request, response: Response, token: Writer, filename: str | None = None):
-    from app.uploads import receive, spool_folder
+    from app.uploads import receive, spool_folder, streamed_limit
 
     service = _service(request)
     with _mapped_errors():  # the body goes to disk as it arrives; the file is then read a layer at a time
-        received = await receive(request.stream(), service.settings.max_upload_bytes,
+        received = await receive(request.stream(), streamed_limit(service.settings),
                                  await run_in_threadpool(spool_folder))
         try:
             info = await run_in_threadpool(service.upload_features, received, filename, token)

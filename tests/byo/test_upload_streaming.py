@@ -111,7 +111,7 @@ def test_a_64_mib_upload_streams_through_with_flat_server_memory(redis_url, big_
     try:
         with PidflowClient(server.url) as client:
             limits = client.upload_limits()
-            assert limits["max_upload_bytes"] == 256 * MIB and limits["feature_folder"] is True
+            assert limits["max_upload_bytes"] == 4 * 1024 * MIB and limits["feature_folder"] is True  # streamed: 4 GiB
             assert limits["max_run_bytes_without_feature_folder"] is None
             small = _features_file(tmp_path / "small.safetensors", 3, 40, 8, seed=2)
             client.upload_features(small)  # the upload path's imports happen here, not in what is measured
@@ -290,3 +290,15 @@ def test_a_torch_file_is_read_from_its_stored_bytes(tmp_path):
             evil.writestr(name, pickle.dumps({"vision": Evil()}, protocol=2) if name == data else source.read(name))
     with pytest.raises(ValueError, match="not a readable torch file .*weights_only"):
         read_features(tmp_path / "evil.pt", lazy=True)
+
+
+def test_the_streamed_limit_by_default_takes_a_7b_file_where_a_feature_folder_holds_it(tmp_path):
+    from app.settings import Settings
+    from app.uploads import streamed_limit
+
+    folder = {"PIDFLOW_FEATURE_DIR": str(tmp_path)}
+    assert streamed_limit(Settings(), folder) == 4 << 30  # a 516 MiB float16 file of 1,000 questions fits
+    assert streamed_limit(Settings(), {}) == 256 * MIB  # without a folder its runs go to Redis: as the dashboard
+    assert streamed_limit(Settings(max_upload_bytes=300 * MIB), {**folder, "PIDFLOW_MAX_UPLOAD_BYTES": "314572800"}) \
+        == 300 * MIB  # set: it is the limit
+    assert streamed_limit(Settings(max_upload_bytes=10 * MIB), folder) == 10 * MIB
