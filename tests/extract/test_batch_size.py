@@ -161,3 +161,12 @@ def test_auto_on_cpu_keeps_eight(llava_folder, eight_items):
     assert sizer.probe is None and sizer.size == 8 and sizer.key.endswith("|cpu|float32|none")
     features = extract(adapter, eight_items[:5], answers=ANSWERS, batch_size="auto")
     assert features.n == 5
+
+
+def test_a_worker_refuses_a_bad_loading_variable_at_start():
+    from worker.settings import WorkerSettings
+
+    assert WorkerSettings.from_env({"PIDFLOW_BATCH_SIZE": "auto", "PIDFLOW_DTYPE": "bfloat16"}).loading == \
+        LoadOptions(dtype="bfloat16", batch_size="auto")
+    with pytest.raises(ValueError, match=r"batch size \(PIDFLOW_BATCH_SIZE\) must be >= 1 or auto, got 0"):
+        WorkerSettings.from_env({"PIDFLOW_BATCH_SIZE": "0"})
