@@ -36,15 +36,20 @@ def small_multiples(report: dict, recipe: str) -> go.Figure:
         for col, task in enumerate(tasks, start=1):
             layers = series.get((model, task)) or []
             for term in TERMS:
+                bounds = [((layer.get("ci") or {}).get(term) or [None, None]) for layer in layers]
+                interval = "<br>95%% interval [%{customdata[0]:.3f}, %{customdata[1]:.3f}]" if any(
+                    lo is not None for lo, _ in bounds) else ""
                 fig.add_trace(go.Scatter(
                     x=[layer["layer"] for layer in layers], y=[layer[term] for layer in layers],
                     name=TERM_LABELS[term], legendgroup=term, showlegend=row == 1 and col == 1,
                     stackgroup=f"{row}-{col}", mode="lines", line={"width": 0.5, "color": TERM_COLOURS[term]},
+                    customdata=bounds,
                     hovertemplate=f"{model} · {task}<br>layer %{{x}}<br>{TERM_LABELS[term]} %{{y:.3f}} bits"
-                                  "<extra></extra>"), row=row, col=col)
+                                  f"{interval}<extra></extra>"), row=row, col=col)
+            _total_band(fig, layers, row, col, first=row == 1 and col == 1)
     fig.update_layout(template="plotly_white", height=max(260, 220 * len(models)) + 80,
                       title={"text": f"PID per layer, baseline ({recipe} recipe), bits", "x": 0.01},
-                      legend={"orientation": "h", "y": -0.15}, margin={"l": 60, "r": 40, "t": 70, "b": 40})
+                      legend={"orientation": "h", "y": -0.25}, margin={"l": 60, "r": 40, "t": 70, "b": 60})
     fig.update_xaxes(title_text=None, dtick=1)
     fig.update_yaxes(rangemode="tozero")
     for col in range(1, len(tasks) + 1):
@@ -52,6 +57,24 @@ def small_multiples(report: dict, recipe: str) -> go.Figure:
     for row in range(1, len(models) + 1):
         fig.update_yaxes(title_text="bits", row=row, col=1)
     return fig
+
+
+def _total_band(fig: go.Figure, layers: list[dict], row: int, col: int, first: bool) -> None:
+    """The total's 95% interval as a grey band around the top of the stack, and the total as a dotted line
+    (only when the analyses have intervals: a stacked area cannot carry each term's own band honestly)."""
+    bounds = [(layer.get("ci") or {}).get("total") for layer in layers]
+    if not layers or not all(bounds):
+        return
+    x = [layer["layer"] for layer in layers]
+    fig.add_trace(go.Scatter(x=x + x[::-1], y=[hi for _, hi in bounds] + [lo for lo, _ in bounds][::-1],
+                             mode="lines", fill="toself", fillcolor="rgba(0,0,0,0.12)", line={"width": 0},
+                             hoverinfo="skip",
+                             name="total, 95% interval", legendgroup="total-band", showlegend=first, meta="ci:total"),
+                  row=row, col=col)
+    fig.add_trace(go.Scatter(x=x, y=[layer["total"] for layer in layers], mode="lines",
+                             line={"color": "#222", "width": 1, "dash": "dot"}, name="total", legendgroup="total",
+                             showlegend=first, meta="total",
+                             hovertemplate="layer %{x}<br>total %{y:.3f} bits<extra></extra>"), row=row, col=col)
 
 
 def sweep_cells(report: dict, model: str, task: str, recipe: str) -> list[dict]:

@@ -92,7 +92,7 @@ def test_study_page_in_a_browser(finished_study, tmp_path):
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6 * 3",
                                timeout=90_000)  # 1.5 MB of inline plotly.js on a busy 2-core machine
         grids = page.evaluate("Array.from(document.querySelectorAll('.js-plotly-plot')).map(el => el.data.length)")
-        assert grids[:2] == [4 * 2, 4 * 2], "small multiples: 4 terms x 2 tasks per recipe"
+        assert grids[:2] == [6 * 2, 6 * 2], "small multiples: 4 terms + the total and its band x 2 tasks per recipe"
         page.screenshot(path=str(ARTIFACTS / "study-01-page.png"), full_page=True)
         findings = page.locator("h2", has_text="What the study found")
         assert findings.count() == 1 and page.locator("span.verdict").count() >= 3 * 4  # (a)-(c) per part x recipe

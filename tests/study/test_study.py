@@ -96,6 +96,31 @@ def test_the_sweep_heatmap_is_symmetric_unsaturated_and_marks_each_cut():
     assert button.args[0]["zmax"] == [pytest.approx(1.1 * 18)]
 
 
+def test_small_multiples_draw_the_totals_band_when_there_are_intervals():
+    from pidcore.study_figures import small_multiples
+
+    def layers(with_ci):
+        out = []
+        for index in range(7):
+            entry = {"layer": index, "redundancy": 0.1, "unique_vision": 0.2, "unique_language": 0.3, "synergy": 0.05,
+                     "total": 0.65}
+            if with_ci:
+                entry["ci"] = {t: [entry[t] - 0.05, entry[t] + 0.05] for t in entry if t != "layer"}
+            out.append(entry)
+        return out
+
+    for with_ci, traces in ((True, 6), (False, 4)):
+        report = {"request": {"models": ["demo"], "tasks": ["color"]},
+                  "series": [{"model": "demo", "task": "color", "recipe": "pidflow", "kind": "baseline",
+                              "layers": layers(with_ci)}]}
+        fig = small_multiples(report, "pidflow")
+        assert len(fig.data) == traces
+    fig = small_multiples({**report, "series": [{**report["series"][0], "layers": layers(True)}]}, "pidflow")
+    band = next(trace for trace in fig.data if trace.meta == "ci:total")
+    assert list(band.y) == pytest.approx([0.7] * 7 + [0.6] * 7) and band.fill == "toself"
+    assert list(fig.data[0].customdata[0]) == pytest.approx([0.05, 0.15])  # each term's interval in its hover
+
+
 def test_bad_study_requests_list_every_problem():
     with pytest.raises(ValueError) as error:
         StudyRequest.from_dict({"models": [], "recipes": ["nope"], "sweep": {"edges": ["x"], "k": 0},
