@@ -39,8 +39,9 @@ class AnalysisRequestBody(BaseModel):
                             description="PCA sizes for vision, language, target (each at most PIDFLOW_MAX_DIM)")
     gaussianize: Literal["auto", "none", "copula", "flow"] | bool = Field(
         DEFAULT_REQUEST["gaussianize"],
-        description="auto (default: copula, plus joint flows when they raise the held-out likelihood), none (PCA "
-                    "only), copula (per-coordinate normal scores, then PCA), flow (copula, PCA, then joint flows); "
+        description="auto (default: per variable the copula where its high-variance features are non-Gaussian, "
+                    "plus joint flows only where the latents stay jointly non-Gaussian and the flows win on held-out "
+                    "likelihood; decided once per analysis and recorded in the result), none (PCA only), copula (per-coordinate normal scores, then PCA), flow (copula, PCA, then joint flows); "
                     "true/false of older clients mean auto/none")
     bootstrap: int = Field(DEFAULT_REQUEST["bootstrap"], ge=0,
                            description="bootstrap rounds of the 95% intervals (paired between runs), 0 for none (at most "
@@ -56,6 +57,9 @@ class AnalysisRequestBody(BaseModel):
         description="the target Y of the knockout run: the baseline's (default; layers before the window then have "
                     "a delta of exactly 0) or the knockout run's own answer distribution")
     seed: int = Field(DEFAULT_REQUEST["seed"], ge=0, le=MAX_SEED)
+    reduce_first: bool = Field(
+        False, description="PCA of the raw features before the marginal Gaussianization (the seed-faithful "
+                           "recipe's order; default false: Gaussianize each feature, then PCA)")
 
 
 class JobStatus(BaseModel):

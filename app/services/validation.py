@@ -18,7 +18,7 @@ DEFAULT_REQUEST = {  # the analysis `pidflow serve` submits at start and the das
     "model": "demo", "dataset": "easy-vqa", "tasks": ["color"], "split": "test", "n_questions": 400,
     "correct_only": False, "language_pooling": "mean", "target": "logprobs", "measure": "broja",
     "dims": [8, 8, 4], "gaussianize": "auto", "estimator": "corrected", "bootstrap": 200, "knockout": None,
-    "knockout_target": "baseline", "seed": 0,
+    "knockout_target": "baseline", "seed": 0, "reduce_first": False,
 }
 MAX_STUDY_WINDOWS = 16  # fixed knockout windows per study (each is one more extraction and analysis per part)
 __all__ = ["DEFAULT_REQUEST", "KNOCKOUT_EDGES", "MAX_STUDY_WINDOWS", "Validation"]

@@ -60,7 +60,9 @@ def test_gpu_workers_reserve_an_nvidia_device_and_cache_models(compose):
 
 def test_dockerfile_pins_torch_and_starts_the_factory():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert '"torch==2.13.0"' in dockerfile
+    # torch at the tested version: the Dockerfile installs the constraints file's pin (torch==2.13.0)
+    assert "grep -m1 '^torch==' constraints.txt" in dockerfile
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().splitlines()
     assert '"app.server:create_app", "--factory"' in dockerfile
     for folder in ("pidcore", "worker", "app", "static"):
         assert f"COPY {folder} ./{folder}" in dockerfile and (ROOT / folder).is_dir()
