@@ -136,7 +136,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
         result = run_remote_analysis(args.server, request, token=args.token)
     else:
-        from pidcore.analysis import AnalysisRequest, run_analysis
+        from pidcore.pipeline.analysis import AnalysisRequest, run_analysis
 
         _apply_loading_options(args)
         result = run_analysis(AnalysisRequest.from_dict(request), progress=True)
@@ -160,7 +160,7 @@ def _cmd_analyze_features(args: argparse.Namespace) -> int:
 
         result = run_remote_features(args.server, args.features, options, token=args.token)
     else:
-        from pidcore.uploaded import analyze_features
+        from pidcore.features.uploaded import analyze_features
 
         result = analyze_features(args.features, progress=True, **options)
     return _write_result(result, args.output)
@@ -177,7 +177,7 @@ def _write_result(result: dict, output: str) -> int:
 
 def _layer_table(result: dict) -> str:
     try:
-        from pidcore.report import format_layer_table
+        from pidcore.pipeline.report import format_layer_table
     except ImportError:  # the report module is optional for remote runs: a plain table (bits)
         lines = ["run       layer  redundancy  unique_vision  unique_language  synergy   total"]
         for run_name, run in result["runs"].items():

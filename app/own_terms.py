@@ -4,7 +4,7 @@ terms (bits), for the "try your own image and question" box.
 Results keep no fitted transforms (PCA, Gaussianization, the PID's covariance), so the question is placed
 by refitting: the analysis's baseline pooled features (kept by the worker for demo-model analyses,
 worker.tasks._keep_probe) get the new question as one more row, and the same pipeline with the same
-request (bootstrap off) runs on the n + 1 rows (pidcore.analysis.analyze_layers). The new row's pointwise
+request (bootstrap off) runs on the n + 1 rows (pidcore.pipeline.analysis.analyze_layers). The new row's pointwise
 terms are what the question would have got as one more question of the analysis. `refit_shift_bits` says
 how far that refit moved the analysis's own questions' terms (their largest absolute change), the price of
 one extra row; it is small when n is large and the Gaussianization chose the same way.
@@ -43,7 +43,7 @@ def appended(features, extra):
 def place(features, extra, request: dict, stored_pointwise: list | None = None) -> dict:
     """Pointwise terms (bits) of the last row of `extra` refitted among `features` with the analysis
     `request`: {layers: [{layer, R, U_v, U_l, S, total}], refit_shift_bits, n_questions, gaussianization}."""
-    from pidcore.analysis import AnalysisRequest, analyze_layers
+    from pidcore.pipeline.analysis import AnalysisRequest, analyze_layers
 
     parsed = AnalysisRequest.from_dict({**request, "bootstrap": 0})
     entries = analyze_layers(appended(features, extra), parsed)

@@ -13,8 +13,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pidcore import costs
-from pidcore.validation import rows_needed
+from pidcore.pipeline import costs
+from pidcore.pipeline.validation import rows_needed
 
 
 class Refused(ValueError):
@@ -161,11 +161,11 @@ def study_dims(study) -> tuple[int, int, int]:
 
 
 def check_study(study, describe=None) -> None:
-    """The feasibility check of a study (a pidcore.study.StudyRequest), part by part as its workers run it:
+    """The feasibility check of a study (a pidcore.study.run.StudyRequest), part by part as its workers run it:
     for every model x task, the analysis check above (`check`) at the recipes' PCA sizes and the task's
     questions, and every knockout window (fixed ones, the image->question cut, the sweep's edges) against
     the model (`describe(model)` -> {num_layers, knockout_edges, family}; default: its local config)."""
-    from pidcore.study import SEED_CUT_EDGES
+    from pidcore.study.run import SEED_CUT_EDGES
 
     describe = describe or _local_model
     dims = list(study_dims(study))

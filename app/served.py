@@ -23,7 +23,7 @@ from app.embedded import stop_process
 from app.redis_local import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK = ("worker.jobs", "worker.celery_app", "pidcore.analysis", "pidcore.demo", "pidcore.data")
+STACK = ("worker.jobs", "worker.celery_app", "pidcore.pipeline.analysis", "pidcore.demo", "pidcore.data")
 
 
 def stack_available() -> bool:

@@ -1,6 +1,6 @@
 """`pidflow study`: the seed paper's whole experiment (models x tasks x runs x recipes) as one command.
 
-Runs locally (pidcore.study.run_study) with a progress bar for the whole and one for the current part, and
+Runs locally (pidcore.study.run.run_study) with a progress bar for the whole and one for the current part, and
 writes the report as study.json, study.csv and a self-contained study.html into the output folder.
 """
 
@@ -23,7 +23,7 @@ def _edges(text: str) -> list[str]:
 
 
 def add_study_parser(sub) -> None:
-    from pidcore.study import DEFAULT_SWEEP, RECIPES, StudyRequest
+    from pidcore.study.run import DEFAULT_SWEEP, RECIPES, StudyRequest
 
     defaults = StudyRequest()
     study = sub.add_parser("study", help="run a whole study (models x tasks x knockout runs x recipes) and "
@@ -93,7 +93,7 @@ def study_request(args: argparse.Namespace) -> dict:
 def _question_ids(path):
     if not path:
         return None
-    from pidcore.study import read_question_ids
+    from pidcore.study.run import read_question_ids
 
     return read_question_ids(path)
 
@@ -109,7 +109,7 @@ def plotly_js() -> str | None:
 
 
 def write_report(report: dict, folder: str | Path) -> dict[str, Path]:
-    from pidcore.study_export import to_csv, to_html, to_json
+    from pidcore.study.export import to_csv, to_html, to_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,8 +121,8 @@ def write_report(report: dict, folder: str | Path) -> dict[str, Path]:
 
 
 def findings_text(report: dict) -> str:
-    """What the study found: the seed's claims (a)-(e) with verdicts and intervals (pidcore.study_verdicts)."""
-    from pidcore.study_verdicts import summary_lines
+    """What the study found: the seed's claims (a)-(e) with verdicts and intervals (pidcore.study.verdicts)."""
+    from pidcore.study.verdicts import summary_lines
 
     found = report.get("findings")
     if not found:
@@ -160,7 +160,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     import torch
 
     from app.precheck import check_study
-    from pidcore.study import StudyInterrupted, StudyRequest, run_study
+    from pidcore.study.run import StudyInterrupted, StudyRequest, run_study
 
     request = StudyRequest.from_dict(study_request(args))
     check_study(request)  # the feasibility check the server's gate runs: refused before any model loads

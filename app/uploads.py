@@ -1,5 +1,5 @@
 """Features files uploaded to the service (POST /api/v1/features, the dashboard's drop zone): checked with
-pidcore.featurefile, stored through worker.uploads, then analysed as model "features:<sha256>".
+pidcore.features.files, stored through worker.uploads, then analysed as model "features:<sha256>".
 
 Errors: `UploadTooLarge` (HTTP 413), `ValueError` for a file or request that does not fit (422),
 `KeyError` for an unknown file or image (404).
@@ -16,8 +16,8 @@ from pathlib import Path
 from worker.uploads import SPOOL_PREFIX, NeedsFeatureFolder, UploadStore
 
 DECODED_PER_UPLOAD_BYTE = 2  # a file's arrays may decode to at most twice PIDFLOW_MAX_UPLOAD_BYTES
-PREFIX = "features:"  # pidcore.uploaded.PREFIX; not imported at start so that the API's import stays light
-IMAGE_PREFIX = "upload."  # image ids of a file's questions (pidcore.featurefile)
+PREFIX = "features:"  # pidcore.features.uploaded.PREFIX; not imported at start so that the API's import stays light
+IMAGE_PREFIX = "upload."  # image ids of a file's questions (pidcore.features.files)
 
 
 class UploadTooLarge(ValueError):
@@ -120,8 +120,8 @@ class FeatureUploads:
         layer at a time and memory does not grow with its size): its summary (id, model, sizes, tasks),
         `created` (False when the same file was here already with its files) and `request`, the
         AnalysisRequest that analyses all of it."""
-        from pidcore.featurefile import read_features
-        from pidcore.uploaded import features_request
+        from pidcore.features.files import read_features
+        from pidcore.features.uploaded import features_request
 
         on_disk = isinstance(data, ReceivedFile)  # the REST route's streamed body, else the dashboard's bytes
         limit = streamed_limit(self.settings) if on_disk else self.settings.max_upload_bytes
@@ -174,8 +174,8 @@ class FeatureUploads:
 
     def validate(self, request: dict) -> None:
         """ValueError unless the request names an uploaded file and fits it (tasks, pooling, target)."""
-        from pidcore.analysis import AnalysisRequest
-        from pidcore.uploaded import check_request, features_sha
+        from pidcore.features.uploaded import check_request, features_sha
+        from pidcore.pipeline.analysis import AnalysisRequest
 
         sha = features_sha(request.get("model"))
         try:
@@ -213,8 +213,8 @@ def _precheck(request, info: dict) -> None:
     """As app.precheck for models: refuse PCA sizes beyond the file's dimensions, or too few of its questions
     for them (each cross-fitting fold needs more questions than latent dimensions)."""
     from app.precheck import Refused
-    from pidcore import costs
-    from pidcore.validation import rows_needed
+    from pidcore.pipeline import costs
+    from pidcore.pipeline.validation import rows_needed
 
     dims = list(request.dims)
     for index, (name, size) in enumerate((("vision", info["vision_dim"]), ("language", info["language_dim"]),

@@ -18,9 +18,9 @@ import warnings
 
 import numpy as np
 
-from pidcore.estimate import FIELDS
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import pid_flow
+from pidcore.estimators.estimate import FIELDS
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.pipeline.layerwise import pid_flow
 
 CONFIGS = (((8, 8, 4), 400), ((16, 16, 8), 900), ((4, 4, 2), 2000))
 

@@ -22,7 +22,7 @@ from app.served import in_thread
 from app.server import create_app
 from app.service import AnalysisService
 from app.settings import Settings
-from pidcore.featurefile import read_features, write_features
+from pidcore.features.files import read_features, write_features
 from worker.uploads import UploadStore
 
 

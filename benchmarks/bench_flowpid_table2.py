@@ -15,8 +15,8 @@ import warnings
 
 import numpy as np
 
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import pid_flow
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.pipeline.layerwise import pid_flow
 
 PUBLISHED = {  # (Tilde-PID, Flow-PID, Truth) per part R, U1, U2, S
     (2, 2, 2): [(0.18, 0.62, 0.79), (0.29, 0.91, 1.46), (0.76, 0.50, 0.58), (0.02, 0.11, 0.18)],

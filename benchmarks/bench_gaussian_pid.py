@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pidcore.pid import gaussian_pid, solve_union
+from pidcore.estimators.pid import gaussian_pid, solve_union
 
 DIMS = [(4, 4, 2), (16, 16, 8), (32, 32, 16), (64, 64, 32), (128, 128, 64)]
 

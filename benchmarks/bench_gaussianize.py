@@ -31,10 +31,10 @@ import time
 import numpy as np
 from scipy.stats import ortho_group
 
-from pidcore.copula import normal_scores
-from pidcore.pid import gaussian_pid, solve_union
-from pidcore.pipeline import _log_ratio, pid_flow
-from pidcore.reduce import PCAReducer
+from pidcore.estimators.pid import gaussian_pid, solve_union
+from pidcore.gaussianize.copula import normal_scores
+from pidcore.pipeline.layerwise import _log_ratio, pid_flow
+from pidcore.reduce.pca import PCAReducer
 
 FIELDS = ("redundancy", "unique1", "unique2", "synergy", "total")
 SHORT = ("R", "U1", "U2", "S", "total")

@@ -16,8 +16,8 @@ import time
 import numpy as np
 from scipy.stats import ortho_group
 
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import layerwise
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.pipeline.layerwise import layerwise
 
 FIELDS = ("redundancy", "unique1", "unique2", "synergy", "total")
 

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from pidcore.pipeline import gaussianization_plan, layerwise
+from pidcore.pipeline.layerwise import gaussianization_plan, layerwise
 from pidcore.synthetic import real_width_system
 
 PARTS = ("redundancy", "unique1", "unique2", "synergy", "total")

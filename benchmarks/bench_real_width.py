@@ -31,7 +31,7 @@ PARTS = ("redundancy", "unique1", "unique2", "synergy", "total")
 ANALYSE = """
 import json, sys, time, warnings
 import numpy as np
-from pidcore.pipeline import layerwise
+from pidcore.pipeline.layerwise import layerwise
 data = np.load(sys.argv[1])
 layers = int(data["layers"])
 x1 = [data[f"x1_{i}"] for i in range(layers)]

@@ -1,7 +1,7 @@
-"""Stage speeds behind the dashboard's run-time estimate (pidcore/costs.py): extraction seconds per
+"""Stage speeds behind the dashboard's run-time estimate (pidcore/pipeline/costs.py): extraction seconds per
 question and run on the demo model, and PID seconds per layer for each Gaussianization mode, plus per
 bootstrap round. Usage: python benchmarks/bench_stage_speeds.py [--questions 200]. Prints the figures;
-copy them into pidcore/costs.py when they change (say how busy the machine was)."""
+copy them into pidcore/pipeline/costs.py when they change (say how busy the machine was)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--questions", type=int, default=200)
     args = parser.parse_args()
-    from pidcore.analysis import AnalysisRequest, analyze_layers, extract_features
+    from pidcore.pipeline.analysis import AnalysisRequest, analyze_layers, extract_features
 
     request = AnalysisRequest.from_dict({"n_questions": args.questions, "dims": [8, 8, 4], "gaussianize": "none"})
     extract_features(AnalysisRequest.from_dict({"n_questions": 8}))  # load the model once

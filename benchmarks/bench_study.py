@@ -1,5 +1,5 @@
 """Wall time of a whole study on the demo model: every easy-VQA task, the seed cut and a full knockout sweep,
-both recipes (pidflow default and seed-faithful), in this process (pidcore.study.run_study).
+both recipes (pidflow default and seed-faithful), in this process (pidcore.study.run.run_study).
 
     .venv/bin/python benchmarks/bench_study.py                 # defaults: 400 questions per task, k = 9
     .venv/bin/python benchmarks/bench_study.py --k 3 --n 200   # a denser sweep, fewer questions
@@ -34,7 +34,7 @@ def main() -> int:
     import torch
 
     from pidcore.data import list_datasets
-    from pidcore.study import default_request, run_study
+    from pidcore.study.run import default_request, run_study
 
     torch.set_num_threads(args.threads)
     tasks = list_datasets()["easy-vqa"].task_names

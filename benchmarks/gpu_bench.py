@@ -18,7 +18,7 @@ LLaVA-1.6 (anyres, 336 tiles on a 672x672 grid, unpadded to 4:3) one 2,340.
 The projection uses measured per-question costs of whole extract_runs calls on one GPU (wall time,
 synchronised: processor, vision tower, decoder and pooling included) and the cost of a knocked-out run as a
 function of its window's first layer (fitted from the measured seed cut and a late window with prefix
-reuse); it counts every run of the study's plan (pidcore.study.plan_runs) for each model with its own
+reuse); it counts every run of the study's plan (pidcore.study.run.plan_runs) for each model with its own
 family's cost. The CPU-side analysis is not part of this figure.
 """
 
@@ -63,7 +63,7 @@ TINY = Shape(32, 1, 2, 64, 2, 4, 128)
 
 def window_firsts(layers: int, k: int) -> list[int]:
     """First decoder layer of every knocked-out run of a study's plan: the seed cut (0) and a k-layer window
-    centred on each layer (as pidcore.study.sweep_windows clips them)."""
+    centred on each layer (as pidcore.study.run.sweep_windows clips them)."""
     before = (k - 1) // 2
     return [0] + [max(0, centre - before) for centre in range(layers)]
 

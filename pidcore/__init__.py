@@ -9,23 +9,23 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "gaussian_mi": "pidcore.info",
-    "PID": "pidcore.pid",
-    "gaussian_pid": "pidcore.pid",
-    "solve_union": "pidcore.pid",
-    "pid_flow": "pidcore.pipeline",
-    "layerwise": "pidcore.pipeline",
-    "PIDFlowResult": "pidcore.pipeline",
-    "LayerwiseResult": "pidcore.pipeline",
+    "gaussian_mi": "pidcore.estimators.info",
+    "PID": "pidcore.estimators.pid",
+    "gaussian_pid": "pidcore.estimators.pid",
+    "solve_union": "pidcore.estimators.pid",
+    "pid_flow": "pidcore.pipeline.layerwise",
+    "layerwise": "pidcore.pipeline.layerwise",
+    "PIDFlowResult": "pidcore.pipeline.layerwise",
+    "LayerwiseResult": "pidcore.pipeline.layerwise",
     # bring your own activations (docs/features-format.md)
-    "token_roles": "pidcore.pooled",
-    "roles_from_masks": "pidcore.pooled",
-    "pool_roles": "pidcore.pooled",
-    "answer_states": "pidcore.pooled",
-    "answer_logprobs": "pidcore.pooled",
-    "read_features": "pidcore.featurefile",
-    "write_features": "pidcore.featurefile",
-    "analyze_features": "pidcore.uploaded",
+    "token_roles": "pidcore.features.pooled",
+    "roles_from_masks": "pidcore.features.pooled",
+    "pool_roles": "pidcore.features.pooled",
+    "answer_states": "pidcore.features.pooled",
+    "answer_logprobs": "pidcore.features.pooled",
+    "read_features": "pidcore.features.files",
+    "write_features": "pidcore.features.files",
+    "analyze_features": "pidcore.features.uploaded",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,9 +1,9 @@
 """Plotly figures of pidflow results, for notebooks, scripts and the dashboard (which calls these builders).
 
-Every builder takes a result document (schema pidflow.result/1, as made by pidcore.analysis.run_analysis or
-returned by the API) or, where it says so, pidcore.pipeline.LayerwiseResult objects (``layerwise(...)``'s
+Every builder takes a result document (schema pidflow.result/1, as made by pidcore.pipeline.analysis.run_analysis or
+returned by the API) or, where it says so, pidcore.pipeline.layerwise.LayerwiseResult objects (``layerwise(...)``'s
 return value; pass a knockout run's result as ``knockout=`` and its decoder-layer window as ``window=``).
-Study figures (pidflow.study/1 reports) come from pidcore.study_figures and are re-exported here.
+Study figures (pidflow.study/1 reports) come from pidcore.study.figures and are re-exported here.
 Builders return plotly ``graph_objects.Figure``s: ``fig.show()`` draws them in Jupyter, ``fig.write_html()``
 saves them. Pure functions: no I/O; plotly graph_objects only (no pandas).
 
@@ -19,7 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pidcore.study_figures import baseline_series, small_multiples, sweep_cells, sweep_heatmap
+from pidcore.study.figures import baseline_series, small_multiples, sweep_cells, sweep_heatmap
 
 __all__ = [
     "TERMS", "TERM_NAMES", "fmt", "as_document", "TERM_LABELS", "TERM_COLOURS", "result_document", "stacked_figure", "difference_figure",
@@ -58,14 +58,14 @@ RUN_DASH = {"baseline": "solid", "knockout": "dash"}
 
 
 def result_document(baseline, knockout=None, *, window=None, edges=None, tasks=None, model: str = "") -> dict:
-    """A result document (the parts of pidflow.result/1 that the figures read) from pidcore.pipeline
+    """A result document (the parts of pidflow.result/1 that the figures read) from pidcore.pipeline.layerwise
     LayerwiseResult objects: ``baseline`` and optionally ``knockout`` (the same questions, in the same order,
     analysed with the same bootstrap seed so that their draws are paired). ``window``: the knockout's decoder
     layers [first, last] (shaded; sets the layers the effect metrics average over); ``edges``: the blocked
     edges, for labels; ``tasks``: one task name per question (for task_overlay_figure), else "all".
     Layer i of a result is plot layer i (0 = embeddings when the layers came from pidflow's extraction).
-    With bootstrap draws in both runs, the knockout effects carry paired 95% intervals (pidcore.effects)."""
-    from pidcore.effects import add_intervals, knockout_effects
+    With bootstrap draws in both runs, the knockout effects carry paired 95% intervals (pidcore.pipeline.effects)."""
+    from pidcore.pipeline.effects import add_intervals, knockout_effects
 
     def entries(result):
         out = []
@@ -125,7 +125,7 @@ def as_document(source, knockout=None, window=None, **labels) -> dict:
         return source
     if hasattr(source, "layers") and all(hasattr(layer, "pid") for layer in source.layers):
         return result_document(source, knockout, window=window, **labels)
-    raise TypeError(f"expected a result document (dict) or a pidcore.pipeline.LayerwiseResult, "
+    raise TypeError(f"expected a result document (dict) or a pidcore.pipeline.layerwise.LayerwiseResult, "
                     f"not {type(source).__name__}")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pidcore.pid import PID, gaussian_pid
+from pidcore.estimators.pid import PID, gaussian_pid
 
 
 def latent_covariance(dims: tuple[int, int, int] = (4, 4, 4), seed: int = 0, coupling: float = 0.3) -> np.ndarray:

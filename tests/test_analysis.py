@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from pidcore.analysis import AnalysisRequest, analyze_layers, extract_features, run_analysis
-from pidcore.effects import knockout_effects, last_third
-from pidcore.report import format_layer_table
+from pidcore.pipeline.analysis import AnalysisRequest, analyze_layers, extract_features, run_analysis
+from pidcore.pipeline.effects import knockout_effects, last_third
+from pidcore.pipeline.report import format_layer_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread for the tiny models
 
@@ -143,8 +143,8 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
     import sys
     import types
 
+    from pidcore.estimators.pid import PID
     from pidcore.extract import Features
-    from pidcore.pid import PID
 
     calls = []
 
@@ -159,7 +159,7 @@ def test_analyze_layers_maps_pipeline_output_to_result_names(monkeypatch):
                                       draws=None)
         return types.SimpleNamespace(layers=[layer] * len(x1_layers))
 
-    monkeypatch.setitem(sys.modules, "pidcore.pipeline", types.SimpleNamespace(layerwise=fake_layerwise))
+    monkeypatch.setitem(sys.modules, "pidcore.pipeline.layerwise", types.SimpleNamespace(layerwise=fake_layerwise))
     n, rng = 5, np.random.default_rng(0)
     features = Features(vision=rng.normal(size=(3, n, 6)), language=rng.normal(size=(3, n, 6)),
                         target=rng.normal(size=(n, 2)), qids=np.arange(n).astype(str), tasks=np.array(["c"] * n),
@@ -213,8 +213,8 @@ def test_a_knockout_run_analyses_only_the_layers_that_differ_and_takes_the_rest_
     entries are the baseline's (delta exactly 0); a different Y makes every layer differ."""
     import copy
 
-    from pidcore.analysis import differing_layers, reuse_identical_layers
     from pidcore.extract import Features
+    from pidcore.pipeline.analysis import differing_layers, reuse_identical_layers
 
     n, rng = 150, np.random.default_rng(7)
     baseline = Features(vision=rng.normal(size=(4, n, 6)), language=rng.normal(size=(4, n, 6)),

@@ -19,7 +19,7 @@ def test_the_plan_counted_is_the_studys_own():
         import gpu_bench
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    from pidcore.study import StudyRequest, plan_runs
+    from pidcore.study.run import StudyRequest, plan_runs
 
     runs = plan_runs(StudyRequest(), 32)  # the default study: baseline, seed cut, k=9 sweep
     firsts = sorted(run.knockout["layers"][0] for run in runs if run.knockout)

@@ -113,7 +113,7 @@ def test_serve_without_the_server_extra_says_which_extra_to_install():
 
 
 def test_the_library_commands_run_without_the_server_extra(tmp_path):
-    from pidcore.featurefile import write_features
+    from pidcore.features.files import write_features
     from tests.pidcore.test_featurefile import known_system
 
     vision, language, y = known_system(seed=4)

@@ -67,7 +67,7 @@ def submit(request: dict) -> JobInfo:
     version) gets the same job id and, once finished, the cached result (`cached=True`). A failed job
     submitted again restarts under the same id."""
     from pidcore import __version__
-    from pidcore.analysis import AnalysisRequest
+    from pidcore.pipeline.analysis import AnalysisRequest
     from worker.celery_app import EXTRACT, send
     from worker.revision import model_revision
 

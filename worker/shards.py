@@ -52,10 +52,10 @@ def shardable(request, size: int) -> bool:
 
 def extract_shard(request, start: int, stop: int) -> dict:
     """{"baseline": Features, "knockout": Features | None} of questions [start, stop): the same plain
-    extractions as pidcore.analysis.extract_features, on a slice that starts at a batch boundary."""
-    from pidcore.analysis import _adapter
+    extractions as pidcore.pipeline.analysis.extract_features, on a slice that starts at a batch boundary."""
     from pidcore.data import answer_set
     from pidcore.extract import Knockout, extract
+    from pidcore.pipeline.analysis import _adapter
 
     items = question_items(request)[start:stop]
     adapter = _adapter(request.model)

@@ -67,7 +67,7 @@ def submit(body: dict) -> dict:
     """Validate (ValueError) and queue a study; the same request, model revisions and code version get the
     same id (a finished one is served as is, a failed one restarts)."""
     from pidcore import __version__
-    from pidcore.study import StudyRequest
+    from pidcore.study.run import StudyRequest
     from worker.celery_app import send
     from worker.revision import model_revision
 
@@ -121,7 +121,7 @@ def cancel(study_id: str) -> dict:
 
 
 def _request_of(redis, names):
-    from pidcore.study import StudyRequest
+    from pidcore.study.run import StudyRequest
 
     return StudyRequest.from_dict(json.loads(_text(redis.hget(names["study"], "request"))))
 
@@ -149,7 +149,7 @@ def status(study_id: str) -> dict:
     raw = {_text(k): _text(v) for k, v in redis.hgetall(names["study"]).items()}
     if not raw:
         raise KeyError(f"unknown study {study_id!r}")
-    from pidcore.study import StudyRequest
+    from pidcore.study.run import StudyRequest
 
     request = StudyRequest.from_dict(json.loads(raw["request"]))
     landed = {_text(k) for k in redis.hkeys(names["study-parts"])}

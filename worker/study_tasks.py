@@ -74,7 +74,7 @@ def _count_delivery(study_id: str, name: str, what: str) -> None:
 
 
 def _part(study_id: str, attempt: str, index: int) -> None:
-    from pidcore.study import StudyRequest, run_part
+    from pidcore.study.run import StudyRequest, run_part
 
     redis, names = client(), keys(study_id)
     job = _alive(study_id, attempt)
@@ -106,7 +106,7 @@ def _maybe_finalize(study_id: str, attempt: str, request) -> None:
 def _queue_shards(study_id: str, attempt: str, index: int, request) -> bool:
     """Queue one study_shard per PIDFLOW_EXTRACT_SHARD questions of part `index` that is not stored yet
     (the first plan is kept on redelivery); False when the part is extracted whole."""
-    from pidcore.study import part_questions
+    from pidcore.study.run import part_questions
     from worker import shards
 
     size = shards.shard_size()
@@ -130,7 +130,7 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
                  worker: str) -> None:
     """Extract every run of questions [start, stop) of part `index` and store them with their marker, in
     one HSET (a shard is stored whole or not at all)."""
-    from pidcore.study import extract_questions
+    from pidcore.study.run import extract_questions
 
     model, task = parts_of(request)[index]
     label = f"{model} · {task} shard {shard + 1}"
@@ -153,7 +153,7 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
 
 
 def _shard(study_id: str, attempt: str, index: int, shard: int, start: int, stop: int, worker: str) -> None:
-    from pidcore.study import StudyRequest
+    from pidcore.study.run import StudyRequest
 
     redis, names = client(), keys(study_id)
     job = _alive(study_id, attempt)
@@ -177,8 +177,8 @@ def _shard(study_id: str, attempt: str, index: int, shard: int, start: int, stop
 
 def _merge_and_analyse(study_id: str, attempt: str, index: int, request, shards_info: list[dict]) -> None:
     """Merge the part's shards in question order (worker/shards.merge), then finish and analyse it as an
-    unsharded part (pidcore.study.finish_part, analyse_part) and land its records."""
-    from pidcore.study import analyse_part, finish_part
+    unsharded part (pidcore.study.run.finish_part, analyse_part) and land its records."""
+    from pidcore.study.run import analyse_part, finish_part
     from worker import shards
     from worker.studies import remove_features
 
@@ -202,7 +202,7 @@ def _merge_and_analyse(study_id: str, attempt: str, index: int, request, shards_
 
 
 def _finalize(study_id: str, attempt: str) -> None:
-    from pidcore.study import StudyRequest, build_report
+    from pidcore.study.run import StudyRequest, build_report
 
     redis, names = client(), keys(study_id)
     job = _alive(study_id, attempt)

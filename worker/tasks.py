@@ -2,7 +2,7 @@
 -> finalize (queue cpu). Each task takes (job_id, attempt) and is idempotent: a redelivered extract reuses
 stored features, a batch lands once (HSETNX), the result is written once (SET NX).
 
-Progress (0..1): extract 0 -> its expected share of the time (pidcore.costs.extract_share; 0.25 when
+Progress (0..1): extract 0 -> its expected share of the time (pidcore.pipeline.costs.extract_share; 0.25 when
 unknown), analyze -> 0.95 (finished batches plus fractions in flight), then 1.
 """
 
@@ -60,7 +60,7 @@ def _alive_job(job_id: str, attempt: str) -> dict:
 
 
 def _request(job: dict):
-    from pidcore.analysis import AnalysisRequest
+    from pidcore.pipeline.analysis import AnalysisRequest
 
     return AnalysisRequest.from_dict(json.loads(job["request"]))
 
@@ -156,7 +156,7 @@ def _load_features(job_id: str) -> dict | None:
 
 def _extract_end(request) -> float:
     """Where extraction ends on the progress bar: its expected share of the wall time, by stage speeds."""
-    from pidcore.costs import extract_share
+    from pidcore.pipeline.costs import extract_share
 
     try:
         return extract_share(request.to_dict(), None, default=EXTRACT_END) * ANALYZE_END
@@ -166,13 +166,13 @@ def _extract_end(request) -> float:
 
 def _features_for(request, reporter) -> dict:
     """Extract the request's features, or read them from an uploaded features file (model "features:<sha>")."""
-    from pidcore.uploaded import is_features_model
+    from pidcore.features.uploaded import is_features_model
 
     if is_features_model(request.model):
         from worker.uploads import uploaded_features
 
         return _call(uploaded_features, _store().redis, request)
-    from pidcore.analysis import extract_features
+    from pidcore.pipeline.analysis import extract_features
 
     return extract_features(request, progress=reporter)
 
@@ -218,7 +218,7 @@ def _queue_shards(job_id: str, attempt: str, request, reporter) -> bool:
 
 
 def _extract_shard(job_id: str, attempt: str, index: int, start: int, stop: int) -> None:
-    from pidcore.analysis import with_baseline_target
+    from pidcore.pipeline.analysis import with_baseline_target
     from worker import shards
 
     store = _store()
@@ -269,7 +269,7 @@ def _run_batches(plan: dict, run: str) -> list:
 
 def _plan(job_id: str, attempt: str, features: dict, reporter) -> None:
     """Fix the analysis plan once and queue one analyze task per (run, layer batch) not yet landed."""
-    from pidcore.analysis import differing_layers, gaussianization_plan
+    from pidcore.pipeline.analysis import differing_layers, gaussianization_plan
 
     store, settings = _store(), _context()[0]
     runs = [run for run in RUNS if features.get(run) is not None]
@@ -311,7 +311,7 @@ def extract(job_id: str, attempt: str) -> None:
 # -- analyze ------------------------------------------------------------------------------------------
 
 def _analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int]) -> None:
-    from pidcore.analysis import analyze_layers
+    from pidcore.pipeline.analysis import analyze_layers
 
     store = _store()
     job = _alive_job(job_id, attempt)
@@ -357,7 +357,7 @@ def analyze(job_id: str, attempt: str, run: str, index: int, layers: list[int]) 
 # -- finalize -----------------------------------------------------------------------------------------
 
 def _finalize(job_id: str, attempt: str) -> None:
-    from pidcore.analysis import assemble_result
+    from pidcore.pipeline.analysis import assemble_result
 
     store = _store()
     job = _alive_job(job_id, attempt)
@@ -413,9 +413,9 @@ def _preload(**_) -> None:
     load each PIDFLOW_WORKER_PRELOAD model into the adapter cache the extract task uses, and run one
     forward of two questions with it, so that the first job does not pay seconds of loading. (Not through
     extract_features: two questions are too few for its estimability check, rightly.)"""
-    from pidcore.analysis import AnalysisRequest, _adapter
     from pidcore.data import answer_set, load_questions
     from pidcore.extract import extract
+    from pidcore.pipeline.analysis import AnalysisRequest, _adapter
 
     for model in _context()[0].preload:
         started = time.perf_counter()

@@ -73,7 +73,7 @@ class UploadStore:
         return json.loads(info) if info is not None else None
 
     def put(self, feature_set, summary: dict | None = None) -> bool:
-        """Store a checked pidcore.featurefile.FeatureSet and its JSON `summary` (default: describe());
+        """Store a checked pidcore.features.files.FeatureSet and its JSON `summary` (default: describe());
         False (expiry refreshed) when it was already here with its files; True when written (again)."""
         sha = feature_set.sha256
         if self.refresh(sha) is not None and not self.files_missing(sha):
@@ -207,7 +207,7 @@ class UploadStore:
 
     def feature_set(self, sha: str):
         """The stored pidcore FeatureSet (images not loaded); UploadMissing when it is not here."""
-        from pidcore.featurefile import FeatureSet
+        from pidcore.features.files import FeatureSet
 
         features, knockout = self.redis.hmget(PREFIX + sha, ["features", "knockout"])
         if features is None:
@@ -271,6 +271,6 @@ def _png(image) -> bytes:
 
 def uploaded_features(client, request) -> dict:
     """{"baseline": Features, "knockout": None} of an AnalysisRequest whose model is "features:<sha>"."""
-    from pidcore.uploaded import features_sha, select_features
+    from pidcore.features.uploaded import features_sha, select_features
 
     return select_features(UploadStore(client).feature_set(features_sha(request.model)), request)

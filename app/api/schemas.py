@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.service import DEFAULT_REQUEST
-from pidcore.validation import MAX_SEED
+from pidcore.pipeline.validation import MAX_SEED
 
 TaskName = Annotated[str, Field(min_length=1)]
 Dim = Annotated[int, Field(ge=1)]

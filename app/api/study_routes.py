@@ -122,7 +122,7 @@ def _report(request: Request, study_id: str) -> dict:
             responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}}})
 def study_report(request: Request, study_id: str,
                  format: Literal["json", "csv", "html"] = "json"):  # noqa: A002 - query name
-    from pidcore.study_export import to_csv, to_html
+    from pidcore.study.export import to_csv, to_html
 
     document = _report(request, study_id)
     if format == "csv":
@@ -152,7 +152,7 @@ def _progress_page(info: dict) -> str:
 @router.get("/study/{study_id}", include_in_schema=False, response_class=HTMLResponse)
 def study_page(request: Request, study_id: str):
     """The report page with export buttons once ready; a self-refreshing progress page before."""
-    from pidcore.study_export import to_html
+    from pidcore.study.export import to_html
     from worker import studies
 
     with _mapped():

@@ -1,5 +1,5 @@
 """The request gate: what a request may ask on this server. One path for every kind: the typed request
-model validates shape (pidcore.analysis.AnalysisRequest, pidcore.study.StudyRequest, an upload's
+model validates shape (pidcore.pipeline.analysis.AnalysisRequest, pidcore.study.run.StudyRequest, an upload's
 features_request), then the server's checks (model allowed by PIDFLOW_MODELS and, hosted, in the model
 cache; the bounds PIDFLOW_MAX_*), then the one feasibility check (app.precheck: dataset present, estimable
 at this n, windows inside the model). Every refusal is a ValueError (app.precheck.Refused where it names
@@ -47,19 +47,19 @@ class Validation(Catalogue):
         self._validate_knockout(request.get("knockout"), described.get("num_layers"), described.get("knockout_edges"),
                                 described.get("family"))
         try:
-            analysis = importlib.import_module("pidcore.analysis")
+            analysis = importlib.import_module("pidcore.pipeline.analysis")
         except ImportError:
             return
         analysis.AnalysisRequest.from_dict(dict(request))
 
     def validate_study(self, body: Any):
-        """A study request through the same gate as an analysis: its shape (pidcore.study.StudyRequest, every
+        """A study request through the same gate as an analysis: its shape (pidcore.study.run.StudyRequest, every
         problem listed), then per model the allow-list and the model cache, the server's bounds on the fields
         it shares with an analysis (questions, bootstrap, dims, tasks) and on its windows, the dataset, and
         the feasibility of every part (app.precheck.check_study: estimable at this n, windows inside the
         model). Returns the StudyRequest; ValueError (Refused naming its field) otherwise."""
         from app.precheck import check_study, field_of
-        from pidcore.study import StudyRequest
+        from pidcore.study.run import StudyRequest
 
         if not isinstance(body, dict):
             raise Refused(None, "the request body must be a JSON object")
@@ -104,9 +104,9 @@ class Validation(Catalogue):
         check({**DEFAULT_REQUEST, **request})
 
     def estimate(self, request: dict) -> dict:
-        """Expected cost of a request (pidcore.costs.estimate: seconds per stage, None when unknown; the
+        """Expected cost of a request (pidcore.pipeline.costs.estimate: seconds per stage, None when unknown; the
         expected bias of the total in bits)."""
-        from pidcore import costs
+        from pidcore.pipeline import costs
 
         full = {**DEFAULT_REQUEST, **request}
         return costs.estimate(full, self._describe_model(full.get("model", "demo")).get("num_layers"))

@@ -364,8 +364,8 @@ def task_choices(dataset: dict | None) -> list[dict]:
 
 
 def study_form(models: list[dict], datasets: list[dict], hosted: bool) -> html.Div:
-    """Start a study: models x tasks x runs x recipes, filled with the API's defaults (pidcore.study)."""
-    from pidcore.study import StudyRequest
+    """Start a study: models x tasks x runs x recipes, filled with the API's defaults (pidcore.study.run)."""
+    from pidcore.study.run import StudyRequest
 
     defaults = StudyRequest()
     model_options = [{"label": model_label(m), "value": m["name"]} for m in models] or \

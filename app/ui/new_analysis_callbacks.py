@@ -10,7 +10,7 @@ from dash import Input, Output, State, ctx, html, no_update
 
 from app.ui import data, wording
 from app.ui.layout import DEFAULT_LAYERS, edge_options, layer_marks, model_summary
-from pidcore import costs
+from pidcore.pipeline import costs
 
 
 def build_request(model, dataset, tasks, n_questions, pooling, target, measure, dims, bootstrap,

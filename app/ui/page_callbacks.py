@@ -11,7 +11,7 @@ from dash import Input, Output, State, ctx, html, no_update
 from app.ui import data
 from app.ui.new_analysis_callbacks import build_request, form_field_of, plain_message
 from app.ui.results_callbacks import rendered_results
-from pidcore import costs
+from pidcore.pipeline import costs
 
 TABS = ("new", "results", "compare", "questions", "studies", "analyses")
 VIEW_KEYS = ("share", "analysis", "tab", "q")  # what a view's URL holds, in this order

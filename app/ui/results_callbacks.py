@@ -43,7 +43,7 @@ def _metric_name(key: str) -> tuple[str, str | None]:
 
 
 def effects_table(document: dict) -> html.Div:
-    """Knockout effect metrics (pidcore.effects output) plus answer probability and accuracy change, each
+    """Knockout effect metrics (pidcore.pipeline.effects output) plus answer probability and accuracy change, each
     with its plain name and a "?" saying what it is."""
     effects = document.get("effects")
     runs = document.get("runs") or {}

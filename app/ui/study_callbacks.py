@@ -100,7 +100,7 @@ def parse_windows(text: str | None, edges: list[str] | None) -> list[dict]:
 def build_study_request(models, dataset, tasks, dataset_tasks, seed_cut, sweep, k, edges, windows, recipes,
                         n_questions, dims, gaussianize, bootstrap) -> dict:
     """The POST /api/v1/studies body the form describes. "all" in `tasks` is every task of the dataset
-    (`dataset_tasks`); values pass as they are: the service validates them (pidcore.study.StudyRequest)."""
+    (`dataset_tasks`); values pass as they are: the service validates them (pidcore.study.run.StudyRequest)."""
     chosen = list(tasks or [])
     if "all" in chosen:
         chosen = list(dataset_tasks or [])

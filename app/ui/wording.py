@@ -95,7 +95,7 @@ def target_sentence(document: dict) -> str:
 
 def method_note(document: dict) -> str | None:
     """One line on what the numbers are and how good they are, from the result's ``estimates`` statement
-    (pidcore.analysis.estimates_statement), or its own method text when an older result has one."""
+    (pidcore.pipeline.analysis.estimates_statement), or its own method text when an older result has one."""
     estimates = (document or {}).get("estimates")
     if isinstance(estimates, dict) and estimates.get("estimator"):
         if estimates["estimator"] == "corrected":

@@ -51,8 +51,8 @@ def finished_study():
 
 
 def test_study_through_the_api_and_two_workers(finished_study):
-    from pidcore.analysis import AnalysisRequest, run_analysis
-    from pidcore.study import StudyRequest, analysis_request
+    from pidcore.pipeline.analysis import AnalysisRequest, run_analysis
+    from pidcore.study.run import StudyRequest, analysis_request
 
     _, info, bad, seen, report, exports = finished_study
     assert bad.status_code == 422 and "unknown task(s) 'nope'" in bad.json()["detail"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pidcore.featurefile import write_features
-from pidcore.uploaded import analyze_features
+from pidcore.features.files import write_features
+from pidcore.features.uploaded import analyze_features
 from tests.pidcore.test_featurefile import LAYERS, known_system
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from app.served import served, stack_available
-from pidcore.featurefile import write_features
-from pidcore.uploaded import analyze_features
+from pidcore.features.files import write_features
+from pidcore.features.uploaded import analyze_features
 from tests.browser.stack import CHROMIUM, chromium
 from tests.browser.test_dashboard import pick
 from tests.byo.test_cli_features import run_cli

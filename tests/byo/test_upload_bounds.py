@@ -15,13 +15,13 @@ import pytest
 import redis
 from numpy.lib import format as npy
 
-from pidcore.featurefile import MAX_MEMBERS, FeaturesFileError, read_features, write_features
+from pidcore.features.files import MAX_MEMBERS, FeaturesFileError, read_features, write_features
 from tests.service.test_api_routes import make_client, redis_url  # noqa: F401 - fixture
 
 GIB, MIB = 1 << 30, 1 << 20
 RSS_SCRIPT = textwrap.dedent("""
     import resource, sys
-    from pidcore.featurefile import FeaturesFileError, read_features
+    from pidcore.features.files import FeaturesFileError, read_features
     data = open(sys.argv[1], "rb").read()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:

@@ -62,7 +62,7 @@ def test_a_full_volume_answers_507_and_leaves_nothing(api, monkeypatch, tmp_path
 
 
 def test_a_full_volume_in_a_worker_leaves_no_folder(tmp_path, monkeypatch):
-    from pidcore.featurefile import read_features
+    from pidcore.features.files import read_features
 
     features = read_features(_npz(), filename="f.npz").features
     settings = feature_store.FeatureStoreSettings(directory=tmp_path)

@@ -11,9 +11,9 @@ import pytest
 import redis
 
 from app.redis_local import LocalRedis
-from pidcore.analysis import AnalysisRequest
-from pidcore.featurefile import read_features, write_features
-from pidcore.uploaded import features_request, select_features
+from pidcore.features.files import read_features, write_features
+from pidcore.features.uploaded import features_request, select_features
+from pidcore.pipeline.analysis import AnalysisRequest
 from worker import feature_store
 from worker.uploads import PREFIX, UploadMissing, UploadStore
 

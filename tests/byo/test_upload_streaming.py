@@ -21,7 +21,7 @@ import pytest
 
 from app.client import PidflowClient
 from app.redis_local import LocalRedis
-from pidcore.featurefile import read_features
+from pidcore.features.files import read_features
 
 MIB = 1 << 20
 LAYERS, QUESTIONS, HIDDEN = 33, 500, 1024  # float16 x 2 sources: 64.5 MiB
@@ -187,7 +187,7 @@ def test_a_chunked_body_over_the_limit_is_refused_while_streaming(redis_url, tmp
 
 
 def test_lazy_reading_equals_reading_whole(tmp_path):
-    from pidcore.featurefile import write_features
+    from pidcore.features.files import write_features
 
     rng = np.random.default_rng(0)
     vision = rng.standard_normal((4, 300, 512)).astype(np.float16)

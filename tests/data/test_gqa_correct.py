@@ -47,8 +47,8 @@ def gqa_root(tmp_path_factory):
 
 
 def test_correct_count_per_task_and_model_equals_the_direct_extraction(gqa_root):
-    from pidcore.analysis import _adapter
     from pidcore.extract import extract
+    from pidcore.pipeline.analysis import _adapter
 
     root, originals = gqa_root
     items, counts = correct_questions("demo", ["ChooseAttr", "QueryAttr"], root=root)
@@ -70,7 +70,7 @@ def test_correct_count_per_task_and_model_equals_the_direct_extraction(gqa_root)
 
 
 def test_zhang_et_al_csv_lists_are_recognised(gqa_root, tmp_path):
-    from pidcore.study import read_question_ids
+    from pidcore.study.run import read_question_ids
 
     root, _ = gqa_root
     name = "GQA_val_correct_question_with_categoryThatThisChoose_objThisChoose_ChooseCat.csv"
@@ -93,8 +93,8 @@ def test_zhang_et_al_csv_lists_are_recognised(gqa_root, tmp_path):
 
 
 def test_a_gqa_study_reports_the_count_per_task_and_model(gqa_root, monkeypatch):
-    from pidcore.study import default_request, run_study
-    from pidcore.study_export import to_csv, to_html
+    from pidcore.study.export import to_csv, to_html
+    from pidcore.study.run import default_request, run_study
 
     root, _ = gqa_root
     monkeypatch.setenv("PIDFLOW_GQA_ROOT", str(root))

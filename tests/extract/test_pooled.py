@@ -1,4 +1,4 @@
-"""pidcore.pooled (roles and pooling over activations cached outside pidflow) gives what pidflow's own
+"""pidcore.features.pooled (roles and pooling over activations cached outside pidflow) gives what pidflow's own
 extraction gives, on a tiny LLaVA checkpoint: a user's stacked hidden states, in either axis order."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pidcore.extract import extract
-from pidcore.pooled import answer_logprobs, answer_states, pool_roles, roles_from_masks, token_roles
+from pidcore.features.pooled import answer_logprobs, answer_states, pool_roles, roles_from_masks, token_roles
 
 from .conftest import ANSWERS, make_items
 

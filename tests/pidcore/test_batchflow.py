@@ -1,13 +1,13 @@
-"""Batched flow training (pidcore.batchflow via fit_gaussianizers) against independent nflows fits."""
+"""Batched flow training (pidcore.gaussianize.batchflow via fit_gaussianizers) against independent nflows fits."""
 
 import numpy as np
 import pytest
 import torch
 
-from pidcore.batchflow import StackedFlows, train_flows
-from pidcore.gaussianize import FlowGaussianizer, fit_gaussianizers, transform_many
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import layerwise, pid_flow
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.gaussianize.batchflow import StackedFlows, train_flows
+from pidcore.gaussianize.flows import FlowGaussianizer, fit_gaussianizers, transform_many
+from pidcore.pipeline.layerwise import layerwise, pid_flow
 
 torch.set_num_threads(1)
 PARTS = ("redundancy", "unique1", "unique2", "synergy")
@@ -116,7 +116,7 @@ def _gaussian_system(n, seed):
 
 
 def test_pipeline_flows_do_not_depend_on_threads():
-    """The pipeline's flows are the joint flows (pidcore.jointflow; the batched per-variable flows above are a
+    """The pipeline's flows are the joint flows (pidcore.gaussianize.jointflow; the batched per-variable flows above are a
     library tool since the Gaussianization modes): the folds train on 1 or 2 threads with the same results."""
     x1, x2, y, truth = _gaussian_system(2000, seed=1)
     warped = (x1 ** 3, np.sinh(2 * x2), np.exp(y))

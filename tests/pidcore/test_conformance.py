@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from pidcore.estimate import corrected_pid
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import pid_flow
+from pidcore.estimators.estimate import corrected_pid
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.pipeline.layerwise import pid_flow
 
 PARTS = ("redundancy", "unique1", "unique2", "synergy")
 N, DIMS = 3000, (2, 2, 1)

@@ -1,4 +1,4 @@
-"""Bias correction and intervals on Gaussian systems with known PIDs (pidcore.estimate, pidcore.pipeline).
+"""Bias correction and intervals on Gaussian systems with known PIDs (pidcore.estimators.estimate, pidcore.pipeline.layerwise).
 
 Sizes are small for the suite's time budget; benchmarks/bench_estimates.py prints the full tables."""
 
@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pidcore.estimate import (
+from pidcore.estimators.estimate import (
     FIELDS,
     basic_interval,
     bootstrap_rows,
@@ -18,9 +18,9 @@ from pidcore.estimate import (
     plugin_bias,
     wishart_covariances,
 )
-from pidcore.info import logdet_bias
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import pid_flow
+from pidcore.estimators.info import logdet_bias
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.pipeline.layerwise import pid_flow
 
 
 def known_system(dims, seed: int = 1, strength: float = 2.0) -> np.ndarray:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pidcore.featurefile import FeaturesFileError, read_features, write_features
-from pidcore.uploaded import analyze_features, features_request, select_features
+from pidcore.features.files import FeaturesFileError, read_features, write_features
+from pidcore.features.uploaded import analyze_features, features_request, select_features
 
 N, LAYERS = 300, 4
 
@@ -86,7 +86,7 @@ def test_selection_by_task_count_and_correctness(tmp_path, system):
     assert loaded.features.meta["target"] == "logprobs"
     np.testing.assert_allclose(loaded.features.p_correct, 0.5)  # derived: exp(target[gold])
     request = features_request(loaded, correct_only=True, tasks=["color"], n_questions=50)
-    from pidcore.analysis import AnalysisRequest
+    from pidcore.pipeline.analysis import AnalysisRequest
 
     chosen = select_features(loaded, AnalysisRequest.from_dict(request))["baseline"]
     assert chosen.n == 50 and set(chosen.tasks) == {"color"} and chosen.correct.all()

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from pidcore.gaussianize import FlowGaussianizer
+from pidcore.gaussianize.flows import FlowGaussianizer
 
 torch.set_num_threads(1)
 
@@ -18,14 +18,14 @@ def test_flow_makes_skewed_data_gaussian_and_is_deterministic():
         assert abs(column.std() - 1.0) < 0.05
 
 
-# -- Gaussianization modes (pidcore.latents, pidcore.copula) ------------------------------------------------
+# -- Gaussianization modes (pidcore.gaussianize.latents, pidcore.gaussianize.copula) ------------------------------------------------
 
 import pytest  # noqa: E402
 
-from pidcore.copula import normal_scores  # noqa: E402
-from pidcore.latents import check_mode, crossfit  # noqa: E402
-from pidcore.pid import gaussian_pid  # noqa: E402
-from pidcore.pipeline import _fold_ids, pid_flow  # noqa: E402
+from pidcore.estimators.pid import gaussian_pid  # noqa: E402
+from pidcore.gaussianize.copula import normal_scores  # noqa: E402
+from pidcore.gaussianize.latents import check_mode, crossfit  # noqa: E402
+from pidcore.pipeline.layerwise import _fold_ids, pid_flow  # noqa: E402
 
 PARTS = ("redundancy", "unique1", "unique2", "synergy", "total")
 
@@ -110,8 +110,8 @@ def test_unsupervised_modes_share_coordinates_and_flows_do_not():
 
 def _pointwise_truth(z, cov, dims):
     """(n, 4) pointwise [R, U1, U2, S] bits of the true latents z under the TRUE covariance (BROJA)."""
-    from pidcore.pid import solve_union
-    from pidcore.pipeline import _log_ratio
+    from pidcore.estimators.pid import solve_union
+    from pidcore.pipeline.layerwise import _log_ratio
 
     d1, d2, _ = dims
     y, x = np.arange(d1 + d2, z.shape[1]), np.arange(d1 + d2)
@@ -162,7 +162,7 @@ def test_auto_takes_the_joint_flows_only_when_they_beat_the_copula_on_held_out_l
     normal scores lost 0.45 bits): the copula loses ~1.5 bits; the joint flows raise the held-out likelihood,
     auto takes them and comes within 0.2 bits per part of the plug-in on the true latents. An element-wise
     warp: the copula is already right, auto keeps it (same numbers as gaussianize="copula")."""
-    from pidcore.latents import FLOW_MARGIN
+    from pidcore.gaussianize.latents import FLOW_MARGIN
 
     warped, latents = _mixing(2000, 1)
     reference = pid_flow(*latents, dims=(4, 4, 2), gaussianize="none")
@@ -185,7 +185,7 @@ def test_many_layers_probe_a_few_before_training_flows_on_all():
     """layerwise with more layers than PROBE_LAYERS: flows are tried on a few layers; where they do not pay off
     every layer keeps the copula, and each layer then equals its own pid_flow (shared coordinates)."""
     (x1, x2, y), _ = _gaussian_system(600, seed=6)
-    from pidcore.pipeline import layerwise
+    from pidcore.pipeline.layerwise import layerwise
 
     layers = [x1 * s for s in (1, 2, 3, 4, 5, 6)]
     result = layerwise(layers, [x2 ** 3] * 6, y, dims=(2, 2, 1), flow_options={"max_epochs": 2})
@@ -217,7 +217,7 @@ def test_unmixing_score_prefers_the_true_unmixing_and_leaves_element_wise_warps_
     does not depend on the scale of each component."""
     from scipy.stats import ortho_group
 
-    from pidcore.jointflow import unmixing_score
+    from pidcore.gaussianize.jointflow import unmixing_score
 
     rng = np.random.default_rng(3)
     g = rng.standard_normal((3000, 3)) @ np.array([[1, 0, 0], [0.6, 0.8, 0], [0.3, 0.2, 0.9]]).T

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pidcore.info import gaussian_mi
+from pidcore.estimators.info import gaussian_mi
 
 
 def random_covariance(dim, rng, samples_per_dim=3):

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from pidcore.info import gaussian_mi
-from pidcore.pid import PID, gaussian_pid, solve_union
+from pidcore.estimators.info import gaussian_mi
+from pidcore.estimators.pid import PID, gaussian_pid, solve_union
 
 PARTS = ("redundancy", "unique1", "unique2", "synergy")
 
@@ -334,7 +334,7 @@ def test_unknown_measure():
 
 
 def test_round_off_clipping_keeps_parts_valid_and_warns_only_on_large_clips():
-    from pidcore.pid import _parts, _Terms
+    from pidcore.estimators.pid import _parts, _Terms
 
     terms = _Terms(i1=1.0, i2=0.5, i12=2.0, unique1=0.5, unique2=0.0)
     tiny = _parts(terms, 1.0 - 1e-12)  # round-off below the lower bound max(I1, I2)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pidcore.estimate import plugin_bias
-from pidcore.pid import gaussian_pid
-from pidcore.pipeline import layerwise, pid_flow
+from pidcore.estimators.estimate import plugin_bias
+from pidcore.estimators.pid import gaussian_pid
+from pidcore.pipeline.layerwise import layerwise, pid_flow
 
 torch.set_num_threads(1)
 PARTS = ("redundancy", "unique1", "unique2", "synergy")

@@ -6,9 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-from pidcore.pipeline import gaussianization_plan, layerwise
-from pidcore.plan import GaussianizationPlan, marginal_decision, weighted_jarque_bera
-from pidcore.reduce import PCAReducer
+from pidcore.gaussianize.plan import GaussianizationPlan, marginal_decision, weighted_jarque_bera
+from pidcore.pipeline.layerwise import gaussianization_plan, layerwise
+from pidcore.reduce.pca import PCAReducer
 from pidcore.synthetic import real_width_system
 
 PARTS = ("redundancy", "unique1", "unique2", "synergy", "total")
@@ -130,7 +130,7 @@ def test_wide_weak_principal_components_warn_of_a_pca_loss_as_data_and_strong_on
     """At 800 features per 200 questions, signal directions 4x a feature's noise are estimated tilted into the
     noise: the total is well below the features' PID and a "pca-loss" warning names the source and layer (its
     expected loss exceeds the interval's half-width); at 60x the same width loses little and says nothing."""
-    from pidcore.latents import PipelineWarning
+    from pidcore.gaussianize.latents import PipelineWarning
 
     def caught(signal):
         system = real_width_system(n=200, width=800, layers=1, signal=(signal, signal), seed=2)

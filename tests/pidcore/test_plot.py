@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pidcore import plot
-from pidcore.pipeline import layerwise
+from pidcore.pipeline.layerwise import layerwise
 
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy", "total")
 
@@ -80,7 +80,7 @@ def test_wrong_inputs_say_what_is_expected(runs):
 
 
 def test_study_figures_are_the_study_modules_and_the_dashboard_uses_these_builders():
-    from pidcore import study_figures
+    from pidcore.study import figures as study_figures
 
     assert plot.small_multiples is study_figures.small_multiples and plot.sweep_heatmap is study_figures.sweep_heatmap
     figures = pytest.importorskip("app.ui.figures")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pidcore.reduce import PCAReducer
+from pidcore.reduce.pca import PCAReducer
 
 
 def test_pca_recovers_a_low_rank_subspace_and_variance_rule():

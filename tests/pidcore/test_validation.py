@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pidcore.pipeline import pid_flow
-from pidcore.validation import check_estimable, rows_needed, scale_free
+from pidcore.pipeline.layerwise import pid_flow
+from pidcore.pipeline.validation import check_estimable, rows_needed, scale_free
 
 
 def _system(n: int, seed: int = 0):

@@ -127,7 +127,7 @@ def test_study_writes_count_against_the_rate_limit(redis_url, monkeypatch):  # n
 def test_the_cli_and_the_dashboard_call_the_same_feasibility_check(api):
     from app.precheck import Refused, check_study
     from app.ui import data
-    from pidcore.study import StudyRequest
+    from pidcore.study.run import StudyRequest
 
     with pytest.raises(Refused) as local:  # what `pidflow study` runs before anything starts
         check_study(StudyRequest.from_dict({**STUDY, "n_questions": 5}))

@@ -56,7 +56,7 @@ def test_submission_refuses_before_anything_is_queued(llava7b_folder, monkeypatc
 def test_7b_shaped_feature_set_goes_through_files_with_bounded_memory(tmp_path):
     """33 layers x 4096 x 2 sources x 2,000 questions (random, float16 on disk: 1.08 GB): written one layer
     at a time and analysed one batch of layers at a time; Python-side peak memory stays a few layers' size."""
-    from pidcore.analysis import AnalysisRequest, analyze_layers
+    from pidcore.pipeline.analysis import AnalysisRequest, analyze_layers
 
     layers, hidden, n = 33, 4096, 2000
     rng = np.random.default_rng(0)
@@ -93,7 +93,7 @@ def test_7b_shaped_feature_set_goes_through_files_with_bounded_memory(tmp_path):
 
 
 def test_demo_features_round_trip_through_files(tmp_path):
-    from pidcore.analysis import AnalysisRequest, extract_features
+    from pidcore.pipeline.analysis import AnalysisRequest, extract_features
 
     features = extract_features(AnalysisRequest(n_questions=12, dims=(1, 1, 1), bootstrap=0))["baseline"]
     for dtype in ("float32", "float16"):

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pidcore.study import StudyRequest, analysis_request, seed_dims
-from pidcore.validation import check_estimable
+from pidcore.pipeline.validation import check_estimable
+from pidcore.study.run import StudyRequest, analysis_request, seed_dims
 
 
 def _features(n: int, width: int = 30, seed: int = 0):

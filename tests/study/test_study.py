@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pidcore.study import (
+from pidcore.study.run import (
     StudyRequest,
     default_request,
     pearson,
@@ -58,7 +58,7 @@ def test_runs_share_extractions_when_their_knockouts_coincide():
 
 
 def test_a_sweep_window_is_never_wider_than_a_third_of_the_decoder():
-    from pidcore.study import sweep_k, sweep_used
+    from pidcore.study.run import sweep_k, sweep_used
 
     assert [sweep_k(9, layers) for layers in (1, 2, 3, 6, 27, 32, 40)] == [1, 1, 1, 2, 9, 9, 9]
     assert sweep_k(3, 32) == 3 and sweep_k(1, 6) == 1
@@ -75,7 +75,7 @@ def test_a_sweep_window_is_never_wider_than_a_third_of_the_decoder():
 
 
 def test_the_sweep_heatmap_is_symmetric_unsaturated_and_marks_each_cut():
-    from pidcore.study_figures import sweep_heatmap
+    from pidcore.study.figures import sweep_heatmap
 
     per_layer = lambda scale: [{"layer": layer, **{t: scale * (layer - 3) for t in  # noqa: E731
                                                    ("redundancy", "unique_vision", "unique_language", "synergy",
@@ -97,7 +97,7 @@ def test_the_sweep_heatmap_is_symmetric_unsaturated_and_marks_each_cut():
 
 
 def test_small_multiples_draw_the_totals_band_when_there_are_intervals():
-    from pidcore.study_figures import small_multiples
+    from pidcore.study.figures import small_multiples
 
     def layers(with_ci):
         out = []
@@ -140,10 +140,10 @@ def test_pearson_known_answers():
 
 
 def test_reused_prefix_is_bit_equal_to_plain_knocked_out_forwards():
-    from pidcore.analysis import _adapter
     from pidcore.data import answer_set, load_questions
     from pidcore.extract import Knockout, extract
     from pidcore.extract.multirun import extract_runs
+    from pidcore.pipeline.analysis import _adapter
 
     adapter = _adapter("demo")
     items = load_questions("easy-vqa", ["color"], n=20)
@@ -205,7 +205,7 @@ class threads_one:
 
 
 def test_study_report_matches_the_single_analyses(two_model_study):
-    from pidcore.analysis import AnalysisRequest, run_analysis
+    from pidcore.pipeline.analysis import AnalysisRequest, run_analysis
 
     request, report, seen, twin = two_model_study
     assert report["schema"] == "pidflow.study/1"
@@ -258,7 +258,7 @@ def test_study_report_matches_the_single_analyses(two_model_study):
 
 def _analyses(report, model, recipe, run):
     """The AnalysisRequest dicts of a run's analysis, rebuilt from the report's request and parts."""
-    from pidcore.study import StudyRequest, analysis_request
+    from pidcore.study.run import StudyRequest, analysis_request
 
     request = StudyRequest.from_dict(report["request"])
     part = next(p for p in report["parts"] if p["model"] == model)
@@ -268,7 +268,7 @@ def _analyses(report, model, recipe, run):
 
 
 def test_exports_round_trip(two_model_study):
-    from pidcore.study_export import to_csv, to_html, to_json
+    from pidcore.study.export import to_csv, to_html, to_json
 
     _, report, _, _ = two_model_study
     assert json.loads(to_json(report)) == json.loads(json.dumps(report))
@@ -289,7 +289,7 @@ def test_exports_round_trip(two_model_study):
 
 def test_question_id_lists_and_counts(tmp_path):
     from pidcore.data import load_questions
-    from pidcore.study import read_question_ids, study_questions
+    from pidcore.study.run import read_question_ids, study_questions
 
     pool = load_questions("easy-vqa", ["shape"], n=None)
     listed = [item.qid for item in pool[:30]] + ["easy-vqa.test.999999"]  # one id not in the split

@@ -60,7 +60,7 @@ def test_pidflow_study_refuses_what_the_server_would_refuse_before_loading_a_mod
 def test_ctrl_c_in_pidflow_study_keeps_the_parts_that_finished(tmp_path, capsys, monkeypatch):
     """Ctrl-C while the second part runs (simulated: KeyboardInterrupt raised inside it): the first part's
     report is written, the missing part named, exit status 130."""
-    import pidcore.study as study
+    import pidcore.study.run as study
 
     real, calls = study.run_part, []
 

@@ -1,5 +1,5 @@
 """The findings section (issue 18.2) on synthetic studies built here: analysis records with known layer
-trajectories and bootstrap draws, through pidcore.study.build_report. A study made to follow the seed paper's
+trajectories and bootstrap draws, through pidcore.study.run.build_report. A study made to follow the seed paper's
 pattern gets "supported" on (a)-(e), one made against it "not supported", a tiny one "inconclusive"."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pidcore.study import Run, build_report, default_request
-from pidcore.study_verdicts import claim_text, disagreement, early_layers, summary_lines
+from pidcore.study.run import Run, build_report, default_request
+from pidcore.study.verdicts import claim_text, disagreement, early_layers, summary_lines
 
 LAYERS = 7  # a 6-decoder-layer model: pooled layers 0..6; the first third is 0, 1, 2
 SEED_PATTERN = {  # bits per layer: U_v peaks early and decays, U_l ends at 82% of the total, S ~0.5%
@@ -172,7 +172,7 @@ def test_the_first_third_and_the_recipes_disagreement_in_words():
 
 
 def test_tiny_changes_keep_a_significant_digit_and_negative_costs_are_explained():
-    from pidcore.study_export import _number, knockout_table
+    from pidcore.study.export import _number, knockout_table
 
     assert [_number(v) for v in (-0.0004, 0.0, -0.0, 0.25, 1.23456, None)] == ["-0.0004", "0.000", "0.000", "0.250",
                                                                                "1.235", "–"]

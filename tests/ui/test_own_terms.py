@@ -9,8 +9,8 @@ import pytest
 
 from app.own_terms import PARTS, appended, place
 from app.ui import figures
-from pidcore.analysis import AnalysisRequest, analyze_layers
 from pidcore.extract.features import Features
+from pidcore.pipeline.analysis import AnalysisRequest, analyze_layers
 from tests.service.test_api_routes import redis_url  # noqa: F401 - fixture
 
 REQUEST = {"model": "demo", "dims": [2, 2, 2], "gaussianize": "copula", "bootstrap": 0, "seed": 0}

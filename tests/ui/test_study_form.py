@@ -20,7 +20,7 @@ def _form(**changes):
 
 
 def test_the_form_makes_the_api_request():
-    from pidcore.study import StudyRequest
+    from pidcore.study.run import StudyRequest
 
     # the form's defaults are the API's: the request validates to StudyRequest() apart from the task
     assert StudyRequest.from_dict(_form()) == StudyRequest(tasks=("shape",))

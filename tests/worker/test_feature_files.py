@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_file_backed_features_through_a_real_worker(redis_server, client, tmp_path):
-    from pidcore.analysis import run_analysis
+    from pidcore.pipeline.analysis import run_analysis
 
     volume = tmp_path / "features"
     env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", "PIDFLOW_LAYER_BATCH": "4",

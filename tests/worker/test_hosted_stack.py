@@ -23,7 +23,7 @@ REQUEST = {"model": "demo", "tasks": ["color"], "n_questions": 40, "dims": [2, 2
 def _offline_id(request: dict) -> str:
     """What anyone can compute without the server: the job layer's content-addressed id."""
     from pidcore import __version__
-    from pidcore.analysis import AnalysisRequest
+    from pidcore.pipeline.analysis import AnalysisRequest
     from worker.cache import job_id_for
     from worker.revision import model_revision
 

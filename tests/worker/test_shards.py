@@ -27,7 +27,7 @@ def test_shard_sizes_start_at_batch_boundaries():
 
 
 def test_a_worker_killed_mid_shard_loses_only_its_shard(start_worker, client):
-    from pidcore.analysis import run_analysis
+    from pidcore.pipeline.analysis import run_analysis
 
     doomed = start_worker("shard-doomed", **SHARDED)
     job = jobs.submit(REQUEST)

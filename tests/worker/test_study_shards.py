@@ -31,7 +31,7 @@ def _wait(study_id: str, timeout_s: float) -> dict:
 
 
 def test_a_worker_killed_mid_shard_loses_only_its_shard_of_a_study(start_worker, client):
-    from pidcore.study import run_study
+    from pidcore.study.run import run_study
 
     doomed = start_worker("study-doomed", **SHARDED)
     study_id = studies.submit(dict(STUDY))["id"]

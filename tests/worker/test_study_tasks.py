@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pidcore.study import default_request
+from pidcore.study.run import default_request
 
 
 def test_a_part_started_too_often_fails_the_study(redis_server, client):

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 import pidcore.extract
-from pidcore.analysis import _adapter
+from pidcore.pipeline.analysis import _adapter
 from worker import tasks
 from worker.settings import WorkerSettings
 

@@ -124,7 +124,7 @@ def test_200_concurrent_gets_of_a_cached_result_through_the_api(finished, redis_
 
 
 def test_batched_layers_equal_one_in_process_analysis(finished):
-    from pidcore.analysis import run_analysis
+    from pidcore.pipeline.analysis import run_analysis
 
     _, _, document = finished
     reference = run_analysis(dict(SMALL))

@@ -34,7 +34,7 @@ def expected_bias_bits(n_total: int, dims: tuple[int, int, int] | list[int]) -> 
 
 
 def estimate(request: dict, num_layers: int | None) -> dict:
-    """Expected cost of a request (dict as in pidcore.analysis.AnalysisRequest) on a model with
+    """Expected cost of a request (dict as in pidcore.pipeline.analysis.AnalysisRequest) on a model with
     `num_layers` decoder layers: {"extract_s", "analyze_s", "total_s" (None when unknown), "runs",
     "n_total", "bias_bits"}. Extraction share of the time is extract_s / total_s."""
     tasks = request.get("tasks") or ["color"]

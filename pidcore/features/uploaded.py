@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 
-from pidcore.analysis import (
+from pidcore.features.files import FeatureSet, read_features
+from pidcore.pipeline.analysis import (
     AnalysisRequest,
     analyze_layers,
     assemble_result,
     differing_layers,
     gaussianization_plan,
 )
-from pidcore.featurefile import FeatureSet, read_features
 
 PREFIX = "features:"
 DATASET = "features"

@@ -5,7 +5,7 @@ quantities: I1 = I(X1;Y), I2 = I(X2;Y), I12 = I(X1,X2;Y) and the union informati
 R = I1 + I2 - UI, U1 = UI - I2, U2 = UI - I1, S = I12 - UI. ``corrected_pid`` removes
 
 - from I1, I2 and I12 their exact expected plug-in bias (the Wishart/digamma expectation of each
-  log-determinant, ``pidcore.info.logdet_bias``; exact for Gaussian latents, whatever the covariance);
+  log-determinant, ``pidcore.estimators.info.logdet_bias``; exact for Gaussian latents, whatever the covariance);
 - from UI its bias estimated by a parametric bootstrap at the estimated covariance: ``bias_draws``
   sample covariances drawn from the Wishart law of n Gaussian samples with that covariance (Bartlett
   decomposition, no rows generated), bias = mean UI(draws) - UI(estimate). This follows the approach
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore.info import logdet_bias
-from pidcore.pid import PID, gaussian_pid
+from pidcore.estimators.info import logdet_bias
+from pidcore.estimators.pid import PID, gaussian_pid
 
 __all__ = ["corrected_pid", "plugin_bias", "mi_bias", "bootstrap_rows", "basic_interval", "percentile_interval", "interval",
            "CorrectedPID", "FIELDS", "ESTIMATORS", "resample_pid"]

@@ -15,11 +15,11 @@ from functools import lru_cache
 import numpy as np
 
 from pidcore import __version__
-from pidcore.effects import add_intervals, knockout_effects
-from pidcore.estimate import ESTIMATORS
+from pidcore.estimators.estimate import ESTIMATORS
 from pidcore.extract.edges import EDGES
-from pidcore.latents import MODES as GAUSSIANIZE_MODES
-from pidcore.validation import MAX_SEED
+from pidcore.gaussianize.latents import MODES as GAUSSIANIZE_MODES
+from pidcore.pipeline.effects import add_intervals, knockout_effects
+from pidcore.pipeline.validation import MAX_SEED
 
 SCHEMA = "pidflow.result/1"
 #: Which target Y a knockout run is analysed against: the baseline run's (the default: layers before the
@@ -43,7 +43,7 @@ class AnalysisRequest:
     measure: str = "broja"
     dims: tuple[int, int, int] = (8, 8, 4)  # 400 questions: < 0.25 bits of small-sample bias
     gaussianize: str = "auto"  # "auto", "none", "copula" or "flow"; old requests' true/false -> auto/none
-    estimator: str = "corrected"  # bias-corrected parts; "plugin": the uncorrected plug-in (pidcore.estimate)
+    estimator: str = "corrected"  # bias-corrected parts; "plugin": the uncorrected plug-in (pidcore.estimators.estimate)
     bootstrap: int = 200  # rounds of the 95% intervals (0: none)
     knockout: dict | None = field(default=None, hash=False)
     knockout_target: str = "baseline"  # the knockout run's target Y: the baseline's ("baseline") or its own ("own")
@@ -173,7 +173,9 @@ def extract_features(request: AnalysisRequest, progress=None) -> dict:
     knockout = Knockout(**request.knockout) if request.knockout else None
     if knockout:
         adapter.check_knockout(knockout)
-    from pidcore.validation import check_estimable  # before any model runs: dims and bootstrap against n
+    from pidcore.pipeline.validation import (
+        check_estimable,  # before any model runs: dims and bootstrap against n
+    )
 
     if not request.correct_only:  # (with correct_only the count is known only after the baseline run)
         check_estimable(len(items), tuple(request.dims), tuple(request.dims), folds=2, bootstrap=request.bootstrap,
@@ -209,7 +211,7 @@ POINTWISE_DIGITS = 6  # significant digits of per-question terms (bits): far bel
 
 
 def _entry(layer: int, result) -> dict:
-    """A JSON-ready layer entry (result names, bits) from one pidcore.pipeline.PIDFlowResult. The layer
+    """A JSON-ready layer entry (result names, bits) from one pidcore.pipeline.layerwise.PIDFlowResult. The layer
     values keep full precision; pointwise terms are rounded to POINTWISE_DIGITS significant digits (their
     mean still equals the layer value to ~1e-6 relative), which shrinks the result document by ~40%."""
     pid = {_RENAME.get(k, k): float(v) for k, v in result.pid.as_dict().items()}
@@ -230,8 +232,8 @@ def _entry(layer: int, result) -> dict:
 
 def gaussianization_plan(features, request: AnalysisRequest):
     """The request's GaussianizationPlan for a run's features (every layer), made once per analysis and shared
-    by its layer batches and its knockout run (pidcore.pipeline.gaussianization_plan)."""
-    from pidcore.pipeline import gaussianization_plan as plan_for
+    by its layer batches and its knockout run (pidcore.pipeline.layerwise.gaussianization_plan)."""
+    from pidcore.pipeline.layerwise import gaussianization_plan as plan_for
 
     layers = range(features.num_layers)
     return plan_for([features.vision[layer] for layer in layers], [features.language[layer] for layer in layers],
@@ -244,10 +246,10 @@ def analyze_layers(features, request: AnalysisRequest, layers=None, progress=Non
 
     JSON-ready (pointwise is a list of [R, U_v, U_l, S] per question, bits); `layers` picks pooled layers.
     ``plan``: the analysis's GaussianizationPlan (or its dict; see gaussianization_plan) so that any subset of
-    layers gives the numbers of the whole; without one, pidcore.pipeline.layerwise makes it from `layers`.
+    layers gives the numbers of the whole; without one, pidcore.pipeline.layerwise.layerwise makes it from `layers`.
     Warnings: ``warnings`` (their texts) and ``warning_records`` ({"layer", "kind", "message"}) per entry.
     """
-    from pidcore.pipeline import layerwise
+    from pidcore.pipeline.layerwise import layerwise
 
     layers = list(range(features.num_layers)) if layers is None else list(layers)
     bad = [layer for layer in layers if not (_is_int(layer) and 0 <= layer < features.num_layers)]
@@ -288,8 +290,8 @@ def analyze_layers(features, request: AnalysisRequest, layers=None, progress=Non
 
 def _warning_record(message) -> dict:
     """{"layer", "kind", "message"} of a caught warning: a pipeline warning carries its layer and kind as
-    fields (pidcore.latents.PipelineWarning); any other applies to every layer."""
-    from pidcore.latents import PipelineWarning
+    fields (pidcore.gaussianize.latents.PipelineWarning); any other applies to every layer."""
+    from pidcore.gaussianize.latents import PipelineWarning
 
     if isinstance(message, PipelineWarning):
         return message.to_dict()
@@ -415,7 +417,7 @@ def assemble_result(request: AnalysisRequest, features: dict, layer_results: dic
                    "knockout_correct": known(knocked.correct, answers_known)}
         effects = knockout_effects(_run(baseline, base_layers)["layers"], _run(knocked, knock_layers)["layers"],
                                    window=request.knockout["layers"], **answers)
-        from pidcore.pipeline import bootstrap_question_rows
+        from pidcore.pipeline.layerwise import bootstrap_question_rows
 
         rows = bootstrap_question_rows(baseline.n, request.bootstrap, request.seed) if request.bootstrap else None
         effects = add_intervals(effects, sorted(base_layers, key=lambda e: e["layer"]),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore._covariance import as_covariance, check_positive_definite
+from pidcore.estimators._covariance import as_covariance, check_positive_definite
 
 # Only numpy.linalg here: scipy.linalg links a second OpenBLAS whose thread pool fights numpy's for
 # the same cores (measured: a 32x32 triangular solve took 2-8 ms instead of 0.02 ms after numpy calls).

@@ -11,7 +11,7 @@ import html
 import io
 import json
 
-from pidcore.study_figures import DELTA_TERMS, TERMS, small_multiples, sweep_cells, sweep_heatmap
+from pidcore.study.figures import DELTA_TERMS, TERMS, small_multiples, sweep_cells, sweep_heatmap
 
 CSV_COLUMNS = ("section", "model", "task", "recipe", "run", "centre", "layer", "quantity", "value", "lo", "hi")
 EFFECTS = ("trapped_unique_vision", "compensatory_synergy", "information_cost", "answer_probability_change",
@@ -176,8 +176,8 @@ def knockout_table(report: dict) -> str:
 
 
 def _verdict_cell(claim: dict) -> str:
-    """A claim's verdict (coloured), estimate and interval, in words (pidcore.study_verdicts.claim_text)."""
-    from pidcore.study_verdicts import claim_text
+    """A claim's verdict (coloured), estimate and interval, in words (pidcore.study.verdicts.claim_text)."""
+    from pidcore.study.verdicts import claim_text
 
     verdict, _, rest = claim_text(claim).partition(": ")
     css = claim["verdict"].replace(" ", "-")
@@ -187,7 +187,7 @@ def _verdict_cell(claim: dict) -> str:
 
 def findings_html(report: dict) -> str:
     """The top of the page: the seed paper's claims (a)-(e) as tests with verdicts and intervals, per recipe,
-    and why recipes disagree (pidcore.study_verdicts; the rules are in docs/study.md)."""
+    and why recipes disagree (pidcore.study.verdicts; the rules are in docs/study.md)."""
     found = report.get("findings")
     if not found:
         return ""

@@ -1,9 +1,9 @@
 """PID Flow: PCA -> Gaussianization -> closed-form Gaussian PID (bits), with cross-fitting.
 
-The latents come from pidcore.latents.crossfit (models fitted on the other fold(s)). When every fold's
+The latents come from pidcore.gaussianize.latents.crossfit (models fitted on the other fold(s)). When every fold's
 latents share one coordinate system, one covariance over all n rows gives the PID; otherwise a PID is
 computed per fold and averaged with fold-size weights. Estimates are bias-corrected by default and come
-with bootstrap intervals (pidcore.estimate). See docs/pipeline.md and docs/estimators.md.
+with bootstrap intervals (pidcore.estimators.estimate). See docs/pipeline.md and docs/estimators.md.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pidcore._covariance import check_positive_definite
-from pidcore.estimate import (
+from pidcore.estimators._covariance import check_positive_definite
+from pidcore.estimators.estimate import (
     ESTIMATORS,
     FIELDS,
     bootstrap_rows,
@@ -25,11 +25,18 @@ from pidcore.estimate import (
     interval,
     plugin_bias,
 )
-from pidcore.latents import PROBE_LAYERS, FlowStage, PipelineWarning, _reduce, check_mode, crossfit
-from pidcore.pid import PID, gaussian_pid, solve_union
-from pidcore.plan import GaussianizationPlan, fixed_plan, marginal_decision, probe_indices
-from pidcore.reduce import check_samples
-from pidcore.validation import check_estimable, scale_free
+from pidcore.estimators.pid import PID, gaussian_pid, solve_union
+from pidcore.gaussianize.latents import (
+    PROBE_LAYERS,
+    FlowStage,
+    PipelineWarning,
+    _reduce,
+    check_mode,
+    crossfit,
+)
+from pidcore.gaussianize.plan import GaussianizationPlan, fixed_plan, marginal_decision, probe_indices
+from pidcore.pipeline.validation import check_estimable, scale_free
+from pidcore.reduce.pca import check_samples
 
 _LN2 = np.log(2.0)
 PARTS = ("redundancy", "unique1", "unique2", "synergy")
@@ -42,7 +49,7 @@ class PIDFlowResult:
     ``pid``: the reported PID — bias-corrected by default (``estimator="corrected"``), the plug-in with
     ``estimator="plugin"``; ``plugin``: the uncorrected plug-in PID; ``bias``: plugin - corrected per field
     (the estimated upward bias that was removed; zeros for the plug-in estimator); ``ci``: field -> (lo, hi)
-    95% interval (empty without bootstrap; see pidcore.estimate); ``pointwise`` (n, 4) [redundancy, unique1,
+    95% interval (empty without bootstrap; see pidcore.estimators.estimate); ``pointwise`` (n, 4) [redundancy, unique1,
     unique2, synergy] per sample, column means equal to ``pid``; ``dims`` used, ``n`` samples;
     ``samples_per_covariance``: rows behind each covariance (n when the latents share coordinates, a fold
     otherwise); ``draws``: (bootstrap, 5) plug-in PIDs of the resampled rows (paired across runs and layers
@@ -186,7 +193,7 @@ def _plugin(z: np.ndarray, groups: list, dims, measure: str) -> PID:
 
 def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str, rounds: int,
            seed: int, tick: Callable[[int], None] | None = None) -> np.ndarray:
-    """(rounds, 5) plug-in PIDs (bits, FIELDS order) of rows resampled within folds (pidcore.estimate);
+    """(rounds, 5) plug-in PIDs (bits, FIELDS order) of rows resampled within folds (pidcore.estimators.estimate);
     ``tick(round)`` before each round (the caller's progress callback, which may raise to stop)."""
     out = np.empty((rounds, len(FIELDS)))
     for index, rows in enumerate(bootstrap_rows(fold_ids, rounds, seed)):
@@ -203,7 +210,7 @@ def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str
 
 def intervals(estimate: PID, draws: np.ndarray, estimator: str, level: float = 0.95) -> dict:
     """field -> (lo, hi) bits from bootstrap ``draws`` (rounds, 5): basic intervals about a corrected
-    estimate, plain percentiles for the plug-in (pidcore.estimate)."""
+    estimate, plain percentiles for the plug-in (pidcore.estimators.estimate)."""
     return {name: interval(getattr(estimate, name), draws[:, column], estimator, level)
             for column, name in enumerate(FIELDS)}
 
@@ -289,14 +296,14 @@ def layerwise(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussianize: str | b
     """PID Flow per layer; the target's PCA and flow are fitted once and shared by all layers.
 
     ``estimator="corrected"`` (default) reports bias-corrected parts, ``"plugin"`` the uncorrected plug-in
-    (pidcore.estimate); ``bootstrap`` rounds of resampled rows give 95% intervals (0: none).
+    (pidcore.estimators.estimate); ``bootstrap`` rounds of resampled rows give 95% intervals (0: none).
 
-    Every layer's PCA runs first, then all flows are trained together (see pidcore.latents.crossfit), then the
+    Every layer's PCA runs first, then all flows are trained together (see pidcore.gaussianize.latents.crossfit), then the
     per-layer Gaussian PIDs; ``progress(fraction, message)`` reports all three stages (fraction 0..1, never
     decreasing: PCA, then each finished batch of flows, then each layer's PID, and at least every TICK_S
     seconds inside bootstrap loops); an exception it raises stops the work (how a service cancels a
     running analysis: pidcore knows nothing of it). ``gaussianize``: "auto"
-    (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.latents.
+    (default), "none", "copula" or "flow" (True means "auto", False "none"); see pidcore.gaussianize.latents.
 
     ``plan``: a GaussianizationPlan (or its dict) from ``gaussianization_plan`` of all the analysis's layers;
     without one it is made here from the layers given. ``layer_ids``: the layers' indices in the whole
@@ -354,7 +361,7 @@ def gaussianization_plan(x1_layers, x2_layers, y, *, dims=(16, 16, 8), gaussiani
                          flow_options: dict | None = None, reduce_first: bool = False) -> GaussianizationPlan:
     """The GaussianizationPlan ``layerwise`` makes for these layers, made once per analysis (e.g. before
     layer batches fan out to workers) and passed to ``layerwise(plan=...)`` of any subset of the layers and
-    of a knockout run of the same questions. Only the probe layers (pidcore.plan.probe_indices) are reduced."""
+    of a knockout run of the same questions. Only the probe layers (pidcore.gaussianize.plan.probe_indices) are reduced."""
     dims, mode = _check_dims(dims), check_mode(gaussianize)
     if mode != "auto":
         return fixed_plan(mode)
@@ -388,7 +395,7 @@ RESIDUAL_BIAS_FRACTION = 0.15
 
 def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> None:
     """Warn when ``rows`` samples per covariance are few for the latent dimensions: the plug-in total is then
-    biased upward by pidcore.estimate.plugin_bias (exact Wishart expectation) bits or more."""
+    biased upward by pidcore.estimators.estimate.plugin_bias (exact Wishart expectation) bits or more."""
     bias = plugin_bias((d1, d2, dy), rows)
     if bias < SMALL_SAMPLE_BIAS_BITS:
         return
@@ -409,7 +416,7 @@ PCA_LOSS_BITS = 0.05
 def pca_loss_bits(z: np.ndarray, dims: tuple, overlaps: list) -> list[float]:
     """Per source, the information (bits) its sample principal components are expected to have lost to the
     tilt of their directions into the noise: each component j, with in-sample squared multiple correlation r2
-    with the other source's and the target's latents and overlap o (pidcore.reduce.spiked_overlap), would
+    with the other source's and the target's latents and overlap o (pidcore.reduce.pca.spiked_overlap), would
     have r2 / o with its population direction: sum_j 0.5 log2((1 - r2) / (1 - r2 / o)) (a spiked-covariance
     estimate, first order: components are treated one at a time)."""
     d1, d2, _ = dims

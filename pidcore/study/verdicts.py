@@ -3,9 +3,9 @@ with its estimate, 95% interval and a verdict: "supported", "not supported" or "
 ("not tested" where the study lacks what a claim needs: two models for (d), the image->question cut for (e)).
 
 Intervals come from the analyses' own bootstrap draws (the same resampled questions at every layer of a run,
-and in the baseline and knockout runs of a task: pidcore.pipeline), so a statistic built from several layers
+and in the baseline and knockout runs of a task: pidcore.pipeline.layerwise), so a statistic built from several layers
 (a peak, a maximum share, a correlation) gets a paired interval: the statistic of every draw, reflected about
-the estimate (pidcore.estimate.interval; plain percentiles for the plug-in estimator). Without draws
+the estimate (pidcore.estimators.estimate.interval; plain percentiles for the plug-in estimator). Without draws
 (bootstrap 0) every claim is inconclusive. The rules are written down in docs/study.md ("Findings").
 All information quantities are bits; shares are fractions of a layer's total I(X_vision, X_language; Y).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pidcore.estimate import interval
+from pidcore.estimators.estimate import interval
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED = "supported", "not supported", "inconclusive", "not tested"
 COLUMNS = {"redundancy": 0, "unique_vision": 1, "unique_language": 2, "synergy": 3, "total": 4}

@@ -21,8 +21,8 @@ from nflows.transforms import (
 )
 from scipy.special import ndtri
 
-from pidcore.batchflow import split_train_validation, to_noise, train_flows, validation_size
-from pidcore.reduce import check_samples
+from pidcore.gaussianize.batchflow import split_train_validation, to_noise, train_flows, validation_size
+from pidcore.reduce.pca import check_samples
 
 
 class MarginalGaussianizer:
@@ -163,7 +163,7 @@ def fit_gaussianizers(samples: list, seeds: list, threads: int | None = None, ch
     """One fitted ``FlowGaussianizer(seed=s, **options)`` per (x, s), flows of one shape trained together.
 
     Flows with the same number of samples and features are trained as batched models of up to
-    ``chunk`` flows each (pidcore.batchflow.train_flows; default: about 4,096 samples per step
+    ``chunk`` flows each (pidcore.gaussianize.batchflow.train_flows; default: about 4,096 samples per step
     over the chunk, small enough to stay in the CPU caches, fastest here),
     the chunks spread over ``threads`` Python threads (default: 2, or 1 on a one-core machine) running
     one torch thread each (no intra-op barriers, so a busy machine slows them gently). Each flow keeps
@@ -200,7 +200,7 @@ def fit_gaussianizers(samples: list, seeds: list, threads: int | None = None, ch
 
 def transform_many(models: list, samples: list, threads: int | None = None) -> list[np.ndarray]:
     """``[m.transform(x) for m, x in zip(models, samples)]`` (the same values), computed as batched
-    forward passes (pidcore.batchflow.to_noise) of models with inputs of one shape, on ``threads``."""
+    forward passes (pidcore.gaussianize.batchflow.to_noise) of models with inputs of one shape, on ``threads``."""
     if len(models) != len(samples):
         raise ValueError(f"need one sample set per model, got {len(models)} models and {len(samples)} sets")
     inputs = [torch.as_tensor(m.marginal_.transform(x), dtype=torch.float32) for m, x in zip(models, samples,

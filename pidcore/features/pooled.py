@@ -16,7 +16,7 @@ functions over a stacked tensor of hidden states:
   over the answer set at the answer position, nats, each answer's first token).
 
 Arrays come back as float32 numpy: vision and language (layers, questions, hidden), ready for
-`pidcore.featurefile.write_features`.
+`pidcore.features.files.write_features`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
-"""Latents: each variable reduced (PCA) and Gaussianized, ready for the Gaussian PID (pidcore.pipeline).
+"""Latents: each variable reduced (PCA) and Gaussianized, ready for the Gaussian PID (pidcore.pipeline.layerwise).
 
 ``crossfit`` returns one (n, k) array of latents per variable. Gaussianization modes (``MODES``):
 
 - "none": PCA (or centring) only;
-- "copula": per-coordinate normal scores (pidcore.copula) of the raw features, then PCA;
-- "flow": the copula latents, then joint flows (pidcore.jointflow: the pairs (X_k, Y) jointly Gaussian under
+- "copula": per-coordinate normal scores (pidcore.gaussianize.copula) of the raw features, then PCA;
+- "flow": the copula latents, then joint flows (pidcore.gaussianize.jointflow: the pairs (X_k, Y) jointly Gaussian under
   one shared target map), cross-fitted;
 - "auto": per variable "none" or "copula" by the variance-weighted non-Gaussianity of its features
-  (pidcore.plan), then the joint flows only when some probe layer's latents are jointly non-Gaussian and the
+  (pidcore.gaussianize.plan), then the joint flows only when some probe layer's latents are jointly non-Gaussian and the
   flows raise the held-out joint Gaussian log-likelihood of the probe layers' (X1, X2, Y) by more than
   ``FLOW_MARGIN`` nats per sample (plus ``RAW_MARGIN`` per coordinate that enters the flows in raw
   coordinates) and GAIN_SES standard errors; the probe uses at most ``PROBE_LAYERS`` evenly spaced layers.
-  pidcore.pipeline makes these choices once per analysis (a GaussianizationPlan).
+  pidcore.pipeline.layerwise makes these choices once per analysis (a GaussianizationPlan).
 
 PCA and the copula are unsupervised (each sees one variable only), so they are fitted on all rows: they
 cannot create dependence between variables, and every row's latents are in one coordinate system
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pidcore.copula import empirical_log_density, normal_scores
-from pidcore.plan import (
+from pidcore.gaussianize.copula import empirical_log_density, normal_scores
+from pidcore.gaussianize.plan import (
     GAIN_SES,
     JOINT_Z,
     Decision,
@@ -40,7 +40,7 @@ from pidcore.plan import (
     marginal_decision,
     probe_indices,
 )
-from pidcore.reduce import PCAReducer
+from pidcore.reduce.pca import PCAReducer
 
 MODES = ("auto", "none", "copula", "flow")
 
@@ -142,7 +142,7 @@ def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None
     """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; for the
     copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows' starting
     point: monotone in the latents coordinate by coordinate), else None; and (k,) each latent's estimated
-    overlap with its population component (pidcore.reduce.spiked_overlap; 1 where unknown or not reduced).
+    overlap with its population component (pidcore.reduce.pca.spiked_overlap; 1 where unknown or not reduced).
     ``reduce_first``: PCA of the raw features first, then normal scores of the kept components (the seed
     recipe's order)."""
     if reduce_first:
@@ -165,7 +165,7 @@ def _overlap(reducer) -> np.ndarray:
 
 
 def _flow_options(flow_options: dict) -> dict:
-    from pidcore.jointflow import OPTIONS
+    from pidcore.gaussianize.jointflow import OPTIONS
 
     unknown = sorted(set(flow_options) - set(OPTIONS))
     if unknown:
@@ -180,9 +180,9 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     (see the module docstring; booleans accepted). ``groups``: tuples of variable indices (sources...,
     target) that the PID uses together (one per layer), needed by the flows; default: all variables
     as one group. ``reduce_first``: PCA before the marginal Gaussianization (see _reduce). ``plan``: a
-    pidcore.plan.GaussianizationPlan made beforehand (then ``roles`` names each variable's role, "x1", "x2"
+    pidcore.gaussianize.plan.GaussianizationPlan made beforehand (then ``roles`` names each variable's role, "x1", "x2"
     or "y"); without one, "auto" decides per variable and on the flows here.
-    ``flow_options``: options of pidcore.jointflow.fit_joint_flows; the flows are fitted per group (layer),
+    ``flow_options``: options of pidcore.gaussianize.jointflow.fit_joint_flows; the flows are fitted per group (layer),
     each with ``seed``, so a layer's latents do not depend on the other layers.
     The variables' copula and PCA run on ``flow_options["threads"]`` Python threads (default 2).
     ``report(stage, fraction, message)`` tells how far the PCA ("pca") and flow ("flows") stages are;
@@ -213,7 +213,7 @@ def crossfit(variables: list, fold_ids, gaussianize, flow_options: dict, timings
     modes = ["copula" if c else "none" for c in copula]
     if mode in ("none", "copula"):
         return CrossFitted(latents=latents, shared=True, modes=modes, overlaps=overlaps)
-    from pidcore.jointflow import FlowFailed
+    from pidcore.gaussianize.jointflow import FlowFailed
 
     start = time.perf_counter()
     folds = len(np.unique(fold_ids))
@@ -274,7 +274,7 @@ class FlowStage:
     map's held-out log-Jacobian."""
 
     def __init__(self, latents: list, starts: list, fold_ids, seed: int, options: dict):
-        from pidcore.jointflow import ica_unmixing
+        from pidcore.gaussianize.jointflow import ica_unmixing
 
         self.latents, self.fold_ids, self.seed, self.options = latents, fold_ids, seed, options
         if options.get("n_layers", 3) < 3:  # no room for the start (spline, unmixing, spline): copula inputs
@@ -292,7 +292,7 @@ class FlowStage:
         return FLOW_MARGIN + RAW_MARGIN * float(np.mean([sum(raw[v] for v in g) for g in groups]))
 
     def fit(self, used: list, fit_groups: list, seed: int, progress=None):
-        from pidcore.jointflow import fit_joint_flows
+        from pidcore.gaussianize.jointflow import fit_joint_flows
 
         return fit_joint_flows([self.inputs[v] for v in used], fit_groups, self.fold_ids, seed=seed,
                                starts=[self.starts[v] for v in used],
@@ -304,7 +304,7 @@ class FlowStage:
         spaced layers only when some probe layer's latents are jointly non-Gaussian (Mardia's kurtosis
         z-score above JOINT_Z), and kept when their held-out gain exceeds the margin by GAIN_SES standard
         errors (statistic: gain, nats per sample; margin: GAIN_SES standard errors)."""
-        from pidcore.jointflow import FlowFailed
+        from pidcore.gaussianize.jointflow import FlowFailed
 
         if mode == "flow":
             return Decision("flows", "flow", 0.0, 0.0, 0.0, "forced (gaussianize='flow')", "none")

@@ -7,8 +7,8 @@ Every delta is knockout - baseline, per pooled layer. Totals:
 - answer_probability_change (and _pct, relative to the baseline mean) and accuracy_change.
 
 With bootstrap draws in both runs' layer entries ("draws": (rounds, 5) plug-in PIDs of the same resampled
-questions in both runs, pidcore.pipeline), every per-layer delta and every metric gets a paired 95%
-interval: the draws of knockout minus baseline, reflected about the estimate (pidcore.estimate); a delta
+questions in both runs, pidcore.pipeline.layerwise), every per-layer delta and every metric gets a paired 95%
+interval: the draws of knockout minus baseline, reflected about the estimate (pidcore.estimators.estimate); a delta
 whose interval contains 0 is marked as within the noise. The answer metrics resample the same questions.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pidcore.estimate import basic_interval, interval
+from pidcore.estimators.estimate import basic_interval, interval
 
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy", "total")
 

@@ -33,7 +33,7 @@ DTYPE = torch.float32
 #: A group whose covariance has an eigenvalue below this fraction of its largest is degenerate (no flows).
 DEGENERATE_RTOL = 1e-6
 
-#: Options of ``fit_joint_flows`` (and so of ``flow_options`` in pidcore.pipeline).
+#: Options of ``fit_joint_flows`` (and so of ``flow_options`` in pidcore.pipeline.layerwise).
 OPTIONS = ("n_layers", "num_bins", "max_epochs", "batch_size", "learning_rate", "validation", "patience",
            "reductions", "objective", "optimizer", "threads")
 
@@ -98,7 +98,7 @@ def unmixing_score(x: np.ndarray, unmixing: np.ndarray) -> float:
     evaluated on the odd ones) + the Gaussian copula's log-density of their normal scores. It does not
     depend on the scale of each component; it is higher the closer the components are to an element-wise
     warp of a Gaussian."""
-    from pidcore.copula import empirical_log_density, normal_scores
+    from pidcore.gaussianize.copula import empirical_log_density, normal_scores
 
     s = x @ unmixing.T
     marginal = empirical_log_density(s[::2], s[1::2]).sum(axis=1).mean()
@@ -163,7 +163,7 @@ class _Stack:
                 x = torch.baddbmm(self.b[layer - 1], x, self.w[layer - 1].transpose(1, 2))
                 self.bound[layer] = x.abs().amax(dim=1) * 1.05 + 1e-3
                 if ica:
-                    from pidcore.copula import normal_scores
+                    from pidcore.gaussianize.copula import normal_scores
 
                     scores = torch.full_like(x, float("nan"))
                     for i in torch.nonzero(started).flatten().tolist():

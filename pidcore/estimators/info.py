@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import digamma
 
-from pidcore._covariance import as_covariance, check_positive_definite
+from pidcore.estimators._covariance import as_covariance, check_positive_definite
 
 __all__ = ["gaussian_mi", "logdet_bias"]
 

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from pidcore import __version__
-from pidcore.analysis import AnalysisRequest, _adapter, _is_int, analyze_layers
-from pidcore.effects import add_intervals, knockout_effects
 from pidcore.extract.edges import EDGES
+from pidcore.pipeline.analysis import AnalysisRequest, _adapter, _is_int, analyze_layers
+from pidcore.pipeline.effects import add_intervals, knockout_effects
 
 SCHEMA = "pidflow.study/1"
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
@@ -263,7 +263,7 @@ def unique_runs(runs: list[Run]) -> dict[str, dict | None]:
 
 def components_for_variance(x: np.ndarray, variance: float) -> int:
     """The fewest principal components of the rows of `x` keeping `variance` of its total variance."""
-    from pidcore.reduce import PCAReducer
+    from pidcore.reduce.pca import PCAReducer
 
     return PCAReducer(n_components=None, variance=variance).fit(x).n_components_
 
@@ -274,7 +274,7 @@ def seed_dims(baseline, variance: float = 0.95, bootstrap: int = 0, folds: int =
     and the target's. Where those sizes are more than `baseline.n` questions support (with `bootstrap` rounds
     and `folds`), they are shrunk together until they fit, and ``warning`` says so ("capped_from" the counts);
     the part is analysed at the capped sizes rather than failing."""
-    from pidcore.validation import _smaller_dims, rows_needed
+    from pidcore.pipeline.validation import _smaller_dims, rows_needed
 
     vision = [components_for_variance(baseline.vision[layer], variance) for layer in range(baseline.num_layers)]
     language = [components_for_variance(baseline.language[layer], variance) for layer in range(baseline.num_layers)]
@@ -350,7 +350,7 @@ def finish_part(request: StudyRequest, model: str, task: str, features: dict) ->
             raise ValueError(f"correct_only: {model} answers only {len(keep)} of {n_asked} {task} questions correctly")
         features = {key: value.subset(keep) for key, value in features.items()}
     if request.knockout_target == "baseline":  # one Y for every run: deltas before a window are exactly 0
-        from pidcore.analysis import with_baseline_target
+        from pidcore.pipeline.analysis import with_baseline_target
 
         features = {key: value if key == "baseline" else with_baseline_target(value, features["baseline"])
                     for key, value in features.items()}
@@ -516,7 +516,7 @@ def run_part(request: StudyRequest, model: str, task: str, progress=None) -> dic
 def analyse_part(request: StudyRequest, model: str, task: str, part: dict, progress=None) -> dict:
     """Every recipe's analysis of every distinct run of an extracted part (finish_part):
     {"records": [...], "model": describe(), "analyze_s"}; progress(fraction, message)."""
-    from pidcore.analysis import differing_layers, gaussianization_plan, reuse_identical_layers
+    from pidcore.pipeline.analysis import differing_layers, gaussianization_plan, reuse_identical_layers
 
     say = progress or (lambda fraction, message: None)
     # per recipe: its baseline first, whose Gaussianization plan every run of the recipe shares; a knockout
@@ -674,7 +674,7 @@ def correlations(trajectories: dict) -> list[dict]:
 def build_report(request: StudyRequest, records: list[dict], *, models: dict | None = None,
                  timing: dict | None = None) -> dict:
     """The pidflow.study/1 report from analysis and part records (run_study, or the workers' tasks)."""
-    from pidcore.pipeline import bootstrap_question_rows
+    from pidcore.pipeline.layerwise import bootstrap_question_rows
 
     analyses = {(r["model"], r["task"], r["recipe"], r["key"]): r for r in records if r["type"] == "analysis"}
     parts = {(r["model"], r["task"]): r for r in records if r["type"] == "part"}
@@ -726,7 +726,7 @@ def build_report(request: StudyRequest, records: list[dict], *, models: dict | N
         "series": series,
         "timing": dict(timing or {}),
     }
-    from pidcore.study_verdicts import findings
+    from pidcore.study.verdicts import findings
 
     report["findings"] = findings(report, analyses)  # the seed's claims (a)-(e): verdicts with intervals
     return report
