@@ -8,6 +8,16 @@ loads only the layers it is asked for, so an analyze task holds one layer batch,
 Capacity is checked at submission (`check_capacity`): a request whose features cannot fit what is
 configured — a Redis value (512 MiB, PIDFLOW_FEATURE_REDIS_MAX_MB) or PIDFLOW_FEATURE_MAX_GB on the
 volume — is refused with a message saying why and what would fit.
+
+Lifecycle of the folders (nothing is left behind): an analysis's folder <job id>/ (32 hex digits) goes
+when its result is written, when it fails, and when it is deleted (running or not); a study's part
+folder <study id>p<part>/ goes when the study finishes or is cancelled, and a failed study's stay for
+PIDFLOW_STUDY_RESUME_S (7 days; they count against PIDFLOW_FEATURE_MAX_GB meanwhile) so that a re-run can
+reuse them. `sweep` (every worker's heartbeat, at start and every 10 minutes) removes whatever those
+paths missed: folders of jobs whose keys are gone (deleted, expired) or that finished or failed, and of
+studies that are gone, finished, cancelled, or failed longer ago than the resume period. A folder of a
+queued or running job or study is never touched, nor any folder younger than SWEEP_GRACE_S; uploads'
+folders are worker.uploads' sweep's.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +40,12 @@ DTYPES = ("float32", "float16")
 _ANSWERS = ("target", "p_correct", "correct", "predicted", "qids", "tasks", "answers", "answer_set", "questions",
             "image_ids")
 MIB = 1024 * 1024
+DAY_S = 86400
+RESUME_S = 7 * DAY_S  # a failed study's features are kept this long (PIDFLOW_STUDY_RESUME_S)
+SWEEP_GRACE_S = 600  # the sweep leaves folders younger than this alone
+JOB_FOLDER = re.compile(r"[0-9a-f]{32}")  # worker.cache.job_id_for
+STUDY_FOLDER = re.compile(r"([0-9a-f]{32})p[0-9]+")  # worker.studies.features_owner
+LIVE = ("queued", "running")
 
 
 def env_settings(env: dict | None = None) -> FeatureStoreSettings:
@@ -37,13 +55,15 @@ def env_settings(env: dict | None = None) -> FeatureStoreSettings:
 @dataclass(frozen=True)
 class FeatureStoreSettings:
     """PIDFLOW_FEATURE_DIR (unset: features in Redis), PIDFLOW_FEATURE_DTYPE, PIDFLOW_FEATURE_MAX_GB
-    (unset: the volume's free space), PIDFLOW_FEATURE_REDIS_MAX_MB (one Redis value; Redis refuses 512)."""
+    (unset: the volume's free space), PIDFLOW_FEATURE_REDIS_MAX_MB (one Redis value; Redis refuses 512),
+    PIDFLOW_STUDY_RESUME_S (how long a failed study's features are kept for a re-run; 7 days)."""
 
     directory: Path | None = None
     dtype: str = "float32"
     max_bytes: int | None = None
     redis_max_bytes: int = 500 * MIB
     dtype_given: bool = False  # PIDFLOW_FEATURE_DTYPE set: every run in `dtype`; unset: float16 runs stay float16
+    resume_s: int = RESUME_S
 
     def run_dtype(self, features) -> str:
         """The dtype a run's layer files get: `dtype`, except that float16 states (an uploaded float16
@@ -74,7 +94,8 @@ class FeatureStoreSettings:
         return cls(directory=Path(directory) if directory else None, dtype=dtype,
                    dtype_given=bool(env.get("PIDFLOW_FEATURE_DTYPE")),
                    max_bytes=number("PIDFLOW_FEATURE_MAX_GB", 1024**3, None),
-                   redis_max_bytes=number("PIDFLOW_FEATURE_REDIS_MAX_MB", MIB, 500 * MIB))
+                   redis_max_bytes=number("PIDFLOW_FEATURE_REDIS_MAX_MB", MIB, 500 * MIB),
+                   resume_s=number("PIDFLOW_STUDY_RESUME_S", 1, RESUME_S))
 
 
 # -- sizes and the submission check ----------------------------------------------------------------------
@@ -311,3 +332,55 @@ def remove(job_id: str, settings: FeatureStoreSettings | None = None) -> None:
     settings = settings or env_settings()
     if settings.directory is not None and job_id and job_id.isalnum():
         shutil.rmtree(settings.directory / job_id, ignore_errors=True)
+
+
+def _age_s(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _fields(value) -> list[str | None]:
+    return [v.decode() if isinstance(v, bytes) else v for v in value]
+
+
+def keep_reason(client, name: str, resume_s: int, now: float | None = None) -> str | None:
+    """Why the sweep must keep the feature folder `name` (a reason), or None when it may go: a job's
+    (<job id>) while the job is queued or running, a study part's (<study id>p<i>) while the study is
+    queued or running or failed less than `resume_s` ago. Names of neither kind are kept ("not ours")."""
+    now = time.time() if now is None else now
+    if JOB_FOLDER.fullmatch(name):
+        (state,) = _fields(client.hmget(f"pidflow:job:{name}", ["state"]))
+        return f"job {state}" if state in LIVE else None
+    match = STUDY_FOLDER.fullmatch(name)
+    if match:
+        state, updated = _fields(client.hmget(f"pidflow:study:{match.group(1)}", ["state", "updated_at"]))
+        if state in LIVE:
+            return f"study {state}"
+        if state == "failed":
+            try:
+                failed_s = now - float(updated)
+            except (TypeError, ValueError):
+                failed_s = 0.0
+            if failed_s < resume_s:
+                return f"study failed {failed_s:.0f} s ago, kept {resume_s} s for a re-run"
+        return None
+    return "not ours"
+
+
+def sweep(client, settings: FeatureStoreSettings | None = None, grace_s: float = SWEEP_GRACE_S) -> list[str]:
+    """Remove the job and study feature folders that nothing needs any more (see the module's doc); the
+    names removed. Uploads' folders (worker.uploads) and other names are left alone."""
+    settings = settings or env_settings()
+    root = settings.directory
+    if root is None or not root.is_dir():
+        return []
+    now, removed = time.time(), []
+    for folder in root.iterdir():
+        if not folder.is_dir() or _age_s(folder, now) <= grace_s:
+            continue
+        if keep_reason(client, folder.name, settings.resume_s, now) is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed

@@ -9,7 +9,8 @@ score is older than the visibility timeout (PIDFLOW_VISIBILITY_TIMEOUT_S, 30 s b
 re-scores the messages this worker holds to "now", so a live worker's long task is never redelivered,
 while a killed worker's message comes back within the timeout plus a restore interval (about 40 s).
 Every SWEEP_EVERY_S (and at start) a worker's beat also removes the feature files of uploads whose keys
-expired (worker.uploads), so they do not wait for the next upload.
+expired (worker.uploads) and the feature folders of jobs and studies that no longer need them
+(worker.feature_store.sweep), so they do not wait for the next upload.
 Each task's `pidflow:running:<job>` hash names the worker of its tasks (field -> worker name), so a
 status can say that a job's worker is gone.
 """
@@ -148,17 +149,23 @@ class Heartbeat:
                 return
 
     def sweep(self) -> list[str]:
-        """Remove the feature files of expired uploads now (worker.uploads' sweep), not only at the next
-        upload; the shas removed."""
+        """Remove the feature files nothing needs any more, now rather than at the next upload: expired
+        uploads' (worker.uploads' sweep; their shas) and the folders of jobs and studies that are gone,
+        finished, failed or cancelled (worker.feature_store.sweep; their names). What was removed."""
+        from worker import feature_store
         from worker.uploads import UploadStore
 
-        try:
-            removed = UploadStore(self.client).remove_expired_files()
-        except (redis.exceptions.RedisError, OSError, ValueError) as exc:
-            log.warning("expired uploads not swept: %s", exc)
-            return []
-        if removed:
-            log.info("removed the files of %d expired upload(s)", len(removed))
+        removed: list[str] = []
+        for what, step in (("expired uploads", lambda: UploadStore(self.client).remove_expired_files()),
+                           ("feature folders", lambda: feature_store.sweep(self.client))):
+            try:
+                done = step()
+            except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+                log.warning("%s not swept: %s", what, exc)
+                continue
+            if done:
+                log.info("swept the files of %d %s: %s", len(done), what, ", ".join(name[:16] for name in done))
+            removed += done
         return removed
 
     def start(self) -> Heartbeat:

@@ -109,27 +109,52 @@ class _Reporter:
 
 
 def _guarded(stage: str, job_id: str, attempt: str, body) -> None:
-    """Run a task body: stop quietly when the job is gone, store any other failure as the job's error."""
+    """Run a task body: stop quietly when the job is gone, store any other failure as the job's error. The
+    job's feature files go with a failure, and with a stop when the job was deleted or finished meanwhile
+    (a task of a deleted job may have written them after the delete removed the folder)."""
     try:
         body()
     except JobGone:
         log.info("job %s: %s skipped (deleted, restarted or finished)", job_id, stage)
+        _drop_files_unless_live(job_id)
     except LOST_REDIS as exc:
         log.exception("job %s: Redis lost during %s", job_id, stage)
         error = f"lost the connection to Redis during {stage}: {exc}; submit the request again to restart"
-        _call(_store().fail, job_id, attempt, error)  # raises (message redelivered) if Redis stays away
+        if _call(_store().fail, job_id, attempt, error):  # raises (message redelivered) if Redis stays away
+            _drop_files(job_id)
     except redis.exceptions.OutOfMemoryError:
         log.exception("job %s: Redis full during %s", job_id, stage)
         error = (f"{stage} failed: {FULL_REDIS}; this job's data did not fit. Submit it again once there is "
                  f"room, or ask for less (fewer questions or layers)")
         try:  # its intermediate data goes first, so that the fail script's small write fits
             _store().drop_work(job_id, attempt)
-            _store().fail(job_id, attempt, error)
+            if _store().fail(job_id, attempt, error):
+                _drop_files(job_id)
         except redis.exceptions.RedisError:
             log.exception("job %s: could not record the failure either", job_id)
     except Exception as exc:  # noqa: BLE001 - any failure of the science becomes the job's readable error
         log.exception("job %s: %s failed", job_id, stage)
-        _call(_store().fail, job_id, attempt, redact_paths(f"{stage} failed: {type(exc).__name__}: {exc}"))
+        if _call(_store().fail, job_id, attempt, redact_paths(f"{stage} failed: {type(exc).__name__}: {exc}")):
+            _drop_files(job_id)
+
+
+def _drop_files(job_id: str) -> None:
+    """Remove the job's feature folder (best effort: the heartbeat's sweep takes what is left)."""
+    try:
+        feature_store.remove(job_id)
+    except (OSError, ValueError) as exc:
+        log.warning("job %s: feature files not removed: %s", job_id, exc)
+
+
+def _drop_files_unless_live(job_id: str) -> None:
+    """After a task stopped because its job is gone: remove the feature folder when the job was deleted,
+    finished or failed; a restarted job (queued or running under a newer attempt) keeps it."""
+    try:
+        job = _store().get(job_id)
+    except redis.exceptions.RedisError:
+        return
+    if job is None or job.get("state") not in ("queued", "running"):
+        _drop_files(job_id)
 
 
 def _count_delivery(job_id: str, attempt: str, name: str) -> None:

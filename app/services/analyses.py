@@ -67,14 +67,15 @@ class Analyses(Validation):
         return self._call(finder, analysis_id) if finder else None
 
     def delete(self, analysis_id: str, token: str | None = None) -> bool:
-        """Delete an analysis (hosted: only its owner may) with its share links; its job, result and running
-        tasks go too once no other analysis points at the same job."""
+        """Delete an analysis (hosted: only its owner may) with its share links; its job, result, running
+        tasks and feature files (PIDFLOW_FEATURE_DIR) go too once no other analysis points at the same job."""
         self._call(self.registry.owner_check, analysis_id, token, "delete")
         self.status(analysis_id)  # KeyError (404) when unknown
         self._documents.drop(analysis_id)
         job, last = self._call(self.registry.forget, analysis_id)
         if last:
             self._call(self.jobs.delete, job)
+            _remove_feature_files(job)
         return True
 
     def set_demo_analysis(self, analysis_id: str) -> None:
@@ -92,3 +93,14 @@ class Analyses(Validation):
         except KeyError:
             return None
         return analysis_id
+
+
+def _remove_feature_files(job_id: str) -> None:
+    """Remove a deleted job's feature folder now (a task still running stops at its next step and removes
+    what it wrote after this; the workers' heartbeat sweep takes anything left)."""
+    from worker import feature_store
+
+    try:
+        feature_store.remove(job_id)
+    except (OSError, ValueError):
+        pass
