@@ -2,17 +2,26 @@
 pidcore.features.files, stored through worker.uploads, then analysed as model "features:<sha256>".
 
 Errors: `UploadTooLarge` (HTTP 413), `ValueError` for a file or request that does not fit (422),
-`KeyError` for an unknown file or image (404).
+`KeyError` for an unknown file or image (404), `UploadQuotaExceeded` (507) past a token's
+PIDFLOW_UPLOAD_QUOTA_GB.
+
+Hosted mode: each token that uploads a file gets its own id for it (a handle, `u` + 32 hex digits; the
+same one when it uploads the file again), reads and deletes it by that id, and only that token may delete
+it; the file itself (model `features:<sha256>`, shared by every analysis of those bytes) goes with the last
+holder's delete.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.feature_store import FeatureStoreFull, run_bytes
 from worker.uploads import SPOOL_PREFIX, NeedsFeatureFolder, UploadStore
 
 DECODED_PER_UPLOAD_BYTE = 2  # a file's arrays may decode to at most twice PIDFLOW_MAX_UPLOAD_BYTES
@@ -22,6 +31,26 @@ IMAGE_PREFIX = "upload."  # image ids of a file's questions (pidcore.features.fi
 
 class UploadTooLarge(ValueError):
     """The body is over PIDFLOW_MAX_UPLOAD_BYTES, or needs a feature folder this server has not."""
+
+
+class UploadQuotaExceeded(FeatureStoreFull):
+    """The uploading token's files would pass its storage quota, PIDFLOW_UPLOAD_QUOTA_GB (HTTP 507, as a
+    full feature folder: nothing of the upload is kept)."""
+
+
+def upload_quota(env=None) -> int | None:
+    """PIDFLOW_UPLOAD_QUOTA_GB in bytes: what one token's uploads may hold in all (hosted mode); None
+    (unset) for no bound beyond PIDFLOW_FEATURE_MAX_GB. ValueError when it is not a positive number."""
+    raw = (os.environ if env is None else env).get("PIDFLOW_UPLOAD_QUOTA_GB")
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"PIDFLOW_UPLOAD_QUOTA_GB must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"PIDFLOW_UPLOAD_QUOTA_GB must be > 0, got {value}")
+    return int(value * 1024**3)
 
 
 @dataclass
@@ -133,44 +162,81 @@ class FeatureUploads:
             raise ValueError("no file: send the features file's bytes as the body "
                              "(Content-Type: application/octet-stream)")
         sha = data.sha256 if on_disk else hashlib.sha256(data).hexdigest()
+        owner = _owner(token) if token else None
         known = self.store.refresh(sha)  # the same bytes were checked before
         if known is None or self.store.files_missing(sha):  # new, or its files were lost: (re)write them
             bound = DECODED_PER_UPLOAD_BYTE * limit
             feature_set = read_features(data.path, filename=filename, max_bytes=bound, lazy=True,
                                         sha256=sha) if on_disk else \
                 read_features(data, filename=filename, max_bytes=bound)
-            known = {**feature_set.describe(), "request": features_request(feature_set)}
+            known = {**feature_set.describe(), "request": features_request(feature_set),
+                     "stored_bytes": self._stored_bytes(feature_set)}
+            if owner:
+                self._check_quota(owner, sha, known["stored_bytes"])
             try:
                 created = self.store.put(feature_set, known)
             except NeedsFeatureFolder as error:
                 raise UploadTooLarge(str(error)) from error
         else:
             created = False
-        if token:
-            self.store.add_owner(sha, _owner(token))
-        return {**known, "created": created}
+            if owner:
+                self._check_quota(owner, sha, _bytes_of(known))
+        if not owner:
+            return {**known, "sha256": sha, "created": created}
+        self.store.add_owner(sha, owner)
+        self.store.charge(sha, owner, _bytes_of(known))
+        return {**known, "id": self.store.handle(sha, owner), "sha256": sha, "created": created}
 
-    def delete(self, sha: str, token: str | None = None) -> bool:
-        """Remove an uploaded file (analyses already finished keep their results). In hosted mode only a
-        token that uploaded it may (PermissionError), and when other tokens uploaded the same bytes only
-        this token's hold goes: the file stays for them until the last of them deletes it. KeyError when
-        unknown."""
+    def _stored_bytes(self, feature_set) -> int:
+        """Bytes the file's runs take once stored (layer files, or npz values in Redis)."""
+        settings = self.store.settings
+        return sum(run_bytes(run, settings.run_dtype(run))
+                   for run in (feature_set.features, feature_set.knockout) if run is not None)
+
+    def _check_quota(self, owner: str, sha: str, size: int) -> None:
+        """UploadQuotaExceeded when this token's uploads and this one would pass PIDFLOW_UPLOAD_QUOTA_GB (a
+        file the token holds already costs nothing more)."""
+        quota = upload_quota()
+        if quota is None or owner in self.store.owners(sha):
+            return
+        used = self.store.usage(owner)
+        if used + size > quota:
+            raise UploadQuotaExceeded(
+                errno.EDQUOT, f"this token's uploads would pass its quota (PIDFLOW_UPLOAD_QUOTA_GB = "
+                              f"{quota / 1024**3:g} GiB): it holds {_amount(used)} of features files and this "
+                              f"one needs {_amount(size)} more; nothing of it was kept. Delete uploads "
+                              f"this token no longer needs (DELETE /api/v1/features/<id>), or ask for a larger quota")
+
+    def delete(self, features_id: str, token: str | None = None) -> bool:
+        """Remove an uploaded file (analyses already finished keep their results). In hosted mode only the
+        token that got this id may (PermissionError): its own handle, or the sha256 of a file it uploaded;
+        when other tokens uploaded the same bytes only this token's hold (and handle) goes, and the file stays
+        for them until the last of them deletes it. KeyError when unknown."""
+        sha, handle_owner = self._sha_of(features_id)
         self.info(sha)
         if token is None:
             return self.store.delete(sha)
         owner = _owner(token)
-        if owner not in self.store.owners(sha):
-            raise PermissionError("only a token that uploaded this features file may delete it")
+        if (handle_owner or owner) != owner or owner not in self.store.owners(sha):
+            raise PermissionError("only the token that uploaded this features file under this id may delete it")
         if self.store.release(sha, owner):
             self.store.delete(sha)
         return True
 
-    def info(self, sha: str) -> dict:
-        """The stored summary of an uploaded file (with its `request`); KeyError when unknown."""
+    def _sha_of(self, features_id: str) -> tuple[str, str | None]:
+        """(sha256, owner of the handle or None) of an id: a token's handle, or the file's sha256."""
+        found = self.store.resolve(features_id)
+        return found if found is not None else (features_id, None)
+
+    def info(self, features_id: str) -> dict:
+        """The stored summary of an uploaded file (with its `request`) by its sha256 or a token's handle
+        (then `id` is that handle); KeyError when unknown."""
+        sha, _ = self._sha_of(features_id) if isinstance(features_id, str) else (None, None)
         info = self.store.info(sha) if isinstance(sha, str) and sha.isalnum() else None
         if info is None:
-            raise KeyError(f"unknown features file {sha!r} (never uploaded, or older than PIDFLOW_UPLOAD_TTL_S)")
-        return info
+            raise KeyError(f"unknown features file {features_id!r} (never uploaded, or older than "
+                           f"PIDFLOW_UPLOAD_TTL_S)")
+        return {**info, "id": features_id, "sha256": sha}
 
     def validate(self, request: dict) -> None:
         """ValueError unless the request names an uploaded file and fits it (tasks, pooling, target)."""
@@ -203,6 +269,18 @@ class FeatureUploads:
         if png is None:
             raise KeyError(f"unknown image {image_id!r}")
         return png
+
+
+def _amount(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size:,} bytes"
+
+
+def _bytes_of(info: dict) -> int:
+    """Bytes an upload takes once stored: recorded at upload, else (older uploads) counted as float32."""
+    if info.get("stored_bytes") is not None:
+        return int(info["stored_bytes"])
+    runs = 2 if info.get("knockout") else 1
+    return runs * info["num_layers"] * info["n_questions"] * (info["vision_dim"] + info["language_dim"]) * 4
 
 
 def _owner(token: str) -> str:

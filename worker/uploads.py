@@ -4,8 +4,10 @@ Keys (`<sha>` = sha256 of the uploaded file): `pidflow:upload:<sha>` (hash: `fea
 baseline run, `knockout` = its knocked-out run if any, `info` = JSON summary), `pidflow:upload-images:<sha>`
 (hash: question index -> PNG bytes, when the file has images), `pidflow:upload-owners:<sha>` (set of the
 uploaders' token hashes, hosted mode: a token's delete drops its own hold, and the file goes with the
-last). They expire after PIDFLOW_UPLOAD_TTL_S (30 days, as results),
-refreshed when the same file is uploaded again.
+last), `pidflow:upload-handle:<handle>` (hash: sha, owner: the id one token got for the file, hosted mode;
+`u` + 32 hex digits), `pidflow:upload-handle-of:<owner>:<sha>` (that handle), `pidflow:upload-usage:<owner>`
+(hash: sha -> bytes of its layer files, for the per-token quota PIDFLOW_UPLOAD_QUOTA_GB). They expire
+after PIDFLOW_UPLOAD_TTL_S (30 days, as results), refreshed when the same file is uploaded again.
 
 A run is stored as extracted features are (worker.feature_store): with PIDFLOW_FEATURE_DIR, per-layer
 files under <dir>/upload<sha>/ and only a reference in Redis (the API and the workers must share that
@@ -37,6 +39,10 @@ from worker.settings import DAY_S
 PREFIX = "pidflow:upload:"
 IMAGES_PREFIX = "pidflow:upload-images:"
 OWNERS_PREFIX = "pidflow:upload-owners:"
+HANDLE_PREFIX = "pidflow:upload-handle:"
+HANDLE_OF_PREFIX = "pidflow:upload-handle-of:"
+USAGE_PREFIX = "pidflow:upload-usage:"
+HANDLE_MARK = "u"  # a handle is "u" + 32 hex digits; a sha256 is 64
 DEFAULT_TTL_S = 30 * DAY_S
 FILES_PREFIX = "upload"  # <PIDFLOW_FEATURE_DIR>/upload<sha>/{baseline,knockout}/
 TEMP_PREFIX = ".partial-upload"  # <PIDFLOW_FEATURE_DIR>/.partial-upload<sha>.<random>/: an upload being written
@@ -161,12 +167,63 @@ class UploadStore:
         pipe.execute()
 
     def release(self, sha: str, owner: str) -> bool:
-        """Drop `owner`'s hold on upload `sha`; True when no owner is left (then the caller deletes it). Of
-        owners releasing at once, at least the last sees none left."""
+        """Drop `owner`'s hold on upload `sha` (its handle and its use of the quota too); True when no owner
+        is left (then the caller deletes it). Of owners releasing at once, at least the last sees none left."""
+        handle = self.redis.get(HANDLE_OF_PREFIX + f"{owner}:{sha}")
         pipe = self.redis.pipeline(transaction=False)  # deletions and a read: a full Redis takes them
+        if handle is not None:
+            pipe.delete(HANDLE_PREFIX + _text(handle))
+        pipe.delete(HANDLE_OF_PREFIX + f"{owner}:{sha}")
+        pipe.hdel(USAGE_PREFIX + owner, sha)
         pipe.srem(OWNERS_PREFIX + sha, owner)
         pipe.scard(OWNERS_PREFIX + sha)
-        return pipe.execute()[1] == 0
+        return pipe.execute()[-1] == 0
+
+    def handle(self, sha: str, owner: str) -> str:
+        """The id token `owner` reads and deletes upload `sha` by (hosted mode): its own, random, the same
+        one each time it uploads the file again (expiry refreshed)."""
+        key = HANDLE_OF_PREFIX + f"{owner}:{sha}"
+        candidate = HANDLE_MARK + uuid.uuid4().hex
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, candidate, nx=True, ex=self.ttl_s)
+        pipe.get(key)
+        handle = _text(pipe.execute()[1])
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(HANDLE_PREFIX + handle, mapping={"sha": sha, "owner": owner})
+        pipe.expire(HANDLE_PREFIX + handle, self.ttl_s)
+        pipe.expire(key, self.ttl_s)
+        pipe.execute()
+        return handle
+
+    def resolve(self, handle: str) -> tuple[str, str] | None:
+        """(sha, owner) of a handle, None when it is not one (or expired, or deleted)."""
+        if not (isinstance(handle, str) and handle.startswith(HANDLE_MARK) and handle[1:].isalnum()):
+            return None
+        sha, owner = self.redis.hmget(HANDLE_PREFIX + handle, ["sha", "owner"])
+        return (_text(sha), _text(owner)) if sha is not None and owner is not None else None
+
+    def usage(self, owner: str) -> int:
+        """Bytes of the uploads `owner` holds (each counted whole, shared or not); entries of uploads that
+        expired or that it no longer holds are dropped on the way."""
+        held = {_text(k): int(v) for k, v in self.redis.hgetall(USAGE_PREFIX + owner).items()}
+        if not held:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sha in held:
+            pipe.exists(PREFIX + sha)
+            pipe.sismember(OWNERS_PREFIX + sha, owner)
+        answers = pipe.execute()
+        gone = [sha for index, sha in enumerate(held) if not (answers[2 * index] and answers[2 * index + 1])]
+        if gone:
+            self.redis.hdel(USAGE_PREFIX + owner, *gone)
+        return sum(size for sha, size in held.items() if sha not in gone)
+
+    def charge(self, sha: str, owner: str, size: int) -> None:
+        """Count upload `sha` (`size` bytes) against `owner`'s quota."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(USAGE_PREFIX + owner, sha, int(size))
+        pipe.expire(USAGE_PREFIX + owner, self.ttl_s)
+        pipe.execute()
 
     def owners(self, sha: str) -> set[str]:
         return {o.decode() if isinstance(o, bytes) else o for o in self.redis.smembers(OWNERS_PREFIX + sha)}
@@ -222,6 +279,10 @@ class UploadStore:
 
     def image_png(self, sha: str, index: int) -> bytes | None:
         return self.redis.hget(IMAGES_PREFIX + sha, str(index))
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _size(path: Path) -> int:

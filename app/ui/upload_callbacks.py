@@ -25,7 +25,8 @@ def decode_upload(contents: str) -> bytes:
 def summary_text(info: dict) -> str:
     tasks = ", ".join(f"{task} ({count})" for task, count in info["tasks"].items())
     source = f" from {info['source_model']}" if info.get("source_model") else ""
-    return (f"Features file {info['id'][:12]}{source}: {info['n_questions']} questions, {info['num_layers']} layers, "
+    sha = info.get("sha256") or info["id"]  # hosted: `id` is the token's handle, `sha256` names the file
+    return (f"Features file {sha[:12]}{source}: {info['n_questions']} questions, {info['num_layers']} layers, "
             f"vision {info['vision_dim']} / language {info['language_dim']} / target {info['target_dim']} dimensions; "
             f"tasks {tasks}.")
 

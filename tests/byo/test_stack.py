@@ -74,7 +74,8 @@ def test_upload_analyse_cache_share_and_images(stack, features_file):
     uploaded = HTTP.post(f"{api}/features", content=body, headers=AUTH, params={"filename": path.name})
     assert uploaded.status_code == 201, uploaded.text
     info = uploaded.json()
-    assert info["id"] == sha and info["model"] == f"features:{sha}" and info["created"] is True
+    assert info["sha256"] == sha and info["id"].startswith("u") and info["model"] == f"features:{sha}"
+    assert info["created"] is True
     assert info["tasks"] == {"color": N // 2, "shape": N // 2} and info["num_layers"] == 4 and info["images"]
     again = HTTP.post(f"{api}/features", content=body, headers=AUTH)
     assert again.status_code == 200 and again.json()["created"] is False
