@@ -14,7 +14,8 @@ from worker.settings import WorkerSettings
 EXTRACT, ANALYZE, FINALIZE = "pidflow.extract", "pidflow.analyze", "pidflow.finalize"
 QUEUES = {EXTRACT: "gpu", ANALYZE: "cpu", FINALIZE: "cpu",
           "pidflow.study_part": "gpu", "pidflow.study_finalize": "cpu",
-          "pidflow.extract_shard": "gpu", "pidflow.study_shard": "gpu"}  # worker/shards.py  # worker/study_tasks.py
+          "pidflow.extract_shard": "gpu", "pidflow.study_shard": "gpu",
+          "pidflow.study_prepare": "cpu", "pidflow.study_analyze": "cpu"}  # worker/shards.py  # worker/study_tasks.py
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 

@@ -1,19 +1,18 @@
 """Studies on the Celery workers: submit / status / report (the door the API uses) and the Redis keys.
 
-A study fans out into one `pidflow.study_part` task per (model, task) on the gpu queue (extraction of all
-runs together, then every recipe's analyses; several workers share a study), and one
-`pidflow.study_finalize` (cpu) that builds the report once every part has landed. With
-PIDFLOW_EXTRACT_SHARD (worker/shards.py) a part whose questions exceed one shard queues one
-`pidflow.study_shard` (gpu) per shard instead: each extracts every run of its questions and stores them
-(worker/feature_store.py); the shard that completes the set merges them in question order and runs the
-part's analyses. Tasks are acknowledged late, so a killed worker's part or shard is redelivered (the
-other shards stay stored); a part lands once (HSETNX) and the report is written once.
+A study fans out into one `pidflow.study_part` task per (model, task) on the gpu queue, which only extracts
+all the part's runs together and stores them (worker/feature_store.py); with PIDFLOW_EXTRACT_SHARD
+(worker/shards.py) a part whose questions exceed one shard queues one `pidflow.study_shard` (gpu) per shard
+instead. Then on the cpu queue: `pidflow.study_prepare` (merge the shards, plan the part once: units of
+(recipe, run, layer batch)), one `pidflow.study_analyze` per unit (the last to land assembles the part's
+records) and `pidflow.study_finalize` (the report, once every part has landed). Tasks are acknowledged late,
+so a killed worker's task is redelivered; a unit, a part and the report each land once.
 
 Keys (`<id>` = study id): `pidflow:study:<id>` (hash: state, progress, message, error, request, total,
-attempt, created_at, updated_at, finalizing, shards:<i>, merging:<i>), `pidflow:study-parts:<id>` (hash
-"<i>" -> JSON records of part i), `pidflow:study-progress:<id>` (hash "<i>" -> "fraction|message"),
+attempt, created_at, updated_at, finalizing, shards:<i>, merging:<i>, plan:<i>), `pidflow:study-parts:<id>`
+(hash "<i>" -> JSON records of part i), `pidflow:study-layers:<id>:<i>` (hash "<unit>" -> landed entries), `pidflow:study-progress:<id>` (hash "<i>" -> "fraction|message"),
 `pidflow:study-features:<id>` (hash "<i>:<shard>" -> JSON of a stored shard, "<i>:<shard>:<run number>"
--> its features), `pidflow:study-report:<id>`.
+-> its features; "<i>:part" -> the extracted part's marker, "<i>:run:<run number>" -> its runs), `pidflow:study-report:<id>`.
 
 States: queued, running, succeeded, failed, cancelled (`cancel`: parts stop at their next progress step,
 finished parts stay; submitting it again resumes). Every part, shard and report task runs under the
@@ -32,6 +31,7 @@ from worker.settings import WorkerSettings
 
 PREFIX = "pidflow:"
 STUDY_PART, STUDY_FINALIZE, STUDY_SHARD = "pidflow.study_part", "pidflow.study_finalize", "pidflow.study_shard"
+STUDY_PREPARE, STUDY_ANALYZE = "pidflow.study_prepare", "pidflow.study_analyze"
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 RESTARTABLE = ("failed", "cancelled")  # submitting such a study again starts a new attempt
 
@@ -39,6 +39,11 @@ RESTARTABLE = ("failed", "cancelled")  # submitting such a study again starts a 
 def keys(study_id: str) -> dict[str, str]:
     return {name: f"{PREFIX}{name}:{study_id}" for name in ("study", "study-parts", "study-progress", "study-features",
                                                               "study-report")}
+
+
+def layers_key(study_id: str, index: int) -> str:
+    """Hash of part `index`'s landed analysis units: "<unit>" -> JSON {entries, seconds}."""
+    return f"{PREFIX}study-layers:{study_id}:{index}"
 
 
 @lru_cache(maxsize=8)
@@ -86,7 +91,8 @@ def submit(body: dict) -> dict:
         remove_features(study_id, index)
     pipe = redis.pipeline()
     pipe.delete(*([] if kept else [names["study-parts"]]), names["study-progress"], names["study-features"],
-                names["study-report"], names["study"])
+                names["study-report"], names["study"],
+                *[layers_key(study_id, index) for index, _ in enumerate(parts_of(request))])
     pipe.hset(names["study"], mapping={"id": study_id, "state": "queued", "progress": "0", "message": "queued",
                                        "error": "", "request": json.dumps(request.to_dict()), "attempt": attempt,
                                        "total": str(len(parts_of(request))), "created_at": now, "updated_at": now})
@@ -154,8 +160,15 @@ def status(study_id: str) -> dict:
     request = StudyRequest.from_dict(json.loads(raw["request"]))
     landed = {_text(k) for k in redis.hkeys(names["study-parts"])}
     running = {_text(k): _text(v) for k, v in redis.hgetall(names["study-progress"]).items()}
+    pairs = parts_of(request)
+    pipe = redis.pipeline(transaction=False)
+    for index in range(len(pairs)):
+        pipe.hexists(names["study-features"], f"{index}:part")
+        pipe.hlen(layers_key(study_id, index))
+    counts = pipe.execute()
     parts = []
-    for index, (model, task) in enumerate(parts_of(request)):
+    stages = {"extraction": {"done": 0, "total": len(pairs)}, "analysis": {"done": 0, "total": 0, "planned_parts": 0}}
+    for index, (model, task) in enumerate(pairs):
         done = str(index) in landed or raw["state"] == "succeeded"  # a finished study's parts are dropped
         fraction, message = (1.0, "done") if done else (0.0, "waiting for a worker")
         if raw["state"] == "cancelled" and not done:
@@ -163,10 +176,21 @@ def status(study_id: str) -> dict:
         if str(index) in running and not done:
             value, _, message = running[str(index)].partition("|")
             fraction = float(value)
-        parts.append({"model": model, "task": task, "progress": round(fraction, 4), "message": message})
+        plan = raw.get(f"plan:{index}")
+        units = len(json.loads(plan)["units"]) if plan else None
+        analysed = units if done and units is not None else counts[2 * index + 1]
+        extracted = done or plan is not None or bool(counts[2 * index])
+        stage = "done" if done else "analysis" if plan else "planning" if extracted else "extraction"
+        stages["extraction"]["done"] += extracted
+        if units is not None:
+            stages["analysis"]["planned_parts"] += 1
+            stages["analysis"]["total"] += units
+            stages["analysis"]["done"] += analysed
+        parts.append({"model": model, "task": task, "progress": round(fraction, 4), "message": message,
+                      "stage": stage, "analyses": None if units is None else [analysed, units]})
     overall = 1.0 if raw["state"] == "succeeded" else 0.99 * sum(p["progress"] for p in parts) / max(len(parts), 1)
     return {"id": study_id, "state": raw["state"], "progress": round(overall, 4), "message": raw.get("message"),
-            "error": raw.get("error") or None, "parts": parts, "created_at": float(raw["created_at"]),
+            "error": raw.get("error") or None, "parts": parts, "stages": stages, "created_at": float(raw["created_at"]),
             "updated_at": float(raw["updated_at"])}
 
 

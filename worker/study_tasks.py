@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 
 from worker import feature_store
 from worker.celery_app import app, send
 from worker.settings import WorkerSettings
-from worker.studies import STUDY_FINALIZE, STUDY_PART, STUDY_SHARD, client, features_owner, keys, parts_of
+from worker.studies import (
+    STUDY_ANALYZE,
+    STUDY_FINALIZE,
+    STUDY_PART,
+    STUDY_PREPARE,
+    STUDY_SHARD,
+    _text,
+    client,
+    features_owner,
+    keys,
+    layers_key,
+    parts_of,
+)
 
 log = logging.getLogger("pidflow.worker")
 PROGRESS_EVERY_S = 0.25
 MAX_DELIVERIES = 4  # a part started this often (its worker lost each time) fails the study
+EXTRACT_END = 0.3  # a part's bar: extraction up to here, then its analyses
 
 
 class StudyGone(Exception):
@@ -73,20 +87,47 @@ def _count_delivery(study_id: str, name: str, what: str) -> None:
                            f"each time (killed, or out of memory?)")
 
 
-def _part(study_id: str, attempt: str, index: int) -> None:
-    from pidcore.study.run import StudyRequest, run_part
+def _label(request, index: int) -> str:
+    model, task = parts_of(request)[index]
+    return f"{model} · {task}"
+
+
+def _part(study_id: str, attempt: str, index: int, worker: str = "?") -> None:
+    """GPU: extract every run of part `index` (or queue its question shards), store the runs, queue the
+    part's plan on the cpu queue and return: the analyses run on CPU workers."""
+    from pidcore.study.run import StudyRequest
 
     redis, names = client(), keys(study_id)
     job = _alive(study_id, attempt)
     request = StudyRequest.from_dict(json.loads(job["request"]))
-    model, task = parts_of(request)[index]
-    if not redis.hexists(names["study-parts"], str(index)):
-        _count_delivery(study_id, str(index), f"part {model} · {task}")
+    if redis.hexists(names["study-parts"], str(index)):
+        return _maybe_finalize(study_id, attempt, request)
+    if not redis.hexists(names["study-features"], f"{index}:part"):
+        _count_delivery(study_id, str(index), f"part {_label(request, index)}")
         if _queue_shards(study_id, attempt, index, request):
-            return  # the shard that completes the set merges them and analyses the part
-        done = run_part(request, model, task, progress=_progress(study_id, attempt, index, f"{model} · {task}"))
-        _land(study_id, attempt, index, done, {"extract_s": done["extract_s"], "analyze_s": done["analyze_s"]})
-    _maybe_finalize(study_id, attempt, request)
+            return  # the shard that completes the set queues the plan (which merges them)
+        _store_part(study_id, attempt, index, request, worker)
+    send(STUDY_PREPARE, [study_id, attempt, index], WorkerSettings.from_env().redis_url)
+
+
+def _store_part(study_id: str, attempt: str, index: int, request, worker: str) -> None:
+    """Extract every run of part `index` together (prefix reuse) and store them with the part's marker
+    ("<i>:part": run keys, the model's description, where and how long), in one HSET."""
+    from pidcore.study.run import extract_questions
+
+    model, task = parts_of(request)[index]
+    say = _progress(study_id, attempt, index, _label(request, index), 0.0, EXTRACT_END)
+    started = time.perf_counter()
+    features, info = extract_questions(request, model, task, progress=lambda f, m: say(f, f"extract: {m}"),
+                                       with_model=True)
+    owner = features_owner(study_id, index)
+    values = {f"{index}:run:{number}": feature_store.save(owner, f"r{number}", item)
+              for number, item in enumerate(features.values())}
+    values[f"{index}:part"] = json.dumps({"runs": list(features), "model": info, "worker": worker,
+                                          "extract_s": round(time.perf_counter() - started, 3), "shards": None})
+    _alive(study_id, attempt)
+    client().hset(keys(study_id)["study-features"], mapping=values)
+    say(1.0, "extracted; analyses queued for CPU workers")
 
 
 def _land(study_id: str, attempt: str, index: int, done: dict, timing: dict, shards: list | None = None) -> None:
@@ -140,14 +181,15 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
     total = len(json.loads(client().hget(names["study"], f"shards:{index}")))
     landed = sum(value is not None for value in client().hmget(names["study-features"],
                                                                 [f"{index}:{number}" for number in range(total)]))
-    # one shard's share of the part's extraction (30% of its bar), after the shards already stored
-    say = _progress(study_id, attempt, index, label, 0.3 * landed / total, 0.3 * (landed + 1) / total)
-    features = extract_questions(request, model, task, start, stop, progress=lambda f, m: say(f, f"extract: {m}"))
+    # one shard's share of the part's extraction, after the shards already stored
+    say = _progress(study_id, attempt, index, label, EXTRACT_END * landed / total, EXTRACT_END * (landed + 1) / total)
+    features, info = extract_questions(request, model, task, start, stop,
+                                       progress=lambda f, m: say(f, f"extract: {m}"), with_model=True)
     owner, marker = features_owner(study_id, index), f"{index}:{shard}"
     values = {f"{marker}:{number}": feature_store.save(owner, f"s{shard}r{number}", item)
               for number, item in enumerate(features.values())}
     values[marker] = json.dumps({"runs": list(features), "questions": [start, stop], "worker": worker,
-                                 "extract_s": round(time.perf_counter() - started, 3)})
+                                 "extract_s": round(time.perf_counter() - started, 3), "model": info})
     _alive(study_id, attempt)
     client().hset(keys(study_id)["study-features"], mapping=values)
 
@@ -160,44 +202,184 @@ def _shard(study_id: str, attempt: str, index: int, shard: int, start: int, stop
     request = StudyRequest.from_dict(json.loads(job["request"]))
     if redis.hexists(names["study-parts"], str(index)):
         return _maybe_finalize(study_id, attempt, request)
+    if redis.hexists(names["study-features"], f"{index}:part"):  # merged already: the plan was queued
+        return
     if not redis.hexists(names["study-features"], f"{index}:{shard}"):
         _store_shard(study_id, attempt, index, shard, start, stop, request, worker)
     total = len(json.loads(redis.hget(names["study"], f"shards:{index}")))
     stored = redis.hmget(names["study-features"], [f"{index}:{number}" for number in range(total)])
     landed = sum(value is not None for value in stored)
-    model, task = parts_of(request)[index]
-    _progress(study_id, attempt, index, f"{model} · {task}")(0.3 * landed / total, f"{landed}/{total} shards extracted")
+    _progress(study_id, attempt, index, _label(request, index))(EXTRACT_END * landed / total,
+                                                                 f"{landed}/{total} shards extracted")
     if landed < total:
         return
     redis.hsetnx(names["study"], f"merging:{index}", str(shard))
     if redis.hget(names["study"], f"merging:{index}").decode() != str(shard):
-        return  # another shard merges (this one's redelivery merges again if its worker is lost)
-    _merge_and_analyse(study_id, attempt, index, request, [json.loads(value) for value in stored])
+        return  # another shard queues the plan (this one's redelivery queues it again if its worker is lost)
+    send(STUDY_PREPARE, [study_id, attempt, index], WorkerSettings.from_env().redis_url)
 
 
-def _merge_and_analyse(study_id: str, attempt: str, index: int, request, shards_info: list[dict]) -> None:
-    """Merge the part's shards in question order (worker/shards.merge), then finish and analyse it as an
-    unsharded part (pidcore.study.run.finish_part, analyse_part) and land its records."""
-    from pidcore.study.run import analyse_part, finish_part
+def _merge_shards(study_id: str, attempt: str, index: int, request) -> None:
+    """Merge the part's stored shards in question order (worker/shards.merge), store the merged runs and
+    the part's marker, then drop the shards (a merge lost midway is done again from them)."""
     from worker import shards
-    from worker.studies import remove_features
 
     redis, names = client(), keys(study_id)
     model, task = parts_of(request)[index]
+    total = len(json.loads(redis.hget(names["study"], f"shards:{index}")))
+    shards_info = [json.loads(value) for value in redis.hmget(names["study-features"],
+                                                              [f"{index}:{number}" for number in range(total)])]
     runs = shards_info[0]["runs"]
-    fields = [f"{index}:{shard}:{number}" for shard in range(len(shards_info)) for number in range(len(runs))]
+    fields = [f"{index}:{shard}:{number}" for shard in range(total) for number in range(len(runs))]
     values = dict(zip(fields, redis.hmget(names["study-features"], fields), strict=True))
     if any(value is None for value in values.values()):
         raise RuntimeError(f"stored shards of part {model} · {task} are missing from Redis (evicted?)")
-    features = {key: shards.merge([feature_store.load(values[f"{index}:{shard}:{number}"])
-                                   for shard in range(len(shards_info))])
-                for number, key in enumerate(runs)}
-    part = finish_part(request, model, task, features)
-    done = analyse_part(request, model, task, part,
-                        progress=_progress(study_id, attempt, index, f"{model} · {task}", 0.3, 1.0))
-    extract_s = sum(info["extract_s"] for info in shards_info)  # worker-seconds, as an unsharded part's
-    _land(study_id, attempt, index, done, {"extract_s": extract_s, "analyze_s": done["analyze_s"]}, shards_info)
+    owner = features_owner(study_id, index)
+    stored = {}
+    for number in range(len(runs)):  # one run in memory at a time
+        merged = shards.merge([feature_store.load(values[f"{index}:{shard}:{number}"]) for shard in range(total)])
+        stored[f"{index}:run:{number}"] = feature_store.save(owner, f"r{number}", merged)
+        del merged
+    info = [{k: v for k, v in item.items() if k != "model"} for item in shards_info]
+    stored[f"{index}:part"] = json.dumps({"runs": runs, "model": shards_info[0]["model"], "worker": None,
+                                         "extract_s": sum(item["extract_s"] for item in shards_info),
+                                         "shards": info})
+    _alive(study_id, attempt)
+    redis.hset(names["study-features"], mapping=stored)
+    redis.hdel(names["study-features"], *fields, *[f"{index}:{number}" for number in range(total)])
+    folder = feature_store.env_settings().directory
+    if folder is not None:
+        for shard in range(total):
+            for number in range(len(runs)):
+                shutil.rmtree(folder / owner / f"s{shard}r{number}", ignore_errors=True)
+
+
+# -- the part's analyses on the cpu queue ---------------------------------------------------------------
+
+def _stored_part(study_id: str, index: int, request, plan: dict | None = None):
+    """(marker, key -> Features) of part `index`'s stored runs, selected as its analyses take them when
+    `plan` is given (correct_only rows, one Y); layers stay on disk until read."""
+    from pidcore.study.run import select_part
+
+    redis, names = client(), keys(study_id)
+    raw = redis.hget(names["study-features"], f"{index}:part")
+    if raw is None:
+        raise RuntimeError(f"the extracted runs of part {_label(request, index)} are missing (evicted?)")
+    marker = json.loads(raw)
+    values = redis.hmget(names["study-features"], [f"{index}:run:{n}" for n in range(len(marker["runs"]))])
+    if any(value is None for value in values):
+        raise RuntimeError(f"the extracted runs of part {_label(request, index)} are missing (evicted?)")
+    features = {key: feature_store.load(value) for key, value in zip(marker["runs"], values, strict=True)}
+    if plan is not None:
+        features, _ = select_part(request, features, keep=plan["keep"])
+    return marker, features
+
+
+def _prepare(study_id: str, attempt: str, index: int) -> None:
+    """CPU: merge the part's shards if any, make its plan once (correct_only, one Y, seed dims, one
+    Gaussianization plan per recipe, the layers each knockout run must analyse: pidcore.study.run.plan_part)
+    and queue one study_analyze per unit not landed yet."""
+    from pidcore.study.run import StudyRequest, finish_part, plan_part
+
+    redis, names = client(), keys(study_id)
+    job = _alive(study_id, attempt)
+    request = StudyRequest.from_dict(json.loads(job["request"]))
+    if redis.hexists(names["study-parts"], str(index)):
+        return _maybe_finalize(study_id, attempt, request)
+    model, task = parts_of(request)[index]
+    say = _progress(study_id, attempt, index, _label(request, index), EXTRACT_END, EXTRACT_END)
+    if job.get(f"plan:{index}") is None:
+        _count_delivery(study_id, f"{index}:prepare", f"the plan of part {model} · {task}")
+        started = time.perf_counter()
+        if not redis.hexists(names["study-features"], f"{index}:part"):
+            say(0.0, "merging the shards")
+            _merge_shards(study_id, attempt, index, request)
+        marker, features = _stored_part(study_id, index, request)
+        say(0.0, "planning the analyses")
+        part = finish_part(request, model, task, features, model_info=marker["model"])
+        plan = plan_part(request, model, task, part, layer_batch=WorkerSettings.from_env().layer_batch)
+        plan["prepare_s"] = round(time.perf_counter() - started, 3)
+        _alive(study_id, attempt)
+        redis.hsetnx(names["study"], f"plan:{index}", json.dumps(plan))  # a redelivery keeps the first plan
+    plan = json.loads(redis.hget(names["study"], f"plan:{index}"))
+    landed = {_text(field) for field in redis.hkeys(layers_key(study_id, index))}
+    missing = [unit for unit in range(len(plan["units"])) if str(unit) not in landed]
+    say(0.0, f"{len(plan['units'])} analyses queued for CPU workers ({len(plan['units']) - len(missing)} done)")
+    for unit in missing:
+        send(STUDY_ANALYZE, [study_id, attempt, index, unit], WorkerSettings.from_env().redis_url)
+    if not missing:  # everything landed before (a redelivery): the part is assembled here
+        _assemble(study_id, attempt, index, request, plan)
+
+
+def _analyze(study_id: str, attempt: str, index: int, unit: int) -> None:
+    """CPU: one unit (recipe, run, layer batch) of part `index`'s plan; it lands once (HSETNX) and the
+    lander that completes the part assembles its records."""
+    from pidcore.study.run import StudyRequest, analyse_unit
+
+    redis, names = client(), keys(study_id)
+    job = _alive(study_id, attempt)
+    request = StudyRequest.from_dict(json.loads(job["request"]))
+    if redis.hexists(names["study-parts"], str(index)):
+        return _maybe_finalize(study_id, attempt, request)
+    plan = json.loads(job[f"plan:{index}"])
+    total = len(plan["units"])
+    field = layers_key(study_id, index)
+    if not redis.hexists(field, str(unit)):
+        model, task = parts_of(request)[index]
+        recipe, key, layers = plan["units"][unit]
+        _count_delivery(study_id, f"{index}:unit:{unit}", f"analysis {recipe} {key} of part {model} · {task}")
+        say = _progress(study_id, attempt, index, _label(request, index), EXTRACT_END, 1.0)
+        last = [0.0]
+
+        def step(fraction: float, message: str) -> None:
+            if time.monotonic() - last[0] < PROGRESS_EVERY_S:
+                return
+            last[0] = time.monotonic()
+            done = redis.hlen(field)
+            say((done + min(max(fraction, 0.0), 1.0)) / total,
+                f"{done}/{total} analyses done; {recipe} {key} layers {layers[0]}-{layers[-1]}: {message}")
+        started = time.perf_counter()
+        _, features = _stored_part(study_id, index, request, plan)
+        entries = analyse_unit(request, model, task, plan, features, unit, progress=step)
+        value = json.dumps({"entries": entries, "seconds": round(time.perf_counter() - started, 3)})
+        _alive(study_id, attempt)
+        pipe = redis.pipeline(transaction=True)
+        pipe.hsetnx(field, str(unit), value)
+        pipe.hlen(field)
+        new, done = pipe.execute()
+        if done < total or not new:
+            if done >= total:  # a duplicate after the part was completed by the other copy
+                _maybe_assemble(study_id, attempt, index, request, plan)
+            return
+    elif redis.hlen(field) < total:
+        return
+    _maybe_assemble(study_id, attempt, index, request, plan)
+
+
+def _maybe_assemble(study_id: str, attempt: str, index: int, request, plan: dict) -> None:
+    if not client().hexists(keys(study_id)["study-parts"], str(index)):
+        _assemble(study_id, attempt, index, request, plan)
+    else:
+        _maybe_finalize(study_id, attempt, request)
+
+
+def _assemble(study_id: str, attempt: str, index: int, request, plan: dict) -> None:
+    """Put a part's landed units together into its records (pidcore.study.run.assemble_part), land them
+    once (HSETNX) and drop the part's stored runs; the last part queues the report. Idempotent."""
+    from pidcore.study.run import assemble_part
+    from worker.studies import remove_features
+
+    redis = client()
+    model, task = parts_of(request)[index]
+    stored = redis.hgetall(layers_key(study_id, index))
+    units = [json.loads(stored[str(unit).encode()]) for unit in range(len(plan["units"]))]
+    marker, features = _stored_part(study_id, index, request, plan)
+    records = assemble_part(request, model, task, plan, features, [unit["entries"] for unit in units])
+    analyze_s = plan.get("prepare_s", 0.0) + sum(unit["seconds"] for unit in units)  # worker-seconds
+    _land(study_id, attempt, index, {"records": records, "model": plan["model"]},
+          {"extract_s": marker["extract_s"], "analyze_s": round(analyze_s, 3)}, marker.get("shards"))
     remove_features(study_id, index)
+    redis.delete(layers_key(study_id, index))
     _maybe_finalize(study_id, attempt, request)
 
 
@@ -225,7 +407,8 @@ def _finalize(study_id: str, attempt: str) -> None:
         pipe = redis.pipeline(transaction=True)  # done and cleaned up at once: no reader sees one without the other
         pipe.hset(names["study"], mapping={"state": "succeeded", "progress": "1", "message": "done",
                                            "updated_at": str(time.time())})
-        pipe.delete(names["study-parts"], names["study-progress"], names["study-features"])
+        pipe.delete(names["study-parts"], names["study-progress"], names["study-features"],
+                    *[layers_key(study_id, index) for index in range(len(parts_of(request)))])
         pipe.execute()
         for index in range(len(parts_of(request))):  # files a late duplicate of a shard may have left
             feature_store.remove(features_owner(study_id, index))
@@ -244,15 +427,28 @@ def _guarded(stage: str, study_id: str, attempt: str, body) -> None:
         _fail(study_id, attempt, f"{stage} failed: {type(exc).__name__}: {exc}")
 
 
-@app.task(name=STUDY_PART)
-def study_part(study_id: str, attempt: str, index: int) -> None:
-    """Extract and analyse part `index` (one model x task) of a study; the last part queues the report."""
-    _guarded("study part", study_id, attempt, lambda: _part(study_id, attempt, index))
+@app.task(name=STUDY_PART, bind=True)
+def study_part(self, study_id: str, attempt: str, index: int) -> None:
+    """Extract part `index` (one model x task) of a study, store its runs and queue its plan (cpu)."""
+    worker = self.request.hostname or "?"
+    _guarded("study part", study_id, attempt, lambda: _part(study_id, attempt, index, worker))
+
+
+@app.task(name=STUDY_PREPARE)
+def study_prepare(study_id: str, attempt: str, index: int) -> None:
+    """Merge part `index`'s shards if any, plan its analyses once and queue them (cpu)."""
+    _guarded("study plan", study_id, attempt, lambda: _prepare(study_id, attempt, index))
+
+
+@app.task(name=STUDY_ANALYZE)
+def study_analyze(study_id: str, attempt: str, index: int, unit: int) -> None:
+    """One analysis unit (recipe, run, layer batch) of part `index`; the last to land assembles the part."""
+    _guarded("study analysis", study_id, attempt, lambda: _analyze(study_id, attempt, index, unit))
 
 
 @app.task(name=STUDY_SHARD, bind=True)
 def study_shard(self, study_id: str, attempt: str, index: int, shard: int, start: int, stop: int) -> None:
-    """Extract questions [start, stop) of part `index` (every run); the last shard to land merges and analyses."""
+    """Extract questions [start, stop) of part `index` (every run); the last shard to land queues the plan."""
     worker = self.request.hostname or "?"
     _guarded("study shard", study_id, attempt, lambda: _shard(study_id, attempt, index, shard, start, stop, worker))
 

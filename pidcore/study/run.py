@@ -319,10 +319,11 @@ def part_questions(request: StudyRequest, task: str) -> list:
 
 
 def extract_questions(request: StudyRequest, model: str, task: str, start: int = 0, stop: int | None = None,
-                      progress=None, batch_size: int = 8) -> dict:
+                      progress=None, batch_size: int = 8, with_model: bool = False):
     """key -> Features of every distinct run of one (model, task) for its questions [start, stop), all runs
     together (prefix reuse), before correct_only. A slice that starts at a multiple of `batch_size` holds
-    the same batches as the whole (bit-equal once merged, for models batched in question order)."""
+    the same batches as the whole (bit-equal once merged, for models batched in question order).
+    `with_model`: (features, the model's describe()) so that finish_part needs no model."""
     from pidcore.data import answer_set
     from pidcore.extract import Knockout
     from pidcore.extract.multirun import extract_runs
@@ -331,35 +332,123 @@ def extract_questions(request: StudyRequest, model: str, task: str, start: int =
     runs = plan_runs(request, adapter.num_layers)
     items = part_questions(request, task)[start:stop]
     knockouts = {key: None if spec is None else Knockout(**spec) for key, spec in unique_runs(runs).items()}
-    return extract_runs(adapter, items, answers=answer_set(request.dataset), runs=knockouts,
-                        language_pooling=request.language_pooling, target=request.target,
-                        batch_size=batch_size, progress=progress)
+    features = extract_runs(adapter, items, answers=answer_set(request.dataset), runs=knockouts,
+                            language_pooling=request.language_pooling, target=request.target,
+                            batch_size=batch_size, progress=progress)
+    return (features, adapter.describe()) if with_model else features
 
 
-def finish_part(request: StudyRequest, model: str, task: str, features: dict) -> dict:
-    """{"runs": [Run], "features": key -> Features, "model": describe(), "n_asked", "n_correct" (answered
-    correctly when asked, as pidcore.data.correct.count_correct counts), "n_listed", "seed_dims"}
-    from the extracted features of all the part's questions (one extraction, or merged shards): the
-    correct_only selection (by the baseline's answers), one Y for every run, the seed recipe's dims."""
-    adapter = _adapter(model)
-    runs = plan_runs(request, adapter.num_layers)
-    n_asked, n_correct = int(features["baseline"].n), int(np.sum(features["baseline"].correct))
+def select_part(request: StudyRequest, features: dict, keep=None) -> tuple[dict, list[int] | None]:
+    """(features, keep) of a part's extracted runs as its analyses take them: with correct_only only the
+    questions the baseline answers correctly (`keep`, given or found), and with knockout_target "baseline"
+    one Y (the baseline's) for every run. Layers are not read (file-backed runs stay lazy)."""
     if request.correct_only:
-        keep = np.flatnonzero(features["baseline"].correct)
-        if len(keep) < 2:
-            raise ValueError(f"correct_only: {model} answers only {len(keep)} of {n_asked} {task} questions correctly")
-        features = {key: value.subset(keep) for key, value in features.items()}
+        if keep is None:
+            keep = [int(i) for i in np.flatnonzero(features["baseline"].correct)]
+        features = {key: value.subset(np.asarray(keep, dtype=int)) for key, value in features.items()}
     if request.knockout_target == "baseline":  # one Y for every run: deltas before a window are exactly 0
         from pidcore.pipeline.analysis import with_baseline_target
 
         features = {key: value if key == "baseline" else with_baseline_target(value, features["baseline"])
                     for key, value in features.items()}
-    part = {"runs": runs, "features": features, "model": adapter.describe(), "n_asked": n_asked,
+    return features, keep
+
+
+def finish_part(request: StudyRequest, model: str, task: str, features: dict, model_info: dict | None = None) -> dict:
+    """{"runs": [Run], "features": key -> Features, "model": describe(), "n_asked", "n_correct" (answered
+    correctly when asked, as pidcore.data.correct.count_correct counts), "n_listed", "seed_dims", "keep"}
+    from the extracted features of all the part's questions (one extraction, or merged shards): the
+    correct_only selection (by the baseline's answers), one Y for every run, the seed recipe's dims.
+    `model_info`: the model's describe() where the extraction ran (no model is loaded here then: a CPU
+    worker plans a part a GPU worker extracted); its decoder layers are the features' layers - 1."""
+    if model_info is None:
+        adapter = _adapter(model)
+        model_info, num_layers = adapter.describe(), adapter.num_layers
+    else:
+        num_layers = features["baseline"].num_layers - 1
+    runs = plan_runs(request, num_layers)
+    n_asked, n_correct = int(features["baseline"].n), int(np.sum(features["baseline"].correct))
+    if request.correct_only and int(n_correct) < 2:
+        raise ValueError(f"correct_only: {model} answers only {n_correct} of {n_asked} {task} questions correctly")
+    features, keep = select_part(request, features)
+    part = {"runs": runs, "features": features, "model": model_info, "n_asked": n_asked,
             "n_correct": n_correct, "n_listed": study_questions(request, task)[1],
-            "sweep": sweep_used(request, adapter.num_layers)}
+            "sweep": sweep_used(request, num_layers), "keep": keep}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance, request.bootstrap)
     return part
+
+
+# -- a part's analyses as independent units (the workers' cpu queue) ------------------------------------
+
+def plan_part(request: StudyRequest, model: str, task: str, part: dict, layer_batch: int = 8) -> dict:
+    """A JSON-ready plan of every analysis of a finished part (finish_part), cut into units (recipe, run key,
+    layers) of at most `layer_batch` layers that any worker can run alone (analyse_unit) and that
+    assemble_part puts together: the same numbers as analyse_part. Per recipe one Gaussianization plan from
+    the part's baseline; a knockout run's units cover only the layers that differ from the baseline's (the
+    others take the baseline's entries exactly)."""
+    from pidcore.pipeline.analysis import differing_layers, gaussianization_plan
+
+    features = part["features"]
+    keys = list(unique_runs(part["runs"]))
+    num_layers = features["baseline"].num_layers
+    differ = {key: list(range(num_layers)) if key == "baseline" else differing_layers(features["baseline"], features[key])
+              for key in keys}
+    dims = (part.get("seed_dims") or {}).get("dims")
+    plans = {recipe: gaussianization_plan(features["baseline"],
+                                          analysis_request(request, model, task, recipe, None, dims)).to_dict()
+             for recipe in request.recipes}
+    step = max(1, int(layer_batch))
+    units = [[recipe, key, layers[i:i + step]] for recipe in request.recipes for key in keys
+             for layers in [differ[key]] for i in range(0, len(layers), step)]
+    return {"runs": [run.to_dict() for run in part["runs"]], "keys": keys, "keep": part.get("keep"),
+            "n_asked": part["n_asked"], "n_correct": part["n_correct"], "n_listed": part.get("n_listed"),
+            "sweep": part.get("sweep"), "seed_dims": part.get("seed_dims"), "model": part["model"],
+            "gaussianization": plans, "differ": differ, "units": units}
+
+
+def _unit_analysis(request: StudyRequest, model: str, task: str, plan: dict, recipe: str, key: str) -> AnalysisRequest:
+    runs = {run["key"]: run["knockout"] for run in plan["runs"]}
+    return analysis_request(request, model, task, recipe, runs[key], (plan.get("seed_dims") or {}).get("dims"))
+
+
+def analyse_unit(request: StudyRequest, model: str, task: str, plan: dict, features: dict, unit: int,
+                 progress=None) -> list[dict]:
+    """Layer entries (without pointwise terms) of unit `unit` of a part's plan (plan_part); `features`: key ->
+    the part's selected Features (select_part with the plan's `keep`), read lazily: only the unit's layers."""
+    recipe, key, layers = plan["units"][unit]
+    analysis = _unit_analysis(request, model, task, plan, recipe, key)
+    entries = analyze_layers(features[key], analysis, layers=layers, progress=progress,
+                             plan=plan["gaussianization"][recipe])
+    return _strip(entries)
+
+
+def assemble_part(request: StudyRequest, model: str, task: str, plan: dict, features: dict,
+                  unit_entries: list[list[dict]]) -> list[dict]:
+    """The part's records (as analyse_part gives them) from the entries of every unit of its plan, in the
+    plan's order: a knockout run's layers that equal the baseline's carry the baseline's entries exactly
+    (as pidcore.pipeline.analysis.reuse_identical_layers)."""
+    by_run: dict[tuple[str, str], list[dict]] = {}
+    for (recipe, key, _), entries in zip(plan["units"], unit_entries, strict=True):
+        by_run.setdefault((recipe, key), []).extend(entries)
+    records = []
+    ordered = sorted([(recipe, key) for recipe in request.recipes for key in plan["keys"]],
+                     key=lambda item: item[1] != "baseline")
+    for recipe, key in ordered:
+        entries = by_run.get((recipe, key), [])
+        if key != "baseline":
+            differ = set(plan["differ"][key])
+            base = {entry["layer"]: entry for entry in by_run[(recipe, "baseline")]}
+            analysed = {entry["layer"]: entry for entry in entries}
+            entries = [{**base[layer], "reused_from_baseline": True} if layer not in differ and layer in base
+                       else analysed[layer] for layer in sorted(set(analysed) | (set(base) - differ))]
+        analysis = _unit_analysis(request, model, task, plan, recipe, key)
+        records.append(analysis_record(model, task, recipe, key, analysis, features[key], entries))
+    runs = [Run(run["name"], run["kind"], run["knockout"], run["centre"]) for run in plan["runs"]]
+    part = {"runs": runs, "features": features, "model": plan["model"], **{name: plan.get(name) for name in (
+        "n_asked", "n_correct", "n_listed", "seed_dims", "sweep")}}
+    records.append(part_record(model, task, part))
+    return records
 
 
 def extract_part(request: StudyRequest, model: str, task: str, progress=None, batch_size: int = 8) -> dict:

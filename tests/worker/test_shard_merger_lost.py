@@ -70,13 +70,22 @@ def test_a_study_part_merger_lost_after_claiming_is_redone(sent, client, monkeyp
     assert bounds == [[0, 0, 16], [1, 16, 32], [2, 32, 48]]
     for shard in bounds[:2]:
         study_tasks._shard(study_id, "1", 0, *shard, "w1")
-    with monkeypatch.context() as patch:
-        patch.setattr(study_tasks, "_merge_and_analyse", _lose_worker)
-        with pytest.raises(WorkerLost):
-            study_tasks._shard(study_id, "1", 0, *bounds[2], "w2")
+    study_tasks._shard(study_id, "1", 0, *bounds[2], "w2")  # completes the set: claims it, queues the plan
     assert client.hget(f"pidflow:study:{study_id}", "merging:0") == b"2"
-    assert not client.hexists(f"pidflow:study-parts:{study_id}", "0")
-    study_tasks._shard(study_id, "1", 0, *bounds[2], "w3")  # the redelivery
+    assert [name for name, _ in sent][-1] == "pidflow.study_prepare"
+    with monkeypatch.context() as patch:  # the cpu task that merges dies merging
+        patch.setattr(shards, "merge", _lose_worker)
+        with pytest.raises(WorkerLost):
+            study_tasks._prepare(study_id, "1", 0)
+    assert not client.hexists(f"pidflow:study-features:{study_id}", "0:part")
+    assert client.hexists(f"pidflow:study-features:{study_id}", "0:2"), "the shards stay until merged"
+    sent.clear()
+    study_tasks._prepare(study_id, "1", 0)  # the redelivery merges again, plans and queues the analyses
+    assert not client.hexists(f"pidflow:study-features:{study_id}", "0:2"), "merged shards are dropped"
+    units = [args for name, args in sent if name == "pidflow.study_analyze"]
+    assert units and len(units) == len(sent)
+    for args in units:
+        study_tasks._analyze(*args)
     assert [name for name, _ in sent][-1] == "pidflow.study_finalize"
     study_tasks._finalize(study_id, "1")
     report = studies.report(study_id)

@@ -18,11 +18,29 @@ SMALL = {"models": ["demo"], "tasks": ["shape", "color"], "n_questions": 60, "di
 def sent(monkeypatch, redis_server, client):
     """The tasks the study layer queues, recorded instead of published (this test runs their bodies)."""
     import worker.celery_app
+    from worker import study_tasks
 
     client.flushdb()
     calls = []
-    monkeypatch.setattr(worker.celery_app, "send", lambda name, args, redis_url=None: calls.append((name, args)))
+    record = lambda name, args, redis_url=None: calls.append((name, args))  # noqa: E731
+    monkeypatch.setattr(worker.celery_app, "send", record)
+    monkeypatch.setattr(study_tasks, "send", record)
     return calls
+
+
+def _run_part(sent, study_id: str, attempt: str, index: int) -> None:
+    """Part `index`'s GPU task, then the cpu tasks it queues (plan, analyses), in this process."""
+    from worker import studies, study_tasks
+
+    bodies = {studies.STUDY_PREPARE: study_tasks.study_prepare.run, studies.STUDY_ANALYZE: study_tasks.study_analyze.run}
+    start = len(sent)
+    study_tasks.study_part.run(study_id, attempt, index)
+    position = start
+    while position < len(sent):
+        name, args = sent[position]
+        position += 1
+        if name in bodies and args[2] == index:
+            bodies[name](*args)
 
 
 def _wait(predicate, what: str, timeout_s: float = 120.0) -> None:
@@ -44,7 +62,7 @@ def test_cancel_stops_the_running_part_and_keeps_the_finished_one(sent, client, 
     study_id, attempt = info["id"], client.hget(studies.keys(info["id"])["study"], "attempt").decode()
     assert [name for name, _ in sent] == [studies.STUDY_PART] * 2
 
-    study_tasks.study_part.run(study_id, attempt, 0)  # part 0 (shape) finishes
+    _run_part(sent, study_id, attempt, 0)  # part 0 (shape) finishes (extracted, then analysed)
     assert client.hexists(studies.keys(study_id)["study-parts"], "0")
 
     running = threading.Thread(target=study_tasks.study_part.run, args=(study_id, attempt, 1), daemon=True)

@@ -25,7 +25,8 @@ def test_a_part_started_too_often_fails_the_study(redis_server, client):
     info = studies.status(study_id)
     assert info["state"] == "failed"
     assert "started 4 times and its worker was lost each time" in info["error"]
-    assert info["parts"] == [{"model": "demo", "task": "shape", "progress": 0.0, "message": "waiting for a worker"}]
+    assert info["parts"] == [{"model": "demo", "task": "shape", "progress": 0.0, "message": "waiting for a worker",
+                             "stage": "extraction", "analyses": None}]
     with pytest.raises(studies.StudyNotReady, match="failed"):
         studies.report(study_id)
     with pytest.raises(KeyError):
