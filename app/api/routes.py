@@ -14,10 +14,18 @@ from app.api.errors import FieldError
 from app.api.schemas import (
     AnalysisPage,
     AnalysisRequestBody,
+    AttentionView,
+    DatasetInfo,
+    Deleted,
+    FeaturesSummary,
+    FeaturesUpload,
     Health,
     JobStatus,
     Message,
+    ModelInfo,
+    QuestionView,
     ResultDocument,
+    Revoked,
     ShareLink,
 )
 from app.api.security import require_reader, require_writer
@@ -31,13 +39,23 @@ ERRORS = {
     409: {"model": Message, "description": "the analysis has no result yet (or failed)"},
     503: {"model": Message, "description": "Redis or the job broker is not reachable"},
 }
+READ_ERRORS = {404: ERRORS[404], 503: ERRORS[503]}  # reads of what exists whatever its state
 WRITE_ERRORS = {
     400: {"model": Message, "description": "the body cannot be decoded (not UTF-8 or not JSON)"},
     401: {"model": Message, "description": "hosted mode: missing or unknown bearer token"},
     422: {"description": "invalid request"},
-    429: {"model": Message, "description": "rate limit or queued-work quota reached (see Retry-After)"},
+    429: {"model": Message, "description": "rate limit, queued-work quota or the throttle of failed "
+                                           "authentications reached (see Retry-After)"},
     507: {"model": Message, "description": "Redis is full (maxmemory): no new writes until there is room"},
 }
+AUTH_ERRORS = {  # a read that needs the token in hosted mode (not counted against the write limit)
+    401: WRITE_ERRORS[401],
+    429: {"model": Message, "description": "hosted mode: too many failed authentications from this address "
+                                           "(see Retry-After)"},
+}
+CSV = {"text/csv": {"schema": {"type": "string", "description": "one row per run x layer: analysis_id, model, "
+                               "tasks, run, knockout_edges, knockout_window, layer, the four parts, total "
+                               "(bits), CI bounds when present; with a knockout also `delta` rows"}}}
 Writer = Annotated[str | None, Depends(require_writer)]
 Reader = Annotated[str | None, Depends(require_reader)]
 
@@ -77,7 +95,8 @@ def _with_links(job: dict, request: Request) -> dict:
     return {**job, "status_url": base, "result_url": base + "/result"}
 
 
-@router.post("/analyses", response_model=JobStatus, status_code=202,
+@router.post("/analyses", response_model=JobStatus, status_code=202, operation_id="submit_analysis",
+             tags=["analyses"],
              responses={200: {"model": JobStatus, "description": "the identical request's result is cached"},
                         **WRITE_ERRORS, **ERRORS},
              summary="Submit an analysis (200 when its result is already cached)")
@@ -90,8 +109,8 @@ def submit_analysis(body: AnalysisRequestBody, request: Request, response: Respo
     return _with_links(job, request)
 
 
-@router.get("/analyses/{analysis_id}", response_model=JobStatus, responses=ERRORS, name="analysis_status",
-            summary="State, stage, progress (0..1) and error of an analysis")
+@router.get("/analyses/{analysis_id}", response_model=JobStatus, responses=READ_ERRORS, name="analysis_status",
+            operation_id="get_analysis", tags=["analyses"], summary="State, stage, progress (0..1) and error of an analysis")
 def analysis_status(analysis_id: str, request: Request):
     with _mapped_errors():
         return _with_links(_service(request).status(analysis_id), request)
@@ -106,32 +125,40 @@ def _result(service: AnalysisService, analysis_id: str, fmt: str, request: Reque
         return result_response(service.cached_result(analysis_id), request.headers)
 
 
-ResultFormat = Annotated[Literal["json", "csv"], Query(alias="format")]
+# ?format=csv, as older scripts ask: kept, and out of the OpenAPI document (whose JSON answer it is not); the
+# CSV has its own path, `.../result.csv`, with its own content type
+ResultFormat = Annotated[Literal["json", "csv"], Query(alias="format", include_in_schema=False)]
 RESULT_DOC = {200: {"model": ResultDocument,
-                    "content": {"text/csv": {"schema": {"type": "string", "description": "columns analysis_id, "
-                                                        "model, tasks, run, layer, the four parts, total (bits), "
-                                                        "CI bounds when present"}}},
                     "description": "the result document (pidflow.result/1), gzip-encoded when the client "
-                                   "accepts it, with an ETag (304 for If-None-Match); or one CSV row per run x layer"},
+                                   "accepts it, with an ETag (304 for If-None-Match)"},
               304: {"description": "If-None-Match names the result's ETag: unchanged"}}
+RESULT_CSV = {200: {"content": CSV, "description": "one CSV row per run x layer (bits)"}}
 
 
-@router.get("/analyses/{analysis_id}/result", responses={**RESULT_DOC, **ERRORS},
-            summary="The result document (bits); ?format=csv for one row per run x layer")
+@router.get("/analyses/{analysis_id}/result", responses={**RESULT_DOC, **ERRORS}, operation_id="get_result",
+            tags=["analyses"], summary="The result document (bits); CSV at .../result.csv")
 def analysis_result(analysis_id: str, request: Request, fmt: ResultFormat = "json"):
     # Repeated GETs of a result in memory never get here: app.server.CachedResultFastPath answers them.
     return _result(_service(request), analysis_id, fmt, request)
 
 
-@router.get("/analyses/{analysis_id}/questions/{qid}", responses=ERRORS,
-            summary="One question: answers, image URL and per-layer pointwise PID (bits)")
+@router.get("/analyses/{analysis_id}/result.csv", responses={**RESULT_CSV, **ERRORS}, response_class=Response,
+            operation_id="get_result_csv", tags=["analyses"], summary="The result as CSV: one row per run x layer")
+def analysis_result_csv(analysis_id: str, request: Request):
+    return _result(_service(request), analysis_id, "csv", request)
+
+
+@router.get("/analyses/{analysis_id}/questions/{qid}", responses={200: {"model": QuestionView}, **ERRORS},
+            operation_id="get_question", tags=["analyses"], summary="One question: answers, image URL and per-layer pointwise PID (bits)")
 def analysis_question(analysis_id: str, qid: str, request: Request):
     with _mapped_errors():
         return _service(request).question(analysis_id, qid)
 
 
-@router.get("/analyses/{analysis_id}/questions/{qid}/attention", responses=ERRORS,
-            summary="Attention of one question to its image patches per decoder layer (demo model)")
+@router.get("/analyses/{analysis_id}/questions/{qid}/attention",
+            responses={200: {"model": AttentionView}, **ERRORS,
+                       422: {"model": Message, "description": "not available for this analysis's model"}},
+            operation_id="get_attention", tags=["analyses"], summary="Attention of one question to its image patches per decoder layer (demo model)")
 def analysis_question_attention(analysis_id: str, qid: str, request: Request):
     """{grid: [rows, cols], heads, layers: [{decoder_layer, question, last, question_heads, last_heads}],
     share, answer} for the baseline and (when the analysis has one) the knockout; maps are attention
@@ -140,7 +167,9 @@ def analysis_question_attention(analysis_id: str, qid: str, request: Request):
         return _service(request).attention(analysis_id, qid)
 
 
-@router.delete("/analyses/{analysis_id}", responses={**WRITE_ERRORS, **ERRORS, 403: {"model": Message}},
+@router.delete("/analyses/{analysis_id}", response_model=Deleted, operation_id="delete_analysis",
+               tags=["analyses"], responses={**WRITE_ERRORS, **READ_ERRORS,
+                                             403: {"model": Message, "description": "hosted mode: not the owner"}},
                summary="Delete an analysis and its cached result")
 def delete_analysis(analysis_id: str, request: Request, token: Writer):
     with _mapped_errors():
@@ -149,7 +178,7 @@ def delete_analysis(analysis_id: str, request: Request, token: Writer):
 
 
 @router.get("/analyses", response_model=AnalysisPage,
-            responses={401: WRITE_ERRORS[401], 503: ERRORS[503]},
+            responses={**AUTH_ERRORS, 503: ERRORS[503]}, operation_id="list_analyses", tags=["analyses"],
             summary="A page of analyses, newest first: this token's in hosted mode, all in open mode")
 def list_analyses(request: Request, token: Reader, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
                   limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -166,11 +195,12 @@ def _share_view(service: AnalysisService, link: dict, request: Request) -> dict:
     return {**link, "url": f"{base}/api/v1/shared/{token}", "ui_url": f"{base}/?share={token}"}
 
 
-OWNER_ERRORS = {**WRITE_ERRORS, **ERRORS, 403: {"model": Message, "description": "hosted mode: not the owner"}}
+OWNER_ERRORS = {**WRITE_ERRORS, **READ_ERRORS, 403: {"model": Message, "description": "hosted mode: not the owner"}}
 
 
 @router.post("/analyses/{analysis_id}/share", response_model=ShareLink, status_code=201,
-             responses=OWNER_ERRORS, summary="Create a read-only share link (hosted: the owner only)")
+             responses=OWNER_ERRORS, operation_id="create_share", tags=["shares"],
+             summary="Create a read-only share link (hosted: the owner only)")
 def share_analysis(analysis_id: str, request: Request, token: Writer):
     service = _service(request)
     with _mapped_errors():
@@ -179,7 +209,7 @@ def share_analysis(analysis_id: str, request: Request, token: Writer):
 
 
 @router.get("/analyses/{analysis_id}/shares", response_model=list[ShareLink], responses=OWNER_ERRORS,
-            summary="The live share links of an analysis (hosted: the owner only)")
+            operation_id="list_shares", tags=["shares"], summary="The live share links of an analysis (hosted: the owner only)")
 def list_shares(analysis_id: str, request: Request, token: Writer):
     service = _service(request)
     with _mapped_errors():
@@ -187,8 +217,8 @@ def list_shares(analysis_id: str, request: Request, token: Writer):
     return [_share_view(service, link, request) for link in links]
 
 
-@router.delete("/analyses/{analysis_id}/shares/{share_token}", responses=OWNER_ERRORS,
-               summary="Revoke a share link at once (hosted: the owner only)")
+@router.delete("/analyses/{analysis_id}/shares/{share_token}", response_model=Revoked, responses=OWNER_ERRORS,
+               operation_id="revoke_share", tags=["shares"], summary="Revoke a share link at once (hosted: the owner only)")
 def revoke_share(analysis_id: str, share_token: str, request: Request, token: Writer):
     with _mapped_errors():
         _service(request).revoke_share(analysis_id, share_token, token=token)
@@ -200,8 +230,8 @@ def _shared_id(service: AnalysisService, share_token: str) -> str:
         return service.resolve_share(share_token)
 
 
-@router.get("/shared/{share_token}", response_model=JobStatus, responses=ERRORS,
-            summary="Status of a shared analysis (read-only)")
+@router.get("/shared/{share_token}", response_model=JobStatus, responses=READ_ERRORS,
+            operation_id="get_shared_analysis", tags=["shares"], summary="Status of a shared analysis (read-only)")
 def shared_status(share_token: str, request: Request):
     service = _service(request)
     with _mapped_errors():
@@ -210,15 +240,23 @@ def shared_status(share_token: str, request: Request):
     return {**job, "status_url": base, "result_url": base + "/result"}
 
 
-@router.get("/shared/{share_token}/result", responses={**RESULT_DOC, **ERRORS},
-            summary="Result of a shared analysis (read-only)")
+@router.get("/shared/{share_token}/result", responses={**RESULT_DOC, **ERRORS}, operation_id="get_shared_result",
+            tags=["shares"], summary="Result of a shared analysis (read-only); CSV at .../result.csv")
 def shared_result(share_token: str, request: Request, fmt: ResultFormat = "json"):
     service = _service(request)
     return _result(service, _shared_id(service, share_token), fmt, request)
 
 
-@router.get("/shared/{share_token}/questions/{qid}", responses=ERRORS,
-            summary="One question of a shared analysis (read-only)")
+@router.get("/shared/{share_token}/result.csv", responses={**RESULT_CSV, **ERRORS}, response_class=Response,
+            operation_id="get_shared_result_csv", tags=["shares"],
+            summary="Result of a shared analysis as CSV (read-only)")
+def shared_result_csv(share_token: str, request: Request):
+    service = _service(request)
+    return _result(service, _shared_id(service, share_token), "csv", request)
+
+
+@router.get("/shared/{share_token}/questions/{qid}", responses={200: {"model": QuestionView}, **ERRORS},
+            operation_id="get_shared_question", tags=["shares"], summary="One question of a shared analysis (read-only)")
 def shared_question(share_token: str, qid: str, request: Request):
     service = _service(request)
     with _mapped_errors():
@@ -231,10 +269,14 @@ FEATURES_BODY = {"requestBody": {"required": True, "description": "the features 
                                                                                      "format": "binary"}}}}}
 
 
-@router.post("/features", status_code=201, openapi_extra=FEATURES_BODY,
-             responses={**WRITE_ERRORS, 200: {"description": "the same file was uploaded before"},
+@router.post("/features", status_code=201, openapi_extra=FEATURES_BODY, operation_id="upload_features",
+             tags=["features"],
+             responses={**WRITE_ERRORS, 201: {"model": FeaturesUpload, "description": "stored"}, 200: {"model": FeaturesUpload, "description": "the same file was uploaded "
+                                                                                       "before (created: false)"},
                         413: {"model": Message, "description": "file over PIDFLOW_MAX_UPLOAD_BYTES"},
-                        503: ERRORS[503]},
+                        422: {"model": Message, "description": "everything wrong with the file"},
+                        503: ERRORS[503],
+                        507: {"model": Message, "description": "the feature folder's volume or Redis is full"}},
              summary="Upload a pooled-features file; analyse it by POSTing its `request` to /analyses")
 async def upload_features(request: Request, response: Response, token: Writer, filename: str | None = None):
     from app.uploads import receive, spool_folder, streamed_limit
@@ -252,13 +294,16 @@ async def upload_features(request: Request, response: Response, token: Writer, f
     return info
 
 
-@router.get("/features/{features_id}", responses=ERRORS, summary="Summary of an uploaded features file")
+@router.get("/features/{features_id}", responses={200: {"model": FeaturesSummary}, **READ_ERRORS},
+            operation_id="get_features", tags=["features"], summary="Summary of an uploaded features file")
 def features_info(features_id: str, request: Request):
     with _mapped_errors():
         return _service(request).features_info(features_id)
 
 
-@router.delete("/features/{features_id}", responses={**WRITE_ERRORS, **ERRORS, 403: {"model": Message}},
+@router.delete("/features/{features_id}", response_model=Deleted, operation_id="delete_features",
+               tags=["features"], responses={**WRITE_ERRORS, **READ_ERRORS,
+                                             403: {"model": Message, "description": "hosted mode: not an uploader"}},
                summary="Remove an uploaded features file (finished analyses keep their results)")
 def delete_features(features_id: str, request: Request, token: Writer):
     with _mapped_errors():
@@ -266,8 +311,13 @@ def delete_features(features_id: str, request: Request, token: Writer):
     return {"id": features_id, "deleted": deleted}
 
 
-@router.get("/images/{image_id}", responses={200: {"content": {"image/png": {}}}, 404: {"model": Message}},
-            response_class=FileResponse, summary="A dataset image (PNG)")
+PNG = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
+
+
+@router.get("/images/{image_id}", responses={200: {"content": PNG, "description": "the image (PNG)"},
+                                             404: {"model": Message}, 503: ERRORS[503]},
+            response_class=FileResponse, operation_id="get_image", tags=["catalogue"],
+            summary="A dataset image, or a question image of an uploaded features file (PNG)")
 def image(image_id: str, request: Request):
     with _mapped_errors():
         uploaded = _service(request).uploaded_image(image_id)
@@ -277,18 +327,19 @@ def image(image_id: str, request: Request):
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
 
 
-@router.get("/models", summary="Configured models (demo always; more from PIDFLOW_MODELS)")
+@router.get("/models", responses={200: {"model": list[ModelInfo]}}, operation_id="list_models",
+            tags=["catalogue"], summary="Configured models (demo always; more from PIDFLOW_MODELS)")
 def models(request: Request):
     return _service(request).models()
 
 
-@router.get("/datasets", summary="Datasets with their tasks")
+@router.get("/datasets", responses={200: {"model": list[DatasetInfo]}}, operation_id="list_datasets", tags=["catalogue"], summary="Datasets with their tasks")
 def datasets(request: Request):
     return _service(request).datasets()
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health}},
-            summary="Redis and worker reachability")
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, operation_id="get_health",
+            tags=["health"], summary="Redis and worker reachability")
 def healthz(request: Request):
     health = _service(request).health()
     return JSONResponse(health, status_code=200 if health["redis"] else 503)

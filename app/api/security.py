@@ -4,8 +4,10 @@ authentications (sliding windows in Redis, app.services.ratelimit)."""
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.service import AnalysisService
 
@@ -43,12 +45,18 @@ def authenticated(request: Request) -> str | None:
     return token
 
 
-def require_reader(request: Request) -> str | None:
+# declares the bearer scheme in the OpenAPI document (required in hosted mode, optional in open mode: see
+# app.api.schemas.with_declared_bodies); the token itself is read and checked by `authenticated`
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer")
+Declared = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+
+
+def require_reader(request: Request, _: Declared = None) -> str | None:
     """The caller's token for a listing (hosted: 401 without a valid one); not rate limited."""
     return authenticated(request)
 
 
-def require_writer(request: Request) -> str | None:
+def require_writer(request: Request, _: Declared = None) -> str | None:
     """The caller's token for a write; 401 in hosted mode without a valid one, 429 over the limit."""
     service: AnalysisService = request.app.state.service
     token = authenticated(request)

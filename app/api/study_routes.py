@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Res
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.api.errors import FieldError
-from app.api.schemas import Message
+from app.api.schemas import Message, StudyList, StudyReport, StudyStatus
 from app.api.security import require_writer
 from app.keys import HANDLE_PREFIX
 from app.service import QuotaExceeded
@@ -66,7 +66,27 @@ def _resolve(request: Request, shown_id: str) -> str:
     return study_id.decode() if isinstance(study_id, bytes) else study_id
 
 
-@router.post("/api/v1/studies", status_code=202, summary="Submit a study (models x tasks x runs x recipes)")
+NOT_FOUND = {404: {"model": Message, "description": "unknown study"}}
+UNREACHABLE = {503: {"model": Message, "description": "Redis or the job broker is not reachable"}}
+WRITE = {
+    400: {"model": Message, "description": "the body cannot be decoded (not UTF-8 or not JSON)"},
+    401: {"model": Message, "description": "hosted mode: missing or unknown bearer token"},
+    429: {"model": Message, "description": "rate limit, queued-work quota or the throttle of failed "
+                                           "authentications reached (see Retry-After)"},
+    507: {"model": Message, "description": "Redis is full (maxmemory): no new writes until there is room"},
+}
+NOT_READY = {409: {"model": Message, "description": "the study is still queued or running, or it failed or was "
+                                                   "cancelled: no report"}}
+REPORT_CSV = {"text/csv": {"schema": {"type": "string", "description": "the report's rows (docs/study.md)"}}}
+REPORT_HTML = {"text/html": {"schema": {"type": "string", "description": "the self-contained report page"}}}
+
+
+@router.post("/api/v1/studies", status_code=202, response_model=StudyStatus, operation_id="submit_study",
+             tags=["studies"],
+             responses={200: {"model": StudyStatus, "description": "the same study finished before: its status"},
+                        **WRITE, 422: {"model": Message, "description": "refused by the request gate (the field "
+                                                                         "is named)"}, **UNREACHABLE},
+             summary="Submit a study (models x tasks x runs x recipes); body: StudyRequestBody")
 def submit_study(request: Request, response: Response, token: Writer,
                  body: Annotated[dict, Body(examples=[EXAMPLE])]):
     with _mapped():  # the dashboard's Studies form submits through the same service call
@@ -79,7 +99,8 @@ def submit_study(request: Request, response: Response, token: Writer,
 
 
 @router.get("/api/v1/studies", summary="The studies on this server, newest first (open servers only)",
-            responses={403: {"model": Message, "description": "hosted mode: studies are not listed"}})
+            response_model=StudyList, operation_id="list_studies", tags=["studies"],
+            responses={403: {"model": Message, "description": "hosted mode: studies are not listed"}, **UNREACHABLE})
 def list_studies(request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 20):
     """{"items": [{id, state, progress, models, tasks, created_at, page_url, ...}]}; 403 on a hosted server,
     where each study is read through the handle its submitter got."""
@@ -92,7 +113,9 @@ def list_studies(request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 
         return {"items": [_links(row) for row in rows]}
 
 
-@router.get("/api/v1/studies/{study_id}", summary="State and progress of a study and of each part")
+@router.get("/api/v1/studies/{study_id}", summary="State and progress of a study and of each part",
+            response_model=StudyStatus, operation_id="get_study", tags=["studies"],
+            responses={**NOT_FOUND, **UNREACHABLE})
 def study_status(request: Request, study_id: str):
     from worker import studies
 
@@ -101,8 +124,9 @@ def study_status(request: Request, study_id: str):
 
 
 @router.delete("/api/v1/studies/{study_id}", summary="Cancel a study: its queued and running parts stop, finished parts stay",
-               responses={403: {"model": Message, "description": "hosted mode: not a token that submitted it"},
-                          404: {"model": Message, "description": "unknown study"}})
+               response_model=StudyStatus, operation_id="cancel_study", tags=["studies"],
+               responses={**WRITE, 403: {"model": Message, "description": "hosted mode: not a token that submitted it"},
+                          **NOT_FOUND, **UNREACHABLE})
 def cancel_study(request: Request, study_id: str, token: Writer):
     """The study's status, state "cancelled" (a finished or failed study is left as it is): queued parts
     never start and running ones stop at their next progress step (about a second); the parts that finished
@@ -118,10 +142,34 @@ def _report(request: Request, study_id: str) -> dict:
         return studies.report(_resolve(request, study_id))
 
 
-@router.get("/api/v1/studies/{study_id}/report", summary="The study's report: json, csv or html",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}, "text/html": {}}}})
-def study_report(request: Request, study_id: str,
-                 format: Literal["json", "csv", "html"] = "json"):  # noqa: A002 - query name
+# ?format=csv|html, as the study page's export buttons and older scripts ask: kept, and out of the OpenAPI
+# document; CSV and HTML have their own paths with their own content types
+ReportFormat = Annotated[Literal["json", "csv", "html"], Query(alias="format", include_in_schema=False)]
+REPORT_ERRORS = {**NOT_FOUND, **NOT_READY, **UNREACHABLE}
+
+
+@router.get("/api/v1/studies/{study_id}/report", summary="The study's report (JSON); CSV and HTML at report.csv "
+            "and report.html", operation_id="get_study_report", tags=["studies"],
+            responses={200: {"model": StudyReport, "description": "the report (pidflow.study/1)"}, **REPORT_ERRORS})
+def study_report(request: Request, study_id: str, fmt: ReportFormat = "json"):
+    return _report_as(request, study_id, fmt)
+
+
+@router.get("/api/v1/studies/{study_id}/report.csv", summary="The study's report as CSV", response_class=Response,
+            operation_id="get_study_report_csv", tags=["studies"],
+            responses={200: {"content": REPORT_CSV, "description": "the report's rows"}, **REPORT_ERRORS})
+def study_report_csv(request: Request, study_id: str):
+    return _report_as(request, study_id, "csv")
+
+
+@router.get("/api/v1/studies/{study_id}/report.html", summary="The study's report as one self-contained HTML page",
+            response_class=Response, operation_id="get_study_report_html", tags=["studies"],
+            responses={200: {"content": REPORT_HTML, "description": "the report page"}, **REPORT_ERRORS})
+def study_report_html(request: Request, study_id: str):
+    return _report_as(request, study_id, "html")
+
+
+def _report_as(request: Request, study_id: str, format: str) -> Response:  # noqa: A002
     from pidcore.study.export import to_csv, to_html
 
     document = _report(request, study_id)
