@@ -18,7 +18,7 @@ from starlette.routing import Match, Mount
 from app.api import errors
 from app.api.conditional import CachedResultFastPath
 from app.api.routes import router
-from app.api.schemas import with_declared_bodies, with_server_limits
+from app.api.schemas import with_server_limits
 from app.docs_assets import add_docs_routes
 from app.service import AnalysisService, ServiceUnavailable, StorageFull
 from app.settings import Settings
@@ -232,16 +232,6 @@ def _refuse_an_evicting_redis(client) -> None:
         raise RuntimeError(f"pidflow server not started: {problem}")
 
 
-TAGS = [
-    {"name": "analyses", "description": "submit an analysis, follow it, read its result (JSON or CSV), list, delete"},
-    {"name": "features", "description": "upload a pooled-features file and analyse it (docs/features-format.md)"},
-    {"name": "shares", "description": "read-only share links of an analysis, and the reads through them"},
-    {"name": "studies", "description": "models x tasks x runs x recipes in one request, one report (docs/study.md)"},
-    {"name": "catalogue", "description": "configured models, datasets and their tasks, images"},
-    {"name": "health", "description": "Redis and worker reachability"},
-]
-
-
 def create_app(settings: Settings | None = None, service: AnalysisService | None = None,
                with_ui: bool = True) -> FastAPI:
     """The application: API routes first, then the Dash UI mounted at / (when `app.ui` provides it)."""
@@ -257,7 +247,6 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
         docs_url=None,  # served from local assets by app.docs_assets (no CDN)
         redoc_url=None,
         lifespan=_lifespan,
-        openapi_tags=TAGS,
     )
     app.state.service = service
     app.include_router(router)
@@ -321,12 +310,9 @@ def _publish_limits(app: FastAPI, service: AnalysisService) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            from app.services.validation import MAX_STUDY_WINDOWS
-
-            document = with_declared_bodies(build(), hosted=service.settings.hosted)
             app.openapi_schema = errors.unify_openapi(_body_errors(
-                with_server_limits(document, service.limits(), service.settings.models, service.datasets(),
-                                   service.deepest_layer(), max_windows=MAX_STUDY_WINDOWS)))
+                with_server_limits(build(), service.limits(), service.settings.models, service.datasets(),
+                                   service.deepest_layer())))
         return app.openapi_schema
 
     app.openapi = openapi

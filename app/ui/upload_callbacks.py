@@ -1,5 +1,10 @@
 """Callback of the features drop zone: upload the file, then start its analysis with the form's estimator
-settings; the page's own polling (page_callbacks.control) follows the job from there."""
+settings; the page's own polling (page_callbacks.control) follows the job from there.
+
+The drop zone's body is large (the file, base64) and its JSON names the token only after the file, so the
+browser also sends the API token field's value as a header, the `pidflow_token` cookie (TOKEN_COOKIE, set
+by a clientside callback whenever the field changes): a hosted server checks it before reading past its
+small body limit (app.server.BodySizeLimit) and answers 401 to a drop without a valid one."""
 
 from __future__ import annotations
 
@@ -41,7 +46,19 @@ def features_request(info: dict, measure, dims, gaussianize, bootstrap) -> dict:
             "bootstrap": bootstrap}
 
 
+TOKEN_COOKIE = "pidflow_token"  # app.server.TOKEN_COOKIE (not imported: the UI does not import the server)
+# the token field's value as a same-site session cookie, so that the drop zone's request carries it in its headers
+SET_TOKEN_COOKIE = """function (token) {
+    var value = token ? encodeURIComponent(token) : "";
+    var expiry = token ? "" : "; max-age=0";
+    document.cookie = "TOKEN_COOKIE=" + value + "; path=/; SameSite=Strict" + expiry;
+    return window.dash_clientside.no_update;
+}""".replace("TOKEN_COOKIE", TOKEN_COOKIE)
+
+
 def register(app, service) -> None:
+    app.clientside_callback(SET_TOKEN_COOKIE, Output("token", "title"), Input("token", "value"))
+
     @app.callback(
         Output("features-summary", "children"), Output("pending-id", "data", allow_duplicate=True),
         Output("poll", "disabled", allow_duplicate=True), Output("submit-status", "children", allow_duplicate=True),
