@@ -239,9 +239,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _with_loading_options(study: argparse.ArgumentParser) -> None:
-    """`pidflow study` runs its models here: the loading flags (but batch size: a study's parts are
-    extracted in batches of 8 so that question shards start at batch boundaries) set PIDFLOW_* first."""
-    _add_loading_options(study, batch_size=False)
+    """`pidflow study` runs its models here: the loading flags, batch size included (a study's extraction
+    reads PIDFLOW_BATCH_SIZE), set PIDFLOW_* first."""
+    _add_loading_options(study)
     command = study.get_default("func")
 
     def run(args: argparse.Namespace) -> int:

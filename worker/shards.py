@@ -18,12 +18,23 @@ import os
 import numpy as np
 
 EXTRACT_SHARD = "pidflow.extract_shard"
-BATCH = 8  # pidcore.extract.run.extract's default batch size: shards start at its multiples
+BATCH = 8  # pidcore.extract.run.extract's default batch size (PIDFLOW_BATCH_SIZE unset or auto)
 _PER_QUESTION = ("target", "qids", "tasks", "answers", "predicted", "p_correct", "correct", "questions", "image_ids")
 
 
+def batch_size(env: dict | None = None) -> int:
+    """The extraction batch shards start at multiples of: PIDFLOW_BATCH_SIZE when it is a number, else 8.
+    With "auto" every shard sizes its own batches (from its first question), so sharded features equal the
+    unsharded ones only to float rounding: a fixed batch size keeps them bit-equal."""
+    from pidcore.extract.loading import parse_batch_size
+
+    raw = (os.environ if env is None else env).get("PIDFLOW_BATCH_SIZE") or BATCH
+    size = parse_batch_size(raw)
+    return BATCH if size == "auto" else size
+
+
 def shard_size(env: dict | None = None) -> int:
-    """PIDFLOW_EXTRACT_SHARD rounded up to a multiple of the batch size; 0 = no sharding."""
+    """PIDFLOW_EXTRACT_SHARD rounded up to a multiple of the batch size (batch_size); 0 = no sharding."""
     raw = (os.environ if env is None else env).get("PIDFLOW_EXTRACT_SHARD") or "0"
     try:
         size = int(raw)
@@ -31,7 +42,8 @@ def shard_size(env: dict | None = None) -> int:
         raise ValueError(f"PIDFLOW_EXTRACT_SHARD must be an integer, got {raw!r}") from None
     if size < 0:
         raise ValueError(f"PIDFLOW_EXTRACT_SHARD must be >= 0, got {size}")
-    return BATCH * math.ceil(size / BATCH)
+    batch = batch_size(env)
+    return batch * math.ceil(size / batch)
 
 
 def question_items(request):

@@ -319,11 +319,13 @@ def part_questions(request: StudyRequest, task: str) -> list:
 
 
 def extract_questions(request: StudyRequest, model: str, task: str, start: int = 0, stop: int | None = None,
-                      progress=None, batch_size: int = 8, with_model: bool = False):
+                      progress=None, batch_size: int | str | None = None, with_model: bool = False):
     """key -> Features of every distinct run of one (model, task) for its questions [start, stop), all runs
-    together (prefix reuse), before correct_only. A slice that starts at a multiple of `batch_size` holds
-    the same batches as the whole (bit-equal once merged, for models batched in question order).
-    `with_model`: (features, the model's describe()) so that finish_part needs no model."""
+    together (prefix reuse), before correct_only. `batch_size`: questions per forward pass or "auto"; None:
+    PIDFLOW_BATCH_SIZE (`pidflow study --batch-size`), else 8. A slice that starts at a multiple of a fixed
+    batch size holds the same batches as the whole (bit-equal once merged, for models batched in question
+    order); "auto" sizes each slice's batches on its own, so shards then match the whole only to float
+    rounding. `with_model`: (features, the model's describe()) so that finish_part needs no model."""
     from pidcore.data import answer_set
     from pidcore.extract import Knockout
     from pidcore.extract.multirun import extract_runs
@@ -451,7 +453,8 @@ def assemble_part(request: StudyRequest, model: str, task: str, plan: dict, feat
     return records
 
 
-def extract_part(request: StudyRequest, model: str, task: str, progress=None, batch_size: int = 8) -> dict:
+def extract_part(request: StudyRequest, model: str, task: str, progress=None,
+                 batch_size: int | str | None = None) -> dict:
     """finish_part of one extraction of all the (model, task)'s questions and runs (prefix reuse)."""
     features = extract_questions(request, model, task, progress=progress, batch_size=batch_size)
     return finish_part(request, model, task, features)

@@ -85,3 +85,38 @@ def test_ctrl_c_in_pidflow_study_keeps_the_parts_that_finished(tmp_path, capsys,
                  "-o", str(tmp_path / "none")]) == 130
     assert "none of the 1 parts had finished; nothing written" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_the_batch_size_reaches_a_study_and_its_shards(tmp_path, monkeypatch):
+    """`pidflow study --batch-size 4` (PIDFLOW_BATCH_SIZE) is the extraction's batch; question shards start at
+    its multiples, so shards merged are bit-equal to the whole part."""
+    import numpy as np
+
+    from pidcore.extract import multirun
+    from pidcore.study.run import default_request, extract_questions
+    from worker import shards
+
+    monkeypatch.setenv("PIDFLOW_BATCH_SIZE", "8")  # restored at teardown (the CLI sets it in this process)
+    sizers, real = [], multirun.BatchSizer.for_adapter
+
+    def spy(adapter, batch_size):
+        sizers.append(real(adapter, batch_size))
+        return sizers[-1]
+    monkeypatch.setattr(multirun.BatchSizer, "for_adapter", spy)
+    assert main(["study", "--task", "shape", "--n-questions", "60", "--no-gaussianize", "--dims", "2", "2", "2",
+                 "--no-sweep", "--no-seed-cut", "--recipe", "pidflow", "--bootstrap", "0", "--batch-size", "4",
+                 "-o", str(tmp_path)]) == 0
+    assert [sizer.sizes for sizer in sizers] == [[4] * 15]  # 60 questions in forward passes of 4
+    assert shards.shard_size({"PIDFLOW_EXTRACT_SHARD": "20", "PIDFLOW_BATCH_SIZE": "12"}) == 24
+    assert shards.shard_size({"PIDFLOW_EXTRACT_SHARD": "20", "PIDFLOW_BATCH_SIZE": "auto"}) == 24  # 8s
+    assert shards.shard_size({"PIDFLOW_EXTRACT_SHARD": "20"}) == 24
+    monkeypatch.setenv("PIDFLOW_BATCH_SIZE", "6")
+    request = default_request(tasks=["shape"], n_questions=24, sweep=None)
+    size = shards.shard_size({"PIDFLOW_EXTRACT_SHARD": "10", "PIDFLOW_BATCH_SIZE": "6"})
+    assert size == 12
+    whole = extract_questions(request, "demo", "shape")
+    halves = [extract_questions(request, "demo", "shape", start, stop) for start, stop in shards.shard_bounds(24, size)]
+    for key, features in whole.items():
+        merged = shards.merge([half[key] for half in halves])
+        assert np.array_equal(merged.vision, features.vision) and np.array_equal(merged.language, features.language)
+        assert np.array_equal(merged.target, features.target)
