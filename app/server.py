@@ -18,7 +18,7 @@ from starlette.routing import Match, Mount
 from app.api import errors
 from app.api.conditional import CachedResultFastPath
 from app.api.routes import router
-from app.api.schemas import with_server_limits
+from app.api.schemas import with_declared_bodies, with_server_limits
 from app.docs_assets import add_docs_routes
 from app.service import AnalysisService, ServiceUnavailable, StorageFull
 from app.settings import Settings
@@ -35,7 +35,9 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 class LargeBody:
     """A larger body limit for one path. `output`: only for the Dash callback whose body names this output
     first (read from the body's first PIDFLOW_MAX_BODY_BYTES); other callbacks keep the small limit.
-    `token`: in hosted mode the route needs a bearer token, checked from the headers before the body."""
+    `token`: in hosted mode the route needs a bearer token, checked from the headers before the body (for
+    a Dash callback's `output`: once its body passes the small limit, from the Authorization header or the
+    dashboard's TOKEN_COOKIE, before any more of it is read)."""
 
     max_bytes: int
     what: str
@@ -49,7 +51,9 @@ class BodySizeLimit:
     """ASGI middleware: 413 (JSON) for request bodies over `max_bytes` (declared or streamed); `limits`
     gives some paths a LargeBody (file uploads, the dashboard's drop zone). In hosted mode (`tokens`), a
     request to a path whose LargeBody needs a token and has no known one is passed on with its body unread
-    (at most `max_bytes` of it readable): its route answers 401 before reading it."""
+    (at most `max_bytes` of it readable): its route answers 401 before reading it; a Dash callback's body
+    that needs the large limit and a token answers 401 itself, having read no more than the small limit
+    and one chunk."""
 
     def __init__(self, app, max_bytes: int, limits: dict[str, LargeBody] | None = None, tokens: tuple[str, ...] = ()):
         self.app = app
@@ -67,7 +71,8 @@ class BodySizeLimit:
             return await self._describe(send, large)
         if scope["method"] not in BODY_METHODS:
             return await self.app(scope, receive, send)
-        if large is not None and large.token and self.tokens and not self._known_token(headers):
+        if large is not None and large.token and large.output is None and self.tokens \
+                and not self._known_token(headers):
             return await self.app(scope, _capped(receive, self.max_bytes), send)
         declared = headers.get(b"content-length")
         ceiling, ceiling_what = (large.max_bytes, large.what) if large is not None else (self.max_bytes, "request body")
@@ -85,6 +90,8 @@ class BodySizeLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit and limit < ceiling and _names_output(b"".join(chunks)[:self.max_bytes], large.output):
+                if large.token and self.tokens and not self._known_token(headers, cookie=True):
+                    return await self._unauthorized(send)
                 limit, what = large.max_bytes, large.what
             if size > limit:
                 return await self._reject(send, limit, what)
@@ -101,11 +108,21 @@ class BodySizeLimit:
 
         return await self.app(scope, replay, send)
 
-    def _known_token(self, headers: dict) -> bool:
+    def _known_token(self, headers: dict, cookie: bool = False) -> bool:
+        """Whether the headers carry a known token: `Authorization: Bearer`, or (`cookie`) the dashboard's
+        TOKEN_COOKIE."""
         scheme, _, value = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        token = value.strip().encode()
-        return scheme.lower() == "bearer" and bool(token) and any(
-            hmac.compare_digest(token, known.encode()) for known in self.tokens)
+        tokens = [value.strip()] if scheme.lower() == "bearer" else []
+        if cookie:
+            tokens += _cookie_tokens(headers.get(b"cookie", b"").decode("latin-1"))
+        return any(token and hmac.compare_digest(token.encode(), known.encode())
+                   for token in tokens for known in self.tokens)
+
+    async def _unauthorized(self, send):
+        response = JSONResponse({"detail": "the dashboard's features upload needs an API token on this server: "
+                                           "type it in the API token field, then drop the file again"},
+                                status_code=401)
+        await response({"type": "http"}, None, send)
 
     async def _describe(self, send, large: LargeBody):
         """OPTIONS on an upload path: its limits (JSON and X-Pidflow-* headers), so a client can refuse a
@@ -122,6 +139,17 @@ class BodySizeLimit:
     async def _reject(self, send, max_bytes: int, what: str):
         response = JSONResponse({"detail": f"{what} larger than {max_bytes} bytes"}, status_code=413)
         await response({"type": "http"}, None, send)
+
+
+TOKEN_COOKIE = "pidflow_token"  # the dashboard's API token field, set by the browser (app.ui.upload_callbacks)
+
+
+def _cookie_tokens(header: str) -> list[str]:
+    """The values of TOKEN_COOKIE in a Cookie header."""
+    from urllib.parse import unquote
+
+    return [unquote(value.strip()) for name, _, value in (part.partition("=") for part in header.split(";"))
+            if name.strip() == TOKEN_COOKIE]
 
 
 def _capped(receive, max_bytes: int):
@@ -232,6 +260,16 @@ def _refuse_an_evicting_redis(client) -> None:
         raise RuntimeError(f"pidflow server not started: {problem}")
 
 
+TAGS = [
+    {"name": "analyses", "description": "submit an analysis, follow it, read its result (JSON or CSV), list, delete"},
+    {"name": "features", "description": "upload a pooled-features file and analyse it (docs/features-format.md)"},
+    {"name": "shares", "description": "read-only share links of an analysis, and the reads through them"},
+    {"name": "studies", "description": "models x tasks x runs x recipes in one request, one report (docs/study.md)"},
+    {"name": "catalogue", "description": "configured models, datasets and their tasks, images"},
+    {"name": "health", "description": "Redis and worker reachability"},
+]
+
+
 def create_app(settings: Settings | None = None, service: AnalysisService | None = None,
                with_ui: bool = True) -> FastAPI:
     """The application: API routes first, then the Dash UI mounted at / (when `app.ui` provides it)."""
@@ -247,6 +285,7 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
         docs_url=None,  # served from local assets by app.docs_assets (no CDN)
         redoc_url=None,
         lifespan=_lifespan,
+        openapi_tags=TAGS,
     )
     app.state.service = service
     app.include_router(router)
@@ -270,9 +309,10 @@ def create_app(settings: Settings | None = None, service: AnalysisService | None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, tokens=settings.api_tokens, limits={
         "/api/v1/features": LargeBody(streamed_limit(settings), "features file (PIDFLOW_MAX_UPLOAD_BYTES)", token=True,
                                       stream=True, describe=lambda: upload_limits(settings)),
-        # the dashboard's drop zone sends the file base64-encoded inside its callback's JSON (token included)
+        # the dashboard's drop zone sends the file base64-encoded inside its callback's JSON, and its token
+        # as the TOKEN_COOKIE header (the JSON has it too, but only after the file)
         "/_dash-update-component": LargeBody(upload * 4 // 3 + settings.max_body_bytes, "dashboard upload",
-                                             output=DROP_ZONE_OUTPUT)})
+                                             output=DROP_ZONE_OUTPUT, token=True)})
     if with_ui:
         _mount_ui(app, service)
     return app
@@ -310,9 +350,12 @@ def _publish_limits(app: FastAPI, service: AnalysisService) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
+            from app.services.validation import MAX_STUDY_WINDOWS
+
+            document = with_declared_bodies(build(), hosted=service.settings.hosted)
             app.openapi_schema = errors.unify_openapi(_body_errors(
-                with_server_limits(build(), service.limits(), service.settings.models, service.datasets(),
-                                   service.deepest_layer())))
+                with_server_limits(document, service.limits(), service.settings.models, service.datasets(),
+                                   service.deepest_layer(), max_windows=MAX_STUDY_WINDOWS)))
         return app.openapi_schema
 
     app.openapi = openapi
