@@ -49,7 +49,8 @@ def test_the_schema_publishes_the_configured_bounds(api):
     assert props["bootstrap"]["maximum"] == 200 and props["bootstrap"]["minimum"] == 0
     assert props["n_questions"]["maximum"] == 500 and props["n_questions"]["minimum"] == 1
     assert props["dims"]["items"] == {"type": "integer", "minimum": 1, "maximum": 16}
-    assert props["tasks"]["maxItems"] == 2 and props["tasks"]["items"]["minLength"] == 1
+    # a task: one of the datasets' (an enum), or an uploaded file's own name (any non-empty string)
+    assert props["tasks"]["maxItems"] == 2 and props["tasks"]["items"]["anyOf"][1]["minLength"] == 1
     assert props["seed"]["minimum"] == 0 and props["seed"]["maximum"] == 2**32 - 1
     assert props["model"]["anyOf"][0]["enum"] == ["demo"]  # or an uploaded features file
     for value in (200, 500):  # at the bound: accepted
