@@ -64,7 +64,7 @@ def model_summary(model: dict) -> str:
     if model.get("cross_attention_layers"):
         line += f" · image via cross-attention layers {model['cross_attention_layers']}"
     if model.get("linear_attention_layers"):
-        line += f" · no knockouts on linear-attention layers {model['linear_attention_layers']}"
+        line += f" · no knockouts on layers without attention {model['linear_attention_layers']}"
     return line
 
 

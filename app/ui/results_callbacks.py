@@ -256,7 +256,8 @@ def rendered_results(service, analysis_id: str, mode: str = "bits", fmt: str = "
         "figure:difference": figures.difference_figure(document, subtitle=subtitles["difference"]).to_plotly_json(),
         **{f"config:{g}": graph_config(fmt, wording.export_filename(document, analysis_id, g))
            for g in MAIN_GRAPHS},
-        **{f"caption:{g}": caption for g in MAIN_GRAPHS},
+        **{f"caption:{g}": caption for g in MAIN_GRAPHS if g != "difference"},
+        "caption:difference": wording.difference_sentence(document),  # its bands are paired
         **{f"method:{g}": method for g in MAIN_GRAPHS},
         "effects": effects_table(document), "summary": _summary(document, analysis_id),
         "notes": layer_notes(document), "tasks": [{"label": t, "value": t} for t in tasks],

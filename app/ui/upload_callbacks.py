@@ -36,14 +36,29 @@ def summary_text(info: dict) -> str:
             f"tasks {tasks}.")
 
 
+def capped_dims(info: dict, dims) -> tuple[list[int], str | None]:
+    """The form's PCA sizes capped at the file's dimensions (the form's defaults may ask more than a small
+    file has, e.g. 4 target components of a 3-dimensional target), and a sentence saying what was capped."""
+    sizes = {"vision": info.get("vision_dim"), "language": info.get("language_dim"), "target": info.get("target_dim")}
+    capped, said = [], []
+    for (name, size), asked in zip(sizes.items(), dims, strict=True):
+        if isinstance(size, int) and isinstance(asked, int) and asked > size:
+            capped.append(size)
+            said.append(f"{name} {asked} -> {size}")
+        else:
+            capped.append(asked)
+    return capped, (f"PCA sizes capped at the file's dimensions: {', '.join(said)}." if said else None)
+
+
 def features_request(info: dict, measure, dims, gaussianize, bootstrap) -> dict:
-    """The upload's own request with the form's estimator settings; ValueError naming a bad field."""
+    """The upload's own request with the form's estimator settings (PCA sizes capped at the file's
+    dimensions); ValueError naming a bad field."""
     if any(not isinstance(d, int) or d < 1 for d in dims):
         raise ValueError("PCA sizes must be three positive whole numbers")
     if bootstrap is None or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError("bootstrap resamples must be a whole number >= 0")
-    return {**info["request"], "measure": measure, "dims": list(dims), "gaussianize": gaussianize or "auto",
-            "bootstrap": bootstrap}
+    return {**info["request"], "measure": measure, "dims": capped_dims(info, dims)[0],
+            "gaussianize": gaussianize or "auto", "bootstrap": bootstrap}
 
 
 TOKEN_COOKIE = "pidflow_token"  # app.server.TOKEN_COOKIE (not imported: the UI does not import the server)
@@ -74,7 +89,8 @@ def register(app, service) -> None:
             return keep, keep, keep, keep, keep, keep
         try:
             info = data.upload_features(service, decode_upload(contents), filename, token)
-            summary = summary_text(info)
+            note = capped_dims(info, [dim_v, dim_l, dim_t])[1]
+            summary = summary_text(info) + (f" {note}" if note else "")
             job = data.submit(service, features_request(info, measure, [dim_v, dim_l, dim_t], gaussianize,
                                                         bootstrap), token)
         except (ValueError, data.DataError) as exc:

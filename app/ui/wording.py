@@ -3,8 +3,9 @@ sentence under each plot, and number formatting. Pure functions over result docu
 
 from __future__ import annotations
 
-import math
 import re
+
+from pidcore.plot import fmt  # noqa: F401 - the dashboard's numbers are the figures' (never "-0.000")
 
 TERM_NAMES = {"redundancy": "Shared (redundancy)", "unique_vision": "Vision only (unique vision)",
               "unique_language": "Language only (unique language)", "synergy": "Only together (synergy)",
@@ -58,21 +59,6 @@ VARIABLE_NAMES = {"x1": "vision", "x2": "language", "y": "target"}
 _VARIABLE = re.compile(r"\b(x1|x2|y)\b(?=\s*[(:])")
 
 
-def fmt(value, digits: int = 3, signed: bool = False) -> str:
-    """A number for people: `digits` decimals, never "-0.000" (rounds to zero -> "0.000"), "n/a" for None/NaN."""
-    if value is None or isinstance(value, bool):
-        return "n/a" if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:+d}" if signed else str(value)
-    if not isinstance(value, float) or math.isnan(value):
-        return "n/a" if isinstance(value, float) else str(value)
-    rounded = round(value, digits)
-    if rounded == 0:
-        rounded = 0.0
-    text = f"{rounded:.{digits}f}"
-    return ("+" + text if rounded >= 0 else text) if signed and rounded != 0 else text
-
-
 def plain_note(text: str) -> str:
     """An estimator note in the dashboard's words: x1/x2/y named vision/language/target."""
     return _VARIABLE.sub(lambda match: VARIABLE_NAMES[match.group(1)], text)
@@ -91,6 +77,17 @@ def target_sentence(document: dict) -> str:
         what = (f"Y is {components} of the model's log-probabilities over the dataset's answers, so a "
                 f"total can exceed the answer's entropy")
     return f"Bits of information about the answer: {what}. Layer 0 is the embeddings."
+
+
+def difference_sentence(document: dict) -> str:
+    """The caption of the difference plot: what its values and bands are (not the stacked plots' caption)."""
+    per_layer = ((document or {}).get("effects") or {}).get("per_layer") or []
+    banded = any((entry or {}).get("ci") for entry in per_layer)
+    bands = ("Bands are paired 95% intervals: both runs resampled on the same questions, so they are the "
+             "uncertainty of the change itself, narrower than the two runs' own bands combined. "
+             if banded else "No bands: this analysis has no bootstrap resamples. ")
+    return ("Knockout minus baseline per layer, in bits of information about the answer. " + bands +
+            "Layers before the knockout window are the same in both runs, so their change is exactly zero.")
 
 
 def method_note(document: dict) -> str | None:

@@ -59,7 +59,7 @@ def test_form_shows_family_and_disables_unsupported_edges(api, folders):
     models = api.get("/api/v1/models").json()
     assert layout.model_label(models[1]) == f"{folders[0]} (PaliGemma, 5 layers)"
     summary = layout.model_summary(models[2])
-    assert "Qwen3.5" in summary and "4 decoder layers" in summary and "linear-attention layers [0, 1, 2]" in summary
+    assert "Qwen3.5" in summary and "4 decoder layers" in summary and "no knockouts on layers without attention [0, 1, 2]" in summary
     disabled = {o["value"]: o["disabled"] for o in layout.edge_options(models[0])}
     assert disabled == {"image->question": False, "image->last": False, "question->last": False,
                         "last->last": False, "question->image": True}
