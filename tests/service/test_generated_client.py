@@ -165,3 +165,27 @@ def test_the_generated_client_runs_the_whole_loop(stack, api, features_file):
     removed = delete_features.sync(uploaded.id, client=client)
     assert isinstance(removed, Deleted) and removed.deleted is True
     assert get_features.sync_detailed(uploaded.id, client=anonymous).status_code == 404
+
+
+def test_the_generated_client_submits_reads_and_cancels_a_study(stack, api):
+    """StudyRequestBody, StudyStatus and the report's documented 409, through the generated client; the study
+    is cancelled at once (its parts stop within about a second)."""
+    from pidflow_api.api.studies import cancel_study, get_study, get_study_report, submit_study
+    from pidflow_api.models import Message, StudyRequestBody, StudyStatus
+
+    client = api.AuthenticatedClient(base_url=stack, token=TOKEN, raise_on_unexpected_status=True,
+                                     timeout=httpx.Timeout(60))
+    body = StudyRequestBody.from_dict({"models": ["demo"], "tasks": ["color"], "n_questions": 120, "bootstrap": 0,
+                                       "recipes": ["pidflow"], "sweep": None, "seed_cut": False})
+    submitted = submit_study.sync_detailed(client=client, body=body)
+    assert submitted.status_code == 202 and isinstance(submitted.parsed, StudyStatus), submitted.content
+    study = submitted.parsed
+    assert study.id.startswith("s") and [(part.model, part.task) for part in study.parts] == [("demo", "color")]
+    status = get_study.sync(study.id, client=client)
+    assert isinstance(status, StudyStatus) and status.state.value in ("queued", "running")
+    early = get_study_report.sync_detailed(study.id, client=client)
+    assert early.status_code == 409 and isinstance(early.parsed, Message)
+    refused = submit_study.sync_detailed(client=client, body=StudyRequestBody.from_dict({"n_questions": 5}))
+    assert refused.status_code == 422 and refused.parsed.errors[0].field == "n_questions"
+    cancelled = cancel_study.sync(study.id, client=client)
+    assert isinstance(cancelled, StudyStatus) and cancelled.state.value == "cancelled"
