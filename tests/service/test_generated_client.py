@@ -80,6 +80,7 @@ def test_the_generated_client_runs_the_whole_loop(stack, api, features_file):
     from pidflow_api.api.analyses import (
         delete_analysis,
         get_analysis,
+        get_question,
         get_result,
         get_result_csv,
         list_analyses,
@@ -94,6 +95,7 @@ def test_the_generated_client_runs_the_whole_loop(stack, api, features_file):
         FeaturesUpload,
         JobStatus,
         Message,
+        QuestionView,
         ResultDocument,
     )
     from pidflow_api.types import File
@@ -150,6 +152,10 @@ def test_the_generated_client_runs_the_whole_loop(stack, api, features_file):
     for got, want in zip(layers, expected["runs"]["baseline"]["layers"], strict=True):
         assert (got.redundancy, got.unique_vision, got.unique_language, got.synergy, got.total) == (
             want["redundancy"], want["unique_vision"], want["unique_language"], want["synergy"], want["total"])
+    qid = result.questions[7]["qid"]
+    view = get_question.sync(job.id, qid, client=anonymous)
+    assert isinstance(view, QuestionView) and view.question == "what is 7?" and view.baseline.predicted == "blue"
+    assert [layer.layer for layer in view.baseline.layers] == list(range(4)) and view.knockout is None
     rows = list(csv.DictReader(io.StringIO(get_result_csv.sync(job.id, client=anonymous))))
     assert [row["layer"] for row in rows if row["run"] == "baseline"] == ["0", "1", "2", "3"]
     assert float(rows[3]["unique_vision"]) == pytest.approx(layers[3].unique_vision, rel=1e-6)
