@@ -119,3 +119,23 @@ def test_a_live_studys_folder_survives_the_sweep(start_worker, volume, client):
     assert f"{study_id}p0" in seen, "the study stored its shards as files"
     assert swept == []
     assert _files(volume) == [], "a finished study's folders are removed"
+
+
+def test_a_cancelled_running_study_leaves_no_files(start_worker, volume, client):
+    """DELETE of a running study (worker.studies.cancel, through the service): its stored shards go at once;
+    what a task still running writes before it stops goes at the sweep."""
+    client.flushdb()
+    worker = start_worker("study-cancelled", PIDFLOW_FEATURE_DIR=str(volume), PIDFLOW_EXTRACT_SHARD="16",
+                          **NO_PRELOAD)
+    service = AnalysisService(Settings(redis_url=os.environ["REDIS_URL"]))
+    study_id = studies.submit(dict(STUDY))["id"]
+    _until(lambda: (volume / f"{study_id}p0").is_dir() and _files(volume / f"{study_id}p0"), 120,
+           "a shard stored as files", poll_s=0.01)
+    assert service.cancel_study(study_id)["state"] == "cancelled"
+    _until(lambda: "skipped (cancelled, deleted, restarted or finished)" in worker.log(), 60, "the task to stop")
+    # the cancel removed the shards stored so far; the shard in flight may have written its own after it
+    # (it stops at its next step): the sweep takes those, a cancelled study being no live one
+    left = _files(volume)
+    assert all(name.startswith(f"{study_id}p0/") for name in left), left
+    assert set(feature_store.sweep(client, grace_s=-1)) <= {f"{study_id}p0"}
+    assert _files(volume) == [] and not any(volume.iterdir())
