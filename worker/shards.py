@@ -82,14 +82,30 @@ def extract_shard(request, start: int, stop: int) -> dict:
     return {"baseline": baseline, "knockout": knocked}
 
 
+def _layer_concat():
+    from pidcore.features.files import LazyArray
+
+    class LayerConcat(LazyArray):
+        """Shards' (layers, n_i, h) states seen as one (layers, sum n_i, h) array, a layer read (from every
+        shard) only when it is indexed: a merge holds one layer, not the run."""
+
+        def __init__(self, arrays: list):
+            self.arrays = arrays
+            self.shape = (arrays[0].shape[0], sum(a.shape[1] for a in arrays), arrays[0].shape[2])
+            self.dtype = np.result_type(*(np.dtype(getattr(a, "dtype", np.float32)) for a in arrays))
+
+        def _row(self, index: int) -> np.ndarray:
+            return np.concatenate([np.asarray(a[index]) for a in self.arrays]).astype(self.dtype, copy=False)
+    return LayerConcat
+
+
 def merge(parts: list):
-    """Features of consecutive shards concatenated in question order (layers read one at a time)."""
+    """Features of consecutive shards concatenated in question order; their layers are read one at a time
+    when used (writing the merged run with feature_store.save holds one layer of it)."""
     from pidcore.extract.features import Features
 
     first = parts[0]
-    vision = np.concatenate([np.stack([p.vision[layer] for layer in range(p.num_layers)]) for p in parts], axis=1)
-    language = np.concatenate([np.stack([p.language[layer] for layer in range(p.num_layers)]) for p in parts],
-                              axis=1)
+    concat = _layer_concat()
     per_question = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _PER_QUESTION}
-    return Features(vision=vision, language=language, answer_set=first.answer_set, meta=dict(first.meta),
-                    **per_question)
+    return Features(vision=concat([p.vision for p in parts]), language=concat([p.language for p in parts]),
+                    answer_set=first.answer_set, meta=dict(first.meta), **per_question)

@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 from worker import feature_store
 from worker.celery_app import app, send
@@ -110,6 +114,23 @@ def _part(study_id: str, attempt: str, index: int, worker: str = "?") -> None:
     send(STUDY_PREPARE, [study_id, attempt, index], WorkerSettings.from_env().redis_url)
 
 
+@contextmanager
+def _spill(owner: str):
+    """(folder, dtype) for a part's pooled states while they are extracted (pidcore.extract.multirun:
+    written batch by batch, read back a layer at a time): inside the feature folder when there is one,
+    else a temporary folder; float16 when PIDFLOW_FEATURE_DTYPE is (the store keeps float16 then anyway).
+    Removed once the runs are stored."""
+    settings = feature_store.env_settings()
+    if settings.directory is not None:
+        folder = settings.directory / owner / f".spill-{uuid.uuid4().hex}"
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="pidflow-spill-"))
+    try:
+        yield folder, settings.dtype
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _store_part(study_id: str, attempt: str, index: int, request, worker: str) -> None:
     """Extract every run of part `index` together (prefix reuse) and store them with the part's marker
     ("<i>:part": run keys, the model's description, where and how long), in one HSET."""
@@ -118,11 +139,12 @@ def _store_part(study_id: str, attempt: str, index: int, request, worker: str) -
     model, task = parts_of(request)[index]
     say = _progress(study_id, attempt, index, _label(request, index), 0.0, EXTRACT_END)
     started = time.perf_counter()
-    features, info = extract_questions(request, model, task, progress=lambda f, m: say(f, f"extract: {m}"),
-                                       with_model=True)
     owner = features_owner(study_id, index)
-    values = {f"{index}:run:{number}": feature_store.save(owner, f"r{number}", item)
-              for number, item in enumerate(features.values())}
+    with _spill(owner) as (folder, dtype):
+        features, info = extract_questions(request, model, task, progress=lambda f, m: say(f, f"extract: {m}"),
+                                           with_model=True, spill_dir=folder, spill_dtype=dtype)
+        values = {f"{index}:run:{number}": feature_store.save(owner, f"r{number}", item)
+                  for number, item in enumerate(features.values())}
     values[f"{index}:part"] = json.dumps({"runs": list(features), "model": info, "worker": worker,
                                           "extract_s": round(time.perf_counter() - started, 3), "shards": None})
     _alive(study_id, attempt)
@@ -183,11 +205,13 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
                                                                 [f"{index}:{number}" for number in range(total)]))
     # one shard's share of the part's extraction, after the shards already stored
     say = _progress(study_id, attempt, index, label, EXTRACT_END * landed / total, EXTRACT_END * (landed + 1) / total)
-    features, info = extract_questions(request, model, task, start, stop,
-                                       progress=lambda f, m: say(f, f"extract: {m}"), with_model=True)
     owner, marker = features_owner(study_id, index), f"{index}:{shard}"
-    values = {f"{marker}:{number}": feature_store.save(owner, f"s{shard}r{number}", item)
-              for number, item in enumerate(features.values())}
+    with _spill(owner) as (folder, dtype):
+        features, info = extract_questions(request, model, task, start, stop, with_model=True,
+                                           progress=lambda f, m: say(f, f"extract: {m}"), spill_dir=folder,
+                                           spill_dtype=dtype)
+        values = {f"{marker}:{number}": feature_store.save(owner, f"s{shard}r{number}", item)
+                  for number, item in enumerate(features.values())}
     values[marker] = json.dumps({"runs": list(features), "questions": [start, stop], "worker": worker,
                                  "extract_s": round(time.perf_counter() - started, 3), "model": info})
     _alive(study_id, attempt)

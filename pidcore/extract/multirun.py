@@ -84,15 +84,68 @@ def _capture(decoder_layers, count: int, outputs: list):
             handle.remove()
 
 
+class SpilledRun:
+    """One run's pooled states written to two files as each batch comes (`<folder>/vision.bin`,
+    `language.bin`: (L+1, n, h) C-ordered in `dtype`), each question's rows at its own position, by
+    positioned writes (nothing mapped: the page cache holds them, not the process). Read back a layer at a
+    time (`vision()`, a pidcore.features.files.FileArray). A batch written again (after out of memory) writes
+    the same positions again."""
+
+    def __init__(self, folder, shape: tuple[int, int, int], dtype="float32"):
+        import os
+        from pathlib import Path
+
+        self.folder, self.shape, self.dtype = Path(folder), tuple(shape), np.dtype(dtype)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.paths = {source: self.folder / f"{source}.bin" for source in ("vision", "language")}
+        self.files = {}
+        for source, path in self.paths.items():
+            self.files[source] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.ftruncate(self.files[source], int(np.prod(self.shape)) * self.dtype.itemsize)
+
+    def write(self, positions: np.ndarray, vision: np.ndarray, language: np.ndarray) -> None:
+        """Rows of a batch: vision/language (L+1, b, h), question j of the batch at row positions[j]."""
+        import os
+
+        layers, n, hidden = self.shape
+        row = hidden * self.dtype.itemsize
+        positions = np.asarray(positions)
+        runs = np.split(np.arange(len(positions)), np.flatnonzero(np.diff(positions) != 1) + 1)  # contiguous spans
+        for source, states in (("vision", vision), ("language", language)):
+            states = np.ascontiguousarray(states, dtype=self.dtype)
+            for layer in range(layers):
+                for span in runs:
+                    offset = (layer * n + int(positions[span[0]])) * row
+                    os.pwrite(self.files[source], states[layer, span[0]:span[-1] + 1].tobytes(), offset)
+
+    def close(self) -> None:
+        import os
+
+        for handle in self.files.values():
+            os.close(handle)
+        self.files = {}
+
+    def array(self, source: str):
+        from pidcore.features.files import FileArray
+
+        return FileArray(self.paths[source], 0, self.shape, self.dtype)
+
+
 def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None], language_pooling: str = "mean",
                  target: str = "logprobs", batch_size: int | str | None = None, reuse: bool = True, group: bool = True,
-                 progress: Callable[[float, str], None] | None = None) -> dict[str, Features]:
+                 progress: Callable[[float, str], None] | None = None, spill_dir=None,
+                 spill_dtype: str = "float32") -> dict[str, Features]:
     """Features of every run (name -> Knockout, None = the baseline) for the same questions, in their order.
 
     Each batch is encoded once; with `reuse` (and a baseline among the runs) a knocked-out forward replays
     the baseline's outputs of the layers before its window. `batch_size`: questions per batch or "auto"
     (pidcore.extract.loading); None: PIDFLOW_BATCH_SIZE, else 8; a batch out of memory runs again in halves
     (all its runs). `progress(fraction, message)`.
+
+    `spill_dir`: each run's pooled states go to files there as each run of each batch finishes (SpilledRun,
+    in `spill_dtype`: float16 halves them) and the Features read them a layer at a time, so host memory holds
+    one run of one batch, whatever the number of runs and questions (the per-question answers aside);
+    without it every run's states stay in memory (float32) until the end. The caller removes the folder.
     """
     batch_size = resolve_batch_size(batch_size)
     items = check_extract_arguments(items, target, batch_size, "extract_runs")
@@ -114,7 +167,12 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
     layers = adapter.decoder_layers
     report = progress or (lambda fraction, message: None)
     sizer = BatchSizer.for_adapter(adapter, batch_size)
+    spilled: dict[str, SpilledRun] = {}
     with ExitStack() as stack, torch.inference_mode():
+        if spill_dir is not None:
+            from pathlib import Path
+
+            stack.callback(lambda: [run.close() for run in spilled.values()])
         stack.enter_context(pooling_hooks(layers, adapter.final_norm, pooled))
         stack.enter_context(adapter.vision_source_hooks(pooled))
 
@@ -135,7 +193,15 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
                     output = adapter.model(**inputs, use_cache=False, logits_to_keep=1)
                 batch_vision, batch_language = pooled.stacked()
                 scores = torch.log_softmax(output.logits[:, -1].float()[:, answer_ids], dim=-1)
-                batch[name] = (batch_vision.cpu().numpy(), batch_language.cpu().numpy(),
+                vision_rows, language_rows = batch_vision.cpu().numpy(), batch_language.cpu().numpy()
+                if spill_dir is not None:  # to disk at once: at their questions' positions
+                    if name not in spilled:
+                        spilled[name] = SpilledRun(Path(spill_dir) / f"run{names.index(name)}",
+                                                   (vision_rows.shape[0], len(items), vision_rows.shape[2]),
+                                                   spill_dtype)
+                    spilled[name].write(order[start:start + len(chunk)], vision_rows, language_rows)
+                    vision_rows, language_rows = vision_rows[:, :, :0], language_rows[:, :, :0]
+                batch[name] = (vision_rows, language_rows,
                                scores.cpu().numpy() if target == "logprobs" else pooled.answer_state.cpu().numpy(),
                                scores.cpu().numpy())
                 report((start + len(chunk) * done / len(names)) / len(items),
@@ -146,6 +212,9 @@ def extract_runs(adapter, items, *, answers, runs: Mapping[str, Knockout | None]
 
         run_batches(ordered, sizer, run_batch)
     inverse = np.argsort(order)
-    return {name: build_features(adapter, ordered, answers, *collected[name], knockout=runs[name], target=target,
-                                 language_pooling=language_pooling).subset(inverse)
-            for name in runs}
+    out = {name: build_features(adapter, ordered, answers, *collected[name], knockout=runs[name], target=target,
+                                language_pooling=language_pooling).subset(inverse)
+           for name in runs}
+    for name, run in spilled.items():  # already in the questions' order
+        out[name].vision, out[name].language = run.array("vision"), run.array("language")
+    return out

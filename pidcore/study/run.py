@@ -319,13 +319,16 @@ def part_questions(request: StudyRequest, task: str) -> list:
 
 
 def extract_questions(request: StudyRequest, model: str, task: str, start: int = 0, stop: int | None = None,
-                      progress=None, batch_size: int | str | None = None, with_model: bool = False):
+                      progress=None, batch_size: int | str | None = None, with_model: bool = False,
+                      spill_dir=None, spill_dtype: str = "float32"):
     """key -> Features of every distinct run of one (model, task) for its questions [start, stop), all runs
     together (prefix reuse), before correct_only. `batch_size`: questions per forward pass or "auto"; None:
     PIDFLOW_BATCH_SIZE (`pidflow study --batch-size`), else 8. A slice that starts at a multiple of a fixed
     batch size holds the same batches as the whole (bit-equal once merged, for models batched in question
     order); "auto" sizes each slice's batches on its own, so shards then match the whole only to float
-    rounding. `with_model`: (features, the model's describe()) so that finish_part needs no model."""
+    rounding. `with_model`: (features, the model's describe()) so that finish_part needs no model.
+    `spill_dir`: every run's pooled states go to files there batch by batch (pidcore.extract.multirun,
+    SpilledRun) and are read back a layer at a time: memory independent of the number of runs."""
     from pidcore.data import answer_set
     from pidcore.extract import Knockout
     from pidcore.extract.multirun import extract_runs
@@ -336,7 +339,8 @@ def extract_questions(request: StudyRequest, model: str, task: str, start: int =
     knockouts = {key: None if spec is None else Knockout(**spec) for key, spec in unique_runs(runs).items()}
     features = extract_runs(adapter, items, answers=answer_set(request.dataset), runs=knockouts,
                             language_pooling=request.language_pooling, target=request.target,
-                            batch_size=batch_size, progress=progress)
+                            batch_size=batch_size, progress=progress, spill_dir=spill_dir,
+                            spill_dtype=spill_dtype)
     return (features, adapter.describe()) if with_model else features
 
 
