@@ -101,7 +101,9 @@ def method_note(document: dict) -> str | None:
             text = "Plug-in estimates, not bias-corrected: biased upward at small samples."
         if estimates.get("intervals"):
             text += (" Bands: 95% bootstrap intervals over the questions (sampling noise given the fitted PCA and "
-                     "Gaussianization; on known systems they held the truth in 87-100% of runs, mostly 90-97%).")
+                     "Gaussianization; on known systems they held the truth in 87-100% of runs, mostly 90-97%). With "
+                     "far more features than questions the PCA also loses information the bands leave out: such "
+                     "layers say so (pca-loss).")
         else:
             text += " No intervals: bootstrap was 0."
         if estimates.get("knockout_target"):
