@@ -85,17 +85,29 @@ def submit(body: dict) -> dict:
         return status(study_id)
     attempt = str(int(_text(redis.hget(names["study"], "attempt")) or 0) + 1)
     now = str(time.time())
-    # a cancelled or failed study resumes: the parts that finished before stay and are not run again
+    # a cancelled or failed study resumes: the parts that finished before stay and are not run again, and of
+    # the others every stored extraction (whole, or question shards), plan and landed analysis is reused
     kept = {_text(k) for k in redis.hkeys(names["study-parts"])} if state in RESTARTABLE else set()
-    for index, _ in enumerate(parts_of(request)):  # shards an earlier attempt left on the volume
-        remove_features(study_id, index)
+    stored, carried, resumed = {}, {}, []
+    for index, _ in enumerate(parts_of(request)):
+        fields, plan_fields = _reusable(redis, names, index) if state in RESTARTABLE and str(index) not in kept \
+            else ({}, {})
+        if fields:
+            stored.update(fields)
+            carried.update(plan_fields)
+            resumed.append(index)
+        else:  # what an earlier attempt left of it on the volume
+            remove_features(study_id, index)
     pipe = redis.pipeline()
     pipe.delete(*([] if kept else [names["study-parts"]]), names["study-progress"], names["study-features"],
                 names["study-report"], names["study"],
-                *[layers_key(study_id, index) for index, _ in enumerate(parts_of(request))])
+                *[layers_key(study_id, index) for index, _ in enumerate(parts_of(request)) if index not in resumed])
     pipe.hset(names["study"], mapping={"id": study_id, "state": "queued", "progress": "0", "message": "queued",
                                        "error": "", "request": json.dumps(request.to_dict()), "attempt": attempt,
-                                       "total": str(len(parts_of(request))), "created_at": now, "updated_at": now})
+                                       "total": str(len(parts_of(request))), "created_at": now, "updated_at": now,
+                                       **carried})
+    if stored:
+        pipe.hset(names["study-features"], mapping=stored)
     pipe.execute()
     settings = WorkerSettings.from_env()
     missing = [index for index, _ in enumerate(parts_of(request)) if str(index) not in kept]
@@ -104,6 +116,39 @@ def submit(body: dict) -> dict:
     if not missing and redis.hsetnx(names["study"], "finalizing", attempt):
         send(STUDY_FINALIZE, [study_id, attempt], settings.redis_url)
     return status(study_id)
+
+
+def _reusable(redis, names, index: int) -> tuple[dict, dict]:
+    """What a re-run of a failed or cancelled study can reuse of part `index`: (its study-features fields:
+    the extracted part's marker and runs, or the question shards stored whole, only where their files are
+    still there; the study-hash fields that go with them: its plan, its shard bounds). Its landed analyses
+    (pidflow:study-layers:<id>:<i>) are kept with its plan."""
+    from worker import feature_store
+
+    prefix = f"{index}:"
+    fields = {_text(k): v for k, v in redis.hgetall(names["study-features"]).items() if _text(k).startswith(prefix)}
+    wanted = [f"plan:{index}", f"shards:{index}"]
+    job = {name: _text(value) for name, value in zip(wanted, redis.hmget(names["study"], *wanted), strict=True)
+           if value is not None}
+    marker = fields.get(f"{index}:part")
+    if marker is not None:
+        runs = {f"{index}:run:{number}": fields.get(f"{index}:run:{number}")
+                for number in range(len(json.loads(marker)["runs"]))}
+        if all(value is not None and feature_store.present(value) for value in runs.values()):
+            return {f"{index}:part": marker, **runs}, {k: v for k, v in job.items() if k.startswith("plan:")}
+        return {}, {}
+    if f"shards:{index}" not in job:
+        return {}, {}
+    keep = {}
+    for shard in range(len(json.loads(job[f"shards:{index}"]))):
+        head = fields.get(f"{index}:{shard}")
+        if head is None:
+            continue
+        runs = {f"{index}:{shard}:{number}": fields.get(f"{index}:{shard}:{number}")
+                for number in range(len(json.loads(head)["runs"]))}
+        if all(value is not None and feature_store.present(value) for value in runs.values()):
+            keep.update({f"{index}:{shard}": head, **runs})
+    return (keep, {f"shards:{index}": job[f"shards:{index}"]}) if keep else ({}, {})
 
 
 def cancel(study_id: str) -> dict:
@@ -181,6 +226,8 @@ def status(study_id: str) -> dict:
         analysed = units if done and units is not None else counts[2 * index + 1]
         extracted = done or plan is not None or bool(counts[2 * index])
         stage = "done" if done else "analysis" if plan else "planning" if extracted else "extraction"
+        if not done and raw.get(f"failed:{index}"):  # this part failed (the others went on)
+            stage, message = "failed", raw[f"failed:{index}"]
         stages["extraction"]["done"] += extracted
         if units is not None:
             stages["analysis"]["planned_parts"] += 1

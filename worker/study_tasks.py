@@ -14,6 +14,7 @@ from pathlib import Path
 
 from worker import feature_store
 from worker.celery_app import app, send
+from worker.messages import redact_paths
 from worker.settings import WorkerSettings
 from worker.studies import (
     STUDY_ANALYZE,
@@ -159,9 +160,40 @@ def _land(study_id: str, attempt: str, index: int, done: dict, timing: dict, sha
 
 
 def _maybe_finalize(study_id: str, attempt: str, request) -> None:
+    """Once every part has landed or failed: the report (all landed), or the study failed saying which
+    parts failed and why (the landed ones are kept for a re-run)."""
     redis, names = client(), keys(study_id)
-    if redis.hlen(names["study-parts"]) >= len(parts_of(request)) and redis.hsetnx(names["study"], "finalizing", attempt):
-        send(STUDY_FINALIZE, [study_id, attempt], WorkerSettings.from_env().redis_url)
+    landed = {_text(field) for field in redis.hkeys(names["study-parts"])}
+    failed = failed_parts(redis.hgetall(names["study"]))
+    pairs = parts_of(request)
+    if len(landed | set(failed)) < len(pairs):
+        return
+    if not failed:
+        if redis.hsetnx(names["study"], "finalizing", attempt):
+            send(STUDY_FINALIZE, [study_id, attempt], WorkerSettings.from_env().redis_url)
+        return
+    said = "; ".join(f"part {' · '.join(pairs[int(index)])} failed: {message}" for index, message in sorted(
+        failed.items(), key=lambda item: int(item[0])))
+    _fail(study_id, attempt, f"{said}. {len(landed)} of {len(pairs)} parts finished and are kept: submit the same "
+                             f"study again to run only the missing parts")
+
+
+def _fail_part(study_id: str, attempt: str, index: int, message: str) -> None:
+    """Part `index` failed: say so (the other parts go on); the study fails once every part has ended."""
+    from pidcore.study.run import StudyRequest
+
+    try:
+        job = _alive(study_id, attempt)
+    except StudyGone:
+        return
+    client().hsetnx(keys(study_id)["study"], f"failed:{index}", message)
+    _maybe_finalize(study_id, attempt, StudyRequest.from_dict(json.loads(job["request"])))
+
+
+def failed_parts(raw: dict) -> dict[str, str]:
+    """{part index: why} from a study hash's `failed:<i>` fields."""
+    return {_text(key).split(":", 1)[1]: _text(value) for key, value in raw.items()
+            if _text(key).startswith("failed:")}
 
 
 # -- a part in question shards (worker/shards.py) ---------------------------------------------------------
@@ -183,9 +215,12 @@ def _queue_shards(study_id: str, attempt: str, index: int, request) -> bool:
     stored = {field.decode() for field in redis.hkeys(names["study-features"])}
     _progress(study_id, attempt, index, f"{model} · {task}")(0.0, f"extracting {len(bounds)} shards of up to "
                                                                    f"{size} questions")
-    for shard, (start, stop) in enumerate(bounds):
-        if f"{index}:{shard}" not in stored:
-            send(STUDY_SHARD, [study_id, attempt, index, shard, start, stop], WorkerSettings.from_env().redis_url)
+    missing = [shard for shard in range(len(bounds)) if f"{index}:{shard}" not in stored]
+    for shard in missing:
+        start, stop = bounds[shard]
+        send(STUDY_SHARD, [study_id, attempt, index, shard, start, stop], WorkerSettings.from_env().redis_url)
+    if not missing:  # every shard stored by an earlier attempt (a re-run): merge and plan
+        send(STUDY_PREPARE, [study_id, attempt, index], WorkerSettings.from_env().redis_url)
     return True
 
 
@@ -438,7 +473,9 @@ def _finalize(study_id: str, attempt: str) -> None:
             feature_store.remove(features_owner(study_id, index))
 
 
-def _guarded(stage: str, study_id: str, attempt: str, body) -> None:
+def _guarded(stage: str, study_id: str, attempt: str, body, index: int | None = None) -> None:
+    """Run a task body: stop quietly when the study is gone; a time limit fails the study; any other error
+    of a part's task fails that part (`index`), saying why, while the other parts go on."""
     try:
         body()
     except StudyGone:
@@ -448,33 +485,37 @@ def _guarded(stage: str, study_id: str, attempt: str, body) -> None:
         _fail(study_id, attempt, str(exc))
     except Exception as exc:  # noqa: BLE001 - a failure of the science becomes the study's readable error
         log.exception("study %s: %s failed", study_id, stage)
-        _fail(study_id, attempt, f"{stage} failed: {type(exc).__name__}: {exc}")
+        message = redact_paths(f"{stage} failed: {type(exc).__name__}: {exc}")
+        if index is None:
+            _fail(study_id, attempt, message)
+        else:
+            _fail_part(study_id, attempt, index, message)
 
 
 @app.task(name=STUDY_PART, bind=True)
 def study_part(self, study_id: str, attempt: str, index: int) -> None:
     """Extract part `index` (one model x task) of a study, store its runs and queue its plan (cpu)."""
     worker = self.request.hostname or "?"
-    _guarded("study part", study_id, attempt, lambda: _part(study_id, attempt, index, worker))
+    _guarded("study part", study_id, attempt, lambda: _part(study_id, attempt, index, worker), index)
 
 
 @app.task(name=STUDY_PREPARE)
 def study_prepare(study_id: str, attempt: str, index: int) -> None:
     """Merge part `index`'s shards if any, plan its analyses once and queue them (cpu)."""
-    _guarded("study plan", study_id, attempt, lambda: _prepare(study_id, attempt, index))
+    _guarded("study plan", study_id, attempt, lambda: _prepare(study_id, attempt, index), index)
 
 
 @app.task(name=STUDY_ANALYZE)
 def study_analyze(study_id: str, attempt: str, index: int, unit: int) -> None:
     """One analysis unit (recipe, run, layer batch) of part `index`; the last to land assembles the part."""
-    _guarded("study analysis", study_id, attempt, lambda: _analyze(study_id, attempt, index, unit))
+    _guarded("study analysis", study_id, attempt, lambda: _analyze(study_id, attempt, index, unit), index)
 
 
 @app.task(name=STUDY_SHARD, bind=True)
 def study_shard(self, study_id: str, attempt: str, index: int, shard: int, start: int, stop: int) -> None:
     """Extract questions [start, stop) of part `index` (every run); the last shard to land queues the plan."""
     worker = self.request.hostname or "?"
-    _guarded("study shard", study_id, attempt, lambda: _shard(study_id, attempt, index, shard, start, stop, worker))
+    _guarded("study shard", study_id, attempt, lambda: _shard(study_id, attempt, index, shard, start, stop, worker), index)
 
 
 @app.task(name=STUDY_FINALIZE)

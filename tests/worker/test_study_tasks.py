@@ -25,8 +25,11 @@ def test_a_part_started_too_often_fails_the_study(redis_server, client):
     info = studies.status(study_id)
     assert info["state"] == "failed"
     assert "started 4 times and its worker was lost each time" in info["error"]
-    assert info["parts"] == [{"model": "demo", "task": "shape", "progress": 0.0, "message": "waiting for a worker",
-                             "stage": "extraction", "analyses": None}]
+    assert info["error"].startswith("part demo · shape failed: study part failed: RuntimeError: part demo · shape "
+                                    "was started 4 times")
+    assert info["parts"] == [{"model": "demo", "task": "shape", "progress": 0.0, "stage": "failed", "analyses": None,
+                              "message": "study part failed: RuntimeError: part demo · shape was started 4 times and "
+                                         "its worker was lost each time (killed, or out of memory?)"}]
     with pytest.raises(studies.StudyNotReady, match="failed"):
         studies.report(study_id)
     with pytest.raises(KeyError):
