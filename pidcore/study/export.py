@@ -169,10 +169,17 @@ def knockout_table(report: dict) -> str:
     note = ("<p class='note'>A negative information cost means the knocked-out run carries <i>more</i> "
             "information about the answer than the baseline in the layers the cut reaches (with the baseline's Y "
             f"as the target); {len(negative)} of {len(report['knockouts'])} runs here. Brackets: paired 95% "
-            "intervals (the same resampled questions in both runs).</p>") if negative else (
-        "<p class='note'>Brackets: paired 95% intervals (the same resampled questions in both runs).</p>")
+            f"intervals (the same resampled questions in both runs). {_INTERVALS_LEAVE_OUT}</p>") if negative else (
+        f"<p class='note'>Brackets: paired 95% intervals (the same resampled questions in both runs). "
+        f"{_INTERVALS_LEAVE_OUT}</p>")
     return _table(["model", "task", "recipe", "run", "edges", "window", "centre", "trapped U_v (bits)",
                    "compensatory S (bits)", "information cost (bits)", "Δp(answer) %", "Δaccuracy"], rows) + note
+
+
+#: What every interval of the report leaves out (the same words as the dashboard's caption).
+_INTERVALS_LEAVE_OUT = ("They cover the questions' sampling noise given the fitted PCA and Gaussianization; with far "
+                        "more features than questions the PCA also loses information they leave out (pca-loss "
+                        "warnings in the analyses).")
 
 
 def _verdict_cell(claim: dict) -> str:
