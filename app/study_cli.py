@@ -64,6 +64,9 @@ def add_study_parser(sub) -> None:
                        help="torch threads for extraction (default 1: fastest for the small demo model on a "
                             "shared CPU; raise it for big models on a CPU)")
     study.add_argument("-o", "--output-dir", default="pidflow-study", help="folder for study.json/.csv/.html")
+    study.add_argument("--no-resume", dest="resume", action="store_false",
+                       help="run every part again (default: parts a run of the same study into the same folder "
+                            "finished, kept in <output dir>/.parts, are reused)")
     study.set_defaults(func=cmd_study)
 
 
@@ -96,6 +99,45 @@ def _question_ids(path):
     from pidcore.study.run import read_question_ids
 
     return read_question_ids(path)
+
+
+class PartStore:
+    """Finished parts of a study in `<output dir>/.parts/<key>.json`, the key naming the request's content,
+    the model's revision, pidflow's version, the model and the task: a re-run of the same study reuses them
+    (a changed request, model checkpoint or pidflow version does not match)."""
+
+    def __init__(self, folder: Path, request):
+        self.folder, self.request, self.reused = Path(folder), request, []
+
+    def _path(self, model: str, task: str) -> Path:
+        import hashlib
+
+        from pidcore import __version__
+        from worker.revision import model_revision
+
+        key = "\n".join([self.request.content_hash(), model_revision(model), __version__, model, task])
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    def load(self, model: str, task: str) -> dict | None:
+        import json
+
+        path = self._path(model, task)
+        try:
+            done = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        self.reused.append((model, task))
+        return done
+
+    def save(self, model: str, task: str, done: dict) -> None:
+        import json
+        import os
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(model, task)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(done))
+        os.replace(temporary, path)
 
 
 def plotly_js() -> str | None:
@@ -160,7 +202,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     import torch
 
     from app.precheck import check_study
-    from pidcore.study.run import StudyInterrupted, StudyRequest, run_study
+    from pidcore.study.run import StudyInterrupted, StudyPartsFailed, StudyRequest, run_study
 
     request = StudyRequest.from_dict(study_request(args))
     check_study(request)  # the feasibility check the server's gate runs: refused before any model loads
@@ -168,10 +210,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    store = PartStore(Path(args.output_dir) / ".parts", request) if args.resume else None
     try:
         with warnings.catch_warnings(record=True) as caught:  # kept in the report's layer entries
             warnings.simplefilter("always")
-            report = run_study(request, progress=True)
+            report = run_study(request, progress=True, parts=store, keep_going=True)
     except StudyInterrupted as stopped:  # Ctrl-C: what finished is written, the rest said
         if stopped.report is None:
             print(f"interrupted: none of the {stopped.total} parts had finished; nothing written", file=sys.stderr)
@@ -183,8 +226,24 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(f"interrupted: {stopped.finished} of {stopped.total} parts finished; their report is in "
                   f"{', '.join(str(p) for p in paths.values())} (missing: {missing})", file=sys.stderr)
         return 130
+    except StudyPartsFailed as failed:  # the other parts finished: their report, and which failed and why
+        for failure in failed.failures:
+            print(f"part {failure['model']} · {failure['task']} failed: {failure['error']}", file=sys.stderr)
+        if failed.report is not None:
+            paths = write_report(failed.report, args.output_dir)
+            print(findings_text(failed.report))
+            print(headline_text(failed.report))
+            print(f"{failed.total - len(failed.failures)} of {failed.total} parts finished; their report is in "
+                  f"{', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        if store is not None:
+            print(f"run the same command again to run only the failed parts (finished parts are kept in "
+                  f"{store.folder})", file=sys.stderr)
+        return 1
     finally:
         torch.set_num_threads(previous)
+    if store is not None and store.reused:
+        print(f"reused {len(store.reused)} finished part(s) from {store.folder}: "
+              f"{', '.join(' · '.join(pair) for pair in store.reused)}")
     paths = write_report(report, args.output_dir)
     print(findings_text(report))
     print(headline_text(report))

@@ -650,42 +650,74 @@ class StudyInterrupted(KeyboardInterrupt):
         self.report, self.finished, self.total = report, finished, total
 
 
-def run_study(request: StudyRequest | dict, progress=None) -> dict:
+class StudyPartsFailed(RuntimeError):
+    """run_study(keep_going=True) where some parts failed: `failures` [{model, task, error}] and `report`,
+    the report of the parts that finished (None if none had), with `failed_parts` = failures."""
+
+    def __init__(self, report: dict | None, failures: list[dict], total: int):
+        said = "; ".join(f"part {f['model']} · {f['task']} failed: {f['error']}" for f in failures)
+        super().__init__(f"{said} ({total - len(failures)} of {total} parts finished)")
+        self.report, self.failures, self.total = report, failures, total
+
+
+def run_study(request: StudyRequest | dict, progress=None, parts=None, keep_going: bool = False) -> dict:
     """Everything in this process: per (model, task) one extraction of all runs, every recipe's analysis
     of every distinct run (run_part), then the report (build_report). `progress`: see _reporter.
     Ctrl-C (KeyboardInterrupt) stops the running part at once and raises StudyInterrupted with the report
-    of the parts that finished."""
+    of the parts that finished. `parts`: a store of finished parts (`load(model, task)` -> run_part's
+    result or None, `save(model, task, done)`), so that a re-run reuses them (pidflow study keeps one in
+    its output folder). `keep_going`: a part that fails does not stop the others; StudyPartsFailed at the
+    end says which failed and why, with the report of the rest."""
     if isinstance(request, dict):
         request = StudyRequest.from_dict(request)
     report, close = _reporter(progress)
     pairs = [(model, task) for model in request.models for task in request.tasks]
     records, models, started = [], {}, time.perf_counter()
     timing = {"extract_s": 0.0, "analyze_s": 0.0}
-    finished = 0
+    finished, failures = [], []
+
+    def partial() -> dict | None:
+        if not finished:
+            return None
+        final = {key: round(value, 3) for key, value in timing.items()}
+        final["wall_s"] = round(time.perf_counter() - started, 3)
+        return build_report(request, records, models=models, timing=final)
     try:
         for index, (model, task) in enumerate(pairs):
             def say(fraction, message, index=index, label=f"{model} · {task}"):
                 report((index + min(max(fraction, 0.0), 1.0)) / len(pairs), label, fraction, message)
-            done = run_part(request, model, task, progress=say)
+            done = parts.load(model, task) if parts is not None else None
+            if done is None:
+                try:
+                    done = run_part(request, model, task, progress=say)
+                except Exception as error:  # noqa: BLE001 - with keep_going, said at the end
+                    if not keep_going:
+                        raise
+                    failures.append({"model": model, "task": task, "error": f"{type(error).__name__}: {error}"})
+                    continue
+                if parts is not None:
+                    parts.save(model, task, done)
+            else:
+                say(1.0, "reused from an earlier run")
             records += done["records"]
             models[model] = done["model"]
             timing["extract_s"] += done["extract_s"]
             timing["analyze_s"] += done["analyze_s"]
-            finished += 1
+            finished.append((model, task))
     except KeyboardInterrupt:
-        partial = None
-        if finished:
-            timing = {key: round(value, 3) for key, value in timing.items()}
-            timing["wall_s"] = round(time.perf_counter() - started, 3)
-            partial = build_report(request, records, models=models, timing=timing)
-            partial["interrupted"] = {"finished_parts": [list(pair) for pair in pairs[:finished]],
-                                      "missing_parts": [list(pair) for pair in pairs[finished:]]}
-        raise StudyInterrupted(partial, finished, len(pairs)) from None
+        stopped = partial()
+        if stopped is not None:
+            stopped["interrupted"] = {"finished_parts": [list(pair) for pair in finished],
+                                      "missing_parts": [list(pair) for pair in pairs if pair not in finished]}
+        raise StudyInterrupted(stopped, len(finished), len(pairs)) from None
     finally:
         close()
-    timing = {key: round(value, 3) for key, value in timing.items()}
-    timing["wall_s"] = round(time.perf_counter() - started, 3)
-    return build_report(request, records, models=models, timing=timing)
+    if failures:
+        done_report = partial()
+        if done_report is not None:
+            done_report["failed_parts"] = failures
+        raise StudyPartsFailed(done_report, failures, len(pairs))
+    return partial() if finished else build_report(request, records, models=models, timing=timing)
 
 
 def analysis_record(model: str, task: str, recipe: str, key: str, analysis: AnalysisRequest, features,

@@ -120,3 +120,42 @@ def test_the_batch_size_reaches_a_study_and_its_shards(tmp_path, monkeypatch):
         merged = shards.merge([half[key] for half in halves])
         assert np.array_equal(merged.vision, features.vision) and np.array_equal(merged.language, features.language)
         assert np.array_equal(merged.target, features.target)
+
+
+def test_a_failed_part_keeps_the_others_and_a_rerun_reuses_them(tmp_path, capsys, monkeypatch):
+    """One part fails: the other's report is written, the failure said (status 1); the same command again
+    runs only the failed part (the finished one comes from <output dir>/.parts)."""
+    from pidcore.study import run as study
+
+    out = tmp_path / "study"
+    argv = ["study", "--task", "shape", "--task", "color", "--n-questions", "48", "--no-gaussianize", "--dims", "2",
+            "2", "2", "--no-sweep", "--no-seed-cut", "--recipe", "pidflow", "--bootstrap", "0", "-o", str(out)]
+    real, calls = study.run_part, []
+
+    def broken(request, model, task, progress=None):
+        calls.append(task)
+        if task == "shape":
+            raise RuntimeError("boom in shape")
+        return real(request, model, task, progress=progress)
+    monkeypatch.setattr(study, "run_part", broken)
+    assert main(argv) == 1
+    said = capsys.readouterr()
+    assert "part demo · shape failed: RuntimeError: boom in shape" in said.err
+    assert "1 of 2 parts finished" in said.err and "run the same command again" in said.err
+    first = json.loads((out / "study.json").read_text())
+    assert [p["task"] for p in first["parts"]] == ["color"]
+    assert first["failed_parts"] == [{"model": "demo", "task": "shape", "error": "RuntimeError: boom in shape"}]
+
+    def counted(request, model, task, progress=None):
+        calls.append(task)
+        return real(request, model, task, progress=progress)
+    monkeypatch.setattr(study, "run_part", counted)
+    calls.clear()
+    assert main(argv) == 0
+    assert calls == ["shape"]  # color was reused
+    assert "reused 1 finished part(s)" in capsys.readouterr().out
+    second = json.loads((out / "study.json").read_text())
+    assert [p["task"] for p in second["parts"]] == ["shape", "color"] and "failed_parts" not in second
+    assert [row for row in second["headline"] if row["task"] == "color"] == first["headline"]
+    calls.clear()
+    assert main([*argv, "--no-resume"]) == 0 and calls == ["shape", "color"]
