@@ -297,7 +297,97 @@ def build_parser() -> argparse.ArgumentParser:
     from app.fetch_model import add_fetch_parser
 
     add_fetch_parser(sub)
+    describe = sub.add_parser("describe-model", help="what pidflow does with a model, from its config.json (no "
+                                                     "weights): family, prompt template, token roles, pooling, "
+                                                     "layers, knockout edges; for pooling your own activations")
+    describe.add_argument("model", help="demo, a local folder or a Hugging Face id already downloaded")
+    describe.add_argument("--json", action="store_true", help="print it as JSON")
+    describe.set_defaults(func=_cmd_describe_model)
     return parser
+
+
+def model_description(model: str) -> dict:
+    """What pidflow does with `model` (its config.json only): the family's prompt template and token roles,
+    how each layer is pooled, the layers and hidden size, knockout edges. ValueError when unknown here."""
+    import json
+    from pathlib import Path
+
+    from pidcore.extract.families import describe_config, family_for
+
+    if model == "demo":
+        from pidcore.demo import demo_model_path
+
+        path = demo_model_path() / "config.json"
+    elif Path(model).expanduser().is_dir():
+        path = Path(model).expanduser() / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json") if model.count("/") == 1 else None
+        if not isinstance(found, str):
+            raise ValueError(f"no config.json for {model!r} here: give demo, a local folder, or a Hugging Face id "
+                             f"downloaded first (pidflow fetch-model {model})")
+        path = Path(found)
+    config = json.loads(path.read_text())
+    facts = describe_config(config)
+    if facts.get("family") is None:
+        raise ValueError(facts.get("unsupported") or f"unsupported model {model!r}")
+    family = family_for(config.get("model_type", ""))
+    template = family.prompt
+    meta = path.parent / "pidflow.json"  # a local folder's own template (pidcore.extract.adapters.load_adapter)
+    if meta.is_file():
+        template = json.loads(meta.read_text()).get("prompt_template", family.prompt)
+    text = config.get("text_config") or config
+    layers = facts["num_layers"]
+    return {
+        "model": model, "family": family.label, "model_type": family.model_type,
+        "prompt_template": template, "image_placeholder": family.image_token,
+        "decoder_layers": layers, "pooled_layers": None if layers is None else layers + 1,
+        "hidden_size": text.get("hidden_size"),
+        "variable_image_tokens": family.variable_image_tokens,
+        "token_roles": {
+            "image": (f"the positions of the image-feature token ({family.image_token!r} as the processor expands "
+                      f"it: one position per image feature{', a count that depends on the image size' if family.variable_image_tokens else ''})"),
+            "question": ("the tokens of '{question}' in the filled template, aligned onto the processor's ids (not "
+                         "the template's fixed words, not the image tokens)"),
+            "answer": "the last non-padding position (where the first answer token is predicted)",
+        },
+        "pooling": {
+            "layers": ("layer 0 = the decoder's input (embeddings with the image features merged), layer i = the "
+                       "output of decoder layer i-1, the last after the final norm (as output_hidden_states)"),
+            "vision": ("mean over the image positions" if family.vision_source == "image_positions" else
+                       "the projected cross-attention states (constant over depth)"),
+            "language": "mean over the question positions (language_pooling=last: the last question token)",
+            "target": ("logprobs: log-softmax over the dataset's answers of the answer position's logits of each "
+                       "answer's first token; hidden: the last layer's state at the answer position"),
+        },
+        "attention": family.attention, "knockout_edges": facts["knockout_edges"],
+        "vision_source": family.vision_source, "unmaskable_layers": facts.get("unmaskable_layers", []),
+        "features_format": "docs/features-format.md",
+    }
+
+
+def _cmd_describe_model(args: argparse.Namespace) -> int:
+    import json
+
+    info = model_description(args.model)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['model']}: {info['family']} ({info['model_type']}), {info['decoder_layers']} decoder layers "
+          f"-> {info['pooled_layers']} pooled layers x {info['hidden_size']} features per source")
+    print("prompt template (the question goes in {question}; the processor expands the image placeholder "
+          f"{info['image_placeholder']!r}):")
+    print("  " + info["prompt_template"].replace("\n", "\n  "))
+    print("token roles:")
+    for role, text in info["token_roles"].items():
+        print(f"  {role}: {text}")
+    print("pooling:")
+    for name, text in info["pooling"].items():
+        print(f"  {name}: {text}")
+    print(f"knockout edges: {', '.join(info['knockout_edges'])} (attention: {info['attention']})")
+    print(f"features files: {info['features_format']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
