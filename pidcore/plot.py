@@ -23,7 +23,7 @@ from pidcore.study.figures import baseline_series, small_multiples, sweep_cells,
 
 __all__ = [
     "TERMS", "TERM_NAMES", "fmt", "as_document", "TERM_LABELS", "TERM_COLOURS", "result_document", "stacked_figure", "difference_figure",
-    "shared_y_max", "task_overlay_figure", "comparison_figure", "question_figure", "own_terms_figure",
+    "shared_y_max", "task_overlay_figure", "comparison_figure", "describe_run", "question_figure", "own_terms_figure",
     "attention_figure", "message_figure", "small_multiples", "sweep_heatmap", "baseline_series", "sweep_cells",
 ]
 
@@ -415,10 +415,25 @@ def _resample(values: list[float], n: int) -> list[float]:
     return out
 
 
-def layer_correlations(first: dict, second: dict, run: str = "baseline") -> dict[str, float | None]:
-    """Pearson correlation across layers of each term (and total) between two analyses. Analyses of
-    different depth are compared on relative depth (the deeper one is interpolated)."""
-    a_layers, b_layers = run_layers(as_document(first), run), run_layers(as_document(second), run)
+def describe_run(document: dict, run: str = "baseline") -> str:
+    """describe() for the run drawn: model · tasks · "baseline", or · "knockout <edges>, decoder layers a-b"."""
+    document = as_document(document)
+    text = describe({**document, "request": {**((document or {}).get("request") or {}), "knockout": None}})
+    if run != "knockout":
+        return f"{text} · baseline"
+    knockout = ((document or {}).get("request") or {}).get("knockout") or {}
+    window = knockout_layers(document)
+    return (f"{text} · knockout {', '.join(knockout.get('edges') or [])}"
+            + (f", decoder layers {window[0]}-{window[1]}" if window else ""))
+
+
+def layer_correlations(first: dict, second: dict, run: str = "baseline",
+                       other_run: str | None = None) -> dict[str, float | None]:
+    """Pearson correlation across layers of each term (and total) between `run` of the first analysis and
+    `other_run` (default: the same run) of the second. Analyses of equal depth are compared layer by layer;
+    of different depth on relative depth (the deeper one is interpolated)."""
+    a_layers = run_layers(as_document(first), run)
+    b_layers = run_layers(as_document(second), other_run or run)
     if not a_layers or not b_layers:
         return {}
     n = min(len(a_layers), len(b_layers))
@@ -430,26 +445,34 @@ def layer_correlations(first: dict, second: dict, run: str = "baseline") -> dict
     return result
 
 
-def comparison_figure(first: dict, second: dict, run: str = "baseline") -> go.Figure:
-    """Small multiples, one panel per term on a shared y scale: solid = this analysis, dashed = the other,
-    on relative depth."""
+def comparison_figure(first: dict, second: dict, run: str = "baseline", other_run: str | None = None) -> go.Figure:
+    """Small multiples, one panel per term on a shared y scale: solid = `run` of this analysis, dashed =
+    `other_run` (default: the same run) of the other, each named in the legend by the run it draws. Analyses
+    of equal depth share the layer index (0 = embeddings); of different depth, relative depth."""
     first, second = as_document(first), as_document(second)
+    drawn = ((first, run, "solid", "this"), (second, other_run or run, "dash", "other"))
+    same_depth = len(run_layers(first, run)) == len(run_layers(second, other_run or run))
     fig = make_subplots(rows=1, cols=len(TERMS), shared_yaxes=True, horizontal_spacing=0.03,
                         subplot_titles=[TERM_LABELS[term] for term in TERMS])
-    for document, dash, tag in ((first, "solid", "this"), (second, "dash", "other")):
-        layers = run_layers(document, run)
-        depth = relative_depth(len(layers))
+    for document, which, dash, tag in drawn:
+        layers = run_layers(document, which)
+        depth = [layer["layer"] for layer in layers] if same_depth else relative_depth(len(layers))
         for column, term in enumerate(TERMS, start=1):
             values = term_values(layers, term)
             fig.add_trace(go.Scatter(
                 x=depth, y=values, mode="lines+markers", meta=f"{tag}:{term}",
-                name=f"{tag}: {describe(document)}", legendgroup=tag, showlegend=column == 1,
+                name=f"{tag}: {describe_run(document, which)}", legendgroup=tag, showlegend=column == 1,
                 line={"color": SERIES_COLOURS[0] if tag == "this" else SERIES_COLOURS[1], "dash": dash},
                 customdata=[[layer["layer"], label] for layer, label in zip(layers, _labels(values), strict=True)],
-                hovertemplate="layer %{customdata[0]}: %{customdata[1]} bits",
+                hovertemplate=f"{which} layer %{{customdata[0]}}: %{{customdata[1]}} bits",
             ), row=1, col=column)
-    fig = _layout(fig, "Two analyses compared, one panel per part (relative depth)", "information (bits)")
-    fig.update_xaxes(title_text="relative depth", dtick=0.5, unifiedhovertitle={"text": "depth %{x:.2f}"})
+    axis = "layer" if same_depth else "relative depth"
+    fig = _layout(fig, f"Two analyses compared, one panel per part ({axis})", "information (bits)")
+    if same_depth:
+        fig.update_xaxes(title_text="layer (0 = embeddings)", dtick=1 if len(depth) <= 13 else None,
+                         unifiedhovertitle={"text": "layer %{x}"})
+    else:
+        fig.update_xaxes(title_text="relative depth", dtick=0.5, unifiedhovertitle={"text": "depth %{x:.2f}"})
     fig.update_yaxes(title_text=None)
     fig.update_yaxes(title_text="information (bits)", row=1, col=1)
     fig.update_layout(height=380, hovermode="closest")

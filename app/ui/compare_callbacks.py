@@ -25,8 +25,29 @@ def recent_options(recent: list | None, current: str | None) -> list[dict]:
             for entry in recent or [] if isinstance(entry, dict) and entry.get("id") and entry["id"] != current]
 
 
-def _baseline(document: dict) -> list[dict]:
-    return ((document.get("runs") or {}).get("baseline") or {}).get("layers") or []
+def _run(document: dict, run: str = "baseline") -> list[dict]:
+    return ((document.get("runs") or {}).get(run) or {}).get("layers") or []
+
+
+def run_options(document: dict | None) -> list[dict]:
+    """The run choices for one analysis: knockout disabled where it has none."""
+    has_knockout = bool(document and _run(document, "knockout"))
+    return [{"label": " baseline", "value": "baseline"},
+            {"label": " knockout" if has_knockout else " knockout (none in this analysis)", "value": "knockout",
+             "disabled": not has_knockout}]
+
+
+def chosen_runs(first: dict, second: dict, run: str | None, other_run: str | None) -> tuple[str, str, str | None]:
+    """(run of the first, run of the second, note): a knockout asked of an analysis without one falls back to
+    its baseline, and the note says so."""
+    notes, runs = [], []
+    for document, which, name in ((first, run, "this analysis"), (second, other_run, "the other analysis")):
+        which = which if which in ("baseline", "knockout") else "baseline"
+        if which == "knockout" and not _run(document, "knockout"):
+            notes.append(f"{name} has no knockout run: its baseline is drawn")
+            which = "baseline"
+        runs.append(which)
+    return runs[0], runs[1], ("; ".join(notes) + ".").capitalize() if notes else None
 
 
 def _noise(layers: list[dict], term: str) -> float | None:
@@ -36,14 +57,15 @@ def _noise(layers: list[dict], term: str) -> float | None:
     return sum(widths) / len(widths) if widths else None
 
 
-def correlation_rows(first: dict, second: dict) -> list[dict]:
-    """[{term, r, ci, text}] of the two analyses' baseline trajectories (figures.layer_correlations: the layer
-    index for equal depths, relative depth otherwise). r comes with a 95% Fisher interval over the layers, or
+def correlation_rows(first: dict, second: dict, run: str = "baseline", other_run: str | None = None) -> list[dict]:
+    """[{term, r, ci, text}] of `run` of the first analysis against `other_run` (default: the same) of the
+    second (figures.layer_correlations: the layer index for equal depths, relative depth otherwise). r comes with a 95% Fisher interval over the layers, or
     not at all where a trajectory barely varies (its range within its own intervals' mean width, or flat)."""
     import math
 
-    correlations = figures.layer_correlations(first, second)
-    a_layers, b_layers = _baseline(first), _baseline(second)
+    other_run = other_run or run
+    correlations = figures.layer_correlations(first, second, run, other_run)
+    a_layers, b_layers = _run(first, run), _run(second, other_run)
     n = min(len(a_layers), len(b_layers))
     rows = []
     for term, r in correlations.items():
@@ -84,27 +106,13 @@ def register(app, service) -> None:
 
     @app.callback(
         Output("comparison", "figure"), Output("correlations", "children"), Output("compare-message", "children"),
+        Output("compare-run-this", "options"), Output("compare-run-other", "options"),
         Input("compare-button", "n_clicks"), Input("compare-id", "value"), Input("analysis-id", "data"),
+        Input("compare-run-this", "value"), Input("compare-run-other", "value"),
         prevent_initial_call=True,
     )
-    def render_comparison(_clicks, other, analysis_id):
-        hint = figures.message_figure("Pick or paste another analysis to overlay it on this one.")
-        other_id = analysis_ref(other)
-        if not analysis_id or not other_id:
-            return hint, None, None
-        try:
-            first = data.result(service, analysis_id)
-            second = data.result(service, other_id)
-        except data.DataError as exc:
-            return hint, None, f"Cannot compare: {exc}"
-        rows = [html.Tr([html.Th(figures.TERM_LABELS.get(row["term"], "Total")), html.Td(row["text"])])
-                for row in correlation_rows(first, second)]
-        table = html.Div([html.H3("Layer-wise correlation (Pearson r across layers, baselines)"),
-                          html.Table(className="metrics", children=[html.Tbody(rows)]),
-                          html.P("r is given with a 95% Fisher interval over the layers (layers are not independent, "
-                                 "so read it as a rough guide), and not at all where a trajectory barely varies: its "
-                                 "range across layers within its own 95% intervals.", className="hint")])
-        return figures.comparison_figure(first, second), table, None
+    def render_comparison(_clicks, other, analysis_id, run, other_run):
+        return comparison_view(service, analysis_id, other, run, other_run)
 
     @app.callback(Output("compare-recent", "options"), Input("recent-analyses", "data"),
                   Input("analysis-id", "data"), Input("tabs", "value"), State("token", "value"))
@@ -147,3 +155,29 @@ def compare_candidates(service, recent: list | None, token: str | None, limit: i
             kept.append({"id": item["id"], "label": f"on the server, {created}{what}"})
             known.add(item["id"])
     return kept
+
+
+def comparison_view(service, analysis_id: str | None, other: str | None, run: str | None = "baseline",
+                    other_run: str | None = "baseline") -> tuple:
+    """(figure, correlation table, message, this analysis's run options, the other's) of the Compare tab:
+    each trace draws the run chosen for it (a knockout where the analysis has one, else its baseline, said)."""
+    hint = figures.message_figure("Pick or paste another analysis to overlay it on this one.")
+    other_id = analysis_ref(other)
+    if not analysis_id or not other_id:
+        return hint, None, None, run_options(None), run_options(None)
+    try:
+        first = data.result(service, analysis_id)
+        second = data.result(service, other_id)
+    except data.DataError as exc:
+        return hint, None, f"Cannot compare: {exc}", run_options(None), run_options(None)
+    run, other_run, note = chosen_runs(first, second, run, other_run)
+    rows = [html.Tr([html.Th(figures.TERM_LABELS.get(row["term"], "Total")), html.Td(row["text"])])
+            for row in correlation_rows(first, second, run, other_run)]
+    runs = f"{run}s" if run == other_run else f"this analysis's {run} against the other's {other_run}"
+    table = html.Div([html.H3(f"Layer-wise correlation (Pearson r across layers, {runs})"),
+                      html.Table(className="metrics", children=[html.Tbody(rows)]),
+                      html.P("r is given with a 95% Fisher interval over the layers (layers are not independent, "
+                             "so read it as a rough guide), and not at all where a trajectory barely varies: its "
+                             "range across layers within its own 95% intervals.", className="hint")])
+    return (figures.comparison_figure(first, second, run, other_run), table, note,
+            run_options(first), run_options(second))

@@ -251,6 +251,9 @@ def results_panel(shown: dict | None = None) -> html.Div:
     ])
 
 
+COMPARE_RUNS = [{"label": " baseline", "value": "baseline"}, {"label": " knockout", "value": "knockout"}]
+
+
 def compare_panel() -> html.Div:
     """Overlays: tasks of this analysis, and another analysis (model or task) with correlations."""
     return html.Div(id="compare", className="panel", children=[
@@ -269,6 +272,12 @@ def compare_panel() -> html.Div:
             dcc.Input(id="compare-id", type="text", placeholder="or paste an analysis id or a dashboard link",
                       className="input wide", debounce=True),
             html.Button("Overlay", id="compare-button", n_clicks=0),
+        ]),
+        html.Div(className="compare-row", children=[  # which run each trace draws (the legend names it)
+            html.Span("Draw this analysis's "),
+            dcc.RadioItems(id="compare-run-this", inline=True, value="baseline", options=COMPARE_RUNS),
+            html.Span(" against the other's "),
+            dcc.RadioItems(id="compare-run-other", inline=True, value="baseline", options=COMPARE_RUNS),
         ]),
         html.Div(id="compare-message", role="alert", className="message"),
         graph("comparison"),
