@@ -691,9 +691,8 @@ def _float_array(value: np.ndarray, name: str, ndim: int, problems: list[str]) -
     if value.dtype not in (np.float16, np.float32):  # float16 stays float16 (half the memory); the rest float32
         value = value.astype(np.float32)
     count, where = _non_finite(value)
-    if count:
+    if count:  # said, and the array kept so that the checks of its shape still run (every problem at once)
         problems.append(f"{name} has {count} NaN or infinite value(s) (first at index {where})")
-        return None
     return value
 
 
@@ -772,7 +771,7 @@ def _check(raw: dict, sha: str) -> tuple[Features, np.ndarray | None, Features |
     if unknown:
         problems.append(f"unknown key(s) {unknown}")
     vision, language, target = _run_arrays(raw, "", problems)
-    n = vision.shape[1] if vision is not None and language is not None else None
+    n = vision.shape[1] if vision is not None else language.shape[1] if language is not None else None
     if target is not None and n is not None and target.shape[0] != n:
         problems.append(f"target has {target.shape[0]} rows for {n} questions")
     if n is not None and n < MIN_QUESTIONS:
