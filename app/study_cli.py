@@ -64,6 +64,10 @@ def add_study_parser(sub) -> None:
                        help="torch threads for extraction (default 1: fastest for the small demo model on a "
                             "shared CPU; raise it for big models on a CPU)")
     study.add_argument("-o", "--output-dir", default="pidflow-study", help="folder for study.json/.csv/.html")
+    study.add_argument("--features-dir", metavar="DIR",
+                       help="bring your own activations: each part's runs from features files in DIR/<model>/<task>/ "
+                            "(docs/features-format.md; one file per knocked-out run, each with the baseline's arrays "
+                            "and its knockout.* arrays); no model runs. Models and tasks default to DIR's folders")
     study.add_argument("--no-resume", dest="resume", action="store_false",
                        help="run every part again (default: parts a run of the same study into the same folder "
                             "finished, kept in <output dir>/.parts, are reused)")
@@ -73,7 +77,14 @@ def add_study_parser(sub) -> None:
 def study_request(args: argparse.Namespace) -> dict:
     from pidcore.data import list_datasets
 
-    tasks = args.tasks or ["color"]
+    folder = Path(args.features_dir).expanduser() if getattr(args, "features_dir", None) else None
+    if folder is not None and not folder.is_dir():
+        raise ValueError(f"--features-dir {folder}: no such folder")
+    models = args.models or (sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder else ["demo"])
+    if folder is not None and not models:
+        raise ValueError(f"--features-dir {folder}: no model folders in it (expected DIR/<model>/<task>/<files>)")
+    tasks = args.tasks or (sorted(p.name for p in (folder / models[0]).iterdir() if p.is_dir()) if folder
+                           else ["color"])
     if "all" in tasks:
         datasets = list_datasets()
         if args.dataset not in datasets:
@@ -85,7 +96,7 @@ def study_request(args: argparse.Namespace) -> dict:
             windows.append({"edges": _edges(edges), "layers": [int(first), int(last)]})
         except (argparse.ArgumentTypeError, ValueError) as error:
             raise ValueError(f"--window {edges} {first} {last}: {error}") from None
-    return {"models": args.models or ["demo"], "dataset": args.dataset, "tasks": tasks, "split": args.split,
+    return {"models": models, "dataset": args.dataset, "tasks": tasks, "split": args.split,
             "n_questions": args.n_questions, "correct_only": args.correct_only, "knockouts": windows,
             "seed_cut": args.seed_cut, "sweep": {"edges": args.sweep_edges, "k": args.sweep_k} if args.sweep else None,
             "recipes": args.recipes or ["pidflow", "seed"], "dims": list(args.dims),
@@ -106,16 +117,29 @@ class PartStore:
     the model's revision, pidflow's version, the model and the task: a re-run of the same study reuses them
     (a changed request, model checkpoint or pidflow version does not match)."""
 
-    def __init__(self, folder: Path, request):
+    def __init__(self, folder: Path, request, features_dir=None):
         self.folder, self.request, self.reused = Path(folder), request, []
+        self.features_dir = Path(features_dir).expanduser() if features_dir else None
+
+    def _revision(self, model: str, task: str) -> str:
+        """The model's revision, or with features files the names, sizes and times of the part's files."""
+        import hashlib
+
+        if self.features_dir is None:
+            from worker.revision import model_revision
+
+            return model_revision(model)
+        where = self.features_dir / model / task
+        listing = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(where.glob("*"))
+                   if p.is_file()] if where.is_dir() else []
+        return "files-" + hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
     def _path(self, model: str, task: str) -> Path:
         import hashlib
 
         from pidcore import __version__
-        from worker.revision import model_revision
 
-        key = "\n".join([self.request.content_hash(), model_revision(model), __version__, model, task])
+        key = "\n".join([self.request.content_hash(), self._revision(model, task), __version__, model, task])
         return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
     def load(self, model: str, task: str) -> dict | None:
@@ -205,16 +229,18 @@ def cmd_study(args: argparse.Namespace) -> int:
     from pidcore.study.run import StudyInterrupted, StudyPartsFailed, StudyRequest, run_study
 
     request = StudyRequest.from_dict(study_request(args))
-    check_study(request)  # the feasibility check the server's gate runs: refused before any model loads
+    if not args.features_dir:
+        check_study(request)  # the feasibility check the server's gate runs: refused before any model loads
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    store = PartStore(Path(args.output_dir) / ".parts", request) if args.resume else None
+    store = PartStore(Path(args.output_dir) / ".parts", request, args.features_dir) if args.resume else None
     try:
         with warnings.catch_warnings(record=True) as caught:  # kept in the report's layer entries
             warnings.simplefilter("always")
-            report = run_study(request, progress=True, parts=store, keep_going=True)
+            report = run_study(request, progress=True, parts=store, keep_going=True,
+                               features_dir=args.features_dir or None)
     except StudyInterrupted as stopped:  # Ctrl-C: what finished is written, the rest said
         if stopped.report is None:
             print(f"interrupted: none of the {stopped.total} parts had finished; nothing written", file=sys.stderr)

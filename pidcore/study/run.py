@@ -360,7 +360,8 @@ def select_part(request: StudyRequest, features: dict, keep=None) -> tuple[dict,
     return features, keep
 
 
-def finish_part(request: StudyRequest, model: str, task: str, features: dict, model_info: dict | None = None) -> dict:
+def finish_part(request: StudyRequest, model: str, task: str, features: dict, model_info: dict | None = None,
+                runs: list | None = None, questions_listed: bool = True) -> dict:
     """{"runs": [Run], "features": key -> Features, "model": describe(), "n_asked", "n_correct" (answered
     correctly when asked, as pidcore.data.correct.count_correct counts), "n_listed", "seed_dims", "keep"}
     from the extracted features of all the part's questions (one extraction, or merged shards): the
@@ -372,13 +373,13 @@ def finish_part(request: StudyRequest, model: str, task: str, features: dict, mo
         model_info, num_layers = adapter.describe(), adapter.num_layers
     else:
         num_layers = features["baseline"].num_layers - 1
-    runs = plan_runs(request, num_layers)
+    runs = plan_runs(request, num_layers) if runs is None else runs
     n_asked, n_correct = int(features["baseline"].n), int(np.sum(features["baseline"].correct))
     if request.correct_only and int(n_correct) < 2:
         raise ValueError(f"correct_only: {model} answers only {n_correct} of {n_asked} {task} questions correctly")
     features, keep = select_part(request, features)
     part = {"runs": runs, "features": features, "model": model_info, "n_asked": n_asked,
-            "n_correct": n_correct, "n_listed": study_questions(request, task)[1],
+            "n_correct": n_correct, "n_listed": study_questions(request, task)[1] if questions_listed else None,
             "sweep": sweep_used(request, num_layers), "keep": keep}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance, request.bootstrap)
@@ -462,6 +463,55 @@ def extract_part(request: StudyRequest, model: str, task: str, progress=None,
     """finish_part of one extraction of all the (model, task)'s questions and runs (prefix reuse)."""
     features = extract_questions(request, model, task, progress=progress, batch_size=batch_size)
     return finish_part(request, model, task, features)
+
+
+# -- parts from features files (bring your own activations) ---------------------------------------------
+
+FEATURE_SUFFIXES = (".npz", ".safetensors", ".pt")
+
+
+def features_part(request: StudyRequest, model: str, task: str, folder) -> dict:
+    """finish_part of a part whose runs come from features files (docs/features-format.md) instead of an
+    extraction: every file in `<folder>/<model>/<task>/` holds the baseline's arrays and, optionally, one
+    knocked-out run (`knockout.*` with `meta.knockout`); the files must hold the same questions. A run whose
+    window is one the request plans (plan_runs on the files' depth: the seed cut, a sweep window, a fixed
+    window) takes that run's name and kind; any other window is a fixed run. No model is loaded."""
+    from pathlib import Path
+
+    from pidcore.features.files import read_features
+
+    where = Path(folder).expanduser() / model / task
+    files = sorted(path for path in where.glob("*") if path.suffix.lower() in FEATURE_SUFFIXES) \
+        if where.is_dir() else []
+    if not files:
+        raise ValueError(f"no features files (.npz, .safetensors, .pt) in {where} for part {model} · {task}")
+    features, names = {}, {}
+    for path in files:
+        found = read_features(path, lazy=True)
+        baseline = found.features
+        if "baseline" not in features:
+            features["baseline"] = baseline
+        elif list(baseline.qids) != list(features["baseline"].qids):
+            raise ValueError(f"{path.name}: its questions differ from {files[0].name}'s (every file of a part must "
+                             f"hold the same questions in the same order)")
+        if found.knockout is not None:
+            window = found.knockout.meta["knockout"]
+            key = Run("?", "fixed", {"edges": list(window["edges"]), "layers": list(window["layers"])}).key
+            features[key], names[key] = found.knockout, path.name
+    num_layers = features["baseline"].num_layers - 1
+    planned = {run.key: run for run in plan_runs(request, num_layers) if run.knockout is not None}
+    runs = [Run("baseline", "baseline")]
+    for key in features:
+        if key == "baseline":
+            continue
+        spec = features[key].meta["knockout"]
+        runs.append(planned.get(key) or Run(f"{'+'.join(spec['edges'])}@{spec['layers'][0]}-{spec['layers'][1]}",
+                                            "fixed", {"edges": list(spec["edges"]), "layers": list(spec["layers"])}))
+    info = {"name": model, "source": "features files", "folder": str(where), "files": [p.name for p in files],
+            "num_layers": num_layers, "source_model": features["baseline"].meta.get("source_model")}
+    part = finish_part(request, model, task, features, model_info=info, runs=runs, questions_listed=False)
+    part["missing_runs"] = [run.name for run in planned.values() if run.key not in features]
+    return part
 
 
 def read_question_ids(path) -> dict[str, list[str]]:
@@ -594,14 +644,18 @@ def _reporter(progress):
     return report, close
 
 
-def run_part(request: StudyRequest, model: str, task: str, progress=None) -> dict:
-    """One (model, task) of a study: its extraction and every recipe's analysis of every distinct run.
+def run_part(request: StudyRequest, model: str, task: str, progress=None, features_dir=None) -> dict:
+    """One (model, task) of a study: its extraction (or its features files, `features_dir`: features_part)
+    and every recipe's analysis of every distinct run.
     {"records": [...], "model": describe(), "extract_s", "analyze_s"}; progress(fraction, message)."""
     say = progress or (lambda fraction, message: None)
-    say(0.0, "extracting")
+    say(0.0, "extracting" if features_dir is None else "reading features files")
     start = time.perf_counter()
-    part = extract_part(request, model, task, progress=lambda fraction, message: say(0.3 * fraction,
-                                                                                      f"extract: {message}"))
+    if features_dir is not None:
+        part = features_part(request, model, task, features_dir)
+    else:
+        part = extract_part(request, model, task, progress=lambda fraction, message: say(0.3 * fraction,
+                                                                                          f"extract: {message}"))
     extract_s = time.perf_counter() - start
     done = analyse_part(request, model, task, part, progress=lambda fraction, message: say(0.3 + 0.7 * fraction,
                                                                                             message))
@@ -660,14 +714,16 @@ class StudyPartsFailed(RuntimeError):
         self.report, self.failures, self.total = report, failures, total
 
 
-def run_study(request: StudyRequest | dict, progress=None, parts=None, keep_going: bool = False) -> dict:
+def run_study(request: StudyRequest | dict, progress=None, parts=None, keep_going: bool = False,
+              features_dir=None) -> dict:
     """Everything in this process: per (model, task) one extraction of all runs, every recipe's analysis
     of every distinct run (run_part), then the report (build_report). `progress`: see _reporter.
     Ctrl-C (KeyboardInterrupt) stops the running part at once and raises StudyInterrupted with the report
     of the parts that finished. `parts`: a store of finished parts (`load(model, task)` -> run_part's
     result or None, `save(model, task, done)`), so that a re-run reuses them (pidflow study keeps one in
     its output folder). `keep_going`: a part that fails does not stop the others; StudyPartsFailed at the
-    end says which failed and why, with the report of the rest."""
+    end says which failed and why, with the report of the rest. `features_dir`: every part's runs from
+    features files in <features_dir>/<model>/<task>/ (features_part) instead of extracting them."""
     if isinstance(request, dict):
         request = StudyRequest.from_dict(request)
     report, close = _reporter(progress)
@@ -689,7 +745,8 @@ def run_study(request: StudyRequest | dict, progress=None, parts=None, keep_goin
             done = parts.load(model, task) if parts is not None else None
             if done is None:
                 try:
-                    done = run_part(request, model, task, progress=say)
+                    done = (run_part(request, model, task, progress=say) if features_dir is None else
+                            run_part(request, model, task, progress=say, features_dir=features_dir))
                 except Exception as error:  # noqa: BLE001 - with keep_going, said at the end
                     if not keep_going:
                         raise
@@ -735,7 +792,8 @@ def part_record(model: str, task: str, part: dict) -> dict:
             "n_kept": int(part["features"]["baseline"].n),
             "n_listed": part.get("n_listed"),
             "seed_dims": part.get("seed_dims"), "model_info": part["model"],
-            "sweep": part.get("sweep")}
+            "sweep": part.get("sweep"),
+            **({"missing_runs": part["missing_runs"]} if part.get("missing_runs") else {})}
 
 
 # -- the report -------------------------------------------------------------------------------------------
