@@ -17,6 +17,10 @@ _EXPORTS = {
     "layerwise": "pidcore.pipeline.layerwise",
     "PIDFlowResult": "pidcore.pipeline.layerwise",
     "LayerwiseResult": "pidcore.pipeline.layerwise",
+    "gaussianization_plan": "pidcore.pipeline.layerwise",
+    "GaussianizationPlan": "pidcore.gaussianize.plan",
+    # known-answer systems at a 7B model's width (benchmarks/bench_real_width.py)
+    "real_width_system": "pidcore.synthetic",
     # bring your own activations (docs/features-format.md)
     "token_roles": "pidcore.features.pooled",
     "roles_from_masks": "pidcore.features.pooled",
