@@ -109,8 +109,8 @@ class Registry:
         """Drop an analysis record, its share links and index entries: (job id, True when no other
         analysis points at the job any more, so it should be deleted too)."""
         job = self.job_of(aid)
-        for stok in self.redis.zrange(f"{PREFIX}shares:{aid}", 0, -1):
-            self.redis.delete(f"{PREFIX}share:{_text(stok)}")
+        for stok in self.share_tokens(aid):
+            self.redis.delete(f"{PREFIX}share:{stok}")
         if not self.hosted:
             self.redis.delete(f"{PREFIX}shares:{aid}")
             self.redis.zrem(OPEN_INDEX, aid)
@@ -166,10 +166,16 @@ class Registry:
         pipe.execute()
         return link
 
+    def share_tokens(self, aid: str) -> list[str]:
+        """Every share token `aid` has handed out (live or expired): what its delete revokes."""
+        return [_text(stok) for stok in self.redis.zrange(f"{PREFIX}shares:{aid}", 0, -1)]
+
     def shared_analysis(self, stok: str) -> str:
+        """The analysis a live share link names; KeyError when the link is unknown, expired or revoked, or
+        its analysis was deleted (a link made while its analysis was being deleted is in no index)."""
         aid = _text(self.redis.hget(f"{PREFIX}share:{stok}", "analysis")) if stok else None
-        if aid is None:
-            raise KeyError("unknown, expired or revoked share link")
+        if aid is None or self.redis.zscore(f"{PREFIX}shares:{aid}", stok) is None:
+            raise KeyError("unknown, expired or revoked share link, or its analysis was deleted")
         return aid
 
     def shares(self, aid: str) -> list[dict]:

@@ -3,6 +3,7 @@ the analysis the dashboard opens on. Ids and ownership: app/registry.py."""
 
 from __future__ import annotations
 
+from app.registry import SHARE_HANDLE
 from app.services.base import QuotaExceeded, job_to_dict
 from app.services.validation import Validation
 from worker.messages import redact_paths
@@ -67,12 +68,15 @@ class Analyses(Validation):
         return self._call(finder, analysis_id) if finder else None
 
     def delete(self, analysis_id: str, token: str | None = None) -> bool:
-        """Delete an analysis (hosted: only its owner may) with its share links; its job, result, running
+        """Delete an analysis (hosted: only its owner may) with its share links (they answer 404 at once,
+        results served from memory under them included); its job, result, running
         tasks and feature files (PIDFLOW_FEATURE_DIR) go too once no other analysis points at the same job."""
         self._call(self.registry.owner_check, analysis_id, token, "delete")
         self.status(analysis_id)  # KeyError (404) when unknown
-        self._documents.drop(analysis_id)
+        shares = self._call(self.registry.share_tokens, analysis_id)
         job, last = self._call(self.registry.forget, analysis_id)
+        for handle in (analysis_id, *(SHARE_HANDLE + stok for stok in shares)):
+            self._documents.drop(handle)  # results held in memory under the id and its share links
         if last:
             self._call(self.jobs.delete, job)
             _remove_feature_files(job)

@@ -17,7 +17,9 @@ class Sharing(Analyses):
         return self._call(self.registry.share, analysis_id)
 
     def list_shares(self, analysis_id: str, token: str | None = None) -> list[dict]:
+        """The live share links of an existing analysis; KeyError (404) once it is deleted or expired."""
         self._call(self.registry.owner_check, analysis_id, token, "list the share links of")
+        self.status(analysis_id)
         return self._call(self.registry.shares, analysis_id)
 
     def revoke_share(self, analysis_id: str, share_token: str, token: str | None = None) -> None:
