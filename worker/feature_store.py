@@ -7,7 +7,9 @@ loads only the layers it is asked for, so an analyze task holds one layer batch,
 
 Capacity is checked at submission (`check_capacity`): a request whose features cannot fit what is
 configured — a Redis value (512 MiB, PIDFLOW_FEATURE_REDIS_MAX_MB) or PIDFLOW_FEATURE_MAX_GB on the
-volume — is refused with a message saying why and what would fit.
+volume — is refused with a message saying why and what would fit. A job that will extract (not one
+answered from its cached result or already queued) is also checked against what the folder holds now
+(`check_room`: 507 saying what is held and needed).
 
 Lifecycle of the folders (nothing is left behind): an analysis's folder <job id>/ (32 hex digits) goes
 when its result is written, when it fails, and when it is deleted (running or not); a study's part
@@ -160,6 +162,41 @@ def check_capacity(model: str, questions: int, runs: int, settings: FeatureStore
                          f"({source}); ask for at most {fit} questions, use PIDFLOW_FEATURE_DTYPE=float16, "
                          f"or give the volume more room")
     return needed
+
+
+def held_bytes(settings: FeatureStoreSettings | None = None) -> int:
+    """Bytes the feature folder holds now: every analysis's, study part's and upload's files (bodies still
+    being received, which are not kept, left out, as the uploads' own check does); 0 without a folder."""
+    settings = settings or env_settings()
+    root = settings.directory
+    if root is None or not root.is_dir():
+        return 0
+    from worker.uploads import SPOOL_PREFIX
+
+    spooled = 0
+    for path in root.glob(SPOOL_PREFIX + "*"):
+        try:
+            spooled += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return max(0, used_bytes(root) - spooled)
+
+
+def check_room(needed: int, what: str, settings: FeatureStoreSettings | None = None) -> None:
+    """FeatureStoreFull (HTTP 507) when what the feature folder holds now and `needed` more bytes (a new
+    job's features, as `check_capacity` estimated them) would pass PIDFLOW_FEATURE_MAX_GB. Without that bound
+    the volume's free space, which `check_capacity` compares, already leaves out what the folder holds."""
+    settings = settings or env_settings()
+    limit = settings.max_bytes
+    if settings.directory is None or limit is None:
+        return
+    held = held_bytes(settings)
+    if held + needed > limit:
+        raise FeatureStoreFull(
+            errno.ENOSPC, f"the feature folder is at its bound (PIDFLOW_FEATURE_MAX_GB = {limit / 1024**3:g} GiB): "
+                          f"it holds {held / MIB:.1f} MiB and {what} need {needed / MIB:.1f} MiB more; nothing was "
+                          f"queued. Wait for running analyses and studies to finish (their files go with their "
+                          f"results), delete uploads and analyses no longer needed, or raise PIDFLOW_FEATURE_MAX_GB")
 
 
 # -- reading and writing ---------------------------------------------------------------------------------

@@ -73,13 +73,16 @@ def submit(request: dict) -> JobInfo:
 
     parsed = AnalysisRequest.from_dict(request)
     revision = model_revision(parsed.model)
-    if not parsed.model.startswith("features:"):  # refused here when its features cannot be stored
-        from worker.feature_store import check_capacity
-
-        check_capacity(parsed.model, parsed.n_questions * len(parsed.tasks), 2 if parsed.knockout else 1)
     job_id = job_id_for(parsed.content_hash(), revision, __version__)
     settings, store = _context()
+    checked = _check_capacity(parsed, store, job_id)
     outcome, attempt = store.create(job_id, json.dumps(parsed.to_dict(), sort_keys=True), revision)
+    if outcome == "new" and not checked:  # its result went between the look and the creation: check it now
+        try:
+            _check_capacity(parsed, store, job_id, new=True)
+        except Exception:
+            store.delete(job_id)  # not queued yet
+            raise
     if outcome == "existing":  # its result's time to live was refreshed: so is that of its kept features
         store.redis.expire(store.keys(job_id)["probe"], settings.result_ttl_s)
     raw = store.get(job_id)
@@ -95,6 +98,41 @@ def submit(request: dict) -> JobInfo:
         store.mark_enqueued(job_id, attempt)
         raw = store.get(job_id) or raw
     return _info(raw, cached=outcome == "existing" and raw["state"] == "succeeded")
+
+
+def _reused(store: JobStore, job_id: str) -> bool:
+    """Whether submitting `job_id` now extracts nothing: it has its result, or is queued or running (as
+    JobStore.create decides; a failed job, or one whose result went, restarts)."""
+    raw = store.get(job_id)
+    if raw is None or raw.get("state") == "failed":
+        return False
+    return raw.get("state") != "succeeded" or bool(store.redis.exists(store.keys(job_id)["result"]))
+
+
+def _check_capacity(parsed, store: JobStore, job_id: str, new: bool = False) -> bool:
+    """Refuse a request whose features cannot be stored, before anything is queued; True when it was
+    checked (a job that will extract), False for one answered from its result or already under way.
+    ValueError (422) when they can never fit as configured (Redis reached only to see whether the job
+    is done: a finished job is answered whatever the bound is now); FeatureStoreFull (507) when they do
+    not fit next to what the feature folder holds now (PIDFLOW_FEATURE_MAX_GB)."""
+    if parsed.model.startswith("features:"):  # an uploaded file: stored already, nothing to extract
+        return True
+    from worker.feature_store import check_capacity, check_room
+    from worker.messages import redact_paths
+
+    questions, runs = parsed.n_questions * len(parsed.tasks), 2 if parsed.knockout else 1
+    try:
+        needed = check_capacity(parsed.model, questions, runs)
+    except ValueError:
+        with contextlib.suppress(Exception):  # Redis away: refuse as the request alone says
+            if not new and _reused(store, job_id):
+                return False
+        raise
+    if not new and _reused(store, job_id):
+        return False
+    if needed is not None:  # the 507's message names no folder of the server
+        check_room(needed, redact_paths(f"the features of {questions} questions x {runs} run(s) of {parsed.model}"))
+    return True
 
 
 def status(job_id: str) -> JobInfo:
