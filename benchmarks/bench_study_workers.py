@@ -58,7 +58,9 @@ def main() -> int:
         timing = report["timing"]
         who = Counter(entry["worker"].split("@")[0] for entry in timing.get("shards", []))
         print(f"shard {shard or 'off':>4}: wall {wall:6.1f} s (study {timing['wall_s']:.1f} s), extraction "
-              f"{timing['extract_s']:.1f} worker-s, analyses {timing['analyze_s']:.1f} worker-s"
+              f"{timing['extract_s']:.1f} worker-s, analyses {timing['analyze_s']:.1f} worker-s (plan "
+              f"{timing.get('plan_s', 0):.1f} s; {timing.get('analysis_units', 0)} units on the cpu queue, "
+              f"{timing.get('analysis_cpu_s', 0):.1f} CPU-s)"
               + (f", shards per worker {dict(who)}" if who else "") + f"; load {os.getloadavg()[0]:.1f}")
     same = [row["shares"] for row in reports[0]["headline"]] == [row["shares"] for row in reports[args.shard]["headline"]]
     print(f"headline shares identical with and without shards: {same}")

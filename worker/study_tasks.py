@@ -397,10 +397,11 @@ def _analyze(study_id: str, attempt: str, index: int, unit: int) -> None:
             done = redis.hlen(field)
             say((done + min(max(fraction, 0.0), 1.0)) / total,
                 f"{done}/{total} analyses done; {recipe} {key} layers {layers[0]}-{layers[-1]}: {message}")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         _, features = _stored_part(study_id, index, request, plan)
         entries = analyse_unit(request, model, task, plan, features, unit, progress=step)
-        value = json.dumps({"entries": entries, "seconds": round(time.perf_counter() - started, 3)})
+        value = json.dumps({"entries": entries, "seconds": round(time.perf_counter() - started, 3),
+                            "cpu_s": round(time.process_time() - cpu, 3)})
         _alive(study_id, attempt)
         pipe = redis.pipeline(transaction=True)
         pipe.hsetnx(field, str(unit), value)
@@ -435,8 +436,10 @@ def _assemble(study_id: str, attempt: str, index: int, request, plan: dict) -> N
     marker, features = _stored_part(study_id, index, request, plan)
     records = assemble_part(request, model, task, plan, features, [unit["entries"] for unit in units])
     analyze_s = plan.get("prepare_s", 0.0) + sum(unit["seconds"] for unit in units)  # worker-seconds
-    _land(study_id, attempt, index, {"records": records, "model": plan["model"]},
-          {"extract_s": marker["extract_s"], "analyze_s": round(analyze_s, 3)}, marker.get("shards"))
+    timing = {"extract_s": marker["extract_s"], "analyze_s": round(analyze_s, 3),
+              "plan_s": plan.get("prepare_s", 0.0), "units": len(units),
+              "unit_cpu_s": round(sum(unit.get("cpu_s", 0.0) for unit in units), 3)}  # the analyses' CPU-seconds
+    _land(study_id, attempt, index, {"records": records, "model": plan["model"]}, timing, marker.get("shards"))
     remove_features(study_id, index)
     redis.delete(layers_key(study_id, index))
     _maybe_finalize(study_id, attempt, request)
@@ -456,6 +459,9 @@ def _finalize(study_id: str, attempt: str) -> None:
         models[model] = part["model"]
     timing = {"extract_s": round(sum(p["timing"]["extract_s"] for p in parts), 3),
               "analyze_s": round(sum(p["timing"]["analyze_s"] for p in parts), 3),
+              "plan_s": round(sum(p["timing"].get("plan_s", 0.0) for p in parts), 3),
+              "analysis_units": sum(p["timing"].get("units", 0) for p in parts),
+              "analysis_cpu_s": round(sum(p["timing"].get("unit_cpu_s", 0.0) for p in parts), 3),
               "wall_s": round(time.time() - float(job["created_at"]), 3)}
     sharded = [{"model": model, "task": task, **info} for part, (model, task) in zip(parts, parts_of(request), strict=True)
                for info in part.get("shards") or []]
