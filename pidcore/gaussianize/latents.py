@@ -108,14 +108,19 @@ class _Centre:
 
 class PipelineWarning(RuntimeWarning):
     """A warning of the PID Flow pipeline as data: ``kind`` (e.g. "low-rank", "degenerate", "small-sample",
-    "flows-failed", "pca-loss") and ``layer`` (the layer index it concerns, None for all)."""
+    "flows-failed", "pca-loss"), ``layer`` (the layer index it concerns, None for all) and ``bits`` (the
+    amount it states, e.g. a pca-loss warning's expected loss; None otherwise)."""
 
-    def __init__(self, message: str, kind: str, layer: int | None = None):
+    def __init__(self, message: str, kind: str, layer: int | None = None, bits: float | None = None):
         super().__init__(message)
-        self.kind, self.layer = kind, layer
+        self.kind, self.layer, self.bits = kind, layer, bits
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer, "kind": self.kind, "message": str(self)}
+        """{"layer", "kind", "message"} and, for a warning that states an amount, "bits"."""
+        record = {"layer": self.layer, "kind": self.kind, "message": str(self)}
+        if self.bits is not None:
+            record["bits"] = float(self.bits)
+        return record
 
 
 def _reducer(x: np.ndarray, dims: int, name: str, layer: int | None = None):

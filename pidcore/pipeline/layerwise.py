@@ -449,7 +449,7 @@ def _warn_pca_loss(result: PIDFlowResult, overlaps: list, shapes: list, layer: i
             f"are tilted into the noise (overlap with the population components as low as {min(overlap):.2f}); the "
             f"parts are likely low, by about {loss:.2f} bits of this source's information (spiked-covariance "
             "estimate), and the intervals do not include this loss; use more questions, or fewer (pooled or "
-            "selected) features", "pca-loss", layer), stacklevel=4)
+            "selected) features", "pca-loss", layer, bits=loss), stacklevel=4)
 
 
 def _describe(modes: list, group: tuple) -> str:
