@@ -175,3 +175,48 @@ def test_correct_only_parts_are_selected_alike_on_the_cpu_workers(sent, client):
     reference = _reference(study)
     _same_report(report, reference)
     assert report["parts"][0]["n_kept"] == report["parts"][0]["n_correct"] < 60
+
+
+@pytest.mark.slow
+def test_a_cpu_worker_killed_mid_analysis_loses_only_its_unit(redis_server, client, tmp_path):
+    """kill -9 of the CPU worker while it holds an analysis unit: the unit is redelivered to another CPU
+    worker, the units that landed are not run again, the study completes once and equals run_study."""
+    import os
+
+    from tests.worker.test_recovery import FAST_REDELIVERY, _unacked_tasks, _until
+
+    study = {**STUDY, "recipes": ["pidflow"], "sweep": None}
+    client.flushdb()
+    purge_broker(redis_server.url)
+    env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", "PIDFLOW_WORKER_PRELOAD": "0",
+           **FAST_REDELIVERY}  # PIDFLOW_LAYER_BATCH 1: a unit per layer
+    gpu = QueueWorker("gpu-only", tmp_path / "gpu.log", env, "gpu")
+    doomed = QueueWorker("cpu-doomed", tmp_path / "doomed.log", env, "cpu")
+    rescuer = QueueWorker("cpu-rescuer", tmp_path / "rescuer.log", env, "cpu")
+    try:
+        gpu.start()
+        doomed.start()
+        study_id = studies.submit(dict(study))["id"]
+        layers = studies.layers_key(study_id, 0)
+
+        def mid_analysis() -> bool:  # some units landed, one delivered and not acknowledged
+            return client.hlen(layers) >= 3 and [name for name, _ in _unacked_tasks(client)] == [studies.STUDY_ANALYZE]
+        _until(mid_analysis, 180, "units landed and one in flight", poll_s=0.01)
+        doomed.kill()
+        (_, _, _, unit), = [args for _, args in _unacked_tasks(client)]
+        landed_before = {int(k) for k in client.hkeys(layers)}
+        rescuer.start()
+        _until(lambda: studies.status(study_id)["state"] in ("succeeded", "failed"), 180, "the study to finish")
+        state = {k.decode(): v.decode() for k, v in client.hgetall(studies.keys(study_id)["study"]).items()}
+        info = studies.status(study_id)
+        assert info["state"] == "succeeded", info["error"]
+        assert client.exists(studies.keys(study_id)["study-report"])
+        counts = {int(k.split(":")[-1]): int(v) for k, v in state.items() if k.startswith("deliveries:0:unit:")}
+        assert all(counts[done] == 1 for done in landed_before), "a landed unit ran again"
+        assert counts[unit] in (1, 2) and sum(counts.values()) <= len(counts) + 1, counts
+        report = studies.report(study_id)
+        assert report["timing"]["analysis_units"] == 17
+    finally:
+        for worker in (gpu, doomed, rescuer):
+            worker.stop()
+    _same_report(report, _reference(study))
