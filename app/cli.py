@@ -139,8 +139,59 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         from pidcore.pipeline.analysis import AnalysisRequest, run_analysis
 
         _apply_loading_options(args)
-        result = run_analysis(AnalysisRequest.from_dict(request), progress=True)
+        result = run_analysis(AnalysisRequest.from_dict(request), progress=AnalyzeProgress(request))
     return _write_result(result, args.output)
+
+
+#: run_analysis reports extraction on 0..0.3 of its progress and the analysis on the rest (a fixed split)
+RUN_ANALYSIS_EXTRACT_END = 0.3
+
+
+class AnalyzeProgress:
+    """`pidflow analyze`'s progress line: run_analysis's fixed split moved onto the stages' measured costs
+    (pidcore.pipeline.costs: extraction's expected share of the time), with the time left. On a terminal one
+    line redrawn; otherwise a line at each 10% and at the end."""
+
+    def __init__(self, request: dict, stream=None, clock=None):
+        import time
+
+        from pidcore.pipeline import costs
+
+        self.costs, self.clock = costs, clock or time.monotonic
+        layers = costs.MODEL_LAYERS.get(request.get("model", "demo"))
+        self.share = costs.extract_share(request, layers, overhead_s=0.0)  # the pace starts after the load
+        self.estimate_s = costs.estimate(request, layers)["total_s"] if layers is not None else None
+        self.stream = stream if stream is not None else sys.stderr
+        self.started, self.printed, self.width = self.clock(), -1, 0
+        self.first: tuple[float, float] | None = None  # (time, progress) of the first report: the pace counts
+        self.lines: list[str] = []                      # from there (loading the model comes before it)
+
+    def line(self, fraction: float, message: str) -> str:
+        done = self.costs.reweighted(fraction, RUN_ANALYSIS_EXTRACT_END, self.share)
+        stage = "extracting" if fraction <= RUN_ANALYSIS_EXTRACT_END and fraction < 1 else "decomposing"
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, done)
+        elapsed = now - self.started
+        left = self.costs.eta_seconds(done, now - self.first[0], self.estimate_s, since_progress=self.first[1])
+        filled = int(round(20 * done))
+        text = f"{100 * done:3.0f}% [{'#' * filled}{'.' * (20 - filled)}] {stage}, {elapsed:.0f} s"
+        if done >= 1.0:
+            return text + " (done)"
+        return text + (f", {self.costs.describe_seconds(left)} left" if left is not None else "") + (
+            f" · {message}" if message else "")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        text = self.line(fraction, message)
+        self.lines.append(text)
+        done = self.costs.reweighted(fraction, RUN_ANALYSIS_EXTRACT_END, self.share)
+        if getattr(self.stream, "isatty", lambda: False)():
+            self.stream.write("\r" + text.ljust(self.width) + ("\n" if done >= 1.0 else ""))
+            self.width = len(text)
+        elif int(10 * done) > self.printed:
+            self.printed = int(10 * done)
+            self.stream.write(text + "\n")
+        self.stream.flush()
 
 
 def _cmd_analyze_features(args: argparse.Namespace) -> int:

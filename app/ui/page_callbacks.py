@@ -61,8 +61,10 @@ def _progress_text(job: dict, position: int | None = None, now: float | None = N
         text += f", {position} analysis{'es' if position != 1 else ''} ahead in the queue" if position else \
             ", next in the queue"
     elapsed = (now or time.time()) - float(job.get("created_at") or now or time.time())
-    if job.get("state") == "running" and progress >= 0.05 and elapsed > 0:
-        left = elapsed * (1 - progress) / progress
+    # the worker's progress is weighted by the stages' measured costs (worker.tasks._extract_end), so the
+    # pace so far gives the time left across stages (pidcore.pipeline.costs.eta_seconds)
+    left = costs.eta_seconds(progress, elapsed) if job.get("state") == "running" else None
+    if left is not None and progress < 1:
         text += f", {costs.describe_seconds(left)} left"
     if job.get("message"):
         text += f" — {job['message']}"

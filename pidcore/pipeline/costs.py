@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 
-# Measured 2026-12-01 by benchmarks/bench_stage_speeds.py (200 questions, demo model, 2 cores at load ~10,
-# so on the slow side); PID figures scaled to 400 questions (linear in n, conservative for the flows).
+# Measured 2026-12-07 on this project's 2-core machine shared with other sessions (load average 4.1-4.8), demo
+# model, 400 questions: extraction 18.6-20.1 s (benchmarks/bench_stage_speeds.py at 200 questions: 40 ms a
+# question; run_analysis of the default request: 19.8 and 20.1 s of extraction, 0.8-2.6 s of analysis). The
+# figures of 2026-12-01 (85 ms a question; 0.94 s a layer for "auto", whose probe rarely trains flows now)
+# made the default demo analysis 57 s instead of the ~22 s it takes, and its extraction share 0.67 instead
+# of ~0.9. "flow" (flows always trained) was not re-measured: its figure is the old one.
 #: Extraction seconds per question and run (baseline or knockout), by model.
-EXTRACT_S_PER_QUESTION = {"demo": 0.085}
-#: PID seconds per pooled layer and run for 400 questions, by Gaussianization mode (flows dominate "auto").
-ANALYZE_S_PER_LAYER = {"none": 0.026, "copula": 0.026, "auto": 0.94, "flow": 0.94}
-#: Extra seconds per pooled layer, run and bootstrap round for 400 questions.
-BOOTSTRAP_S_PER_LAYER_ROUND = 0.006
+EXTRACT_S_PER_QUESTION = {"demo": 0.047}
+#: PID seconds per pooled layer and run for 400 questions, by Gaussianization mode, without bootstrap.
+ANALYZE_S_PER_LAYER = {"none": 0.07, "copula": 0.06, "auto": 0.045, "flow": 0.94}
+#: Extra seconds per pooled layer, run and bootstrap round for 400 questions (auto 0.0005, none 0.0004-0.0008,
+#: copula 0.0011 measured).
+BOOTSTRAP_S_PER_LAYER_ROUND = 0.001
 #: Fixed costs per analysis: loading the model in the worker, queueing, assembling the result (seconds).
 OVERHEAD_S = 8.0
 #: Decoder layers assumed when the caller does not know them (extract_share only).
@@ -56,14 +61,19 @@ def estimate(request: dict, num_layers: int | None) -> dict:
             "bias_bits": expected_bias_bits(n_total, dims)}
 
 
-def extract_share(request: dict, num_layers: int | None, default: float = 0.25) -> float:
-    """Fraction of the wall time extraction is expected to take (for a progress bar weighted by cost)."""
+def extract_share(request: dict, num_layers: int | None, default: float = 0.25,
+                  overhead_s: float = OVERHEAD_S) -> float:
+    """Fraction of the wall time extraction is expected to take (for a progress bar weighted by cost).
+    `overhead_s`: the fixed costs around the stages (a worker's model load, queue and assembly; half of them
+    counted with extraction); 0 where progress starts once the model is loaded and nothing is queued (the
+    CLI's local run)."""
     if num_layers is None:
         num_layers = MODEL_LAYERS.get(request.get("model", "demo"), DEFAULT_LAYERS)
     cost = estimate(request, num_layers)
     if cost["total_s"] is None or cost["total_s"] <= 0:
         return default
-    return min(0.95, max(0.05, (OVERHEAD_S / 2 + cost["extract_s"]) / cost["total_s"]))
+    total = cost["total_s"] - OVERHEAD_S + overhead_s
+    return min(0.98, max(0.05, (overhead_s / 2 + cost["extract_s"]) / total))
 
 
 def describe_seconds(seconds: float | None) -> str:
@@ -75,3 +85,38 @@ def describe_seconds(seconds: float | None) -> str:
     if seconds < 5400:
         return f"about {round(seconds / 60)} min"
     return f"about {seconds / 3600:.1f} h"
+
+
+def weighted_progress(stage: str, fraction: float, extract_share_: float) -> float:
+    """Overall progress 0..1 weighted by measured stage cost: extraction's own `fraction` fills
+    0..`extract_share_` (its expected share of the time, extract_share), the analysis's the rest."""
+    fraction = min(1.0, max(0.0, float(fraction)))
+    if stage == "extract":
+        return extract_share_ * fraction
+    return extract_share_ + (1.0 - extract_share_) * fraction
+
+
+def reweighted(fraction: float, nominal_extract_end: float, extract_share_: float) -> float:
+    """A progress reported with a fixed split (extraction 0..`nominal_extract_end`, e.g. run_analysis's 0.3)
+    moved onto the split by measured stage cost (extraction 0..`extract_share_`)."""
+    fraction = min(1.0, max(0.0, float(fraction)))
+    if fraction < nominal_extract_end:
+        return weighted_progress("extract", fraction / nominal_extract_end, extract_share_)
+    return weighted_progress("analyze", (fraction - nominal_extract_end) / (1.0 - nominal_extract_end),
+                             extract_share_)
+
+
+def eta_seconds(progress: float, elapsed_s: float, estimate_s: float | None = None,
+                since_progress: float = 0.0) -> float | None:
+    """Seconds left: from the pace so far once 5% is done (progress weighted by stage cost, so the pace holds
+    across stages), before that what the cost estimate has left; None when neither is known. `elapsed_s` and
+    the pace count from the moment progress was `since_progress` (e.g. the first report, after the model
+    loaded)."""
+    if progress >= 1.0:
+        return 0.0
+    moved = progress - since_progress
+    if moved >= 0.05 and elapsed_s > 0:
+        return elapsed_s * (1.0 - progress) / moved
+    if estimate_s is not None:
+        return max(0.0, estimate_s * (1.0 - since_progress) - elapsed_s)
+    return None
