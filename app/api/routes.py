@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import Path as FastPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
@@ -98,7 +99,11 @@ def _with_links(job: dict, request: Request) -> dict:
 @router.post("/analyses", response_model=JobStatus, status_code=202, operation_id="submit_analysis",
              tags=["analyses"],
              responses={200: {"model": JobStatus, "description": "the identical request's result is cached"},
-                        **WRITE_ERRORS, **ERRORS},
+                        **WRITE_ERRORS, **ERRORS,
+                        507: {"model": Message, "description": "Redis is full, or a new analysis's features would "
+                                                               "take the feature folder past PIDFLOW_FEATURE_MAX_GB "
+                                                               "(the detail says what it holds and what is needed; "
+                                                               "a cached result is still answered)"}},
              summary="Submit an analysis (200 when its result is already cached)")
 def submit_analysis(body: AnalysisRequestBody, request: Request, response: Response, token: Writer):
     with _mapped_errors():
@@ -263,6 +268,14 @@ def shared_question(share_token: str, qid: str, request: Request):
         return service.question(_shared_id(service, share_token), qid)
 
 
+UPLOAD_FULL = ("no room for the file, nothing of it kept (the detail says what is held and what the file needs): "
+               "the feature folder's volume is full or its files would pass PIDFLOW_FEATURE_MAX_GB; in hosted mode, "
+               "this token's uploads would pass its quota PIDFLOW_UPLOAD_QUOTA_GB (a file it holds already costs "
+               "nothing more); or Redis is full")
+FeaturesId = Annotated[str, FastPath(description="an upload's id: in hosted mode the token's handle (`u` + 32 hex "
+                                                 "digits) from POST /features, or the file's sha256")]
+FEATURES_404 = {404: {"model": Message, "description": "unknown or expired features file, or a handle deleted"},
+                503: ERRORS[503]}
 FEATURES_BODY = {"requestBody": {"required": True, "description": "the features file's bytes (npz, safetensors "
                                  "or .pt; docs/features-format.md)",
                                  "content": {"application/octet-stream": {"schema": {"type": "string",
@@ -271,12 +284,17 @@ FEATURES_BODY = {"requestBody": {"required": True, "description": "the features 
 
 @router.post("/features", status_code=201, openapi_extra=FEATURES_BODY, operation_id="upload_features",
              tags=["features"],
-             responses={**WRITE_ERRORS, 201: {"model": FeaturesUpload, "description": "stored"}, 200: {"model": FeaturesUpload, "description": "the same file was uploaded "
-                                                                                       "before (created: false)"},
+             responses={**WRITE_ERRORS,
+                        201: {"model": FeaturesUpload, "description": "stored; `id` is this token's handle in hosted "
+                                                                      "mode (the file's sha256 in open mode)"},
+                        200: {"model": FeaturesUpload, "description": "the same file was uploaded before (created: "
+                                                                      "false); hosted: this token's handle of it"},
+                        401: {"model": Message, "description": "hosted mode: missing or unknown bearer token, "
+                                                               "answered before the body is read"},
                         413: {"model": Message, "description": "file over PIDFLOW_MAX_UPLOAD_BYTES"},
                         422: {"model": Message, "description": "everything wrong with the file"},
                         503: ERRORS[503],
-                        507: {"model": Message, "description": "the feature folder's volume or Redis is full"}},
+                        507: {"model": Message, "description": UPLOAD_FULL}},
              summary="Upload a pooled-features file; analyse it by POSTing its `request` to /analyses")
 async def upload_features(request: Request, response: Response, token: Writer, filename: str | None = None):
     from app.uploads import receive, spool_folder, streamed_limit
@@ -294,18 +312,22 @@ async def upload_features(request: Request, response: Response, token: Writer, f
     return info
 
 
-@router.get("/features/{features_id}", responses={200: {"model": FeaturesSummary}, **READ_ERRORS},
-            operation_id="get_features", tags=["features"], summary="Summary of an uploaded features file")
-def features_info(features_id: str, request: Request):
+@router.get("/features/{features_id}", responses={200: {"model": FeaturesSummary}, **FEATURES_404},
+            operation_id="get_features", tags=["features"],
+            summary="Summary of an uploaded features file, by a token's handle or the file's sha256")
+def features_info(features_id: FeaturesId, request: Request):
     with _mapped_errors():
         return _service(request).features_info(features_id)
 
 
 @router.delete("/features/{features_id}", response_model=Deleted, operation_id="delete_features",
-               tags=["features"], responses={**WRITE_ERRORS, **READ_ERRORS,
-                                             403: {"model": Message, "description": "hosted mode: not an uploader"}},
-               summary="Remove an uploaded features file (finished analyses keep their results)")
-def delete_features(features_id: str, request: Request, token: Writer):
+               tags=["features"], responses={**WRITE_ERRORS, **FEATURES_404,
+                                             403: {"model": Message, "description": "hosted mode: the id is another "
+                                                   "token's handle, or (by sha256) this token holds no upload of the "
+                                                   "file"}},
+               summary="Drop this token's hold of an uploaded features file (the file goes with the last holder's; "
+                       "finished analyses keep their results)")
+def delete_features(features_id: FeaturesId, request: Request, token: Writer):
     with _mapped_errors():
         deleted = _service(request).delete_features(features_id, token=token)
     return {"id": features_id, "deleted": deleted}

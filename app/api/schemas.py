@@ -239,9 +239,18 @@ class FeaturesSummary(BaseModel):
     (POST it to /analyses, with any options changed)."""
 
     model_config = ConfigDict(extra="allow")
-    id: str = Field(description="this upload's id: the file's sha256, or in hosted mode this token's handle of it "
-                                "(`u` + 32 hex digits)")
-    sha256: str | None = Field(None, description="the file's sha256")
+    id: str = Field(pattern=r"^([0-9a-f]{64}|u[0-9a-f]{32})$",
+                    description="the id to read and delete it by (GET/DELETE /features/{id}): in hosted mode this "
+                                "token's own handle of the file (`u` + 32 hex digits, the same on its re-uploads; "
+                                "another token uploading the same bytes gets another), in open mode the file's "
+                                "sha256; a GET by sha256 answers with that id")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="the file's sha256: what names the file itself (`model` features:<sha256>)")
+    stored_bytes: int | None = Field(None, ge=0,
+                                     description="bytes its layer files take once stored: what it counts against "
+                                                 "PIDFLOW_FEATURE_MAX_GB and, in hosted mode, against each holding "
+                                                 "token's PIDFLOW_UPLOAD_QUOTA_GB (null for files uploaded before "
+                                                 "it was recorded)")
     model: str = Field(description="features:<sha256>, the `model` of its analyses")
     format: str | None = None
     n_questions: int
