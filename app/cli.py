@@ -138,9 +138,32 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     else:
         from pidcore.pipeline.analysis import AnalysisRequest, run_analysis
 
+        local_gate(request)  # what the server's gate refuses, refused here before any model loads
         _apply_loading_options(args)
         result = run_analysis(AnalysisRequest.from_dict(request), progress=AnalyzeProgress(request))
     return _write_result(result, args.output)
+
+
+#: the command-line flag of each request field a refusal names
+FIELD_FLAGS = {"n_questions": "--n-questions", "dims": "--dims", "dataset": "--dataset", "tasks": "--task",
+               "split": "--split", "model": "--model", "knockout": "--knockout/--knockout-layers",
+               "bootstrap": "--bootstrap", "target": "--target"}
+
+
+def local_gate(request: dict) -> None:
+    """The feasibility check the server's gate runs on an analysis (app.precheck: dataset here, questions per
+    task, PCA sizes against the model and the answers, estimable at this n and bootstrap; the knockout window
+    against the model's local config), for a local run. ValueError naming the field and its flag (exit 2)."""
+    from app.precheck import Refused, _local_model, check, check_window
+
+    try:
+        check(request)
+        info = _local_model(request.get("model", "demo"))
+        check_window(request.get("knockout"), info.get("num_layers"), info.get("knockout_edges"), info.get("family"))
+    except Refused as exc:
+        field = exc.field or "request"
+        flag = FIELD_FLAGS.get(field)
+        raise ValueError(f"{field}{f' ({flag})' if flag else ''}: {exc}") from exc
 
 
 #: run_analysis reports extraction on 0..0.3 of its progress and the analysis on the rest (a fixed split)
