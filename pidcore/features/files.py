@@ -451,7 +451,6 @@ def _lazy_safetensors(path: Path, budget: _Budget) -> dict:
 
 
 def _lazy_npz(path: Path, budget: _Budget) -> dict:
-    from numpy.lib import format as npy
 
     with open(path, "rb") as file:
         if file.read(2) != b"PK":
@@ -470,16 +469,7 @@ def _lazy_npz(path: Path, budget: _Budget) -> dict:
                     local = file.read(30)
                     start = info.header_offset + 30 + struct.unpack("<H", local[26:28])[0] + \
                         struct.unpack("<H", local[28:30])[0]
-                    with archive.open(info) as member:
-                        version = npy.read_magic(member)
-                        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-                        shape, fortran, dtype = header(member, max_header_size=MAX_NPY_HEADER)
-                        offset = member.tell()
-                    declared = math.prod(shape) * dtype.itemsize
-                    if declared != info.file_size - offset:
-                        raise FeaturesFileError(f"npz member {info.filename!r}: its .npy header declares {shape} "
-                                                f"{dtype} ({declared:,} bytes) but the member holds "
-                                                f"{info.file_size - offset:,}")
+                    shape, fortran, dtype, offset = _npy_member_header(archive, info)
                     if not fortran and shape and dtype.kind in "fiub" and not dtype.hasobject:
                         lazy = FileArray(path, start + offset, shape, dtype)
                 elif info.file_size >= LAZY_MIN_BYTES:  # deflated (savez_compressed): inflated to a temporary file
@@ -497,13 +487,9 @@ def _lazy_npz(path: Path, budget: _Budget) -> dict:
     return raw
 
 
-def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path):
-    """A deflated .npy member inflated a chunk at a time into an unlinked temporary file beside the upload (no
-    name on disk: it goes when the array does), read lazily from there; None for arrays read whole (strings,
-    Fortran order)."""
-    import shutil
-    import tempfile
-
+def _npy_member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple:
+    """(shape, fortran order, dtype, data offset) of an npz member's .npy header, checked against the member's
+    size before anything is inflated (FeaturesFileError when they disagree)."""
     from numpy.lib import format as npy
 
     with archive.open(info) as member:
@@ -515,6 +501,18 @@ def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path):
     if declared != info.file_size - offset:
         raise FeaturesFileError(f"npz member {info.filename!r}: its .npy header declares {shape} {dtype} "
                                 f"({declared:,} bytes) but the member holds {info.file_size - offset:,}")
+    return shape, fortran, dtype, offset
+
+
+def _inflated(archive: zipfile.ZipFile, info: zipfile.ZipInfo, folder: Path):
+    """A deflated .npy member inflated a chunk at a time into an unlinked temporary file beside the upload (no
+    name on disk: it goes when the array does), read lazily from there; None for arrays read whole (strings,
+    Fortran order)."""
+    import shutil
+    import tempfile
+
+    shape, fortran, dtype, offset = _npy_member_header(archive, info)
+    declared = math.prod(shape) * dtype.itemsize
     if fortran or not shape or dtype.kind not in "fiub" or dtype.hasobject:
         return None
     try:

@@ -42,16 +42,16 @@ def client(redis_server):
 
 
 class WorkerProcess:
-    """`python -m celery -A worker.celery_app worker --pool=solo` with its output in a log file."""
+    """`python -m celery -A worker.celery_app worker --pool=solo` taking `queues`, its output in a log file."""
 
-    def __init__(self, name: str, log_path: Path, env: dict):
-        self.name, self.log_path, self.env = name, log_path, env
+    def __init__(self, name: str, log_path: Path, env: dict, queues: str = "gpu,cpu"):
+        self.name, self.log_path, self.env, self.queues = name, log_path, env, queues
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120, ready: tuple[str, ...] = (" ready.",)) -> WorkerProcess:
         """Start it and wait until its log shows one of `ready` (by default Celery's " ready." line)."""
         command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-                   "-Q", "gpu,cpu", "--loglevel=INFO", "-n", f"{self.name}@%h", "--without-mingle",
+                   "-Q", self.queues, "--loglevel=INFO", "-n", f"{self.name}@%h", "--without-mingle",
                    "--without-gossip"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,

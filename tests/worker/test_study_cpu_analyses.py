@@ -7,14 +7,12 @@ reports equal the in-process study (pidcore.study.run.run_study)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from tests.worker.conftest import ROOT, WorkerProcess, purge_broker
+from tests.worker.conftest import WorkerProcess, purge_broker
 from worker import studies, study_tasks
 
 STUDY = {"models": ["demo"], "tasks": ["shape"], "n_questions": 48, "recipes": ["pidflow", "seed"],
@@ -105,30 +103,6 @@ def test_the_gpu_task_only_extracts_and_redelivered_analyses_land_once(sent, cli
     assert report["timing"]["analyze_s"] > 0 and report["timing"]["extract_s"] > 0
 
 
-class QueueWorker(WorkerProcess):
-    """A real Celery worker taking only `queues`."""
-
-    def __init__(self, name, log_path, env, queues: str):
-        super().__init__(name, log_path, env)
-        self.queues = queues
-
-    def start(self, timeout_s: float = 120, ready: tuple[str, ...] = (" ready.",)) -> QueueWorker:
-        from app.redis_local import die_with_parent
-
-        command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool=solo",
-                   "-Q", self.queues, "--loglevel=INFO", "-n", f"{self.name}@%h", "--without-mingle",
-                   "--without-gossip"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            preexec_fn=die_with_parent)
-        deadline = time.monotonic() + timeout_s
-        while f"{self.name}@" not in self.log() or not any(line in self.log() for line in ready):
-            assert self.process.poll() is None, f"worker {self.name} exited:\n{self.log()[-3000:]}"
-            assert time.monotonic() < deadline, f"worker {self.name} not ready:\n{self.log()[-3000:]}"
-            time.sleep(0.2)
-        return self
-
-
 @pytest.mark.slow
 def test_real_workers_extract_on_gpu_and_analyse_on_cpu(redis_server, client, tmp_path):
     import os
@@ -137,8 +111,8 @@ def test_real_workers_extract_on_gpu_and_analyse_on_cpu(redis_server, client, tm
     purge_broker(redis_server.url)
     env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", "PIDFLOW_WORKER_PRELOAD": "0",
            "PIDFLOW_FEATURE_DIR": str(tmp_path / "features")}
-    workers = [QueueWorker("gpu-only", tmp_path / "gpu.log", env, "gpu"),
-               QueueWorker("cpu-only", tmp_path / "cpu.log", env, "cpu")]
+    workers = [WorkerProcess("gpu-only", tmp_path / "gpu.log", env, "gpu"),
+               WorkerProcess("cpu-only", tmp_path / "cpu.log", env, "cpu")]
     try:
         for worker in workers:
             worker.start()
@@ -192,9 +166,9 @@ def test_a_cpu_worker_killed_mid_analysis_loses_only_its_unit(redis_server, clie
     purge_broker(redis_server.url)
     env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", "PIDFLOW_WORKER_PRELOAD": "0",
            **FAST_REDELIVERY}  # PIDFLOW_LAYER_BATCH 1: a unit per layer
-    gpu = QueueWorker("gpu-only", tmp_path / "gpu.log", env, "gpu")
-    doomed = QueueWorker("cpu-doomed", tmp_path / "doomed.log", env, "cpu")
-    rescuer = QueueWorker("cpu-rescuer", tmp_path / "rescuer.log", env, "cpu")
+    gpu = WorkerProcess("gpu-only", tmp_path / "gpu.log", env, "gpu")
+    doomed = WorkerProcess("cpu-doomed", tmp_path / "doomed.log", env, "cpu")
+    rescuer = WorkerProcess("cpu-rescuer", tmp_path / "rescuer.log", env, "cpu")
     try:
         gpu.start()
         doomed.start()
