@@ -53,5 +53,5 @@ def test_study_sets_them_before_it_runs(monkeypatch):
     monkeypatch.setattr("app.study_cli.cmd_study", fake_study)
     assert cli.main(["study", "--dtype", "float16", "--quantization", "4bit"]) == 0
     assert seen["PIDFLOW_DTYPE"] == "float16" and seen["PIDFLOW_QUANTIZATION"] == "4bit"
-    with pytest.raises(SystemExit):  # a study's parts are batched by 8 (shard boundaries): no --batch-size
-        cli.build_parser().parse_args(["study", "--batch-size", "4"])
+    # a study takes a batch size too now (shards start at multiples of it; issue 17)
+    assert cli.main(["study", "--batch-size", "4"]) == 0 and seen["PIDFLOW_BATCH_SIZE"] == "4"

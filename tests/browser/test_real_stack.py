@@ -77,6 +77,9 @@ def test_demo_analysis_in_the_browser(served_url, tmp_path):
         page.wait_for_function(
             "document.querySelector('#own-terms .js-plotly-plot')?.data?.some(t => t.meta === 'own:synergy')",
             timeout=ANALYSIS_TIMEOUT_MS)
+        # the note is another output of the same callback: wait until the page shows it, not only the figure
+        page.wait_for_function("(document.querySelector('#own-terms-note')?.innerText || '').length > 0",
+                               timeout=30_000)
         note = page.locator("#own-terms-note").inner_text()
         assert "placed among the 100 questions" in note and "moved their terms by at most" in note
         assert len(plot_data(page, "own-terms")[-1]["y"]) == num_layers
