@@ -414,6 +414,10 @@ def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> 
 #: measured; below it the first-order estimate was not validated and would fire on the demo model's 128 features).
 PCA_LOSS_BITS = 0.05
 WIDE_ASPECT = 0.5
+#: Components whose estimated overlap is at least this count as well estimated (no loss); a warning needs some
+#: kept component's overlap below PCA_OVERLAP_WARN.
+WELL_ESTIMATED = 0.9
+PCA_OVERLAP_WARN = 0.8
 
 
 def pca_loss_bits(z: np.ndarray, dims: tuple, overlaps: list) -> list[float]:
@@ -421,7 +425,8 @@ def pca_loss_bits(z: np.ndarray, dims: tuple, overlaps: list) -> list[float]:
     tilt of their directions into the noise: each component j, with in-sample squared multiple correlation r2
     with the other source's and the target's latents and overlap o (pidcore.reduce.pca.spiked_overlap), would
     have r2 / o with its population direction: sum_j 0.5 log2((1 - r2) / (1 - r2 / o)) (a spiked-covariance
-    estimate, first order: components are treated one at a time)."""
+    estimate, first order: components are treated one at a time; components with o >= WELL_ESTIMATED, or whose
+    r2 already exceeds o, which the model cannot explain, add nothing)."""
     d1, d2, _ = dims
     cov = np.cov(z, rowvar=False)
     blocks = [np.arange(d1), np.arange(d1, d1 + d2)]
@@ -431,10 +436,14 @@ def pca_loss_bits(z: np.ndarray, dims: tuple, overlaps: list) -> list[float]:
         others = np.concatenate([blocks[other], target])
         loss = 0.0
         for j, o in zip(blocks[source], overlaps[source], strict=True):
+            if o >= WELL_ESTIMATED:  # a direction estimated this well loses next to nothing
+                continue
             c = cov[np.ix_([j], others)]
             r2 = float((c @ np.linalg.solve(cov[np.ix_(others, others)], c.T))[0, 0]) / cov[j, j]
             r2 = min(max(r2, 0.0), 0.999)
-            loss += 0.5 * np.log2((1 - r2) / (1 - min(r2 / max(o, 1e-3), 0.999)))
+            if r2 >= o:  # more in-sample dependence than the model allows (overfitted noise): no estimate
+                continue
+            loss += 0.5 * np.log2((1 - r2) / (1 - r2 / max(o, 1e-3)))
         out.append(loss)
     return out
 
@@ -445,7 +454,7 @@ def _warn_pca_loss(result: PIDFlowResult, overlaps: list, shapes: list, layer: i
     losses = pca_loss_bits(result.latents, result.dims, overlaps)
     half = (result.ci["total"][1] - result.ci["total"][0]) / 2 if result.ci else 0.0
     for name, loss, overlap, (n, d) in zip(("x1", "x2"), losses, overlaps, shapes, strict=True):
-        if loss < max(PCA_LOSS_BITS, half) or d / n < WIDE_ASPECT:
+        if loss < max(PCA_LOSS_BITS, half) or d / n < WIDE_ASPECT or min(overlap) >= PCA_OVERLAP_WARN:
             continue
         warnings.warn(PipelineWarning(
             f"{name} (layer {layer}): with {d} features and {n} questions the sample principal components' directions "
