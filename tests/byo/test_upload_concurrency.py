@@ -12,24 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import redis
 
-from app.redis_local import LocalRedis
 from app.settings import Settings
 from app.uploads import FeatureUploads
 from worker import feature_store
 from worker.uploads import FILES_PREFIX, PREFIX, TEMP_PREFIX, UploadStore
 
 N, LAYERS = 40, 4
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    server = LocalRedis(directory=tmp_path_factory.mktemp("redis")).start()
-    connection = redis.Redis.from_url(server.url)
-    yield connection
-    connection.close()
-    server.stop()
 
 
 @pytest.fixture

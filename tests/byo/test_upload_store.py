@@ -8,9 +8,7 @@ import time
 
 import numpy as np
 import pytest
-import redis
 
-from app.redis_local import LocalRedis
 from pidcore.features.files import read_features, write_features
 from pidcore.features.uploaded import features_request, select_features
 from pidcore.pipeline.analysis import AnalysisRequest
@@ -18,15 +16,6 @@ from worker import feature_store
 from worker.uploads import PREFIX, UploadMissing, UploadStore
 
 N = 40
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    server = LocalRedis(directory=tmp_path_factory.mktemp("redis")).start()
-    connection = redis.Redis.from_url(server.url)
-    yield connection
-    connection.close()
-    server.stop()
 
 
 def _feature_set(tmp_path, seed):
