@@ -13,11 +13,11 @@ answered from its cached result or already queued) is also checked against what 
 
 Lifecycle of the folders (nothing is left behind): an analysis's folder <job id>/ (32 hex digits) goes
 when its result is written, when it fails, and when it is deleted (running or not); a study's part
-folder <study id>p<part>/ goes when the study finishes or is cancelled, and a failed study's stay for
+folder <study id>p<part>/ goes when the study finishes, and a failed or cancelled study's stay for
 PIDFLOW_STUDY_RESUME_S (7 days; they count against PIDFLOW_FEATURE_MAX_GB meanwhile) so that a re-run can
 reuse them. `sweep` (every worker's heartbeat, at start and every 10 minutes) removes whatever those
 paths missed: folders of jobs whose keys are gone (deleted, expired) or that finished or failed, and of
-studies that are gone, finished, cancelled, or failed longer ago than the resume period. A folder of a
+studies that are gone, finished, or failed or cancelled longer ago than the resume period. A folder of a
 queued or running job or study is never touched, nor any folder younger than SWEEP_GRACE_S; uploads'
 folders are worker.uploads' sweep's.
 """
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 REF_PREFIX = b"pidflow-feature-ref:"
+FILE_REF_PREFIX = b"pidflow-features-file:"  # a run inside a user's features file, read in place (studies)
 DTYPES = ("float32", "float16")
 _ANSWERS = ("target", "p_correct", "correct", "predicted", "qids", "tasks", "answers", "answer_set", "questions",
             "image_ids")
@@ -335,8 +336,30 @@ def run_complete(folder: Path) -> bool:
         for source in ("vision", "language"))
 
 
+def file_reference(path, run: str, sha256: str) -> bytes:
+    """A reference to run `run` ("baseline" or "knockout") of a features file (pidcore.features.files) that
+    stays where it is: a study's bring-your-own parts are analysed in place, never copied. `sha256`: the
+    file's, computed once (loading does not hash the file again)."""
+    if run not in ("baseline", "knockout"):
+        raise ValueError(f"run must be baseline or knockout, got {run!r}")
+    path = Path(path)
+    info = {"path": str(path), "run": run, "sha256": sha256, "size": path.stat().st_size}
+    return FILE_REF_PREFIX + json.dumps(info).encode()
+
+
+def _file_ref(value: bytes) -> dict:
+    return json.loads(value[len(FILE_REF_PREFIX):])
+
+
 def present(value: bytes) -> bool:
-    """Whether what `save` returned can still be loaded: npz bytes always, a reference while its files last."""
+    """Whether what `save` returned can still be loaded: npz bytes always, a reference while its files last
+    (a features file's: while it is there with the size it had)."""
+    if value.startswith(FILE_REF_PREFIX):
+        try:
+            ref = _file_ref(value)
+            return Path(ref["path"]).stat().st_size == ref["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
     if not value.startswith(REF_PREFIX):
         return True
     try:
@@ -349,6 +372,15 @@ def load(value: bytes):
     """Features from what `save` put in Redis; layers of file-backed features are read on access."""
     from pidcore.extract.features import Features
 
+    if value.startswith(FILE_REF_PREFIX):
+        from pidcore.features.files import read_features
+
+        ref = _file_ref(value)
+        if not present(value):
+            raise FileNotFoundError(f"features file {Path(ref['path']).name} is missing or changed since the study "
+                                    f"read it (is the folder on a volume every worker shares?)")
+        found = read_features(ref["path"], lazy=True, sha256=ref["sha256"])
+        return found.features if ref["run"] == "baseline" else found.knockout
     if not value.startswith(REF_PREFIX):
         return Features.from_bytes(value)
     ref = json.loads(value[len(REF_PREFIX):])
@@ -385,7 +417,7 @@ def _fields(value) -> list[str | None]:
 def keep_reason(client, name: str, resume_s: int, now: float | None = None) -> str | None:
     """Why the sweep must keep the feature folder `name` (a reason), or None when it may go: a job's
     (<job id>) while the job is queued or running, a study part's (<study id>p<i>) while the study is
-    queued or running or failed less than `resume_s` ago. Names of neither kind are kept ("not ours")."""
+    queued or running or failed or cancelled less than `resume_s` ago. Names of neither kind are kept ("not ours")."""
     now = time.time() if now is None else now
     if JOB_FOLDER.fullmatch(name):
         (state,) = _fields(client.hmget(f"pidflow:job:{name}", ["state"]))
@@ -395,13 +427,13 @@ def keep_reason(client, name: str, resume_s: int, now: float | None = None) -> s
         state, updated = _fields(client.hmget(f"pidflow:study:{match.group(1)}", ["state", "updated_at"]))
         if state in LIVE:
             return f"study {state}"
-        if state == "failed":
+        if state in ("failed", "cancelled"):  # kept for a re-run that resumes it
             try:
                 failed_s = now - float(updated)
             except (TypeError, ValueError):
                 failed_s = 0.0
             if failed_s < resume_s:
-                return f"study failed {failed_s:.0f} s ago, kept {resume_s} s for a re-run"
+                return f"study {state} {failed_s:.0f} s ago, kept {resume_s} s for a re-run"
         return None
     return "not ours"
 

@@ -76,8 +76,12 @@ def submit(body: dict) -> dict:
     from worker.celery_app import send
     from worker.revision import model_revision
 
+    body, source = split_source(body)
     request = StudyRequest.from_dict(body)
-    revisions = [model_revision(model) for model in request.models]
+    if source is None:
+        revisions = [model_revision(model) for model in request.models]
+    else:  # bring your own activations: the parts are named by their files, not by a model's revision
+        revisions = [source_fingerprint(source, request)]
     study_id = hashlib.sha256("\n".join([request.content_hash(), *revisions, __version__]).encode()).hexdigest()[:32]
     redis, names = client(), keys(study_id)
     state = _text(redis.hget(names["study"], "state"))
@@ -105,17 +109,91 @@ def submit(body: dict) -> dict:
     pipe.hset(names["study"], mapping={"id": study_id, "state": "queued", "progress": "0", "message": "queued",
                                        "error": "", "request": json.dumps(request.to_dict()), "attempt": attempt,
                                        "total": str(len(parts_of(request))), "created_at": now, "updated_at": now,
-                                       **carried})
+                                       **({"source": json.dumps(source)} if source else {}), **carried})
     if stored:
         pipe.hset(names["study-features"], mapping=stored)
     pipe.execute()
     settings = WorkerSettings.from_env()
     missing = [index for index, _ in enumerate(parts_of(request)) if str(index) not in kept]
-    for index in missing:
-        send(STUDY_PART, [study_id, attempt, index], settings.redis_url)
+    for index in missing:  # features files need no GPU: their parts start with the plan, on the cpu queue
+        send(STUDY_PART if source is None else STUDY_PREPARE, [study_id, attempt, index], settings.redis_url)
     if not missing and redis.hsetnx(names["study"], "finalizing", attempt):
         send(STUDY_FINALIZE, [study_id, attempt], settings.redis_url)
     return status(study_id)
+
+
+SOURCE_FIELDS = ("features_dir", "features")
+
+
+def split_source(body: dict) -> tuple[dict, dict | None]:
+    """(the StudyRequest's fields, the study's features source or None) of a study body. Bring your own
+    activations (docs/study.md): `features_dir`, a folder on the server (and every worker) holding
+    <model>/<task>/*.npz|.safetensors|.pt as `pidflow study --features-dir`, -> {"kind": "dir", "path"}; or
+    `features`, {model: {task: [sha256 of an uploaded features file, ...]}} -> {"kind": "uploads", "files"}.
+    ValueError (naming the field) for a malformed source; whether the files exist is checked by the gate
+    (app/services/validation.py) and by the workers."""
+    if not isinstance(body, dict):
+        return body, None
+    given = [name for name in SOURCE_FIELDS if body.get(name) is not None]
+    rest = {key: value for key, value in body.items() if key not in SOURCE_FIELDS}
+    if not given:
+        return rest, None
+    if len(given) > 1:
+        raise SourceError("features_dir", "give either features_dir (a server folder) or features (uploaded files), "
+                                          "not both")
+    if given[0] == "features_dir":
+        folder = body["features_dir"]
+        if not isinstance(folder, str) or not folder.strip():
+            raise SourceError("features_dir", f"features_dir must be a folder path, got {folder!r}")
+        from pathlib import Path
+
+        return rest, {"kind": "dir", "path": str(Path(folder).expanduser().resolve())}
+    files = body["features"]
+    ok = isinstance(files, dict) and files and all(
+        isinstance(model, str) and isinstance(tasks, dict) and tasks and all(
+            isinstance(task, str) and isinstance(ids, list) and ids and all(isinstance(i, str) and i.isalnum()
+                                                                            for i in ids)
+            for task, ids in tasks.items()) for model, tasks in files.items())
+    if not ok:
+        raise SourceError("features", "features must be {model: {task: [id of an uploaded features file, ...]}} "
+                                      "(ids as POST /api/v1/features answered)")
+    return rest, {"kind": "uploads", "files": {model: {task: list(ids) for task, ids in tasks.items()}
+                                               for model, tasks in files.items()}}
+
+
+class SourceError(ValueError):
+    """A malformed features source of a study body; `field` names it (HTTP 422)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def source_files(source: dict, model: str, task: str) -> list:
+    """The files of part (model, task) of a study's features source, in the order the part reads them: paths
+    (a folder's, sorted by name: pidcore.study.run.features_part's order) or upload sha256s."""
+    if source["kind"] == "dir":
+        from pathlib import Path
+
+        from pidcore.study.run import FEATURE_SUFFIXES
+
+        where = Path(source["path"]) / model / task
+        return sorted(path for path in where.glob("*") if path.suffix.lower() in FEATURE_SUFFIXES) \
+            if where.is_dir() else []
+    return list(source["files"].get(model, {}).get(task, []))
+
+
+def source_fingerprint(source: dict, request) -> str:
+    """What names a study's features: per part its files' names, sizes and modification times (a folder), or
+    their sha256s (uploads); a changed file makes a new study."""
+    parts = []
+    for model, task in parts_of(request):
+        files = source_files(source, model, task)
+        if source["kind"] == "dir":
+            files = [f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files]
+        parts.append(f"{model}/{task}:" + ",".join(files))
+    text = json.dumps({"kind": source["kind"], "path": source.get("path"), "parts": parts})
+    return "features-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _reusable(redis, names, index: int) -> tuple[dict, dict]:
@@ -154,8 +232,9 @@ def _reusable(redis, names, index: int) -> tuple[dict, dict]:
 def cancel(study_id: str) -> dict:
     """Stop a queued or running study: its state becomes "cancelled" at once; a queued part or shard that a
     worker takes up then does nothing, and a running one stops at its next progress step (within about a
-    second: every progress write checks the state). Finished parts stay (status shows them done) and
-    submitting the same study again resumes it with only the missing parts. A finished or failed study is
+    second: every progress write checks the state). Finished parts stay (status shows them done), and so do
+    the other parts' stored extractions, plans and landed analyses: submitting the same study again resumes
+    it with only what is missing (no extraction done twice). A finished or failed study is
     left as it is. KeyError if unknown."""
     _check_id(study_id)
     redis, names = client(), keys(study_id)
@@ -166,8 +245,9 @@ def cancel(study_id: str) -> dict:
         redis.hset(names["study"], mapping={"state": "cancelled", "message": "cancelled", "error": "",
                                             "updated_at": str(time.time())})
         redis.delete(names["study-progress"])
-        for index, _ in enumerate(parts_of(_request_of(redis, names))):
-            remove_features(study_id, index)
+        # the parts' stored extractions (whole runs, question shards), plans and landed analyses stay, so that
+        # submitting the study again reuses them (worker.feature_store keeps a cancelled study's folders for
+        # PIDFLOW_STUDY_RESUME_S, as a failed one's); a task still running stops at its next progress step
     return status(study_id)
 
 

@@ -313,6 +313,83 @@ def _merge_shards(study_id: str, attempt: str, index: int, request) -> None:
                 shutil.rmtree(folder / owner / f"s{shard}r{number}", ignore_errors=True)
 
 
+# -- a part from features files (bring your own activations: a server folder or uploaded files) ----------
+
+def _files_part(study_id: str, attempt: str, index: int, request, source: dict) -> dict:
+    """finish_part of part `index` from its features files, as pidcore.study.run.features_part makes it (the
+    first file's baseline; every file's knocked-out run under its window's key, named as the request plans
+    it), and the part's runs stored as references to those files (feature_store.file_reference, or an
+    upload's stored runs): nothing is copied, and the analyses read their layers in place."""
+    from pidcore.study.run import Run, finish_part, plan_runs
+    from worker.studies import source_files
+
+    model, task = parts_of(request)[index]
+    started = time.perf_counter()
+    found = _read_sources(source, model, task)
+    features, values = {}, {}
+    for name, item, baseline_value, knockout_value in found:
+        if "baseline" not in features:
+            features["baseline"], values["baseline"] = item.features, baseline_value
+        elif list(item.features.qids) != list(features["baseline"].qids):
+            raise ValueError(f"{name}: its questions differ from {found[0][0]}'s (every file of a part must hold "
+                             f"the same questions in the same order)")
+        if item.knockout is not None:
+            window = item.knockout.meta["knockout"]
+            key = Run("?", "fixed", {"edges": list(window["edges"]), "layers": list(window["layers"])}).key
+            features[key], values[key] = item.knockout, knockout_value
+    num_layers = features["baseline"].num_layers - 1
+    planned = {run.key: run for run in plan_runs(request, num_layers) if run.knockout is not None}
+    runs = [Run("baseline", "baseline")]
+    for key in features:
+        if key != "baseline":
+            spec = features[key].meta["knockout"]
+            runs.append(planned.get(key) or Run(f"{'+'.join(spec['edges'])}@{spec['layers'][0]}-{spec['layers'][1]}",
+                                                "fixed", {"edges": list(spec["edges"]), "layers": list(spec["layers"])}))
+    info = {"name": model, "source": "features files", "num_layers": num_layers,
+            "source_model": features["baseline"].meta.get("source_model")}
+    if source["kind"] == "dir":
+        info = {"name": model, "source": "features files", "folder": str(Path(source["path"]) / model / task),
+                "files": [path.name for path in source_files(source, model, task)], **info}
+    else:
+        info = {"name": model, "source": "uploaded features files", "files": [name for name, *_ in found], **info}
+    part = finish_part(request, model, task, features, model_info=info, runs=runs, questions_listed=False)
+    part["missing_runs"] = [run.name for run in planned.values() if run.key not in features]
+    stored = {f"{index}:run:{number}": values[key] for number, key in enumerate(features)}
+    stored[f"{index}:part"] = json.dumps({"runs": list(features), "model": info, "worker": None, "shards": None,
+                                          "extract_s": round(time.perf_counter() - started, 3), "files": True})
+    _alive(study_id, attempt)
+    client().hset(keys(study_id)["study-features"], mapping=stored)
+    return part
+
+
+def _read_sources(source: dict, model: str, task: str) -> list[tuple]:
+    """[(name, FeatureSet, baseline value, knockout value or None)] of a part's files, lazily read (layers
+    stay on disk); ValueError when the part has none or an upload is gone."""
+    from pidcore.features.files import read_features
+    from worker.studies import source_files
+    from worker.uploads import PREFIX as UPLOAD, UploadStore
+
+    files = source_files(source, model, task)
+    if not files:
+        where = (f"{Path(source['path']) / model / task}" if source["kind"] == "dir"
+                 else f"the study's features for {model} · {task}")
+        raise ValueError(f"no features files (.npz, .safetensors, .pt) in {where} for part {model} · {task}")
+    found = []
+    if source["kind"] == "dir":
+        for path in files:
+            item = read_features(path, lazy=True)
+            found.append((path.name, item, feature_store.file_reference(path, "baseline", item.sha256),
+                          feature_store.file_reference(path, "knockout", item.sha256) if item.knockout is not None
+                          else None))
+        return found
+    store = UploadStore(client())
+    for sha in files:
+        item = store.feature_set(sha)  # UploadMissing (a RuntimeError naming the file) when it is gone
+        baseline_value, knockout_value = client().hmget(UPLOAD + sha, ["features", "knockout"])
+        found.append((sha, item, baseline_value, knockout_value))
+    return found
+
+
 # -- the part's analyses on the cpu queue ---------------------------------------------------------------
 
 def _stored_part(study_id: str, index: int, request, plan: dict | None = None):
@@ -350,13 +427,20 @@ def _prepare(study_id: str, attempt: str, index: int) -> None:
     if job.get(f"plan:{index}") is None:
         _count_delivery(study_id, f"{index}:prepare", f"the plan of part {model} · {task}")
         started = time.perf_counter()
-        if not redis.hexists(names["study-features"], f"{index}:part"):
-            say(0.0, "merging the shards")
-            _merge_shards(study_id, attempt, index, request)
-        marker, features = _stored_part(study_id, index, request)
+        source = json.loads(job["source"]) if job.get("source") else None
+        if source is not None:  # bring your own activations: the part's files, read in place
+            say(0.0, "reading the features files")
+            part = _files_part(study_id, attempt, index, request, source)
+        else:
+            if not redis.hexists(names["study-features"], f"{index}:part"):
+                say(0.0, "merging the shards")
+                _merge_shards(study_id, attempt, index, request)
+            marker, features = _stored_part(study_id, index, request)
+            part = finish_part(request, model, task, features, model_info=marker["model"])
         say(0.0, "planning the analyses")
-        part = finish_part(request, model, task, features, model_info=marker["model"])
         plan = plan_part(request, model, task, part, layer_batch=WorkerSettings.from_env().layer_batch)
+        if part.get("missing_runs"):
+            plan["missing_runs"] = part["missing_runs"]
         plan["prepare_s"] = round(time.perf_counter() - started, 3)
         _alive(study_id, attempt)
         redis.hsetnx(names["study"], f"plan:{index}", json.dumps(plan))  # a redelivery keeps the first plan
@@ -435,6 +519,8 @@ def _assemble(study_id: str, attempt: str, index: int, request, plan: dict) -> N
     units = [json.loads(stored[str(unit).encode()]) for unit in range(len(plan["units"]))]
     marker, features = _stored_part(study_id, index, request, plan)
     records = assemble_part(request, model, task, plan, features, [unit["entries"] for unit in units])
+    if plan.get("missing_runs"):  # planned runs a features part has no file for (as features_part says)
+        records[-1]["missing_runs"] = plan["missing_runs"]
     analyze_s = plan.get("prepare_s", 0.0) + sum(unit["seconds"] for unit in units)  # worker-seconds
     timing = {"extract_s": marker["extract_s"], "analyze_s": round(analyze_s, 3),
               "plan_s": plan.get("prepare_s", 0.0), "units": len(units),

@@ -62,9 +62,9 @@ def test_a_deleted_running_analysis_and_a_failed_one_leave_no_files(start_worker
 
 def test_the_sweep_removes_only_what_nothing_needs(volume, client):
     """Folders of every kind, aged past the grace period: the heartbeat's sweep keeps queued and running
-    jobs and studies, a failed study's within PIDFLOW_STUDY_RESUME_S, uploads with keys, young folders and
-    names that are not the store's; it removes expired, deleted, finished and failed jobs' folders, and
-    studies' that finished, were cancelled, are gone or failed before the resume period."""
+    jobs and studies, a failed or cancelled study's within PIDFLOW_STUDY_RESUME_S, uploads with keys, young
+    folders and names that are not the store's; it removes expired, deleted, finished and failed jobs' folders,
+    and studies' that finished, are gone, or failed or were cancelled before the resume period."""
     client.flushdb()
     now = time.time()
     job = {name: (name * 32)[:32] for name in ("a", "b", "c", "d", "e")}
@@ -73,12 +73,13 @@ def test_the_sweep_removes_only_what_nothing_needs(volume, client):
     client.hset(f"pidflow:job:{job['c']}", mapping={"state": "failed", "attempt": "1"})
     client.hset(f"pidflow:job:{job['d']}", mapping={"state": "succeeded", "attempt": "1"})
     # job e: its keys expired (or it was deleted)
-    study = {name: (name * 32)[:32] for name in ("1", "2", "3", "4", "5", "6")}
+    study = {name: (name * 32)[:32] for name in ("1", "2", "3", "4", "5", "6", "7")}
     client.hset(f"pidflow:study:{study['1']}", mapping={"state": "running", "updated_at": str(now - 10**7)})
     client.hset(f"pidflow:study:{study['2']}", mapping={"state": "failed", "updated_at": str(now - 3600)})
     client.hset(f"pidflow:study:{study['3']}", mapping={"state": "failed", "updated_at": str(now - 8 * 86400)})
     client.hset(f"pidflow:study:{study['4']}", mapping={"state": "succeeded", "updated_at": str(now)})
     client.hset(f"pidflow:study:{study['5']}", mapping={"state": "cancelled", "updated_at": str(now)})
+    client.hset(f"pidflow:study:{study['7']}", mapping={"state": "cancelled", "updated_at": str(now - 8 * 86400)})
     # study 6: gone
     upload = "f" * 64
     client.hset(f"pidflow:upload:{upload}", "info", "{}")
@@ -91,13 +92,13 @@ def test_the_sweep_removes_only_what_nothing_needs(volume, client):
     young = "9" * 32  # no key, but written a moment ago (a job being created, say)
     (volume / young).mkdir()
     removed = Heartbeat(client, "sweeper", ttl_s=3).sweep()
-    kept = {job["a"], job["b"], f"{study['1']}p0", f"{study['1']}p3", f"{study['2']}p0", FILES_PREFIX + upload,
-            "lost+found", "notes", young}
+    kept = {job["a"], job["b"], f"{study['1']}p0", f"{study['1']}p3", f"{study['2']}p0", f"{study['5']}p0",
+            FILES_PREFIX + upload, "lost+found", "notes", young}
     assert sorted(p.name for p in volume.iterdir()) == sorted(kept)
     assert sorted(removed) == sorted({*names, young} - kept)
     # the resume period is a setting: at an hour, the failed study of an hour ago goes too
     resume = feature_store.FeatureStoreSettings(directory=volume, resume_s=3000)
-    assert feature_store.sweep(client, resume) == [f"{study['2']}p0"]
+    assert feature_store.sweep(client, resume) == [f"{study['2']}p0"]  # the study cancelled just now stays
     assert feature_store.FeatureStoreSettings.from_env({"PIDFLOW_STUDY_RESUME_S": "60"}).resume_s == 60
     assert feature_store.FeatureStoreSettings.from_env({}).resume_s == 7 * 86400
 
@@ -121,21 +122,23 @@ def test_a_live_studys_folder_survives_the_sweep(start_worker, volume, client):
     assert _files(volume) == [], "a finished study's folders are removed"
 
 
-def test_a_cancelled_running_study_leaves_no_files(start_worker, volume, client):
-    """DELETE of a running study (worker.studies.cancel, through the service): its stored shards go at once;
-    what a task still running writes before it stops goes at the sweep."""
+def test_a_cancelled_running_study_keeps_its_extraction_for_a_resume(start_worker, volume, client):
+    """DELETE of a running study (worker.studies.cancel, through the service): the shards stored so far stay
+    (a re-run reuses them: tests/worker/test_study_resume.py), kept by the sweep for PIDFLOW_STUDY_RESUME_S
+    as a failed study's, and removed by it after that period."""
     client.flushdb()
     worker = start_worker("study-cancelled", PIDFLOW_FEATURE_DIR=str(volume), PIDFLOW_EXTRACT_SHARD="16",
                           **NO_PRELOAD)
     service = AnalysisService(Settings(redis_url=os.environ["REDIS_URL"]))
     study_id = studies.submit(dict(STUDY))["id"]
-    _until(lambda: (volume / f"{study_id}p0").is_dir() and _files(volume / f"{study_id}p0"), 120,
-           "a shard stored as files", poll_s=0.01)
+    _until(lambda: any((volume / f"{study_id}p0").glob("s*r*/manifest.json")), 120, "a shard stored as files",
+           poll_s=0.01)
     assert service.cancel_study(study_id)["state"] == "cancelled"
     _until(lambda: "skipped (cancelled, deleted, restarted or finished)" in worker.log(), 60, "the task to stop")
-    # the cancel removed the shards stored so far; the shard in flight may have written its own after it
-    # (it stops at its next step): the sweep takes those, a cancelled study being no live one
     left = _files(volume)
-    assert all(name.startswith(f"{study_id}p0/") for name in left), left
-    assert set(feature_store.sweep(client, grace_s=-1)) <= {f"{study_id}p0"}
+    assert any(name.endswith("manifest.json") for name in left) and all(name.startswith(f"{study_id}p0/") for name in left), left
+    assert feature_store.sweep(client, grace_s=-1) == [], "kept within the resume period"
+    assert _files(volume) == left
+    expired = feature_store.FeatureStoreSettings(directory=volume, resume_s=0)
+    assert feature_store.sweep(client, expired, grace_s=-1) == [f"{study_id}p0"]
     assert _files(volume) == [] and not any(volume.iterdir())

@@ -71,3 +71,47 @@ def test_a_failed_part_says_why_and_a_rerun_runs_only_what_is_missing(sent, clie
     assert sorted(k for k in state if k.startswith("deliveries:1:unit:")) == [f"deliveries:1:unit:{u}" for u in (1, 2, 3, 4)]
     assert studies.status(study_id)["state"] == "succeeded"
     _same_report(studies.report(study_id), _reference(STUDY))
+
+
+@pytest.mark.parametrize("shard", ["0", "16"])
+def test_a_rerun_after_a_cancel_reuses_the_stored_extraction(sent, client, monkeypatch, shard):  # noqa: F811
+    """DELETE /api/v1/studies/{id} (worker.studies.cancel) once part 0 is extracted, planned and one of its
+    analyses landed, before part 1 started: submitting the study again extracts only part 1 (part 0's stored
+    runs, whole or merged from shards, its plan and its landed analysis are reused) and the report equals
+    run_study."""
+    import pidcore.study.run as study_run
+
+    monkeypatch.setenv("PIDFLOW_EXTRACT_SHARD", shard)
+    monkeypatch.setenv("PIDFLOW_LAYER_BATCH", "3")
+    real, extracted = study_run.extract_questions, []
+
+    def counted(request, model, task, *args, **kwargs):
+        extracted.append((task, args[:2]))
+        return real(request, model, task, *args, **kwargs)
+
+    monkeypatch.setattr(study_run, "extract_questions", counted)
+    study_id = studies.submit(dict(STUDY))["id"]
+    queued_part_1 = [message for message in sent if message[1][2] == 1]
+    sent[:] = [message for message in sent if message[1][2] == 0]
+    while not client.hlen(studies.layers_key(study_id, 0)):  # part 0 until its first analysis has landed
+        name, args = sent.pop(0)
+        BODIES[name](*args)
+    assert client.hlen(studies.layers_key(study_id, 0)) == 1 and sent, "part 0 has analyses left"
+    first = len(extracted)
+    assert {task for task, _ in extracted} == {"shape"} and first == (1 if shard == "0" else 3)
+    assert studies.cancel(study_id)["state"] == "cancelled"
+    sent.clear()
+    assert queued_part_1  # never run: part 1 is extracted only by the re-run
+
+    again = studies.submit(dict(STUDY))
+    assert again["id"] == study_id and again["state"] == "queued"
+    ran = _drain(sent)
+    assert {task for task, _ in extracted[first:]} == {"color"}, "part 0 was not extracted again"
+    assert len(extracted) - first == first
+    state = {k.decode(): v.decode() for k, v in client.hgetall(studies.keys(study_id)["study"]).items()}
+    assert state["attempt"] == "2" and "deliveries:0" not in state, "part 0's extraction task found its runs stored"
+    assert "deliveries:0:prepare" not in state, "part 0's plan was kept"
+    assert "deliveries:0:unit:0" not in state, "part 0's landed analysis was kept"
+    assert ran.count(studies.STUDY_FINALIZE) == 1
+    assert studies.status(study_id)["state"] == "succeeded"
+    _same_report(studies.report(study_id), _reference(STUDY))
