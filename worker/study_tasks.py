@@ -345,13 +345,12 @@ def _files_part(study_id: str, attempt: str, index: int, request, source: dict) 
             spec = features[key].meta["knockout"]
             runs.append(planned.get(key) or Run(f"{'+'.join(spec['edges'])}@{spec['layers'][0]}-{spec['layers'][1]}",
                                                 "fixed", {"edges": list(spec["edges"]), "layers": list(spec["layers"])}))
-    info = {"name": model, "source": "features files", "num_layers": num_layers,
-            "source_model": features["baseline"].meta.get("source_model")}
-    if source["kind"] == "dir":
+    depth = {"num_layers": num_layers, "source_model": features["baseline"].meta.get("source_model")}
+    if source["kind"] == "dir":  # as features_part describes it
         info = {"name": model, "source": "features files", "folder": str(Path(source["path"]) / model / task),
-                "files": [path.name for path in source_files(source, model, task)], **info}
+                "files": [path.name for path in source_files(source, model, task)], **depth}
     else:
-        info = {"name": model, "source": "uploaded features files", "files": [name for name, *_ in found], **info}
+        info = {"name": model, "source": "uploaded features files", "files": [name for name, *_ in found], **depth}
     part = finish_part(request, model, task, features, model_info=info, runs=runs, questions_listed=False)
     part["missing_runs"] = [run.name for run in planned.values() if run.key not in features]
     stored = {f"{index}:run:{number}": values[key] for number, key in enumerate(features)}

@@ -7,6 +7,7 @@ A study runs on the Celery workers (worker/studies.py); the page is the report's
 from __future__ import annotations
 
 import html
+import math
 from contextlib import contextmanager
 from typing import Annotated, Literal
 
@@ -181,7 +182,20 @@ def _report_as(request: Request, study_id: str, format: str) -> Response:  # noq
 
         return HTMLResponse(to_html(document, plotly_js=plotly_js()), headers={
             "Content-Disposition": f'attachment; filename="pidflow-study-{study_id}.html"'})
-    return JSONResponse(document, headers={"Content-Disposition": f'inline; filename="pidflow-study-{study_id}.json"'})
+    return JSONResponse(finite(document),
+                        headers={"Content-Disposition": f'inline; filename="pidflow-study-{study_id}.json"'})
+
+
+def finite(value):
+    """The report with NaN and infinities as null: JSON has no such numbers (a study of features files without
+    answers has no accuracy or probability of the answer, NaN in the report as the workers store it)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return value
 
 
 def _progress_page(info: dict) -> str:

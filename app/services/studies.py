@@ -34,10 +34,11 @@ class Studies(Analyses):
         back); open, the study id. The token's write was counted by the caller (API or dashboard)."""
         from worker import studies
 
-        request = self._call(self.validate_study, body)
+        request = self._call(self.validate_study, body, token)
+        source = self.study_source(body, token, request)  # features files instead of extraction, if named
         if token is not None:
             self._check_quota(token)
-        info = self._call(studies.submit, request.to_dict())
+        info = self._call(studies.submit, {**request.to_dict(), **source})
         shown = self._call(self._study_handle, info["id"], token) or info["id"]
         if self.settings.hosted and token is not None:
             self._call(self.redis.sadd, HOLDERS_PREFIX + info["id"], _token_key(token))

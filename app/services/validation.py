@@ -52,34 +52,108 @@ class Validation(Catalogue):
             return
         analysis.AnalysisRequest.from_dict(dict(request))
 
-    def validate_study(self, body: Any):
+    def validate_study(self, body: Any, token: str | None = None):
         """A study request through the same gate as an analysis: its shape (pidcore.study.run.StudyRequest, every
         problem listed), then per model the allow-list and the model cache, the server's bounds on the fields
         it shares with an analysis (questions, bootstrap, dims, tasks) and on its windows, the dataset, and
         the feasibility of every part (app.precheck.check_study: estimable at this n, windows inside the
-        model). Returns the StudyRequest; ValueError (Refused naming its field) otherwise."""
+        model). A study of features files (`features_dir` or `features`: study_source) names its parts'
+        folders, not configured models: the bounds apply, and its source is checked instead of the models and
+        the dataset. Returns the StudyRequest; ValueError (Refused naming its field) otherwise."""
         from app.precheck import check_study, field_of
         from pidcore.study.run import StudyRequest
 
         if not isinstance(body, dict):
             raise Refused(None, "the request body must be a JSON object")
+        rest, source = self._split_source(body)
         try:
-            study = StudyRequest.from_dict(body)
+            study = StudyRequest.from_dict(rest)
         except ValueError as exc:
             first = str(exc).removeprefix("invalid study request: ").split("; ")[0]
             raise Refused(field_of(first), str(exc)) from exc
-        for model in study.models:
-            self._admit_model(model, "models", is_features_model(model))
+        if source is None:
+            for model in study.models:
+                self._admit_model(model, "models", is_features_model(model))
         self.check_bounds({"n_questions": study.n_questions, "bootstrap": study.bootstrap, "dims": list(study.dims),
                            "tasks": list(study.tasks)}, per="study")
         if len(study.knockouts) > MAX_STUDY_WINDOWS:
             raise Refused("knockouts", f"{len(study.knockouts)} fixed knockout windows exceed this server's limit of "
                                        f"{MAX_STUDY_WINDOWS} per study")
+        if source is not None:
+            self.study_source(body, token, study)
+            return study
         for model in study.models:
             self._check_cached(model, "models", False)
         self._validate_dataset({"dataset": study.dataset, "tasks": list(study.tasks), "split": study.split})
         check_study(study, describe=self._describe_model)
         return study
+
+    @staticmethod
+    def _split_source(body: dict) -> tuple[dict, dict | None]:
+        from worker.studies import SourceError, split_source
+
+        try:
+            return split_source(body)
+        except SourceError as exc:
+            raise Refused(exc.field, str(exc)) from exc
+
+    def study_source(self, body: dict, token: str | None, study=None) -> dict:
+        """The fields naming a study's features files, as the workers take them ({} for a study that
+        extracts): `features_dir`, a folder on this server holding <model>/<task>/ files (open servers only:
+        a hosted server reads no server paths, its tokens upload their files), or `features`, {model: {task:
+        [upload ids]}} resolved to the files' sha256s (hosted: only the token's own uploads, by its handles or
+        the sha256s of files it uploaded). Refused naming the field when a part has no files."""
+        _, source = self._split_source(body)
+        if source is None:
+            return {}
+        if study is None:
+            from pidcore.study.run import StudyRequest
+
+            study = StudyRequest.from_dict(self._split_source(body)[0])
+        parts = [(model, task) for model in study.models for task in study.tasks]
+        if source["kind"] == "dir":
+            if self.settings.hosted:
+                raise Refused("features_dir", "a hosted server reads no server folders: upload the features files "
+                                              "(POST /api/v1/features) and name them in `features` "
+                                              "({model: {task: [id, ...]}})")
+            from worker.studies import source_files
+
+            for model, task in parts:
+                if not source_files(source, model, task):
+                    raise Refused("features_dir", f"no features files (.npz, .safetensors, .pt) for part {model} · "
+                                                  f"{task} in features_dir (expected <features_dir>/{model}/{task}/)")
+            return {"features_dir": source["path"]}
+        files = source["files"]
+        missing = [f"{model} · {task}" for model, task in parts if not files.get(model, {}).get(task)]
+        extra = [f"{model} · {task}" for model, tasks in files.items() for task in tasks if (model, task) not in parts]
+        if missing or extra:
+            raise Refused("features", "features must name files for every part of the study (models x tasks) and "
+                                      "no other: " + "; ".join(
+                                          ([f"none for {', '.join(missing)}"] if missing else []) +
+                                          ([f"{', '.join(extra)} not in the study"] if extra else [])))
+        resolved = {}
+        for model, tasks in files.items():
+            resolved[model] = {task: [self._upload_sha(features_id, token) for features_id in ids]
+                               for task, ids in tasks.items()}
+        return {"features": resolved}
+
+    def _upload_sha(self, features_id: str, token: str | None) -> str:
+        """The sha256 of an uploaded file a study names; hosted: only a file this token uploaded."""
+        from app.uploads import _owner
+
+        try:
+            info = self._call(self.uploads.info, features_id)
+        except KeyError as exc:
+            raise Refused("features", f"{exc.args[0]}: upload it first (POST /api/v1/features)") from exc
+        sha = info["sha256"]
+        if self.settings.hosted:
+            resolved = self._call(self.uploads.store.resolve, features_id)
+            owner = _owner(token) if token else None
+            if owner is None or (resolved is not None and resolved[1] != owner) or \
+                    owner not in self._call(self.uploads.store.owners, sha):
+                raise Refused("features", f"unknown features file {features_id!r} for this token: name the ids "
+                                          f"your own uploads were given")
+        return sha
 
     def _admit_model(self, model: Any, field: str, features: bool) -> None:
         """Refused unless the model is configured here (PIDFLOW_MODELS) or an uploaded features file."""
