@@ -33,6 +33,10 @@ def _cases():
         "all constant": np.full((10, 3), 2.5),
         "constant beside others": np.c_[np.ones(30), rng.standard_normal(30), np.r_[np.zeros(29), 1.0]],
         "signed zeros": np.array([[0.0], [-0.0], [1.0], [-1.0], [0.0]]),
+        # distinct float64 values that float32 rounds together (the sort's keys): no false ties
+        "closer than float32": np.c_[1.0 + 1e-12 * rng.permutation(50), 1e-3 * rng.integers(0, 4, 50) + 1e-13 * np.arange(50)],
+        "large integers": rng.integers(2**40, 2**40 + 8, (30, 2)) * 3 + np.arange(30)[:, None] % 2,
+        "more columns than a block": np.round(rng.standard_normal((90, 700)), 1),
         "two rows": rng.standard_normal((2, 3)),
         "one row": rng.standard_normal((1, 3)),
     }
