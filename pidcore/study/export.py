@@ -220,6 +220,8 @@ def findings_html(report: dict) -> str:
         parts.append(f"<p class='note'>Not tested by this study: {html.escape('; '.join(found['not_tested']))}.</p>")
     parts += [f"<p class='disagree'>{html.escape(note['model'])} · {html.escape(note['task'])}: "
               f"{html.escape(note['text'])}</p>" for note in found["disagreements"]]
+    parts += [f"<p class='caution'><b>Caution</b>, {html.escape(c['model'])} · {html.escape(c['task'])} · "
+              f"{html.escape(c['recipe'])}: {html.escape(c['text'])}</p>" for c in found.get("cautions") or []]
     return ("<h2>What the study found</h2><p class='note'>The seed paper's claims as tests, per recipe: "
             "<b>supported</b> when the 95% interval lies where the claim says, <b>not supported</b> when it lies "
             "wholly outside, <b>inconclusive at this n</b> when it straddles the line (or the study has no "
@@ -241,7 +243,7 @@ def _back(back: tuple[str, str] | None) -> str:
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 .verdict{font-weight:600;padding:0 4px;border-radius:3px}.verdict.supported{color:#fff;background:#009E73}
 .verdict.not-supported{color:#fff;background:#D55E00}.verdict.inconclusive{background:#eee;color:#444}
-.verdict.not-tested{color:#888}.disagree{font-size:13px;color:#444}ul.claims{font-size:13px}
+.verdict.not-tested{color:#888}.disagree{font-size:13px;color:#444}.caution{font-size:13px;color:#8a4b00}ul.claims{font-size:13px}
 table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:nth-child(-n+3){text-align:left}small{color:#666}
 h2{margin-top:32px}.note{color:#555;font-size:13px}

@@ -24,6 +24,7 @@ from pidcore import __version__
 from pidcore.extract.edges import EDGES
 from pidcore.pipeline.analysis import AnalysisRequest, _adapter, _is_int, analyze_layers
 from pidcore.pipeline.effects import add_intervals, knockout_effects
+from pidcore.study.checks import target_clusters
 
 SCHEMA = "pidflow.study/1"
 TERMS = ("redundancy", "unique_vision", "unique_language", "synergy")
@@ -380,7 +381,8 @@ def finish_part(request: StudyRequest, model: str, task: str, features: dict, mo
     features, keep = select_part(request, features)
     part = {"runs": runs, "features": features, "model": model_info, "n_asked": n_asked,
             "n_correct": n_correct, "n_listed": study_questions(request, task)[1] if questions_listed else None,
-            "sweep": sweep_used(request, num_layers), "keep": keep}
+            "sweep": sweep_used(request, num_layers), "keep": keep,
+            "target_clusters": target_clusters(features["baseline"])}
     if "seed" in request.recipes:
         part["seed_dims"] = seed_dims(features["baseline"], request.seed_variance, request.bootstrap)
     return part
@@ -411,7 +413,7 @@ def plan_part(request: StudyRequest, model: str, task: str, part: dict, layer_ba
     return {"runs": [run.to_dict() for run in part["runs"]], "keys": keys, "keep": part.get("keep"),
             "n_asked": part["n_asked"], "n_correct": part["n_correct"], "n_listed": part.get("n_listed"),
             "sweep": part.get("sweep"), "seed_dims": part.get("seed_dims"), "model": part["model"],
-            "gaussianization": plans, "differ": differ, "units": units}
+            "target_clusters": part.get("target_clusters"), "gaussianization": plans, "differ": differ, "units": units}
 
 
 def _unit_analysis(request: StudyRequest, model: str, task: str, plan: dict, recipe: str, key: str) -> AnalysisRequest:
@@ -453,7 +455,7 @@ def assemble_part(request: StudyRequest, model: str, task: str, plan: dict, feat
         records.append(analysis_record(model, task, recipe, key, analysis, features[key], entries))
     runs = [Run(run["name"], run["kind"], run["knockout"], run["centre"]) for run in plan["runs"]]
     part = {"runs": runs, "features": features, "model": plan["model"], **{name: plan.get(name) for name in (
-        "n_asked", "n_correct", "n_listed", "seed_dims", "sweep")}}
+        "n_asked", "n_correct", "n_listed", "seed_dims", "sweep", "target_clusters")}}
     records.append(part_record(model, task, part))
     return records
 
@@ -792,7 +794,7 @@ def part_record(model: str, task: str, part: dict) -> dict:
             "n_kept": int(part["features"]["baseline"].n),
             "n_listed": part.get("n_listed"),
             "seed_dims": part.get("seed_dims"), "model_info": part["model"],
-            "sweep": part.get("sweep"),
+            "sweep": part.get("sweep"), "target_clusters": part.get("target_clusters"),
             **({"missing_runs": part["missing_runs"]} if part.get("missing_runs") else {})}
 
 

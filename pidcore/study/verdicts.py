@@ -302,6 +302,15 @@ def findings(report: dict, analyses: dict) -> dict:
             cuts = [k for k in report["knockouts"] if k["kind"] == "seed_cut" and k["model"] == model
                     and k["recipe"] == recipe]
             cut_rows.append({"model": model, "recipe": recipe, "claim": claim_e(cuts)})
+    from pidcore.study.checks import answer_bound_caution
+
+    clusters = {(part["model"], part["task"]): part.get("target_clusters") for part in report["parts"]}
+    cautions = []
+    for head in report["headline"]:  # totals above what the answer can carry (pidcore.study.checks)
+        base = analyses[(head["model"], head["task"], head["recipe"], "baseline")]["layers"]
+        said = answer_bound_caution(base, clusters.get((head["model"], head["task"])), head["dims"][2])
+        if said:
+            cautions.append({"model": head["model"], "task": head["task"], "recipe": head["recipe"], **said})
     notes = []
     for model in request["models"]:
         for task in request["tasks"]:
@@ -309,7 +318,7 @@ def findings(report: dict, analyses: dict) -> dict:
             if said:
                 notes.append({"model": model, "task": task, "text": said})
     return {"claims": dict(CLAIMS), "baseline": rows, "correlations": pairs, "cut": cut_rows,
-            "disagreements": notes,
+            "disagreements": notes, "cautions": cautions,
             "not_tested": ([] if len(request["models"]) > 1 else ["d: one model"])
             + ([] if request.get("seed_cut") else ["e: no image->question cut"])}
 
@@ -352,4 +361,6 @@ def summary_lines(found: dict) -> list[str]:
         lines.append(f"(e) {row['model']} · {row['recipe']}: {claim_text(claim)}{ranked}")
     for note in found["disagreements"]:
         lines.append(f"{note['model']} · {note['task']}: {note['text']}")
+    for caution in found.get("cautions") or []:
+        lines.append(f"caution, {caution['model']} · {caution['task']} · {caution['recipe']}: {caution['text']}")
     return lines
