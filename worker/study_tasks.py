@@ -33,7 +33,13 @@ from worker.studies import (
 log = logging.getLogger("pidflow.worker")
 PROGRESS_EVERY_S = 0.25
 MAX_DELIVERIES = 4  # a part started this often (its worker lost each time) fails the study
-EXTRACT_END = 0.3  # a part's bar: extraction up to here, then its analyses
+
+
+def _extract_end(request) -> float:
+    """A part's bar: extraction up to here, then its analyses (measured stage costs: pidcore.study.progress)."""
+    from pidcore.study.progress import extract_share
+
+    return extract_share(request)
 
 
 class StudyGone(Exception):
@@ -138,7 +144,7 @@ def _store_part(study_id: str, attempt: str, index: int, request, worker: str) -
     from pidcore.study.run import extract_questions
 
     model, task = parts_of(request)[index]
-    say = _progress(study_id, attempt, index, _label(request, index), 0.0, EXTRACT_END)
+    say = _progress(study_id, attempt, index, _label(request, index), 0.0, _extract_end(request))
     started = time.perf_counter()
     owner = features_owner(study_id, index)
     with _spill(owner) as (folder, dtype):
@@ -239,7 +245,7 @@ def _store_shard(study_id: str, attempt: str, index: int, shard: int, start: int
     landed = sum(value is not None for value in client().hmget(names["study-features"],
                                                                 [f"{index}:{number}" for number in range(total)]))
     # one shard's share of the part's extraction, after the shards already stored
-    say = _progress(study_id, attempt, index, label, EXTRACT_END * landed / total, EXTRACT_END * (landed + 1) / total)
+    say = _progress(study_id, attempt, index, label, _extract_end(request) * landed / total, _extract_end(request) * (landed + 1) / total)
     owner, marker = features_owner(study_id, index), f"{index}:{shard}"
     with _spill(owner) as (folder, dtype):
         features, info = extract_questions(request, model, task, start, stop, with_model=True,
@@ -268,7 +274,7 @@ def _shard(study_id: str, attempt: str, index: int, shard: int, start: int, stop
     total = len(json.loads(redis.hget(names["study"], f"shards:{index}")))
     stored = redis.hmget(names["study-features"], [f"{index}:{number}" for number in range(total)])
     landed = sum(value is not None for value in stored)
-    _progress(study_id, attempt, index, _label(request, index))(EXTRACT_END * landed / total,
+    _progress(study_id, attempt, index, _label(request, index))(_extract_end(request) * landed / total,
                                                                  f"{landed}/{total} shards extracted")
     if landed < total:
         return
@@ -422,7 +428,7 @@ def _prepare(study_id: str, attempt: str, index: int) -> None:
     if redis.hexists(names["study-parts"], str(index)):
         return _maybe_finalize(study_id, attempt, request)
     model, task = parts_of(request)[index]
-    say = _progress(study_id, attempt, index, _label(request, index), EXTRACT_END, EXTRACT_END)
+    say = _progress(study_id, attempt, index, _label(request, index), _extract_end(request), _extract_end(request))
     if job.get(f"plan:{index}") is None:
         _count_delivery(study_id, f"{index}:prepare", f"the plan of part {model} · {task}")
         started = time.perf_counter()
@@ -470,7 +476,7 @@ def _analyze(study_id: str, attempt: str, index: int, unit: int) -> None:
         model, task = parts_of(request)[index]
         recipe, key, layers = plan["units"][unit]
         _count_delivery(study_id, f"{index}:unit:{unit}", f"analysis {recipe} {key} of part {model} · {task}")
-        say = _progress(study_id, attempt, index, _label(request, index), EXTRACT_END, 1.0)
+        say = _progress(study_id, attempt, index, _label(request, index), _extract_end(request), 1.0)
         last = [0.0]
 
         def step(fraction: float, message: str) -> None:

@@ -40,13 +40,29 @@ def study_view(info: dict) -> html.Div:
         html.Tbody([html.Tr([html.Td(p["model"]), html.Td(p["task"]), html.Td(f"{100 * p['progress']:.0f}%"),
                              html.Td(p.get("message") or "")]) for p in info["parts"]])])
     error = [html.P(info["error"], className="error")] if info.get("error") else []
+    left = study_time_left(info)
     return html.Div([
-        html.P([html.B(f"Study {info['id']}"), f": {info['state']}, {100 * info['progress']:.0f}%"],
-               className="study-state"),
+        html.P([html.B(f"Study {info['id']}"), f": {info['state']}, {100 * info['progress']:.0f}%"]
+               + ([f", {left} left (at the pace so far; progress weighted by each stage's measured cost)"]
+                  if left else []), className="study-state"),
         *error, parts,
         html.P(_separated([html.A(label, href=url, className="study-link") for label, url in links.items()]),
                className="study-links"),
     ])
+
+
+def study_time_left(info: dict, now: float | None = None) -> str:
+    """'about 3 min' left of a running study, from its cost-weighted progress and the time since it was
+    created (pidcore.study.progress.eta_seconds); '' when not running or too early to tell."""
+    import time
+
+    from pidcore.pipeline.costs import describe_seconds
+    from pidcore.study.progress import eta_seconds
+
+    if info.get("state") != "running" or not info.get("created_at"):
+        return ""
+    left = eta_seconds(float(info.get("progress") or 0.0), (now or time.time()) - float(info["created_at"]))
+    return describe_seconds(left) if left is not None else ""
 
 
 def _separated(items: list) -> list:

@@ -628,13 +628,20 @@ def _reporter(progress):
         return progress, lambda: None
     from tqdm.auto import tqdm
 
+    from pidcore.pipeline.costs import describe_seconds
+    from pidcore.study.progress import eta_seconds
+
+    # the whole bar's time left from the cost-weighted fraction (pidcore.study.progress), not tqdm's rate
     whole = tqdm(total=100, desc="study", unit="%", position=0,
-                 bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} so far, about {remaining} left]")
+                 bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} so far{postfix}]")
     current = tqdm(total=100, desc="part", unit="%", position=1,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+    began = time.perf_counter()
 
     def report(overall, part, fraction, message):
         whole.n = round(100 * overall)
+        left = eta_seconds(overall, time.perf_counter() - began)
+        whole.set_postfix_str(f"{describe_seconds(left)} left" if left is not None else "", refresh=False)
         whole.refresh()
         current.set_description_str(part, refresh=False)
         current.n = round(100 * fraction)
@@ -650,17 +657,21 @@ def run_part(request: StudyRequest, model: str, task: str, progress=None, featur
     """One (model, task) of a study: its extraction (or its features files, `features_dir`: features_part)
     and every recipe's analysis of every distinct run.
     {"records": [...], "model": describe(), "extract_s", "analyze_s"}; progress(fraction, message)."""
+    from pidcore.study.progress import extract_share
+
     say = progress or (lambda fraction, message: None)
     say(0.0, "extracting" if features_dir is None else "reading features files")
+    # the part's bar weighted by measured stage costs (pidcore.study.progress): extraction, then the analyses
+    share = extract_share(request) if features_dir is None else 0.02
     start = time.perf_counter()
     if features_dir is not None:
         part = features_part(request, model, task, features_dir)
     else:
-        part = extract_part(request, model, task, progress=lambda fraction, message: say(0.3 * fraction,
+        part = extract_part(request, model, task, progress=lambda fraction, message: say(share * fraction,
                                                                                           f"extract: {message}"))
     extract_s = time.perf_counter() - start
-    done = analyse_part(request, model, task, part, progress=lambda fraction, message: say(0.3 + 0.7 * fraction,
-                                                                                            message))
+    done = analyse_part(request, model, task, part,
+                        progress=lambda fraction, message: say(share + (1 - share) * fraction, message))
     say(1.0, "done")
     return {**done, "extract_s": extract_s}
 
@@ -669,26 +680,34 @@ def analyse_part(request: StudyRequest, model: str, task: str, part: dict, progr
     """Every recipe's analysis of every distinct run of an extracted part (finish_part):
     {"records": [...], "model": describe(), "analyze_s"}; progress(fraction, message)."""
     from pidcore.pipeline.analysis import differing_layers, gaussianization_plan, reuse_identical_layers
+    from pidcore.study.progress import analysis_cost
 
     say = progress or (lambda fraction, message: None)
     # per recipe: its baseline first, whose Gaussianization plan every run of the recipe shares; a knockout
     # run analyses only its layers that differ from the baseline's and takes the others' entries exactly
     analyses = sorted(part_analyses(request, model, task, part), key=lambda item: item[1] != "baseline")
     features = part["features"]
-    plans, baselines = {}, {}
-    records, start = [], time.perf_counter()
+    start = time.perf_counter()
+    say(0.0, "planning the Gaussianization")
+    plans = {recipe: gaussianization_plan(features["baseline"], analysis)
+             for recipe, key, analysis in analyses if key == "baseline"}
+    differ = {key: (list(range(features["baseline"].num_layers)) if key == "baseline"
+                    else differing_layers(features["baseline"], features[key])) for _, key, _ in analyses}
+    # each analysis's share of the bar: its measured cost (layers to analyse, bootstrap, flows per its plan)
+    costs = [analysis_cost(len(differ[key]), analysis.bootstrap, plans[recipe].flows, features[key].n) + 1e-3
+             for recipe, key, analysis in analyses]
+    bounds = np.concatenate([[0.0], np.cumsum(costs) / sum(costs)])
+    baselines, records = {}, []
     for number, (recipe, key, analysis) in enumerate(analyses):
-        lo, hi = number / len(analyses), (number + 1) / len(analyses)
+        lo, hi = float(bounds[number]), float(bounds[number + 1])
 
         def step(fraction, message, lo=lo, hi=hi, label=f"{recipe} {key}"):
             say(lo + (hi - lo) * fraction, f"{label}: {message}")
-        if recipe not in plans:
-            plans[recipe] = gaussianization_plan(features["baseline"], analysis)
         if key == "baseline":
             entries = analyze_layers(features[key], analysis, progress=step, plan=plans[recipe])
             baselines[recipe] = entries
         else:
-            layers = differing_layers(features["baseline"], features[key])
+            layers = differ[key]
             entries = analyze_layers(features[key], analysis, progress=step, plan=plans[recipe],
                                      layers=layers) if layers else []
             entries = reuse_identical_layers(features["baseline"], features[key], baselines[recipe], entries)
