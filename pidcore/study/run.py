@@ -628,19 +628,22 @@ def _reporter(progress):
         return progress, lambda: None
     from tqdm.auto import tqdm
 
-    from pidcore.pipeline.costs import describe_seconds
-    from pidcore.study.progress import eta_seconds
+    from pidcore.pipeline.costs import describe_seconds, eta_seconds
 
     # the whole bar's time left from the cost-weighted fraction (pidcore.study.progress), not tqdm's rate
     whole = tqdm(total=100, desc="study", unit="%", position=0,
                  bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} so far{postfix}]")
     current = tqdm(total=100, desc="part", unit="%", position=1,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-    began = time.perf_counter()
+    first: list = []  # (time, progress) of the first report past 0: the pace counts from there (imports and
+                      # the first model load come before it), once 5% more is done
 
     def report(overall, part, fraction, message):
         whole.n = round(100 * overall)
-        left = eta_seconds(overall, time.perf_counter() - began)
+        now = time.perf_counter()
+        if not first and overall > 0:
+            first.append((now, overall))
+        left = eta_seconds(overall, now - first[0][0], None, since_progress=first[0][1]) if first else None
         whole.set_postfix_str(f"{describe_seconds(left)} left" if left is not None else "", refresh=False)
         whole.refresh()
         current.set_description_str(part, refresh=False)
