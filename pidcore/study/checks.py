@@ -66,8 +66,9 @@ def answer_bound_caution(layers: list[dict], clusters: dict | None, target_dims:
     top = max(over, key=lambda layer: float(layer["total"]))
     k = clusters["answers"]
     kept = f"keeps {target_dims} target components and " if target_dims else ""
+    article = "an" if str(k).startswith("8") or k in (11, 18) else "a"
     text = (f"the total reaches {float(top['total']):.2f} bits (layer {top['layer']}; {len(over)} of {len(layers)} "
-            f"layers above {bound:.2f}), more than the log2 {k} = {bound:.2f} bits a {k}-way answer can carry. "
+            f"layers above {bound:.2f}), more than the log2 {k} = {bound:.2f} bits {article} {k}-way answer can carry. "
             f"The target clusters by answer ({100 * clusters['between_share']:.1f}% of its variance lies between "
             f"the {k} answers' means): this recipe {kept}counts about 0.5 log2(1/(1 - rho^2)) bits for each of "
             f"up to {k - 1} directions separating the clusters, not the clusters' log2 {k} bits. Read these totals "

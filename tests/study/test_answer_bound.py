@@ -64,7 +64,7 @@ def test_the_gaussian_total_of_tight_answer_clusters_exceeds_the_answer_entropy_
     caution = answer_bound_caution(layers, clusters, target_dims=7)
     assert caution["bound_bits"] == pytest.approx(3.0, abs=1e-12) and caution["answers"] == 8
     assert caution["layer"] == 6 and caution["layers_over"] == [6] and caution["total_bits"] == total
-    assert "log2 8 = 3.00 bits" in caution["text"] and "keeps 7 target components" in caution["text"]
+    assert "log2 8 = 3.00 bits an 8-way answer" in caution["text"] and "keeps 7 target components" in caution["text"]
     # fewer target components count fewer separating directions (pidflow's default keeps 4 of Y)
     fewer = layerwise([x1], [x2], y, dims=(10, 9, 2), gaussianize="none", measure="mmi", bootstrap=0,
                       reduce_first=True)
