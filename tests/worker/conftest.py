@@ -97,14 +97,16 @@ def purge_broker(url: str) -> None:
 
 @pytest.fixture
 def start_worker(redis_server, tmp_path):
-    """start_worker(name, ready=(" ready.",), **env) -> a ready WorkerProcess; every one started is stopped
-    at teardown. The broker starts empty: no task of an earlier test is waiting for these workers."""
+    """start_worker(name, ready=(" ready.",), queues="gpu,cpu", **env) -> a ready WorkerProcess; every one
+    started is stopped at teardown. The broker starts empty: no task of an earlier test is waiting for these
+    workers."""
     purge_broker(redis_server.url)
     started: list[WorkerProcess] = []
 
-    def start(name: str, ready: tuple[str, ...] = (" ready.",), **extra_env: str) -> WorkerProcess:
+    def start(name: str, ready: tuple[str, ...] = (" ready.",), queues: str = "gpu,cpu",
+              **extra_env: str) -> WorkerProcess:
         env = {**os.environ, "REDIS_URL": redis_server.url, "OMP_NUM_THREADS": "1", **extra_env}
-        worker = WorkerProcess(name, tmp_path / f"{name}.log", env)
+        worker = WorkerProcess(name, tmp_path / f"{name}.log", env, queues)
         started.append(worker)
         return worker.start(ready=ready)
 
