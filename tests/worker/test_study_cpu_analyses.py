@@ -41,12 +41,17 @@ def sent(redis_server, client, monkeypatch):
 
 
 def _reference(study: dict) -> dict:
+    """run_study in this process as the workers run it (OMP_NUM_THREADS=1): one torch thread and one BLAS
+    thread (OpenBLAS with 2 threads, called from the reduction's 2-thread pool, rounds differently)."""
+    from threadpoolctl import threadpool_limits
+
     from pidcore.study.run import run_study
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return json.loads(json.dumps(run_study(dict(study))))
+        with threadpool_limits(limits=1):
+            return json.loads(json.dumps(run_study(dict(study))))
     finally:
         torch.set_num_threads(threads)
 

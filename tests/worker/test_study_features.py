@@ -67,10 +67,13 @@ def folder(tmp_path_factory):
 def _reference(folder) -> dict:
     from pidcore.study.run import run_study
 
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return json.loads(json.dumps(run_study(dict(STUDY), features_dir=folder)))
+        with threadpool_limits(limits=1):  # as the workers (OMP_NUM_THREADS=1)
+            return json.loads(json.dumps(run_study(dict(STUDY), features_dir=folder)))
     finally:
         torch.set_num_threads(threads)
 
