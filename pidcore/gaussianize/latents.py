@@ -147,7 +147,8 @@ def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None
     """(n, k) standardised latents of one variable: (normal scores, then) PCA, fitted on all rows; for the
     copula of a variable that is only centred (no PCA), its standardised raw coordinates (the flows' starting
     point: monotone in the latents coordinate by coordinate), else None; and (k,) each latent's estimated
-    overlap with its population component (pidcore.reduce.pca.spiked_overlap; 1 where unknown or not reduced).
+    overlap with its population component (pidcore.reduce.pca.spiked_overlap; 1 where not reduced, NaN at or
+    below the noise edge).
     ``reduce_first``: PCA of the raw features first, then normal scores of the kept components (the seed
     recipe's order)."""
     if reduce_first:
@@ -161,12 +162,12 @@ def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None
 
 
 def _overlap(reducer) -> np.ndarray:
-    """(k,) spiked-covariance overlaps of a fitted reducer's components (1 where unknown: centring only, or a
-    component below the noise edge, which carries too little to matter)."""
+    """(k,) spiked-covariance overlaps of a fitted reducer's components (1 where not reduced: centring only;
+    NaN for a component at or below the noise edge, whose direction cannot be told from noise)."""
     overlap = getattr(reducer, "overlap_", None)
     if overlap is None:
         return np.ones(reducer.transform(reducer.mean_[None, :]).shape[1])
-    return np.where(np.isfinite(overlap), overlap, 1.0)
+    return np.asarray(overlap, dtype=float)
 
 
 def _flow_options(flow_options: dict) -> dict:

@@ -36,6 +36,7 @@ from pidcore.gaussianize.latents import (
 )
 from pidcore.gaussianize.plan import GaussianizationPlan, fixed_plan, marginal_decision, probe_indices
 from pidcore.pipeline.validation import check_estimable, scale_free
+from pidcore.reduce.deattenuate import OVERLAP_FLOOR, deattenuate, used_overlaps
 from pidcore.reduce.pca import check_samples
 
 _LN2 = np.log(2.0)
@@ -144,11 +145,16 @@ def _log_ratio(z: np.ndarray, cov: np.ndarray, a: np.ndarray, b: np.ndarray) -> 
     return 0.5 * (la + lb - lab) + 0.5 * (qa + qb - qab)
 
 
-def _pointwise(z: np.ndarray, dims, measure: str, pid: PID) -> np.ndarray:
-    """(n, 4) pointwise [R, U1, U2, S] bits whose column means equal ``pid`` (see docs/pipeline.md)."""
+def _pointwise(z: np.ndarray, dims, measure: str, pid: PID, correction: Correction | None = None) -> np.ndarray:
+    """(n, 4) pointwise [R, U1, U2, S] bits whose column means equal ``pid`` (see docs/pipeline.md); with a
+    ``correction``, of the latents scaled by 1 / sqrt(overlap) under the de-attenuated covariance."""
     d1, d2, _ = dims
     z = z - z.mean(axis=0)
     cov = z.T @ z / len(z)
+    if correction is not None:
+        corrected, share = deattenuate(cov, correction.overlaps)
+        z = z / np.sqrt(used_overlaps(correction.overlaps, share))
+        cov = corrected
     i1_idx, i2_idx = np.arange(d1), np.arange(d1, d1 + d2)
     y_idx, x_idx = np.arange(d1 + d2, z.shape[1]), np.arange(d1 + d2)
     i1 = _log_ratio(z, cov, i1_idx, y_idx) / _LN2
@@ -184,15 +190,28 @@ def _groups(fold_ids: np.ndarray, shared: bool) -> list[np.ndarray]:
     return [fold_ids == f for f in np.unique(fold_ids)]
 
 
-def _plugin(z: np.ndarray, groups: list, dims, measure: str) -> PID:
-    """Plug-in Gaussian PID (bits): size-weighted mean over the row groups' covariances."""
+@dataclass(frozen=True)
+class Correction:
+    """The sample PCA's attenuation to undo (pidcore.reduce.deattenuate): ``overlaps`` (d,) per latent
+    coordinate (1 where nothing is undone)."""
+
+    overlaps: np.ndarray
+
+    def __call__(self, cov: np.ndarray) -> np.ndarray:
+        return deattenuate(cov, self.overlaps)[0]
+
+
+def _plugin(z: np.ndarray, groups: list, dims, measure: str, correction: Correction | None = None) -> PID:
+    """Plug-in Gaussian PID (bits): size-weighted mean over the row groups' covariances (de-attenuated by
+    ``correction`` when given)."""
     weights = np.array([g.sum() for g in groups], dtype=float)
-    pids = [gaussian_pid(np.cov(z[g], rowvar=False), dims, measure) for g in groups]
+    fix = correction or (lambda cov: cov)
+    pids = [gaussian_pid(fix(np.cov(z[g], rowvar=False)), dims, measure) for g in groups]
     return _average(pids, weights / weights.sum())
 
 
 def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str, rounds: int,
-           seed: int, tick: Callable[[int], None] | None = None) -> np.ndarray:
+           seed: int, tick: Callable[[int], None] | None = None, correction: Correction | None = None) -> np.ndarray:
     """(rounds, 5) plug-in PIDs (bits, FIELDS order) of rows resampled within folds (pidcore.estimators.estimate);
     ``tick(round)`` before each round (the caller's progress callback, which may raise to stop)."""
     out = np.empty((rounds, len(FIELDS)))
@@ -201,9 +220,10 @@ def _draws(z: np.ndarray, fold_ids: np.ndarray, shared: bool, dims, measure: str
             tick(index)
         sample, sample_folds = z[rows], fold_ids[rows]
         try:
-            pid = _plugin(sample, _groups(sample_folds, shared), dims, measure)
+            pid = _plugin(sample, _groups(sample_folds, shared), dims, measure, correction)
         except ValueError:  # a resample repeats rows: it can be singular where the whole sample is not
-            pid = _plugin(_jitter(sample, seed + 15485863 + index), _groups(sample_folds, shared), dims, measure)
+            pid = _plugin(_jitter(sample, seed + 15485863 + index), _groups(sample_folds, shared), dims, measure,
+                          correction)
         out[index] = [getattr(pid, k) for k in FIELDS]
     return out
 
@@ -251,22 +271,23 @@ def _jitter(z: np.ndarray, seed: int) -> np.ndarray:
 def _result(z: np.ndarray, fold_ids: np.ndarray, dims, measure: str, bootstrap: int, seed: int,
             label: str = "latents", shared: bool = False, estimator: str = "corrected",
             gaussianization: str = "", tick: Callable[[int], None] | None = None,
-            layer: int | None = None) -> PIDFlowResult:
+            layer: int | None = None, correction: Correction | None = None) -> PIDFlowResult:
     if not np.all(np.isfinite(z)):
         raise ValueError("Gaussianization produced non-finite latents")
     z = _nondegenerate(z, fold_ids, seed, label, layer)
     groups = _groups(fold_ids, shared)
     weights = np.array([g.sum() for g in groups], dtype=float)
     weights /= weights.sum()
-    estimates = [corrected_pid(np.cov(z[g], rowvar=False), dims, int(g.sum()), measure, seed=seed + i)
+    fix = correction or (lambda cov: cov)
+    estimates = [corrected_pid(fix(np.cov(z[g], rowvar=False)), dims, int(g.sum()), measure, seed=seed + i)
                  for i, g in enumerate(groups)]
     plugin = _average([e.plugin for e in estimates], weights)
     chosen = [e.corrected if estimator == "corrected" else e.plugin for e in estimates]
     pid = _average(chosen, weights)
     pointwise = np.empty((len(z), 4))
     for rows, group_pid in zip(groups, chosen, strict=True):
-        pointwise[rows] = _pointwise(z[rows], dims, measure, group_pid)
-    draws = _draws(z, fold_ids, shared, dims, measure, bootstrap, seed, tick) if bootstrap > 0 else None
+        pointwise[rows] = _pointwise(z[rows], dims, measure, group_pid, correction)
+    draws = _draws(z, fold_ids, shared, dims, measure, bootstrap, seed, tick, correction) if bootstrap > 0 else None
     ci = intervals(pid, draws, estimator) if draws is not None else {}
     bias = {k: plugin.as_dict()[k] - pid.as_dict()[k] for k in FIELDS}
     return PIDFlowResult(pid=pid, ci=ci, pointwise=pointwise, dims=dims, n=len(z), latents=z, plugin=plugin,
@@ -409,60 +430,46 @@ def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> 
                                   "questions or smaller dims)", "small-sample"), stacklevel=4)
 
 
-#: A "pca-loss" warning needs an expected loss of at least this many bits (and more than the interval's half-width)
-#: and a source with at least WIDE_ASPECT features per question (the regime benchmarks/bench_width_grid.py
-#: measured; below it the first-order estimate was not validated and would fire on the demo model's 128 features).
-PCA_LOSS_BITS = 0.05
+#: Sources with at least WIDE_ASPECT features per question have their sample principal components de-attenuated
+#: (pidcore.reduce.deattenuate; the regime benchmarks/bench_width_grid.py and bench_real_width.py measured).
 WIDE_ASPECT = 0.5
-#: Components whose estimated overlap is at least this count as well estimated (no loss); a warning needs some
-#: kept component's overlap below PCA_OVERLAP_WARN.
-WELL_ESTIMATED = 0.9
-PCA_OVERLAP_WARN = 0.8
 
 
-def pca_loss_bits(z: np.ndarray, dims: tuple, overlaps: list) -> list[float]:
-    """Per source, the information (bits) its sample principal components are expected to have lost to the
-    tilt of their directions into the noise: each component j, with in-sample squared multiple correlation r2
-    with the other source's and the target's latents and overlap o (pidcore.reduce.pca.spiked_overlap), would
-    have r2 / o with its population direction: sum_j 0.5 log2((1 - r2) / (1 - r2 / o)) (a spiked-covariance
-    estimate, first order: components are treated one at a time; components with o >= WELL_ESTIMATED, or whose
-    r2 already exceeds o, which the model cannot explain, add nothing)."""
-    d1, d2, _ = dims
-    cov = np.cov(z, rowvar=False)
-    blocks = [np.arange(d1), np.arange(d1, d1 + d2)]
-    target = np.arange(d1 + d2, z.shape[1])
-    out = []
-    for source, other in ((0, 1), (1, 0)):
-        others = np.concatenate([blocks[other], target])
-        loss = 0.0
-        for j, o in zip(blocks[source], overlaps[source], strict=True):
-            if o >= WELL_ESTIMATED:  # a direction estimated this well loses next to nothing
-                continue
-            c = cov[np.ix_([j], others)]
-            r2 = float((c @ np.linalg.solve(cov[np.ix_(others, others)], c.T))[0, 0]) / cov[j, j]
-            r2 = min(max(r2, 0.0), 0.999)
-            if r2 >= o:  # more in-sample dependence than the model allows (overfitted noise): no estimate
-                continue
-            loss += 0.5 * np.log2((1 - r2) / (1 - r2 / max(o, 1e-3)))
-        out.append(loss)
-    return out
-
-
-def _warn_pca_loss(result: PIDFlowResult, overlaps: list, shapes: list, layer: int) -> None:
-    """A "pca-loss" PipelineWarning for each wide source (WIDE_ASPECT) whose expected loss (pca_loss_bits)
-    exceeds PCA_LOSS_BITS and the total's interval half-width."""
-    losses = pca_loss_bits(result.latents, result.dims, overlaps)
-    half = (result.ci["total"][1] - result.ci["total"][0]) / 2 if result.ci else 0.0
-    for name, loss, overlap, (n, d) in zip(("x1", "x2"), losses, overlaps, shapes, strict=True):
-        if loss < max(PCA_LOSS_BITS, half) or d / n < WIDE_ASPECT or min(overlap) >= PCA_OVERLAP_WARN:
+def _warn_pca_loss(result: PIDFlowResult, correction: Correction, shapes: list, layer: int) -> None:
+    """A "pca-loss" PipelineWarning for each wide source (WIDE_ASPECT) with a kept component whose correction was
+    bounded (estimated overlap below deattenuate.OVERLAP_FLOOR) or impossible (at or below the noise edge, where
+    a signal direction would be lost unseen), or a correction applied partly; ``bits``: how much the correction
+    added to the plug-in total."""
+    cov = np.cov(result.latents, rowvar=False)
+    corrected, share = deattenuate(cov, correction.overlaps)
+    added = gaussian_pid(corrected, result.dims).total - gaussian_pid(cov, result.dims).total
+    starts = np.cumsum((0, *result.dims))
+    for index, (name, (n, d)) in enumerate(zip(("x1", "x2"), shapes, strict=True)):
+        overlap = correction.overlaps[starts[index]:starts[index + 1]]
+        edge = np.isnan(overlap)
+        if d / n < WIDE_ASPECT or (not edge.any() and min(overlap) >= OVERLAP_FLOOR and share == 0.0):
             continue
+        lowest = f"as low as {np.nanmin(overlap):.2f}" if not edge.all() else "nil"
+        partly = f"; the correction was applied only {1 - share:.0%} of the way" if share > 0 else ""
         warnings.warn(PipelineWarning(
             f"{name} (layer {layer}): with {d} features and {n} questions the sample principal components' directions "
-            f"are tilted into the noise (overlap with the population components as low as {min(overlap):.2f}), so "
-            f"the parts are likely low and the intervals do not include this loss; a rough estimate of this "
-            f"source's loss is {loss:.2f} bits (spiked-covariance, first order: on known systems it was 0.6 to 11 "
-            "times the loss of the total); use more questions, or fewer (pooled or "
-            "selected) features", "pca-loss", layer, bits=loss), stacklevel=4)
+            f"are tilted into the noise (estimated overlap with the population components {lowest}; {edge.sum()} of "
+            f"{len(overlap)} at or below the noise edge); the numbers are corrected for it (+{added:.2f} bits of "
+            f"total), but components near the edge are corrected only in part and those below it not at all"
+            f"{partly}, so the total may still be low (on known "
+            "systems of this shape by up to 0.4 bits) and the intervals do not include the refit of the PCA; use "
+            "more questions, or fewer (pooled or selected) features", "pca-loss", layer, bits=added), stacklevel=4)
+
+
+def _correction(fitted, group: tuple, shapes: list) -> Correction | None:
+    """The de-attenuation of one layer's latents (sources, target): the overlaps of each wide variable
+    (at least WIDE_ASPECT features per question), ones elsewhere; None when nothing is to be undone."""
+    if fitted.overlaps is None:
+        return None
+    parts = [fitted.overlaps[v] if d / n >= WIDE_ASPECT else np.ones(len(fitted.overlaps[v]))
+             for v, (n, d) in zip(group, shapes, strict=True)]
+    overlaps = np.concatenate(parts)
+    return Correction(overlaps) if np.any(np.isnan(overlaps) | (overlaps < 1.0)) else None
 
 
 def _describe(modes: list, group: tuple) -> str:
@@ -519,12 +526,13 @@ def _layerwise(checked, fold_ids, dims, gaussianize, measure, estimator, bootstr
                 last[0] = now
                 report(at, f"PID of layer {position + 1}/{len(checked)}: bootstrap round {index + 1}/{bootstrap}")
 
+        correction = _correction(fitted, groups[position], [checked[position][k].shape for k in range(3)]) \
+            if fitted.shared else None
         results.append(_result(np.hstack([z1, z2, zy]), fold_ids, used, measure, bootstrap, seed,
                                label=f"layer {layer}", shared=fitted.shared, estimator=estimator,
-                               gaussianization=mode, tick=tick, layer=layer))
-        if fitted.overlaps is not None:
-            _warn_pca_loss(results[-1], [fitted.overlaps[v] for v in groups[position][:2]],
-                           [checked[position][k].shape for k in range(2)], layer)
+                               gaussianization=mode, tick=tick, layer=layer, correction=correction))
+        if correction is not None:
+            _warn_pca_loss(results[-1], correction, [checked[position][k].shape for k in range(2)], layer)
         timings["pid"] += time.perf_counter() - start
     report(1.0, "done")
     return LayerwiseResult(layers=results, timings=timings, plan=plan)

@@ -45,9 +45,11 @@ def _gram_components(centred: np.ndarray, vectors: np.ndarray, count: int) -> np
 
 def spiked_overlap(kept: np.ndarray, total: float, n: int, d: int) -> np.ndarray:
     """Estimated squared correlation of each kept component's sample scores (principal variances ``kept``) with
-    its population component's scores, under the spiked-covariance model (isotropic noise of variance sigma^2,
-    estimated from the variance the kept components leave of ``total``; aspect gamma = d / (n - 1)): a sample variance lambda = sigma^2 (1 + l)(1 + gamma / l)
-    gives the spike l, and the overlap is (1 - gamma / l^2) / (1 + 1 / l). NaN where the component is not
+    its population component's scores (signal and noise along the population direction, which is what a
+    population PCA keeps), under the spiked-covariance model (isotropic noise of variance sigma^2, estimated
+    from the variance the kept components leave of ``total``; aspect gamma = d / (n - 1)): a sample variance
+    lambda = sigma^2 (1 + l)(1 + gamma / l) gives the spike l, and the overlap is 1 - gamma / l^2 (checked by
+    simulation at 1,000 x 4,096, l = 3 to 16: tests/pidcore/test_reduce.py). NaN where the component is not
     above the noise edge (l <= sqrt(gamma): its direction cannot be told from noise)."""
     keep = len(kept)
     gamma = d / max(n - 1, 1)
@@ -59,7 +61,7 @@ def spiked_overlap(kept: np.ndarray, total: float, n: int, d: int) -> np.ndarray
     disc = b * b - 4 * gamma
     spike = np.where(disc > 0, (b + np.sqrt(np.maximum(disc, 0.0))) / 2, np.nan)
     spike = np.where(spike > np.sqrt(gamma), spike, np.nan)
-    return (1 - gamma / spike**2) / (1 + 1 / spike)
+    return 1 - gamma / spike**2
 
 
 class PCAReducer:
