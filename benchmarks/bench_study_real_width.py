@@ -59,8 +59,8 @@ TASK = "shape"  # any task name of the request's dataset (the files do not depen
 STAGES = {  # cProfile entries (file suffix, function) whose cumulative CPU time is the stage's; the profiler
     # counts the process's CPU (time.process_time), so the reduction's 2-thread pool is inside `crossfit`
     "reduction: copula normal scores + PCA (crossfit)": [("gaussianize/latents.py", "crossfit")],
-    "PID point estimate (plug-in, pointwise)": [("pipeline/layerwise.py", "_plugin"),
-                                                ("pipeline/layerwise.py", "_pointwise")],
+    "PID point estimate (bias-corrected, pointwise)": [("estimators/estimate.py", "corrected_pid"),
+                                                       ("pipeline/layerwise.py", "_pointwise")],
     "bootstrap draws": [("pipeline/layerwise.py", "_draws")],
     "input checks and float64 copies": [("pipeline/layerwise.py", "_prepared")],
 }
@@ -279,7 +279,7 @@ def profile_layer(n: int, width: int, bootstrap: int, seed_dims_layers: int) -> 
     from pidcore.synthetic import real_width_system
 
     torch.set_num_threads(1)
-    layers = max(3, seed_dims_layers)
+    layers = max(3, seed_dims_layers)  # the profiled layer is the middle one (the strongest signal)
     system = real_width_system(n=n, width=width, layers=layers, seed=0, dtype=np.float16)
     blank = np.array([""] * n)
     features = Features(vision=np.stack(system.x1), language=np.stack(system.x2), target=system.y.astype(np.float32),
@@ -377,6 +377,8 @@ def main() -> int:
     parser.add_argument("--bootstrap", type=int, default=200, help="rounds (the study's default: 200)")
     parser.add_argument("--part-bootstrap", type=int, default=None,
                         help="rounds of the full part and the small study (default: --bootstrap)")
+    parser.add_argument("--profile-layers", type=int, default=33,
+                        help="layers generated for the profile (the seed recipe's dims are the most any needs)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--small-n", type=int, default=200)
     parser.add_argument("--small-layers", type=int, default=33)
@@ -395,7 +397,7 @@ def main() -> int:
     profile = None
     if not args.skip_profile:
         started = time.perf_counter()
-        profile = profile_layer(args.n, args.width, args.bootstrap, 33)
+        profile = profile_layer(args.n, args.width, args.bootstrap, args.profile_layers)
         print(f"profile: one layer at {args.n} x {args.width} (float16 features, 1 thread, bootstrap {args.bootstrap}); "
               f"seed dims {profile['seed_dims']} ({profile['seed_dims_cpu_s_per_layer']:.2f} CPU-s a layer to find); "
               f"{time.perf_counter() - started:.0f} s wall; load {load()}", flush=True)
