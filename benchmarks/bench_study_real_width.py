@@ -291,7 +291,8 @@ def profile_layer(n: int, width: int, bootstrap: int, seed_dims_layers: int) -> 
     start = time.process_time()
     dims = seed_dims(features, study.seed_variance, study.bootstrap)
     seed_dims_s = time.process_time() - start
-    out = {"seed_dims": dims["dims"], "seed_dims_cpu_s_per_layer": seed_dims_s / layers, "recipes": {}}
+    out = {"seed_dims": dims["dims"], "seed_dims_cpu_s_per_layer": seed_dims_s / layers, "recipes": {},
+           "layers": layers}
     layer = layers // 2
     for recipe in ("pidflow", "seed"):
         analysis = analysis_request(study, "synthetic", TASK, recipe, None, dims["dims"])
@@ -408,9 +409,10 @@ def main() -> int:
                   f"{row['profiled_s']:.2f} CPU-s, stages (cumulative): {stages}; one source alone: {pieces}; the "
                   f"recipe's Gaussianization plan (all layers, once a part) {row['plan_cpu_s']:.2f} CPU-s", flush=True)
             print("           most time (own CPU-s): " + ", ".join(f"{name} {value:.2f}" for value, name in row["top"]))
+        scale = 33 / profile["layers"]  # the plans were made on the profile's layers; a part has 33
         print_projection({recipe: row["cpu_s"] for recipe, row in profile["recipes"].items()},
-                         sum(row["plan_cpu_s"] for row in profile["recipes"].values())
-                         + profile["seed_dims_cpu_s_per_layer"] * 33, "profiled layers")
+                         scale * sum(row["plan_cpu_s"] for row in profile["recipes"].values())
+                         + profile["seed_dims_cpu_s_per_layer"] * 33, "profiled layers; planning scaled to 33 layers")
     if args.profile_only:
         return 0
 
