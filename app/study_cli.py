@@ -55,7 +55,9 @@ def add_study_parser(sub) -> None:
     study.add_argument("--seed-variance", type=float, default=defaults.seed_variance,
                        help="variance the seed recipe's PCA keeps (default 0.95)")
     study.add_argument("--gaussianize", default=defaults.gaussianize, choices=["auto", "none", "copula", "flow"],
-                       help=f"Gaussianization of both recipes (default {defaults.gaussianize})")
+                       help=f"Gaussianization of both recipes (default {defaults.gaussianize}: flows where each "
+                            "recipe's plan chooses them; the demo's all-task study takes ~110 CPU-s with copula, "
+                            "~9x that with auto's flows: docs/study.md, Speed)")
     study.add_argument("--no-gaussianize", dest="gaussianize", action="store_const", const="none",
                        help="same as --gaussianize none")
     study.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap rounds (intervals)")
