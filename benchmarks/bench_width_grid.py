@@ -7,7 +7,8 @@ Per cell (features per source, questions, per-direction signal in units of a fea
 pidcore.synthetic.real_width_system per seed, the default layerwise (dims (8, 8, 4)). Prints the total's mean
 error and its standard error, its 95% interval's coverage of the truth, and the pca-loss warning: how often it
 fired where it was needed (the interval missed the truth from below) and where it was not, and the ratio of
-the loss it stated (summed over sources) to the loss that happened (median over runs where both > 0).
+the bits it stated (summed over sources: what the de-attenuation added, pidcore.reduce.deattenuate) to the
+loss of the total (median over runs where both > 0).
 Bars (issue 16): coverage >= 0.92 and |bias| <= 0.03 + 2 se, or else a warning firing in >= 95% of runs that
 need it, <= 10% of runs that do not, with the stated loss within +-50%.
 """

@@ -376,8 +376,10 @@ def estimates_statement(request: AnalysisRequest) -> dict:
             f"95% {'basic' if corrected else 'percentile'} bootstrap intervals from {request.bootstrap} resamplings of "
             "the questions; they cover sampling noise given the fitted PCA and Gaussianization (not the refitting "
             "of those); on known systems they held the truth in 0.87-1.00 of runs (mostly 0.90-0.97; docs/estimators.md). "
-            "With many more features than questions the sample PCA also loses information they do not include: a "
-            "layer where that loss is estimated to exceed the interval says so (a pca-loss warning)")
+            "With at least half as many features as questions the estimates are corrected for the sample PCA's tilt "
+            "into the noise (pidcore.reduce.deattenuate; the intervals carry the correction, not the PCA's refit); "
+            "directions near or below the noise edge stay lost, and a layer with such directions says so (a "
+            "pca-loss warning)")
     if request.knockout:
         statement["knockout_target"] = (
             "knockout run analysed against the baseline's Y (layers before the window: delta exactly 0)"
