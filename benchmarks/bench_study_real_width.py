@@ -390,6 +390,8 @@ def main() -> int:
     parser.add_argument("--skip-small", action="store_true")
     parser.add_argument("--profile-only", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the features files")
+    parser.add_argument("--reuse-files", action="store_true",
+                        help="take the full part's files from --folder when they are there (an earlier --keep run)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")  # the pipeline's warnings on synthetic data (pca-loss, small sample)
     part_bootstrap = args.bootstrap if args.part_bootstrap is None else args.part_bootstrap
@@ -436,7 +438,12 @@ def main() -> int:
 
 def full_part(args, root: Path, bootstrap: int, stack: Stack) -> int:
     folder = root / "full"
-    made = write_part(folder, "model-a", TASK, args.n, args.width, args.layers, seed=1)
+    where = folder / "model-a" / TASK
+    if args.reuse_files and (where / "baseline.safetensors").is_file():
+        made = {"files": len(list(where.iterdir())), "seconds": 0.0,
+                "bytes_on_disk": sum(path.stat().st_blocks * 512 for path in where.iterdir())}
+    else:
+        made = write_part(folder, "model-a", TASK, args.n, args.width, args.layers, seed=1)
     print(f"full part: {made['files']} files ({args.layers} x {args.n} x {args.width} float16), "
           f"{made['bytes_on_disk'] / 1e9:.1f} GB on disk, written in {made['seconds']:.0f} s; load {load()}", flush=True)
     request = {"models": ["model-a"], "tasks": [TASK], "n_questions": args.n, "bootstrap": bootstrap,
@@ -471,7 +478,8 @@ def full_part(args, root: Path, bootstrap: int, stack: Stack) -> int:
     per_layer = units_cpu / run
     print_projection({"pidflow": per_layer, "seed": per_layer}, timing["plan_s"],
                      "this part's measured CPU-s per layer analysis, both recipes as mixed in the part")
-    shutil.rmtree(folder, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -24,6 +24,7 @@ folders are worker.uploads' sweep's.
 
 from __future__ import annotations
 
+import copy
 import errno
 import io
 import json
@@ -33,6 +34,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +349,27 @@ def file_reference(path, run: str, sha256: str) -> bytes:
     return FILE_REF_PREFIX + json.dumps(info).encode()
 
 
+@lru_cache(maxsize=128)
+def _read_file(path: str, sha256: str, size: int, mtime_ns: int):
+    """A features file read lazily (its layers stay on disk), once per worker process and file version, without
+    checking every value again: the file was read whole and checked (finite values included) when its study
+    part was planned, and a file that changed since is refused by `present` (size) or read again here (its
+    modification time is part of the key). Checking every value of a 7B-shaped file costs about 3 CPU-s, which
+    every analysis unit of a part would otherwise pay for every run it reads."""
+    from pidcore.features import files
+
+    checker = files._non_finite
+    files._non_finite = _none_non_finite  # noqa: SLF001 - see above: checked when the part was planned
+    try:
+        return files.read_features(path, lazy=True, sha256=sha256)
+    finally:
+        files._non_finite = checker
+
+
+def _none_non_finite(value) -> tuple[int, None]:
+    return 0, None
+
+
 def _file_ref(value: bytes) -> dict:
     return json.loads(value[len(FILE_REF_PREFIX):])
 
@@ -379,8 +402,10 @@ def load(value: bytes):
         if not present(value):
             raise FileNotFoundError(f"features file {Path(ref['path']).name} is missing or changed since the study "
                                     f"read it (is the folder on a volume every worker shares?)")
-        found = read_features(ref["path"], lazy=True, sha256=ref["sha256"])
-        return found.features if ref["run"] == "baseline" else found.knockout
+        stat = Path(ref["path"]).stat()
+        found = _read_file(ref["path"], ref["sha256"], stat.st_size, stat.st_mtime_ns)
+        # a shallow copy: a caller that replaces a field (with_baseline_target) leaves the cached run as it was
+        return copy.copy(found.features if ref["run"] == "baseline" else found.knockout)
     if not value.startswith(REF_PREFIX):
         return Features.from_bytes(value)
     ref = json.loads(value[len(REF_PREFIX):])

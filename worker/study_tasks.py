@@ -397,9 +397,9 @@ def _read_sources(source: dict, model: str, task: str) -> list[tuple]:
 
 # -- the part's analyses on the cpu queue ---------------------------------------------------------------
 
-def _stored_part(study_id: str, index: int, request, plan: dict | None = None):
-    """(marker, key -> Features) of part `index`'s stored runs, selected as its analyses take them when
-    `plan` is given (correct_only rows, one Y); layers stay on disk until read."""
+def _stored_part(study_id: str, index: int, request, plan: dict | None = None, only: set | None = None):
+    """(marker, key -> Features) of part `index`'s stored runs (`only`: those keys and the baseline), selected
+    as its analyses take them when `plan` is given (correct_only rows, one Y); layers stay on disk until read."""
     from pidcore.study.run import select_part
 
     redis, names = client(), keys(study_id)
@@ -407,10 +407,12 @@ def _stored_part(study_id: str, index: int, request, plan: dict | None = None):
     if raw is None:
         raise RuntimeError(f"the extracted runs of part {_label(request, index)} are missing (evicted?)")
     marker = json.loads(raw)
-    values = redis.hmget(names["study-features"], [f"{index}:run:{n}" for n in range(len(marker["runs"]))])
+    wanted = [(number, key) for number, key in enumerate(marker["runs"])
+              if only is None or key in only or key == "baseline"]
+    values = redis.hmget(names["study-features"], [f"{index}:run:{number}" for number, _ in wanted])
     if any(value is None for value in values):
         raise RuntimeError(f"the extracted runs of part {_label(request, index)} are missing (evicted?)")
-    features = {key: feature_store.load(value) for key, value in zip(marker["runs"], values, strict=True)}
+    features = {key: feature_store.load(value) for (_, key), value in zip(wanted, values, strict=True)}
     if plan is not None:
         features, _ = select_part(request, features, keep=plan["keep"])
     return marker, features
@@ -487,7 +489,7 @@ def _analyze(study_id: str, attempt: str, index: int, unit: int) -> None:
             say((done + min(max(fraction, 0.0), 1.0)) / total,
                 f"{done}/{total} analyses done; {recipe} {key} layers {layers[0]}-{layers[-1]}: {message}")
         started, cpu = time.perf_counter(), time.process_time()
-        _, features = _stored_part(study_id, index, request, plan)
+        _, features = _stored_part(study_id, index, request, plan, only={key})  # the unit's run and the baseline
         entries = analyse_unit(request, model, task, plan, features, unit, progress=step)
         value = json.dumps({"entries": entries, "seconds": round(time.perf_counter() - started, 3),
                             "cpu_s": round(time.process_time() - cpu, 3)})

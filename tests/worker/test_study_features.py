@@ -211,3 +211,30 @@ def test_hosted_tokens_name_no_server_folder_and_only_their_own_uploads(redis_se
     own = service.study_source({**study, "features": {"llava-a": {"shape": [handle]}}}, "alpha")
     assert own == {"features": {"llava-a": {"shape": [sha]}}}
     client.flushdb()
+
+
+def test_a_file_reference_reads_in_place_and_refuses_a_changed_file(folder, tmp_path):
+    """feature_store.file_reference: the run is read lazily from the user's file (once per worker process);
+    a caller replacing a field of what it got does not change the next load; a file whose size changed is
+    no longer present and is refused."""
+    import shutil
+
+    from pidcore.features.files import read_features
+    from worker import feature_store
+
+    path = tmp_path / "ko.npz"
+    shutil.copy(folder / "llava-a" / "shape" / "ko-02-03.npz", path)
+    found = read_features(path, lazy=True)
+    value = feature_store.file_reference(path, "knockout", found.sha256)
+    first = feature_store.load(value)
+    assert first.meta["knockout"] == {"edges": ["image->question"], "layers": [2, 3]}
+    assert np.array_equal(np.asarray(first.vision[4]), np.asarray(found.knockout.vision[4]))
+    first.target = np.zeros_like(first.target)  # as with_baseline_target replaces it
+    assert not np.array_equal(feature_store.load(value).target, first.target)
+    baseline = feature_store.load(feature_store.file_reference(path, "baseline", found.sha256))
+    assert np.array_equal(np.asarray(baseline.vision[4]), np.asarray(found.features.vision[4]))
+    assert feature_store.present(value)
+    path.write_bytes(path.read_bytes() + b"\0" * 8)
+    assert not feature_store.present(value)
+    with pytest.raises(FileNotFoundError, match="missing or changed"):
+        feature_store.load(value)
