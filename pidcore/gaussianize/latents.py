@@ -23,8 +23,11 @@ See docs/pipeline.md.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -123,23 +126,42 @@ class PipelineWarning(RuntimeWarning):
         return record
 
 
-def _reducer(x: np.ndarray, dims: int, name: str, layer: int | None = None):
+def _reducer(x: np.ndarray, dims: int, name: str):
+    """A fitted reducer for one variable: centring only when it has no more features than ``dims`` (full
+    rank), else a PCA capped at the data's rank."""
     if (x.shape[1] <= dims and x.shape[1] < len(x) and np.all(x.std(axis=0) > 0)
             and np.linalg.matrix_rank(x - x.mean(axis=0)) == x.shape[1]):
         return _Centre().fit(x)
-    reducer = PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
-    if reducer.n_components_ < min(dims, x.shape[1]):
-        # low-rank data (e.g. embeddings of a few question templates) keeps only its rank
-        warnings.warn(PipelineWarning(f"{name}: the data has rank {reducer.n_components_} < {min(dims, x.shape[1])} "
-                                      f"requested components; keeping {reducer.n_components_}", "low-rank", layer),
-                      stacklevel=4)
-    return reducer
+    return PCAReducer(n_components=min(dims, x.shape[1], len(x) - 1), cap_at_rank=True).fit(x, name)
 
 
 def _standardise(z: np.ndarray) -> np.ndarray:
     z = z - z.mean(axis=0)
     spread = z.std(axis=0)
     return z / np.where(spread > 0, spread, 1.0)
+
+
+#: Reductions are remembered by content, up to this many bytes of results per process: a study's knockout runs
+#: share the baseline's vision features (the cut leaves the image tokens alone) and target, so each is reduced
+#: once. ``clear_reduction_cache()`` forgets them.
+REDUCTION_CACHE_BYTES = 256 * 2**20
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def clear_reduction_cache() -> None:
+    """Forget every remembered reduction."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _cache_key(x: np.ndarray, *options) -> tuple:
+    data = np.ascontiguousarray(x)
+    return (hashlib.blake2b(data.data, digest_size=16).hexdigest(), data.shape, data.dtype.str, *options)
+
+
+def _size(value: tuple) -> int:
+    return sum(part.nbytes for part in value[:3] if isinstance(part, np.ndarray))
 
 
 def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None = None,
@@ -150,15 +172,37 @@ def _reduce(x: np.ndarray, dims: int, name: str, copula: bool, layer: int | None
     overlap with its population component (pidcore.reduce.pca.spiked_overlap; 1 where not reduced, NaN at or
     below the noise edge).
     ``reduce_first``: PCA of the raw features first, then normal scores of the kept components (the seed
-    recipe's order)."""
+    recipe's order). Results are remembered by content (REDUCTION_CACHE_BYTES); a "low-rank" warning is given
+    on every call that returns fewer components than asked."""
+    key = _cache_key(x, dims, copula, reduce_first)
+    with _CACHE_LOCK:
+        value = _CACHE.get(key)
+        if value is not None:
+            _CACHE.move_to_end(key)
+    if value is None:
+        value = _reduce_uncached(x, dims, name, copula, reduce_first)
+        with _CACHE_LOCK:
+            _CACHE[key] = value
+            while sum(_size(v) for v in _CACHE.values()) > REDUCTION_CACHE_BYTES and len(_CACHE) > 1:
+                _CACHE.popitem(last=False)
+    latents, raw, overlaps, wanted = value
+    if latents.shape[1] < wanted:  # low-rank data (e.g. embeddings of a few question templates) keeps its rank
+        warnings.warn(PipelineWarning(f"{name}: the data has rank {latents.shape[1]} < {wanted} requested components; "
+                                      f"keeping {latents.shape[1]}", "low-rank", layer), stacklevel=3)
+    return latents.copy(), None if raw is None else raw.copy(), overlaps.copy()
+
+
+def _reduce_uncached(x: np.ndarray, dims: int, name: str, copula: bool, reduce_first: bool) -> tuple:
+    """_reduce's (latents, raw, overlaps) and the number of components asked for."""
+    wanted = min(dims, x.shape[1])
     if reduce_first:
-        reducer = _reducer(x, dims, name, layer)
+        reducer = _reducer(x, dims, name)
         reduced = reducer.transform(x)
-        return _standardise(normal_scores(reduced) if copula else reduced), None, _overlap(reducer)
+        return _standardise(normal_scores(reduced) if copula else reduced), None, _overlap(reducer), wanted
     data = normal_scores(x) if copula else x
-    reducer = _reducer(data, dims, name, layer)
+    reducer = _reducer(data, dims, name)
     raw = _standardise(x) if copula and isinstance(reducer, _Centre) else None
-    return _standardise(reducer.transform(data)), raw, _overlap(reducer)
+    return _standardise(reducer.transform(data)), raw, _overlap(reducer), wanted
 
 
 def _overlap(reducer) -> np.ndarray:

@@ -177,9 +177,10 @@ def knockout_table(report: dict) -> str:
 
 
 #: What every interval of the report leaves out (the same words as the dashboard's caption).
-_INTERVALS_LEAVE_OUT = ("They cover the questions' sampling noise given the fitted PCA and Gaussianization; with far "
-                        "more features than questions the PCA also loses information they leave out (pca-loss "
-                        "warnings in the analyses).")
+_INTERVALS_LEAVE_OUT = ("They cover the questions' sampling noise given the fitted PCA and Gaussianization; with at "
+                        "least half as many features as questions the parts are corrected for the sample PCA's tilt "
+                        "into the noise, but what lies near or below the noise edge stays lost and the intervals "
+                        "leave out the PCA's refit (pca-loss warnings in the analyses).")
 
 
 def _verdict_cell(claim: dict) -> str:
