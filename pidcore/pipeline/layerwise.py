@@ -435,30 +435,44 @@ def _warn_small_sample(rows: int, d1: int, d2: int, dy: int, estimator: str) -> 
 WIDE_ASPECT = 0.5
 
 
+#: A layer's "pca-loss" warning needs this many kept components, over its wide sources, at or below the noise
+#: edge or with an overlap under deattenuate.OVERLAP_FLOOR (or a correction applied partly): on the known systems of
+#: benchmarks/bench_width_grid.py (512-4,096 features, n = 400-1,000, signal 3-8) it fired in 57% of the runs
+#: whose interval missed the truth from below and in 7% of the others (one such component: 78% and 37%).
+WEAK_COMPONENTS_WARN = 3
+
+
 def _warn_pca_loss(result: PIDFlowResult, correction: Correction, shapes: list, layer: int) -> None:
-    """A "pca-loss" PipelineWarning for each wide source (WIDE_ASPECT) with a kept component whose correction was
-    bounded (estimated overlap below deattenuate.OVERLAP_FLOOR) or impossible (at or below the noise edge, where
-    a signal direction would be lost unseen), or a correction applied partly; ``bits``: how much the correction
-    added to the plug-in total."""
+    """A "pca-loss" PipelineWarning for each wide source (WIDE_ASPECT) with weak kept components (at or below the
+    noise edge, where a signal direction is lost unseen, or with a bounded correction: overlap below
+    deattenuate.OVERLAP_FLOOR) when the layer has at least WEAK_COMPONENTS_WARN of them, or for each wide source
+    when the correction was applied partly; ``bits``: how much the correction added to the plug-in total."""
     cov = np.cov(result.latents, rowvar=False)
     corrected, share = deattenuate(cov, correction.overlaps)
-    added = gaussian_pid(corrected, result.dims).total - gaussian_pid(cov, result.dims).total
     starts = np.cumsum((0, *result.dims))
+    sources = []
     for index, (name, (n, d)) in enumerate(zip(("x1", "x2"), shapes, strict=True)):
         overlap = correction.overlaps[starts[index]:starts[index + 1]]
-        edge = np.isnan(overlap)
-        if d / n < WIDE_ASPECT or (not edge.any() and min(overlap) >= OVERLAP_FLOOR and share == 0.0):
+        weak = np.isnan(overlap) | (overlap < OVERLAP_FLOOR)
+        if d / n >= WIDE_ASPECT:
+            sources.append((name, n, d, overlap, weak))
+    if sum(int(weak.sum()) for *_, weak in sources) < WEAK_COMPONENTS_WARN and share == 0.0:
+        return
+    added = gaussian_pid(corrected, result.dims).total - gaussian_pid(cov, result.dims).total
+    partly = f"; the correction was applied only {1 - share:.0%} of the way" if share > 0 else ""
+    for name, n, d, overlap, weak in sources:
+        if not weak.any() and share == 0.0:
             continue
+        edge = np.isnan(overlap)
         lowest = f"as low as {np.nanmin(overlap):.2f}" if not edge.all() else "nil"
-        partly = f"; the correction was applied only {1 - share:.0%} of the way" if share > 0 else ""
         warnings.warn(PipelineWarning(
             f"{name} (layer {layer}): with {d} features and {n} questions the sample principal components' directions "
             f"are tilted into the noise (estimated overlap with the population components {lowest}; {edge.sum()} of "
             f"{len(overlap)} at or below the noise edge); the numbers are corrected for it (+{added:.2f} bits of "
             f"total), but components near the edge are corrected only in part and those below it not at all"
-            f"{partly}, so the total may still be low (on known "
-            "systems of this shape by up to 0.4 bits) and the intervals do not include the refit of the PCA; use "
-            "more questions, or fewer (pooled or selected) features", "pca-loss", layer, bits=added), stacklevel=4)
+            f"{partly}, so the total may still be low (on known systems of this shape by up to 0.9 bits) and the "
+            "intervals do not include the refit of the PCA; use more questions, or fewer (pooled or selected) "
+            "features", "pca-loss", layer, bits=added), stacklevel=4)
 
 
 def _correction(fitted, group: tuple, shapes: list) -> Correction | None:

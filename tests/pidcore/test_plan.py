@@ -130,8 +130,8 @@ def test_wide_principal_components_are_de_attenuated_to_the_features_pid_and_war
     """At 800 features per 200 questions (gamma = 4, noise edge at 2x a feature's noise), signal directions 4x a
     feature's noise are estimated tilted into the noise: the sample components' own PID is well below the
     features' PID (0.3+ bits of total), the de-attenuated estimate (pidcore.reduce.deattenuate) is within 0.15
-    bits of it; at 3x some direction sits near the edge, the total stays low and a "pca-loss" warning names the
-    source and layer with what the correction added; at 60x nothing is lost and nothing warns."""
+    bits of it; at 2.5x several directions sit near or below the edge, the total stays low and a "pca-loss"
+    warning names the source and layer with what the correction added; at 60x nothing is lost and nothing warns."""
     from pidcore.estimators.pid import gaussian_pid
     from pidcore.gaussianize.latents import PipelineWarning
 
@@ -148,7 +148,7 @@ def test_wide_principal_components_are_de_attenuated_to_the_features_pid_and_war
 
     error, raw, found = caught(4.0)
     assert raw < -0.3 and abs(error) < 0.15
-    error, raw, found = caught(3.0)
+    error, raw, found = caught(2.5)
     assert error < -0.3 and found[("pca-loss", 0)] > 0.2
     error, raw, found = caught(60.0)
     assert abs(error) < 0.15 and ("pca-loss", 0) not in found
