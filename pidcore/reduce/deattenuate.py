@@ -8,9 +8,11 @@ covariance of standardised latents: C_u = D (C - diag(1 - o)) D with D = diag(1 
 source this leaves the PCA scores' identity as it is, across sources and to the target it divides by
 sqrt(o_i o_j). Components with o = 1 (the target, centred or well-estimated variables, components at or
 below the noise edge whose direction cannot be told from noise) are left alone, and overlaps below
-OVERLAP_FLOOR count as OVERLAP_FLOOR: just above the edge a sample eigenvalue is as likely a fluctuation of
-the noise as a spike, and dividing its noise correlations by sqrt(o) claimed up to 1.2 bits that were not
-there (benchmarks/bench_real_width.py); bounded, the correction keeps most of what such a component holds.
+OVERLAP_FLOOR are tapered: just above the edge a sample eigenvalue is as likely a fluctuation of the noise as
+a spike, and dividing its noise correlations by sqrt(o) claimed up to 1.2 bits that were not there
+(benchmarks/bench_real_width.py), while leaving such components alone made the correction jump when a
+component crossed the edge. So an overlap o < OVERLAP_FLOOR is used as 1 - (1 - OVERLAP_FLOOR) o /
+OVERLAP_FLOOR: 1 at the edge, OVERLAP_FLOOR at o = OVERLAP_FLOOR (``used_overlaps``).
 
 When sampling noise makes the inverted covariance (nearly) singular, the correction is applied partly: the
 overlaps are moved towards 1 (o_t = o + t (1 - o)) by the least t that keeps its least eigenvalue above
@@ -21,9 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Overlaps estimated below this are corrected as if they were this (spike l < 1.2 sqrt(gamma)): chosen on the
-#: known systems of benchmarks/bench_width_grid.py and bench_real_width.py over no bound, a bound at 0.2-0.5 and
-#: leaving such components uncorrected (docs/pipeline.md).
+#: Overlaps estimated below this (spike l < 1.2 sqrt(gamma)) are tapered towards 1 at the noise edge: chosen on the
+#: known systems of benchmarks/bench_width_grid.py and bench_real_width.py over no bound, a bound at 0.2-0.5,
+#: leaving such components uncorrected and a taper from 0.5 (docs/pipeline.md).
 OVERLAP_FLOOR = 0.3
 #: The least eigenvalue the corrected covariance of standardised latents may have (a correction that would go
 #: lower is applied partly): near-singular corrections come from sampling noise and would claim up to
@@ -41,10 +43,12 @@ def _definite(matrix: np.ndarray) -> bool:
 
 
 def used_overlaps(overlaps, share: float = 0.0) -> np.ndarray:
-    """(d,) the overlaps a correction with ``share`` t left out divides by: NaN (at or below the noise edge) ->
-    1, at least OVERLAP_FLOOR, moved towards 1 by t."""
+    """(d,) the overlaps a correction with ``share`` t left out divides by: o itself from OVERLAP_FLOOR up;
+    below it tapered linearly from OVERLAP_FLOOR (at o = OVERLAP_FLOOR) to 1 (at the noise edge, o = 0, and for
+    NaN: at or below it), so the correction is continuous in the sample eigenvalues; moved towards 1 by t."""
     full = np.asarray(overlaps, dtype=float)
-    full = np.maximum(np.where(np.isnan(full), 1.0, np.clip(full, 0.0, 1.0)), OVERLAP_FLOOR)
+    full = np.where(np.isnan(full), 0.0, np.clip(full, 0.0, 1.0))  # at or below the edge: as at the edge
+    full = np.where(full >= OVERLAP_FLOOR, full, 1.0 - (1.0 - OVERLAP_FLOOR) * full / OVERLAP_FLOOR)
     return full + share * (1.0 - full)
 
 

@@ -81,3 +81,16 @@ def test_deattenuate_recovers_the_population_covariance_and_backs_off_to_stay_de
     corrected, share = deattenuate(strong, np.array([0.5, 0.5, 1.0]))
     assert 0 < share < 1
     assert abs(np.linalg.eigvalsh(corrected)[0] - MIN_EIGENVALUE) < 1e-4
+
+
+def test_the_correction_is_continuous_across_the_noise_edge_and_the_floor():
+    """A component whose sample eigenvalue crosses the noise edge (overlap NaN -> just above 0) or the floor
+    changes the correction by next to nothing: no jump for a perturbation to flip (the 1e-6 stability bar)."""
+    from pidcore.reduce.deattenuate import OVERLAP_FLOOR, deattenuate, used_overlaps
+
+    np.testing.assert_allclose(used_overlaps([np.nan, 1e-9, OVERLAP_FLOOR - 1e-9, OVERLAP_FLOOR, 0.8, 1.0]),
+                               [1.0, 1.0, OVERLAP_FLOOR, OVERLAP_FLOOR, 0.8, 1.0], atol=1e-8)
+    cov = np.array([[1.0, 0.0, 0.3], [0.0, 1.0, 0.2], [0.3, 0.2, 1.0]])
+    below, _ = deattenuate(cov, [np.nan, 0.7, 1.0])
+    above, _ = deattenuate(cov, [1e-9, 0.7, 1.0])
+    np.testing.assert_allclose(below, above, atol=1e-8)
