@@ -34,7 +34,6 @@ are what the projection uses.
 from __future__ import annotations
 
 import argparse
-import warnings
 import cProfile
 import json
 import math
@@ -46,6 +45,7 @@ import struct
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one BLAS thread, as the workers: CPU-s comparable, numbers equal
@@ -222,10 +222,10 @@ def skipped_share(plans: dict, recipes: int) -> tuple[int, int]:
 def check_sample(folder: Path, model: str, request: dict, report: dict, plan: dict, samples: list) -> int:
     """The report's layer entries at `samples` [(recipe, run name, layer)] equal analyze_layers of that run and
     layer alone (the run's AnalysisRequest, the baseline's Gaussianization plan): the count checked."""
-    from pidcore.features.files import read_features
-    from pidcore.pipeline.analysis import analyze_layers, gaussianization_plan, with_baseline_target
     from threadpoolctl import threadpool_limits
 
+    from pidcore.features.files import read_features
+    from pidcore.pipeline.analysis import analyze_layers, gaussianization_plan, with_baseline_target
     from pidcore.study.run import StudyRequest, analysis_request
 
     study = StudyRequest.from_dict(request)
@@ -473,7 +473,7 @@ def full_part(args, root: Path, bootstrap: int, stack: Stack) -> int:
     started = time.process_time()
     checked = check_sample(folder, "model-a", request, report, plan, samples)
     print(f"  equal to the same analyses run one by one: {checked} layer entries checked "
-          f"({', '.join(f'{r} {n} layer {l}' for r, n, l in samples)}), all equal; "
+          f"({', '.join(f'{r} {n} layer {at}' for r, n, at in samples)}), all equal; "
           f"{time.process_time() - started:.0f} CPU-s; load {load()}", flush=True)
     per_layer = units_cpu / run
     print_projection({"pidflow": per_layer, "seed": per_layer}, timing["plan_s"],

@@ -396,8 +396,6 @@ def load(value: bytes):
     from pidcore.extract.features import Features
 
     if value.startswith(FILE_REF_PREFIX):
-        from pidcore.features.files import read_features
-
         ref = _file_ref(value)
         if not present(value):
             raise FileNotFoundError(f"features file {Path(ref['path']).name} is missing or changed since the study "

@@ -372,7 +372,8 @@ def _read_sources(source: dict, model: str, task: str) -> list[tuple]:
     stay on disk); ValueError when the part has none or an upload is gone."""
     from pidcore.features.files import read_features
     from worker.studies import source_files
-    from worker.uploads import PREFIX as UPLOAD, UploadStore
+    from worker.uploads import PREFIX as UPLOAD
+    from worker.uploads import UploadStore
 
     files = source_files(source, model, task)
     if not files:

@@ -65,9 +65,9 @@ def folder(tmp_path_factory):
 
 
 def _reference(folder) -> dict:
-    from pidcore.study.run import run_study
-
     from threadpoolctl import threadpool_limits
+
+    from pidcore.study.run import run_study
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
