@@ -356,18 +356,9 @@ def _read_file(path: str, sha256: str, size: int, mtime_ns: int):
     part was planned, and a file that changed since is refused by `present` (size) or read again here (its
     modification time is part of the key). Checking every value of a 7B-shaped file costs about 3 CPU-s, which
     every analysis unit of a part would otherwise pay for every run it reads."""
-    from pidcore.features import files
+    from pidcore.features.files import read_features
 
-    checker = files._non_finite
-    files._non_finite = _none_non_finite  # noqa: SLF001 - see above: checked when the part was planned
-    try:
-        return files.read_features(path, lazy=True, sha256=sha256)
-    finally:
-        files._non_finite = checker
-
-
-def _none_non_finite(value) -> tuple[int, None]:
-    return 0, None
+    return read_features(path, lazy=True, sha256=sha256, check_values=False)
 
 
 def _file_ref(value: bytes) -> dict:

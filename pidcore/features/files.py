@@ -18,6 +18,7 @@ import os
 import re
 import struct
 import zipfile
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class FeatureSet:
 # -- reading ----------------------------------------------------------------------------------------------
 
 def read_features(source, *, filename: str | None = None, max_bytes: int | None = None, lazy: bool = False,
-                  sha256: str | None = None) -> FeatureSet:
+                  sha256: str | None = None, check_values: bool = True) -> FeatureSet:
     """Read and check a features file from a path or its bytes; FeaturesFileError naming every problem.
 
     `max_bytes` bounds what the file's arrays decode to: the sizes every format declares (zip members,
@@ -88,7 +89,22 @@ def read_features(source, *, filename: str | None = None, max_bytes: int | None 
     layer of `vision`, an image) at a time by positioned reads, so checking and storing the file holds about
     one layer whatever its size (safetensors; npz, whose deflated members are inflated a chunk at a time
     into unlinked temporary files beside the file; .pt, whose tensors are read from their stored bytes: a
-    restricted unpickler reads only the pickle, and hands what it does not know to torch.load, mapped). `sha256`: the file's hash when the caller computed it already."""
+    restricted unpickler reads only the pickle, and hands what it does not know to torch.load, mapped). `sha256`: the file's hash when the caller computed it already.
+    `check_values=False` skips the check that every value is finite (about 3 CPU-s for a 7B-shaped file), for a
+    file the caller checked whole before (e.g. a worker re-reading a study part's file checked when the part
+    was planned); every other check still runs."""
+    token = _CHECK_VALUES.set(check_values)
+    try:
+        return _read_features(source, filename, max_bytes, lazy, sha256)
+    finally:
+        _CHECK_VALUES.reset(token)
+
+
+#: Whether _non_finite looks at every value (read_features(check_values=...); per thread and task).
+_CHECK_VALUES: ContextVar[bool] = ContextVar("check_values", default=True)
+
+
+def _read_features(source, filename, max_bytes, lazy, sha256) -> FeatureSet:
     if lazy and isinstance(source, str | Path):
         return _read_lazily(Path(source).expanduser(), filename, max_bytes, sha256)
     if isinstance(source, str | Path):
@@ -695,7 +711,10 @@ def _float_array(value: np.ndarray, name: str, ndim: int, problems: list[str]) -
 
 
 def _non_finite(value) -> tuple[int, tuple | None]:
-    """How many values are NaN or infinite and the index of the first; a LazyArray row by row."""
+    """How many values are NaN or infinite and the index of the first; a LazyArray row by row. (0, None) without
+    looking when read_features was told check_values=False."""
+    if not _CHECK_VALUES.get():
+        return 0, None
     if not isinstance(value, LazyArray):
         bad = ~np.isfinite(value)
         return int(bad.sum()), (tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None)

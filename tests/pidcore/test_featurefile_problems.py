@@ -60,3 +60,19 @@ def test_one_source_missing_still_checks_the_other_against_the_target():
         read_features(_npz(vision=np.zeros((3, 10, 4)), target=np.zeros(9)))
     problems = _problems(exc)
     assert problems[0].startswith("missing 'language'") and "target has 9 rows for 10 questions" in problems
+
+
+def test_check_values_false_skips_only_the_value_check_and_only_for_that_call(tmp_path):
+    """A file checked before (a study part's, when it was planned) is re-read without looking at every value;
+    its other problems are still found, and the next read checks values again."""
+    arrays = _broken()
+    path = tmp_path / "features.npz"
+    path.write_bytes(_npz(**arrays))
+    with pytest.raises(FeaturesFileError) as exc:
+        read_features(path, lazy=True, check_values=False)
+    assert not any("NaN" in problem for problem in _problems(exc))
+    arrays["language"], arrays["target"] = np.zeros((3, 10, 4)), np.zeros(10)
+    path.write_bytes(_npz(**arrays))
+    read_features(path, lazy=True, check_values=False)  # only the NaN is wrong: not looked at
+    with pytest.raises(FeaturesFileError, match="NaN or infinite"):
+        read_features(path, lazy=True)
