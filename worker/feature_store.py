@@ -319,9 +319,15 @@ def save(job_id: str, run: str, features, settings: FeatureStoreSettings | None 
     return REF_PREFIX + json.dumps(ref).encode()
 
 
-def reference(folder: Path) -> bytes:
-    """What `save` puts in Redis for a run folder RunWriter finished (e.g. after the folder was moved)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+def read_manifest(folder: Path) -> dict:
+    """A finished run folder's manifest (layers, n, hidden, dtype, ...)."""
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def reference(folder: Path, known: dict | None = None) -> bytes:
+    """What `save` puts in Redis for a run folder RunWriter finished (e.g. after the folder was moved);
+    `known`: the folder's manifest, when read beforehand (from an identical copy)."""
+    manifest = known if known is not None else read_manifest(folder)
     ref = {"path": str(folder), **{key: manifest[key] for key in ("layers", "n", "hidden", "dtype")}}
     return REF_PREFIX + json.dumps(ref).encode()
 

@@ -22,6 +22,7 @@ after `abandoned_s` (1 hour).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -111,6 +112,9 @@ class UploadStore:
         try:
             for field, run in runs.items():
                 feature_store.save(private, RUNS[field], run, self.settings)
+            # the references come from this upload's own copy (the same bytes as any copy at the final name, which
+            # a concurrent upload of the same file may be replacing while this one reads)
+            manifests = {field: feature_store.read_manifest(root / private / RUNS[field]) for field in runs}
             folder = _move_into_place(root / private, root / (FILES_PREFIX + sha), [RUNS[f] for f in runs])
         except OSError as error:
             if error.errno in feature_store.FULL_ERRNOS:
@@ -118,7 +122,7 @@ class UploadStore:
             raise
         finally:
             shutil.rmtree(root / private, ignore_errors=True)
-        return {field: feature_store.reference(folder / RUNS[field]) for field in runs}
+        return {field: feature_store.reference(folder / RUNS[field], manifests[field]) for field in runs}
 
     def _check_redis_room(self, sha: str, runs: dict) -> None:
         """NeedsFeatureFolder (413) when, without a feature folder, a run would not fit one Redis value
@@ -306,12 +310,17 @@ def _move_into_place(private: Path, final: Path, runs: list[str]) -> Path:
         if all(feature_store.run_complete(final / run) for run in runs):
             os.utime(final)  # young again: the sweep leaves it alone until its key is published
             return final
-        if final.exists():
+        if final.exists():  # damaged, or a whole copy another upload renamed in since the check above
+            if all(feature_store.run_complete(final / run) for run in runs):
+                continue
             aside = final.with_name(f"{TEMP_PREFIX}{final.name[len(FILES_PREFIX):]}.{uuid.uuid4().hex}")
             try:
                 os.rename(final, aside)
             except FileNotFoundError:
                 pass
+            if all(feature_store.run_complete(aside / run) for run in runs):  # a whole copy landed meanwhile
+                with contextlib.suppress(OSError):
+                    os.rename(aside, final)
             shutil.rmtree(aside, ignore_errors=True)
         try:
             os.rename(private, final)

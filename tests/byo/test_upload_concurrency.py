@@ -121,3 +121,24 @@ def test_a_workers_heartbeat_sweeps_expired_uploads(client, folder):
         beat.stop()
     assert [p.name for p in folder.iterdir()] == [FILES_PREFIX + kept]
     assert _usable(client, kept, 5)
+
+
+def test_a_whole_copy_that_lands_between_the_check_and_the_move_is_kept(tmp_path, monkeypatch):
+    """The race CI met once: upload A renames its whole copy into place just after upload B found the place
+    empty; B must not move A's copy aside and delete it (A is reading its manifest), nor replace it."""
+    from worker import uploads as upload_module
+
+    final, private = tmp_path / (FILES_PREFIX + "abc"), tmp_path / (TEMP_PREFIX + "abc.mine")
+    for folder in (final, private):
+        (folder / "baseline").mkdir(parents=True)
+    (final / "baseline" / "marker").write_text("A's copy")
+    checks = []
+    complete = feature_store.run_complete
+
+    def racing(path):  # B's first look happens before A's rename: nothing there yet
+        checks.append(path)
+        return False if len(checks) == 1 else path.parent == final or complete(path)
+
+    monkeypatch.setattr(feature_store, "run_complete", racing)
+    assert upload_module._move_into_place(private, final, ["baseline"]) == final
+    assert (final / "baseline" / "marker").read_text() == "A's copy"
