@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.feature_store import FeatureStoreFull, run_bytes
+from worker.feature_store import FeatureStoreFull, positive_setting, run_bytes
 from worker.uploads import SPOOL_PREFIX, NeedsFeatureFolder, UploadStore
 
 DECODED_PER_UPLOAD_BYTE = 2  # a file's arrays may decode to at most twice PIDFLOW_MAX_UPLOAD_BYTES
@@ -41,16 +41,7 @@ class UploadQuotaExceeded(FeatureStoreFull):
 def upload_quota(env=None) -> int | None:
     """PIDFLOW_UPLOAD_QUOTA_GB in bytes: what one token's uploads may hold in all (hosted mode); None
     (unset) for no bound beyond PIDFLOW_FEATURE_MAX_GB. ValueError when it is not a positive number."""
-    raw = (os.environ if env is None else env).get("PIDFLOW_UPLOAD_QUOTA_GB")
-    if raw in (None, ""):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"PIDFLOW_UPLOAD_QUOTA_GB must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"PIDFLOW_UPLOAD_QUOTA_GB must be > 0, got {value}")
-    return int(value * 1024**3)
+    return positive_setting(os.environ if env is None else env, "PIDFLOW_UPLOAD_QUOTA_GB", 1024**3, None)
 
 
 @dataclass

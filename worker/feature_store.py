@@ -83,24 +83,27 @@ class FeatureStoreSettings:
         dtype = env.get("PIDFLOW_FEATURE_DTYPE") or "float32"
         if dtype not in DTYPES:
             raise ValueError(f"PIDFLOW_FEATURE_DTYPE must be one of {', '.join(DTYPES)}, got {dtype!r}")
-
-        def number(name, scale, default):
-            raw = env.get(name)
-            if raw in (None, ""):
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-            return int(value * scale)
         directory = env.get("PIDFLOW_FEATURE_DIR") or None
         return cls(directory=Path(directory) if directory else None, dtype=dtype,
                    dtype_given=bool(env.get("PIDFLOW_FEATURE_DTYPE")),
-                   max_bytes=number("PIDFLOW_FEATURE_MAX_GB", 1024**3, None),
-                   redis_max_bytes=number("PIDFLOW_FEATURE_REDIS_MAX_MB", MIB, 500 * MIB),
-                   resume_s=number("PIDFLOW_STUDY_RESUME_S", 1, RESUME_S))
+                   max_bytes=positive_setting(env, "PIDFLOW_FEATURE_MAX_GB", 1024**3, None),
+                   redis_max_bytes=positive_setting(env, "PIDFLOW_FEATURE_REDIS_MAX_MB", MIB, 500 * MIB),
+                   resume_s=positive_setting(env, "PIDFLOW_STUDY_RESUME_S", 1, RESUME_S))
+
+
+def positive_setting(env, name: str, scale: float, default):
+    """int(float(env[name]) * scale), or `default` when unset or empty; ValueError naming the setting when it
+    is not a positive number."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return int(value * scale)
 
 
 # -- sizes and the submission check ----------------------------------------------------------------------

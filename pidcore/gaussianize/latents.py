@@ -157,7 +157,7 @@ def clear_reduction_cache() -> None:
 
 def _cache_key(x: np.ndarray, *options) -> tuple:
     data = np.ascontiguousarray(x)
-    return (hashlib.blake2b(data.data, digest_size=16).hexdigest(), data.shape, data.dtype.str, *options)
+    return (hashlib.sha256(data.data).hexdigest(), data.shape, data.dtype.str, *options)  # SHA-NI: ~18 ms for 32 MB
 
 
 def _size(value: tuple) -> int:

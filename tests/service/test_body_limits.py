@@ -24,26 +24,29 @@ MIB = 1 << 20
 TOKEN = "s3cret-token"
 
 
-def _post_streamed(app, path: str, total: int, headers: dict, declare: bool = True) -> tuple[int, dict, int]:
-    """POST `total` bytes to the ASGI app 1 MiB at a time (the same chunk reused, so nothing big is held);
-    (status, JSON answer, bytes the app asked for)."""
+def post_streamed(app, path: str, total: int, headers: dict, declare: bool = True, *, head: bytes = b"",
+                  content_type: str = "application/octet-stream",
+                  query: bytes = b"filename=f.npz") -> tuple[int, dict, int]:
+    """POST `total` bytes to the ASGI app 1 MiB at a time (the same chunk reused, so nothing big is held; the
+    first starts with `head`); (status, JSON answer, bytes the app asked for)."""
     chunk, asked, sent = bytes(MIB), 0, []
 
     async def receive():
         nonlocal asked
         if asked >= total:
             return {"type": "http.disconnect"}
+        body = head + chunk[len(head):] if asked == 0 else chunk
         asked += MIB
-        return {"type": "http.request", "body": chunk, "more_body": asked < total}
+        return {"type": "http.request", "body": body, "more_body": asked < total}
 
     async def send(message):
         sent.append(message)
 
     raw = [(b"content-length", str(total).encode())] if declare else []  # else streamed (chunked)
-    raw.append((b"content-type", b"application/octet-stream"))
+    raw.append((b"content-type", content_type.encode()))
     raw += [(name.encode(), value.encode()) for name, value in headers.items()]
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"filename=f.npz",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query,
              "headers": raw, "client": ("10.0.0.7", 4321), "server": ("testserver", 80)}
     asyncio.run(app(scope, receive, send))
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -59,21 +62,21 @@ def hosted(redis_url):  # noqa: F811
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic " + TOKEN])
 def test_a_200_mib_upload_without_a_valid_token_is_refused_unread(hosted, authorization):
     headers = {"authorization": authorization} if authorization else {}
-    status, answer, asked = _post_streamed(hosted, "/api/v1/features", 200 * MIB, headers)
+    status, answer, asked = post_streamed(hosted, "/api/v1/features", 200 * MIB, headers)
     assert status == 401 and "needs an API token" in answer["detail"]
     assert asked == 0  # not one chunk of the body was read
 
 
 def test_an_upload_with_its_token_is_read_and_checked(hosted):
-    status, answer, asked = _post_streamed(hosted, "/api/v1/features", 3 * MIB,
+    status, answer, asked = post_streamed(hosted, "/api/v1/features", 3 * MIB,
                                            {"authorization": f"Bearer {TOKEN}"})
     assert asked == 3 * MIB and status == 422 and "not a readable npz" in answer["detail"]
 
 
 def test_other_routes_keep_the_small_limit(hosted):
-    status, answer, asked = _post_streamed(hosted, "/api/v1/analyses", 3 * MIB, {"authorization": f"Bearer {TOKEN}"})
+    status, answer, asked = post_streamed(hosted, "/api/v1/analyses", 3 * MIB, {"authorization": f"Bearer {TOKEN}"})
     assert status == 413 and answer["detail"] == f"request body larger than {64 * 1024} bytes" and asked == 0
-    status, answer, asked = _post_streamed(hosted, "/api/v1/analyses", 3 * MIB, {"authorization": f"Bearer {TOKEN}"},
+    status, answer, asked = post_streamed(hosted, "/api/v1/analyses", 3 * MIB, {"authorization": f"Bearer {TOKEN}"},
                                            declare=False)
     assert status == 413 and asked == MIB  # streamed: refused at the first chunk over the limit
 

@@ -5,7 +5,6 @@ small limit without any token."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -19,7 +18,7 @@ from app.ui.upload_callbacks import SET_TOKEN_COOKIE
 from app.ui.upload_callbacks import TOKEN_COOKIE as UI_COOKIE
 from tests.service.fakejobs import FakeJobs
 from tests.service.test_api_routes import redis_url  # noqa: F401 - fixture
-from tests.service.test_body_limits import _drop_zone_body, _npz_data_url
+from tests.service.test_body_limits import _drop_zone_body, _npz_data_url, post_streamed
 
 MIB = 1 << 20
 TOKEN = "drop-zone-s3cret"
@@ -38,28 +37,8 @@ def hosted(redis_url):  # noqa: F811
 def _stream_drop(app, head: bytes, total: int, headers: dict) -> tuple[int, dict, int]:
     """POST a drop-zone callback body of `total` bytes (its JSON start `head`, then filler) 1 MiB at a time;
     (status, JSON answer, bytes the app asked for)."""
-    chunk, asked, sent = bytes(MIB), 0, []
-
-    async def receive():
-        nonlocal asked
-        if asked >= total:
-            return {"type": "http.disconnect"}
-        body = head + chunk[len(head):] if asked == 0 else chunk
-        asked += MIB
-        return {"type": "http.request", "body": body, "more_body": asked < total}
-
-    async def send(message):
-        sent.append(message)
-
-    raw = [(b"content-length", str(total).encode()), (b"content-type", b"application/json")]
-    raw += [(name.encode(), value.encode()) for name, value in headers.items()]
-    path = "/_dash-update-component"
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": raw,
-             "client": ("10.0.0.9", 4321), "server": ("testserver", 80)}
-    asyncio.run(app(scope, receive, send))
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return sent[0]["status"], json.loads(body), asked
+    return post_streamed(app, "/_dash-update-component", total, headers, head=head, content_type="application/json",
+                         query=b"")
 
 
 @pytest.mark.parametrize("headers", [{}, {"cookie": f"{TOKEN_COOKIE}=wrong"}, {"authorization": "Bearer wrong"},
